@@ -1,0 +1,158 @@
+//! `switchboard-bench`: load clients used by the scripts in `bench/`.
+//!
+//! `switchboard-bench stun --server 127.0.0.1:3478` sends STUN Binding requests from several UDP
+//! sockets, keeping a window of requests in flight on each, and reports answered requests per
+//! second. It stops at `--requests` answers or after `--duration` seconds, whichever comes first,
+//! and refuses non-loopback targets unless `--allow-remote` is given.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use switchboard_stun::{Class, Message, MessageBuilder, Method, TransactionId};
+
+#[derive(Parser)]
+#[command(name = "switchboard-bench", about = "Bounded load clients for switchboard benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// STUN Binding request load over UDP.
+    Stun {
+        /// Server address.
+        #[arg(long, default_value = "127.0.0.1:3478")]
+        server: SocketAddr,
+        /// Client sockets (one thread each).
+        #[arg(long, default_value_t = 4)]
+        sockets: usize,
+        /// Requests in flight per socket.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        /// Stop after this many answered requests.
+        #[arg(long, default_value_t = 2_000_000)]
+        requests: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Allow a non-loopback server.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+}
+
+#[derive(Default)]
+struct Totals {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    bad: AtomicU64,
+}
+
+fn request(buf: &mut [u8], id: u64, sock: u32) -> anyhow::Result<usize> {
+    let mut tid = [0u8; 12];
+    tid[..8].copy_from_slice(&id.to_be_bytes());
+    tid[8..].copy_from_slice(&sock.to_be_bytes());
+    let mut b = MessageBuilder::new(buf, Class::Request, Method::BINDING, TransactionId(tid))?;
+    b.fingerprint()?;
+    Ok(b.finish())
+}
+
+fn stun_worker(
+    server: SocketAddr,
+    index: u32,
+    window: usize,
+    limit: u64,
+    deadline: Instant,
+    stop: &AtomicBool,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let sock = UdpSocket::bind(bind)?;
+    sock.connect(server)?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut out = [0u8; 64];
+    let mut inb = [0u8; 1500];
+    let mut next_id = 0u64;
+    let mut in_flight = 0usize;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        while in_flight < window {
+            let n = request(&mut out, next_id, index)?;
+            next_id += 1;
+            if sock.send(&out[..n]).is_ok() {
+                in_flight += 1;
+                totals.sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                break;
+            }
+        }
+        match sock.recv(&mut inb) {
+            Ok(n) => {
+                in_flight = in_flight.saturating_sub(1);
+                match Message::parse(&inb[..n]) {
+                    Ok(m) if m.class() == Class::Success && m.check_fingerprint() != Some(false) => {
+                        if totals.answered.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        totals.bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            // Timeout: the window's requests are presumed lost; refill it.
+            Err(_) => in_flight = 0,
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Stun {
+            server,
+            sockets,
+            window,
+            requests,
+            duration,
+            allow_remote,
+        } => {
+            if !server.ip().is_loopback() && !allow_remote {
+                bail!("refusing to load {server}: not loopback (pass --allow-remote if you own it)");
+            }
+            if !(0.1..=600.0).contains(&duration) || sockets == 0 || window == 0 {
+                bail!("--duration must be 0.1..600 s, --sockets and --window at least 1");
+            }
+            let totals = Arc::new(Totals::default());
+            let stop = Arc::new(AtomicBool::new(false));
+            let start = Instant::now();
+            let deadline = start + Duration::from_secs_f64(duration);
+            let handles: Vec<_> = (0..sockets)
+                .map(|i| {
+                    let totals = totals.clone();
+                    let stop = stop.clone();
+                    std::thread::spawn(move || stun_worker(server, i as u32, window, requests, deadline, &stop, &totals))
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| anyhow::anyhow!("worker panicked"))?.context("worker")?;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let answered = totals.answered.load(Ordering::Relaxed);
+            let sent = totals.sent.load(Ordering::Relaxed);
+            println!(
+                "target={server} sockets={sockets} window={window} seconds={secs:.2} sent={sent} answered={answered} bad={} rate={:.0}",
+                totals.bad.load(Ordering::Relaxed),
+                answered as f64 / secs
+            );
+            if answered == 0 {
+                bail!("no answers from {server}");
+            }
+            Ok(())
+        }
+    }
+}

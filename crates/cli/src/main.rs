@@ -1,0 +1,224 @@
+//! `switchboard`: one binary for STUN/TURN, the real-time hub and WebRTC signaling.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use switchboard_server::config::{LogFormat, Settings, DEFAULT_TOML};
+use switchboard_server::Server;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "STUN/TURN, real-time hub and WebRTC signaling in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (with no flags: every listener on loopback, in memory, self-signed cert).
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the commented default configuration file.
+    Default,
+    /// Print the effective settings after the file, environment and flags are applied.
+    Show(ServeArgs),
+}
+
+/// Flags; each overrides the config file and the SWITCHBOARD_* environment.
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// TOML configuration file (also SWITCHBOARD_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// STUN over UDP listen address; repeatable; `off` disables.
+    #[arg(long, value_name = "ADDR")]
+    stun_udp: Vec<String>,
+    /// STUN over TCP listen address; repeatable; `off` disables.
+    #[arg(long, value_name = "ADDR")]
+    stun_tcp: Vec<String>,
+    /// STUN over TLS listen address; repeatable; `off` disables.
+    #[arg(long, value_name = "ADDR")]
+    stun_tls: Vec<String>,
+    /// Second IP address for RFC 5780 NAT behaviour discovery.
+    #[arg(long, value_name = "IP")]
+    alt_address: Option<String>,
+    /// Alternate port for RFC 5780 (default: primary port + 1).
+    #[arg(long, value_name = "PORT")]
+    alt_port: Option<String>,
+    /// SOFTWARE attribute value ("" for none).
+    #[arg(long, value_name = "TEXT")]
+    software: Option<String>,
+    /// Maximum open STUN TCP+TLS connections.
+    #[arg(long, value_name = "N")]
+    stun_max_connections: Option<String>,
+    /// Seconds before an idle STUN TCP/TLS connection is closed.
+    #[arg(long, value_name = "SECS")]
+    stun_idle_timeout: Option<String>,
+    /// UDP sockets per STUN address (0: one per core).
+    #[arg(long, value_name = "N")]
+    stun_workers: Option<String>,
+    /// PEM certificate chain for TLS listeners.
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<String>,
+    /// PEM private key for TLS listeners.
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<String>,
+    /// HTTP listen address (health, metrics); repeatable; `off` disables.
+    #[arg(long, value_name = "ADDR")]
+    http: Vec<String>,
+    /// Log format: json or pretty.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Log filter, e.g. info, debug, switchboard=debug.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags given, as (setting name, values).
+    fn overrides(&self) -> Vec<(&'static str, Vec<String>)> {
+        let mut v: Vec<(&'static str, Vec<String>)> = Vec::new();
+        let lists = [
+            ("stun-udp", &self.stun_udp),
+            ("stun-tcp", &self.stun_tcp),
+            ("stun-tls", &self.stun_tls),
+            ("http", &self.http),
+        ];
+        for (k, list) in lists {
+            if !list.is_empty() {
+                v.push((k, list.clone()));
+            }
+        }
+        let singles = [
+            ("alt-address", &self.alt_address),
+            ("alt-port", &self.alt_port),
+            ("software", &self.software),
+            ("stun-max-connections", &self.stun_max_connections),
+            ("stun-idle-timeout", &self.stun_idle_timeout),
+            ("stun-workers", &self.stun_workers),
+            ("tls-cert", &self.tls_cert),
+            ("tls-key", &self.tls_key),
+            ("log-format", &self.log_format),
+            ("log-level", &self.log_level),
+        ];
+        for (k, val) in singles {
+            if let Some(val) = val {
+                v.push((k, vec![val.clone()]));
+            }
+        }
+        v
+    }
+
+    /// Defaults < file < environment < flags.
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let file = self
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("SWITCHBOARD_CONFIG").map(PathBuf::from));
+        let mut settings = match file {
+            Some(path) => Settings::from_file(&path)?,
+            None => Settings::default(),
+        };
+        settings.apply_env(std::env::vars())?;
+        for (key, values) in self.overrides() {
+            settings.set(key, &values, &format!("--{key}"))?;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&settings.log_level)
+        .map_err(|e| anyhow::anyhow!("bad value for log-level {:?}: {e}", settings.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    init_logging(&settings)?;
+    let server = Server::start(&settings).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        for l in server.listeners() {
+            writeln!(out, "{l}")?;
+        }
+        match server.certs().source() {
+            switchboard_server::tls::CertSource::SelfSigned => writeln!(
+                out,
+                "tls   cert self-signed for localhost, sha256 {}",
+                server.certs().fingerprint()
+            )?,
+            switchboard_server::tls::CertSource::Files { cert, .. } => writeln!(
+                out,
+                "tls   cert {}, sha256 {}",
+                cert.display(),
+                server.certs().fingerprint()
+            )?,
+        }
+        out.flush()?;
+    }
+    tracing::info!(listeners = server.listeners().len(), "switchboard started");
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match server.reload() {
+                Ok(()) => tracing::info!(fingerprint = %server.certs().fingerprint(), "reloaded certificates"),
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the old certificates"),
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version => {
+            println!("switchboard {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{DEFAULT_TOML}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show(args)) => args.settings().map(|s| print!("{}", s.to_toml())),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(serve(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! Settings, layered: built-in defaults < TOML file (`--config`) < `SWITCHBOARD_*` environment <
+//! command-line flags.
+//!
+//! Every setting has one name, the flag name (`stun-udp`); the environment variable is the same
+//! name upper-cased with `_` (`SWITCHBOARD_STUN_UDP`), and the TOML key is given in
+//! [`DEFAULT_TOML`]. An unknown key or a bad value anywhere stops start-up with an error naming it.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A configuration error; the message always names the offending key or file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys or bad values.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// An unknown setting name in the environment or on the command line.
+    #[error("unknown setting {origin}")]
+    UnknownKey {
+        /// Where it came from (`SWITCHBOARD_FOO` or `--foo`).
+        origin: String,
+    },
+    /// A value that does not parse.
+    #[error("bad value for {origin}: {value:?}: {reason}")]
+    BadValue {
+        /// Where it came from.
+        origin: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// Settings that are fine one by one but not together.
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A list of listen addresses; empty means the listener is off.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Listen(pub Vec<SocketAddr>);
+
+impl Listen {
+    fn one(addr: &str) -> Self {
+        Listen(vec![addr.parse().expect("built-in address")])
+    }
+
+    /// Parses a list of `IP:PORT` values; a lone `off` (or an empty list) disables the listener.
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        let values: Vec<&str> = values
+            .iter()
+            .flat_map(|v| v.as_ref().split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.iter().any(|v| v.eq_ignore_ascii_case("off")) {
+            if values.len() > 1 {
+                return Err("`off` cannot be combined with addresses".into());
+            }
+            return Ok(Listen(out));
+        }
+        for v in values {
+            let addr: SocketAddr = v
+                .parse()
+                .map_err(|_| format!("expected IP:PORT (e.g. 127.0.0.1:3478, [::1]:3478) or off, got {v:?}"))?;
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        Ok(Listen(out))
+    }
+
+    /// Whether the listener is off.
+    pub fn is_off(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<String> = self.0.iter().map(|a| a.to_string()).collect();
+        v.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let values = match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        Listen::parse(&values).map_err(serde::de::Error::custom)
+    }
+}
+
+/// All settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `switchboard=debug,info`.
+    pub log_level: String,
+    /// STUN/TURN listeners.
+    pub stun: StunSettings,
+    /// Certificates for every TLS listener.
+    pub tls: TlsSettings,
+    /// The HTTP server (health and metrics now; the hub later).
+    pub http: HttpSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            stun: StunSettings::default(),
+            tls: TlsSettings::default(),
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+/// STUN/TURN listener settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StunSettings {
+    /// UDP listen addresses.
+    pub udp: Listen,
+    /// TCP listen addresses.
+    pub tcp: Listen,
+    /// TLS listen addresses.
+    pub tls: Listen,
+    /// RFC 5780 alternate IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alt_address: Option<IpAddr>,
+    /// RFC 5780 alternate port (default: primary port + 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alt_port: Option<u16>,
+    /// SOFTWARE attribute value (empty: none).
+    pub software: String,
+    /// Maximum open TCP+TLS connections.
+    pub max_connections: usize,
+    /// Seconds a TCP/TLS connection may stay idle.
+    pub idle_timeout: u64,
+    /// UDP worker sockets per address (0: one per CPU core).
+    pub workers: usize,
+}
+
+impl Default for StunSettings {
+    fn default() -> Self {
+        StunSettings {
+            udp: Listen::one("127.0.0.1:3478"),
+            tcp: Listen::one("127.0.0.1:3478"),
+            tls: Listen::one("127.0.0.1:5349"),
+            alt_address: None,
+            alt_port: None,
+            software: concat!("switchboard ", env!("CARGO_PKG_VERSION")).into(),
+            max_connections: 10_000,
+            idle_timeout: 300,
+            workers: 0,
+        }
+    }
+}
+
+/// Certificate settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain; without it a self-signed certificate is generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// HTTP settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Plain HTTP listen addresses (HTTP/1.1 and h2c).
+    pub listen: Listen,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: Listen::one("127.0.0.1:8080"),
+        }
+    }
+}
+
+/// The commented default configuration file printed by `switchboard config default`.
+/// A test checks that it parses to exactly [`Settings::default`].
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Every setting name: flag `--NAME`, environment `SWITCHBOARD_NAME` (upper-case, `_`).
+pub const KEYS: &[&str] = &[
+    "log-format",
+    "log-level",
+    "stun-udp",
+    "stun-tcp",
+    "stun-tls",
+    "alt-address",
+    "alt-port",
+    "software",
+    "stun-max-connections",
+    "stun-idle-timeout",
+    "stun-workers",
+    "tls-cert",
+    "tls-key",
+    "http",
+];
+
+/// Environment variables that are not settings themselves.
+const ENV_NON_KEYS: &[&str] = &["SWITCHBOARD_CONFIG"];
+
+fn bad(origin: &str, value: &str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::BadValue {
+        origin: origin.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_one<T: std::str::FromStr>(origin: &str, values: &[String], what: &str) -> Result<T, ConfigError> {
+    let [v] = values else {
+        return Err(bad(origin, &values.join(","), "expected exactly one value"));
+    };
+    v.trim().parse().map_err(|_| bad(origin, v, format!("expected {what}")))
+}
+
+fn parse_opt<T: std::str::FromStr>(
+    origin: &str,
+    values: &[String],
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    match values {
+        [v] if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("off") => Ok(None),
+        _ => parse_one(origin, values, what).map(Some),
+    }
+}
+
+impl Settings {
+    /// Reads a TOML file onto the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::File {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text onto the defaults.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// Sets one setting by name; `origin` names the source in errors (`--stun-udp`).
+    pub fn set(&mut self, key: &str, values: &[String], origin: &str) -> Result<(), ConfigError> {
+        let listen = |values: &[String]| Listen::parse(values).map_err(|r| bad(origin, &values.join(","), r));
+        match key {
+            "log-format" => {
+                self.log_format = match parse_one::<String>(origin, values, "json or pretty")?.as_str() {
+                    "json" => LogFormat::Json,
+                    "pretty" => LogFormat::Pretty,
+                    other => return Err(bad(origin, other, "expected json or pretty")),
+                }
+            }
+            "log-level" => self.log_level = parse_one(origin, values, "a log filter")?,
+            "stun-udp" => self.stun.udp = listen(values)?,
+            "stun-tcp" => self.stun.tcp = listen(values)?,
+            "stun-tls" => self.stun.tls = listen(values)?,
+            "alt-address" => self.stun.alt_address = parse_opt(origin, values, "an IP address or off")?,
+            "alt-port" => self.stun.alt_port = parse_opt(origin, values, "a port number 1-65535 or off")?,
+            "software" => self.stun.software = values.join(","),
+            "stun-max-connections" => self.stun.max_connections = parse_one(origin, values, "a count")?,
+            "stun-idle-timeout" => self.stun.idle_timeout = parse_one(origin, values, "seconds")?,
+            "stun-workers" => self.stun.workers = parse_one(origin, values, "a count (0: one per core)")?,
+            "tls-cert" => self.tls.cert = parse_opt(origin, values, "a file path")?,
+            "tls-key" => self.tls.key = parse_opt(origin, values, "a file path")?,
+            "http" => self.http.listen = listen(values)?,
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    origin: origin.to_string(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `SWITCHBOARD_*` variables. Lists are comma-separated. Any other `SWITCHBOARD_`
+    /// variable is an error, so a typo cannot silently do nothing.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<(), ConfigError> {
+        let mut vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SWITCHBOARD_") && !ENV_NON_KEYS.contains(&k.as_str()))
+            .collect();
+        vars.sort();
+        for (name, value) in vars {
+            let key = name["SWITCHBOARD_".len()..].to_ascii_lowercase().replace('_', "-");
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::UnknownKey { origin: name });
+            }
+            self.set(&key, &[value], &name)?;
+        }
+        Ok(())
+    }
+
+    /// Checks settings that depend on each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "--tls-cert and --tls-key must be given together".into(),
+            ));
+        }
+        if let Some(alt) = self.stun.alt_address {
+            let all = self.stun.udp.0.iter().chain(&self.stun.tcp.0).chain(&self.stun.tls.0);
+            for addr in all {
+                if addr.ip().is_unspecified() {
+                    return Err(ConfigError::Invalid(format!(
+                        "--alt-address needs specific STUN listen addresses, not {addr}"
+                    )));
+                }
+                if addr.is_ipv4() != alt.is_ipv4() {
+                    return Err(ConfigError::Invalid(format!(
+                        "--alt-address {alt} and listener {addr} are of different IP families"
+                    )));
+                }
+                if addr.ip() == alt {
+                    return Err(ConfigError::Invalid(format!(
+                        "--alt-address {alt} must differ from the listener address {addr}"
+                    )));
+                }
+                let alt_port = self.alt_port_for(addr.port());
+                if alt_port.is_none() || alt_port == Some(addr.port()) || addr.port() == 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "listener {addr} has no usable alternate port (set --alt-port)"
+                    )));
+                }
+            }
+        } else if self.stun.alt_port.is_some() {
+            return Err(ConfigError::Invalid("--alt-port needs --alt-address".into()));
+        }
+        Ok(())
+    }
+
+    /// RFC 5780 alternate port for a listener on `port`.
+    pub fn alt_port_for(&self, port: u16) -> Option<u16> {
+        self.stun.alt_port.or_else(|| port.checked_add(1))
+    }
+
+    /// The effective settings as TOML (for `switchboard config show`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn default_file_is_the_defaults() {
+        assert_eq!(Settings::from_toml(DEFAULT_TOML).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn every_key_is_settable() {
+        for key in KEYS {
+            let mut st = Settings::default();
+            let value = match *key {
+                "log-format" => "json",
+                "stun-udp" | "stun-tcp" | "stun-tls" | "http" => "127.0.0.1:1",
+                "alt-address" => "127.0.0.2",
+                "alt-port" | "stun-max-connections" | "stun-idle-timeout" | "stun-workers" => "7",
+                _ => "x",
+            };
+            st.set(key, &s(&[value]), key).unwrap();
+            assert_ne!(st, Settings::default(), "{key} changed nothing");
+        }
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let mut st = Settings::from_toml("[stun]\nudp = [\"127.0.0.1:4000\"]\ntcp = \"off\"\n").unwrap();
+        assert_eq!(st.stun.udp.0, vec!["127.0.0.1:4000".parse().unwrap()]);
+        assert!(st.stun.tcp.is_off());
+        st.apply_env([
+            ("SWITCHBOARD_STUN_UDP".to_string(), "127.0.0.1:5000,127.0.0.1:5002".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+            ("SWITCHBOARD_CONFIG".to_string(), "/x.toml".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(st.stun.udp.0.len(), 2);
+        st.set("stun-udp", &s(&["off"]), "--stun-udp").unwrap();
+        assert!(st.stun.udp.is_off());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Settings::from_toml("[stun]\nupd = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(e.contains("upd"), "{e}");
+        let e = Settings::from_toml("colour = 1\n").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        let e = Settings::default()
+            .apply_env([("SWITCHBOARD_STUN_UPD".to_string(), "x".to_string())])
+            .unwrap_err();
+        assert!(e.to_string().contains("SWITCHBOARD_STUN_UPD"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Settings::from_toml("[stun]\nudp = \"localhost\"\n").unwrap_err();
+        assert!(e.contains("localhost"), "{e}");
+        let e = Settings::default()
+            .set("alt-port", &s(&["70000"]), "--alt-port")
+            .unwrap_err();
+        assert!(e.to_string().contains("--alt-port") && e.to_string().contains("70000"), "{e}");
+        let e = Settings::default()
+            .set("stun-udp", &s(&["off", "127.0.0.1:1"]), "--stun-udp")
+            .unwrap_err();
+        assert!(e.to_string().contains("--stun-udp"), "{e}");
+        let e = Settings::default()
+            .set("log-format", &s(&["xml"]), "--log-format")
+            .unwrap_err();
+        assert!(e.to_string().contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn validation() {
+        let mut st = Settings::default();
+        st.validate().unwrap();
+        st.stun.alt_address = Some("127.0.0.2".parse().unwrap());
+        st.validate().unwrap();
+        st.stun.alt_address = Some("::1".parse().unwrap());
+        assert!(st.validate().is_err());
+        st.stun.alt_address = Some("127.0.0.1".parse().unwrap());
+        assert!(st.validate().is_err());
+        st.stun.alt_address = None;
+        st.stun.alt_port = Some(4000);
+        assert!(st.validate().is_err());
+        let mut st = Settings::default();
+        st.tls.cert = Some("/c.pem".into());
+        assert!(st.validate().is_err());
+    }
+}

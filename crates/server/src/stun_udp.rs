@@ -1,0 +1,210 @@
+//! STUN over UDP: batched receive (recvmmsg/GRO through quinn-udp), one group of sockets per
+//! worker bound with SO_REUSEPORT so the kernel spreads clients over the cores.
+//!
+//! With an RFC 5780 alternate address a group is four sockets, indexed by two bits:
+//! bit 0 set = alternate port, bit 1 set = alternate IP. A CHANGE-REQUEST flips the matching
+//! bits to pick the socket that answers.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use switchboard_turn::{Action, Arrival, BindingService, Transport, Via, MAX_REPLY};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::stats::StunStats;
+
+/// Receive slots per batch.
+const BATCH: usize = 32;
+/// Bytes per receive slot: one datagram, or several of one flow coalesced by GRO.
+const SLOT: usize = 65_536;
+
+struct Sock {
+    io: UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+}
+
+/// One worker's sockets: index 0 is the primary address, 1..=3 exist with an alternate address.
+struct Group {
+    socks: Vec<Sock>,
+}
+
+impl Group {
+    fn other(&self, role: usize) -> Option<SocketAddr> {
+        (self.socks.len() == 4).then(|| self.socks[role ^ 3].local)
+    }
+
+    fn via_role(&self, role: usize, via: Via) -> Option<usize> {
+        let flip = match via {
+            Via::Same => 0,
+            Via::ChangePort => 1,
+            Via::ChangeIp => 2,
+            Via::ChangeBoth => 3,
+        };
+        let r = role ^ flip;
+        (r < self.socks.len()).then_some(r)
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    // Bigger kernel buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+fn make_sock(addr: SocketAddr) -> io::Result<Sock> {
+    let io = bind(addr)?;
+    let state = UdpSocketState::new(UdpSockRef::from(&io))?;
+    let local = io.local_addr()?;
+    Ok(Sock { io, state, local })
+}
+
+/// Binds `workers` groups for one primary address and returns the addresses of group 0.
+/// `alt` is the alternate (IP, port) when RFC 5780 is on.
+pub(crate) fn spawn(
+    primary: SocketAddr,
+    alt: Option<(IpAddr, u16)>,
+    workers: usize,
+    service: Arc<BindingService>,
+    stats: Arc<StunStats>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> io::Result<Vec<SocketAddr>> {
+    let mut addrs = vec![primary];
+    let mut bound = Vec::new();
+    for w in 0..workers.max(1) {
+        let mut socks = Vec::new();
+        if w == 0 {
+            let first = make_sock(primary)?;
+            addrs[0] = first.local;
+            socks.push(first);
+            if let Some((alt_ip, alt_port)) = alt {
+                let p = addrs[0];
+                addrs.push(SocketAddr::new(p.ip(), alt_port));
+                addrs.push(SocketAddr::new(alt_ip, p.port()));
+                addrs.push(SocketAddr::new(alt_ip, alt_port));
+                for a in &addrs[1..] {
+                    socks.push(make_sock(*a)?);
+                }
+            }
+        } else {
+            for a in &addrs {
+                socks.push(make_sock(*a)?);
+            }
+        }
+        bound.push(Arc::new(Group { socks }));
+    }
+    for group in bound {
+        for role in 0..group.socks.len() {
+            let group = group.clone();
+            let service = service.clone();
+            let stats = stats.clone();
+            let mut shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = crate::stopped(&mut shutdown) => {}
+                    r = run(group, role, service, stats) => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "STUN UDP worker stopped");
+                        }
+                    }
+                }
+            });
+        }
+    }
+    Ok(addrs)
+}
+
+async fn run(group: Arc<Group>, role: usize, service: Arc<BindingService>, stats: Arc<StunStats>) -> io::Result<()> {
+    let sock = &group.socks[role];
+    let mut storage = vec![0u8; BATCH * SLOT];
+    let mut slots: Vec<IoSliceMut<'_>> = storage.chunks_mut(SLOT).map(IoSliceMut::new).collect();
+    let mut metas = [RecvMeta::default(); BATCH];
+    let mut out = [0u8; MAX_REPLY];
+    let other = group.other(role);
+    loop {
+        sock.io.readable().await?;
+        let n = match sock
+            .io
+            .try_io(Interest::READABLE, || sock.state.recv(UdpSockRef::from(&sock.io), &mut slots, &mut metas))
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                // ICMP errors surface here on Linux (e.g. port unreachable for an earlier
+                // reply); they concern one peer, not the socket.
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        for (meta, slot) in metas.iter().zip(slots.iter()).take(n) {
+            let local = match meta.dst_ip {
+                Some(ip) => SocketAddr::new(ip, sock.local.port()),
+                None => sock.local,
+            };
+            let stride = meta.stride.max(1);
+            for datagram in slot[..meta.len.min(SLOT)].chunks(stride) {
+                stats.received.increment(1);
+                let arrival = Arrival {
+                    peer: meta.addr,
+                    local,
+                    other,
+                    transport: Transport::Udp,
+                };
+                match service.handle(&arrival, datagram, &mut out) {
+                    Action::Reply { via, to, len, error } => {
+                        stats.count_reply(error);
+                        let Some(r) = group.via_role(role, via) else {
+                            continue;
+                        };
+                        send(&group.socks[r], to, &out[..len], meta.dst_ip.filter(|_| r == role)).await;
+                    }
+                    Action::Drop(reason) => stats.count_drop(reason),
+                }
+            }
+        }
+    }
+}
+
+async fn send(sock: &Sock, to: SocketAddr, data: &[u8], src_ip: Option<IpAddr>) {
+    let transmit = Transmit {
+        destination: to,
+        ecn: None,
+        contents: data,
+        segment_size: None,
+        src_ip,
+    };
+    // A few attempts when the send buffer is full; a reply that still cannot go is dropped like
+    // any lost datagram (the client retransmits).
+    for _ in 0..4 {
+        match sock
+            .io
+            .try_io(Interest::WRITABLE, || sock.state.try_send(UdpSockRef::from(&sock.io), &transmit))
+        {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if sock.io.writable().await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %to, "UDP send failed");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Sans-IO STUN/TURN server logic.
+//!
+//! Nothing here owns a socket or reads a clock: the server crate receives a datagram or a framed
+//! stream chunk, describes where it arrived ([`Arrival`]), and asks [`BindingService::handle`] what
+//! to do. The answer is an [`Action`]: write `len` bytes of the caller's output buffer to an
+//! address from one of the listener's sockets ([`Via`]), or drop the input (UDP) / close the
+//! connection (TCP, TLS) for a stated [`DropReason`] the caller counts.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use switchboard_stun::{Class, Message, MessageBuilder, Method, TransactionId};
+//! use switchboard_turn::{Action, Arrival, BindingService, Transport, Via};
+//!
+//! let service = BindingService::new("switchboard");
+//! let mut req = [0u8; 64];
+//! let n = {
+//!     let mut b = MessageBuilder::new(&mut req, Class::Request, Method::BINDING, TransactionId([7; 12])).unwrap();
+//!     b.fingerprint().unwrap();
+//!     b.finish()
+//! };
+//! let client: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+//! let local: SocketAddr = "203.0.113.5:3478".parse().unwrap();
+//! let arrival = Arrival { peer: client, local, other: None, transport: Transport::Udp };
+//! let mut out = [0u8; 512];
+//! match service.handle(&arrival, &req[..n], &mut out) {
+//!     Action::Reply { via: Via::Same, to, len, error: false } => {
+//!         assert_eq!(to, client);
+//!         let resp = Message::parse(&out[..len]).unwrap();
+//!         assert_eq!(resp.class(), Class::Success);
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+#![deny(missing_docs)]
+
+mod binding;
+
+pub use binding::{Action, Arrival, BindingService, DropReason, Transport, Via, MAX_REPLY};
