@@ -27,15 +27,26 @@ fn digest_of<D: Digest>(parts: &[&[u8]]) -> D {
 /// The inputs must already be processed with SASLprep / OpaqueString (RFC 8265) as the RFC
 /// requires; this crate does not implement that profile.
 pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    let h: Md5 = digest_of(&[username.as_bytes(), b":", realm.as_bytes(), b":", password.as_bytes()]);
+    let h: Md5 = digest_of(&[
+        username.as_bytes(),
+        b":",
+        realm.as_bytes(),
+        b":",
+        password.as_bytes(),
+    ]);
     h.finalize().into()
 }
 
 /// The long-term credential key of RFC 8489 §9.2.2 with the SHA-256 algorithm (password
 /// algorithm 0x0002): `SHA-256(username ":" realm ":" password)`.
 pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
-    let h: Sha256 =
-        digest_of(&[username.as_bytes(), b":", realm.as_bytes(), b":", password.as_bytes()]);
+    let h: Sha256 = digest_of(&[
+        username.as_bytes(),
+        b":",
+        realm.as_bytes(),
+        b":",
+        password.as_bytes(),
+    ]);
     h.finalize().into()
 }
 

@@ -62,7 +62,10 @@ impl<'b> MessageBuilder<'b> {
         let available = buf.len();
         let hdr = buf
             .get_mut(..HEADER_LEN)
-            .ok_or(BuildError::BufferTooSmall { needed: HEADER_LEN, available })?;
+            .ok_or(BuildError::BufferTooSmall {
+                needed: HEADER_LEN,
+                available,
+            })?;
         let mut h = [0u8; HEADER_LEN];
         let (t, rest) = h.split_at_mut(2);
         t.copy_from_slice(&encode_type(class, method).to_be_bytes());
@@ -71,7 +74,13 @@ impl<'b> MessageBuilder<'b> {
         c.copy_from_slice(&cookie);
         id.copy_from_slice(&tid.0);
         hdr.copy_from_slice(&h);
-        Ok(MessageBuilder { buf, len: HEADER_LEN, tid, pad: 0, stage: 0 })
+        Ok(MessageBuilder {
+            buf,
+            len: HEADER_LEN,
+            tid,
+            pad: 0,
+            stage: 0,
+        })
     }
 
     /// Starts a response to `req`: same method, the given class, the same transaction id and the
@@ -136,7 +145,10 @@ impl<'b> MessageBuilder<'b> {
         fill: impl FnOnce(&[u8], &mut [u8]),
     ) -> Result<&mut Self, BuildError> {
         let stage = self.next_stage(typ)?;
-        let vlen16 = u16::try_from(vlen).map_err(|_| BuildError::ValueTooLong { len: vlen, max: 0xFFFF })?;
+        let vlen16 = u16::try_from(vlen).map_err(|_| BuildError::ValueTooLong {
+            len: vlen,
+            max: 0xFFFF,
+        })?;
         let start = self.len;
         let total = start + 4 + padded(vlen);
         let body = total - HEADER_LEN;
@@ -144,14 +156,19 @@ impl<'b> MessageBuilder<'b> {
             return Err(BuildError::MessageTooLong);
         }
         let available = self.buf.len();
-        let too_small = BuildError::BufferTooSmall { needed: total, available };
+        let too_small = BuildError::BufferTooSmall {
+            needed: total,
+            available,
+        };
         let out = self.buf.get_mut(..total).ok_or(too_small.clone())?;
         let (prefix, attr_bytes) = out.split_at_mut_checked(start).ok_or(too_small.clone())?;
         // `body` <= 0xFFFC, so the cast is lossless.
         if !put(prefix, 2, &(body as u16).to_be_bytes()) {
             return Err(too_small);
         }
-        let (tl, rest) = attr_bytes.split_at_mut_checked(4).ok_or(too_small.clone())?;
+        let (tl, rest) = attr_bytes
+            .split_at_mut_checked(4)
+            .ok_or(too_small.clone())?;
         let (value, pad) = rest.split_at_mut_checked(vlen).ok_or(too_small)?;
         let [t0, t1] = typ.to_be_bytes();
         let [l0, l1] = vlen16.to_be_bytes();
@@ -186,9 +203,17 @@ impl<'b> MessageBuilder<'b> {
         self.append(typ, addr::encoded_len(&a), |_, v| addr::encode(&a, key, v))
     }
 
-    fn text(&mut self, typ: u16, s: &str, max_chars: Option<usize>) -> Result<&mut Self, BuildError> {
+    fn text(
+        &mut self,
+        typ: u16,
+        s: &str,
+        max_chars: Option<usize>,
+    ) -> Result<&mut Self, BuildError> {
         if s.len() > MAX_TEXT_LEN {
-            return Err(BuildError::ValueTooLong { len: s.len(), max: MAX_TEXT_LEN });
+            return Err(BuildError::ValueTooLong {
+                len: s.len(),
+                max: MAX_TEXT_LEN,
+            });
         }
         if let Some(max) = max_chars {
             let n = s.chars().count();
@@ -270,7 +295,10 @@ impl<'b> MessageBuilder<'b> {
         let mut len = 0usize;
         for (_, p) in algs {
             if p.len() > 0xFFFF {
-                return Err(BuildError::ValueTooLong { len: p.len(), max: 0xFFFF });
+                return Err(BuildError::ValueTooLong {
+                    len: p.len(),
+                    max: 0xFFFF,
+                });
             }
             len = len.saturating_add(4 + padded(p.len()));
         }
@@ -285,11 +313,18 @@ impl<'b> MessageBuilder<'b> {
     /// PASSWORD-ALGORITHM (RFC 8489 §14.12).
     pub fn password_algorithm(&mut self, alg: u16, params: &[u8]) -> Result<&mut Self, BuildError> {
         if params.len() > 0xFFFF {
-            return Err(BuildError::ValueTooLong { len: params.len(), max: 0xFFFF });
+            return Err(BuildError::ValueTooLong {
+                len: params.len(),
+                max: 0xFFFF,
+            });
         }
-        self.append(attr::PASSWORD_ALGORITHM, 4 + padded(params.len()), |_, v| {
-            write_algorithm(v, 0, alg, params);
-        })
+        self.append(
+            attr::PASSWORD_ALGORITHM,
+            4 + padded(params.len()),
+            |_, v| {
+                write_algorithm(v, 0, alg, params);
+            },
+        )
     }
 
     /// ALTERNATE-SERVER (RFC 8489 §14.15; plain address encoding).
@@ -300,7 +335,10 @@ impl<'b> MessageBuilder<'b> {
     /// ALTERNATE-DOMAIN (RFC 8489 §14.16), at most 255 bytes.
     pub fn alternate_domain(&mut self, s: &str) -> Result<&mut Self, BuildError> {
         if s.len() > MAX_DOMAIN_LEN {
-            return Err(BuildError::ValueTooLong { len: s.len(), max: MAX_DOMAIN_LEN });
+            return Err(BuildError::ValueTooLong {
+                len: s.len(),
+                max: MAX_DOMAIN_LEN,
+            });
         }
         self.add(attr::ALTERNATE_DOMAIN, s.as_bytes())
     }
@@ -347,7 +385,11 @@ impl<'b> MessageBuilder<'b> {
     /// FINGERPRINT (RFC 8489 §14.7): CRC-32 of the message so far XOR 0x5354554E.
     pub fn fingerprint(&mut self) -> Result<&mut Self, BuildError> {
         self.append(attr::FINGERPRINT, 4, |prefix, v| {
-            put(v, 0, &(crc32fast::hash(prefix) ^ FINGERPRINT_XOR).to_be_bytes());
+            put(
+                v,
+                0,
+                &(crc32fast::hash(prefix) ^ FINGERPRINT_XOR).to_be_bytes(),
+            );
         })
     }
 
@@ -443,7 +485,11 @@ impl<'b> MessageBuilder<'b> {
     // ----- RFC 5780 -----
 
     /// CHANGE-REQUEST (RFC 5780 §7.2).
-    pub fn change_request(&mut self, change_ip: bool, change_port: bool) -> Result<&mut Self, BuildError> {
+    pub fn change_request(
+        &mut self,
+        change_ip: bool,
+        change_port: bool,
+    ) -> Result<&mut Self, BuildError> {
         let flags = (if change_ip { 0x04 } else { 0 }) | (if change_port { 0x02 } else { 0 });
         self.add(attr::CHANGE_REQUEST, &[0, 0, 0, flags])
     }
@@ -451,7 +497,9 @@ impl<'b> MessageBuilder<'b> {
     /// PADDING (RFC 5780 §7.6): `len` zero bytes; `len` must be a multiple of 4.
     pub fn padding(&mut self, len: usize) -> Result<&mut Self, BuildError> {
         if len & 3 != 0 {
-            return Err(BuildError::InvalidValue("PADDING length must be a multiple of 4"));
+            return Err(BuildError::InvalidValue(
+                "PADDING length must be a multiple of 4",
+            ));
         }
         self.append(attr::PADDING, len, |_, v| v.fill(0))
     }
@@ -528,11 +576,17 @@ fn error_parts(code: u16) -> Result<(u8, u8), BuildError> {
 
 fn check_reason(reason: &str) -> Result<(), BuildError> {
     if reason.len() > MAX_TEXT_LEN {
-        return Err(BuildError::ValueTooLong { len: reason.len(), max: MAX_TEXT_LEN });
+        return Err(BuildError::ValueTooLong {
+            len: reason.len(),
+            max: MAX_TEXT_LEN,
+        });
     }
     let n = reason.chars().count();
     if n > MAX_CHARS {
-        return Err(BuildError::ValueTooLong { len: n, max: MAX_CHARS });
+        return Err(BuildError::ValueTooLong {
+            len: n,
+            max: MAX_CHARS,
+        });
     }
     Ok(())
 }

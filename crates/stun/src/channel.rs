@@ -32,7 +32,10 @@ impl<'a> ChannelData<'a> {
         let rest = buf.get(CHANNEL_DATA_HEADER_LEN..).unwrap_or(&[]);
         let data = rest
             .get(..declared)
-            .ok_or(ParseError::ChannelDataTruncated { declared, available: rest.len() })?;
+            .ok_or(ParseError::ChannelDataTruncated {
+                declared,
+                available: rest.len(),
+            })?;
         Ok(ChannelData { channel, data })
     }
 
@@ -48,15 +51,25 @@ impl<'a> ChannelData<'a> {
 
     /// Encodes a ChannelData message into `out`; returns its length. With `pad` (mandatory over
     /// TCP/TLS, RFC 8656 §12.5) zero bytes are appended up to a multiple of 4.
-    pub fn encode(channel: u16, data: &[u8], out: &mut [u8], pad: bool) -> Result<usize, BuildError> {
+    pub fn encode(
+        channel: u16,
+        data: &[u8],
+        out: &mut [u8],
+        pad: bool,
+    ) -> Result<usize, BuildError> {
         if !Self::is_valid_channel(channel) {
             return Err(BuildError::InvalidChannel(channel));
         }
-        let len = u16::try_from(data.len())
-            .map_err(|_| BuildError::ValueTooLong { len: data.len(), max: 0xFFFF })?;
+        let len = u16::try_from(data.len()).map_err(|_| BuildError::ValueTooLong {
+            len: data.len(),
+            max: 0xFFFF,
+        })?;
         let n = Self::encoded_len(data.len(), pad);
         let available = out.len();
-        let dst = out.get_mut(..n).ok_or(BuildError::BufferTooSmall { needed: n, available })?;
+        let dst = out.get_mut(..n).ok_or(BuildError::BufferTooSmall {
+            needed: n,
+            available,
+        })?;
         let [c0, c1] = channel.to_be_bytes();
         let [l0, l1] = len.to_be_bytes();
         let end = CHANNEL_DATA_HEADER_LEN + data.len();
@@ -86,7 +99,13 @@ mod tests {
         assert_eq!(&out[..12], b"\x40\x01\x00\x05hello\0\0\0");
         assert_eq!(out[12], 0xAA);
         let cd = ChannelData::parse(&out[..n]).unwrap();
-        assert_eq!(cd, ChannelData { channel: 0x4001, data: b"hello" });
+        assert_eq!(
+            cd,
+            ChannelData {
+                channel: 0x4001,
+                data: b"hello"
+            }
+        );
         // Unpadded, as over UDP.
         let n = ChannelData::encode(0x4FFF, b"hello", &mut out, false).unwrap();
         assert_eq!(n, 9);
@@ -95,34 +114,70 @@ mod tests {
         let n = ChannelData::encode(0x4000, b"", &mut out, true).unwrap();
         assert_eq!(n, 4);
         assert_eq!(ChannelData::parse(&out[..4]).unwrap().data, b"");
-        assert_eq!(ChannelData { channel: 0x4000, data: b"abcd" }.encode_into(&mut out, true), Ok(8));
+        assert_eq!(
+            ChannelData {
+                channel: 0x4000,
+                data: b"abcd"
+            }
+            .encode_into(&mut out, true),
+            Ok(8)
+        );
     }
 
     #[test]
     fn encode_errors() {
         let mut out = [0u8; 8];
-        assert_eq!(ChannelData::encode(0x3FFF, b"", &mut out, true), Err(BuildError::InvalidChannel(0x3FFF)));
-        assert_eq!(ChannelData::encode(0x5000, b"", &mut out, true), Err(BuildError::InvalidChannel(0x5000)));
+        assert_eq!(
+            ChannelData::encode(0x3FFF, b"", &mut out, true),
+            Err(BuildError::InvalidChannel(0x3FFF))
+        );
+        assert_eq!(
+            ChannelData::encode(0x5000, b"", &mut out, true),
+            Err(BuildError::InvalidChannel(0x5000))
+        );
         assert_eq!(
             ChannelData::encode(0x4000, b"hello", &mut out, true),
-            Err(BuildError::BufferTooSmall { needed: 12, available: 8 })
+            Err(BuildError::BufferTooSmall {
+                needed: 12,
+                available: 8
+            })
         );
         assert_eq!(ChannelData::encode(0x4000, b"hell", &mut out, true), Ok(8));
         let big = vec![0u8; 0x10000];
         let mut o = vec![0u8; 0x10010];
-        assert!(matches!(ChannelData::encode(0x4000, &big, &mut o, false), Err(BuildError::ValueTooLong { .. })));
+        assert!(matches!(
+            ChannelData::encode(0x4000, &big, &mut o, false),
+            Err(BuildError::ValueTooLong { .. })
+        ));
     }
 
     #[test]
     fn parse_errors() {
-        assert_eq!(ChannelData::parse(&[0x40, 0x00, 0x00]), Err(ParseError::TooShort { len: 3 }));
-        assert_eq!(ChannelData::parse(&[0x00, 0x01, 0x00, 0x00]), Err(ParseError::BadChannel { channel: 1 }));
-        assert_eq!(ChannelData::parse(&[0x50, 0x00, 0x00, 0x00]), Err(ParseError::BadChannel { channel: 0x5000 }));
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0x00, 0x00]),
+            Err(ParseError::TooShort { len: 3 })
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x00, 0x01, 0x00, 0x00]),
+            Err(ParseError::BadChannel { channel: 1 })
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x50, 0x00, 0x00, 0x00]),
+            Err(ParseError::BadChannel { channel: 0x5000 })
+        );
         assert_eq!(
             ChannelData::parse(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4]),
-            Err(ParseError::ChannelDataTruncated { declared: 5, available: 4 })
+            Err(ParseError::ChannelDataTruncated {
+                declared: 5,
+                available: 4
+            })
         );
         // Padding (or anything) after the data is ignored.
-        assert_eq!(ChannelData::parse(&[0x40, 0x00, 0x00, 0x01, 7, 0, 0, 0]).unwrap().data, &[7]);
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0x00, 0x00, 0x01, 7, 0, 0, 0])
+                .unwrap()
+                .data,
+            &[7]
+        );
     }
 }

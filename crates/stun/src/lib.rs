@@ -224,6 +224,9 @@ pub enum PacketKind {
 }
 
 /// Classifies a packet by its first byte (RFC 7983 demultiplexing as restricted by RFC 8656 §12).
+///
+/// STUN is recognised only for first bytes 0..=3, i.e. methods below 0x100 (all registered
+/// methods); [`Message::parse`] itself accepts any method.
 pub const fn classify(first_byte: u8) -> PacketKind {
     match first_byte {
         0..=3 => PacketKind::Stun,
@@ -309,7 +312,12 @@ mod tests {
     #[test]
     fn type_roundtrip_exhaustive() {
         for m in 0..=0x0FFF {
-            for class in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for class in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 let t = encode_type(class, Method(m));
                 assert_eq!(t & 0xC000, 0);
                 assert_eq!(decode_type(t), (class, Method(m)));
@@ -335,11 +343,17 @@ mod tests {
         assert_eq!(stream_frame_len(&[0x00]), Ok(None));
         assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00]), Ok(None));
         assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00, 0x08]), Ok(Some(28)));
-        assert_eq!(stream_frame_len(&[0x01, 0x01, 0xFF, 0xFC, 9, 9]), Ok(Some(20 + 0xFFFC)));
+        assert_eq!(
+            stream_frame_len(&[0x01, 0x01, 0xFF, 0xFC, 9, 9]),
+            Ok(Some(20 + 0xFFFC))
+        );
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x05]), Ok(Some(12)));
         assert_eq!(stream_frame_len(&[0x4F, 0xFF, 0x00, 0x08]), Ok(Some(12)));
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x00]), Ok(Some(4)));
-        assert_eq!(stream_frame_len(&[0x40, 0x00, 0xFF, 0xFF]), Ok(Some(4 + 0x10000)));
+        assert_eq!(
+            stream_frame_len(&[0x40, 0x00, 0xFF, 0xFF]),
+            Ok(Some(4 + 0x10000))
+        );
         assert_eq!(stream_frame_len(&[0x40]), Ok(None));
         assert_eq!(
             stream_frame_len(&[0x16, 0x03, 0x01, 0x00]),

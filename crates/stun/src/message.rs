@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use crate::attr;
 use crate::error::{AttrError, IntegrityError, ParseError};
 use crate::util::{array, be16, be32, padded};
-use crate::{addr, auth, decode_type, Class, Method, TransactionId, FINGERPRINT_XOR, HEADER_LEN};
 use crate::MAGIC_COOKIE;
+use crate::{addr, auth, decode_type, Class, Method, TransactionId, FINGERPRINT_XOR, HEADER_LEN};
 
 /// Maximum accepted byte length of text attributes (USERNAME, REALM, NONCE, SOFTWARE, the
 /// ERROR-CODE reason phrase): 763 bytes, the decoding limit of RFC 8489 (128 characters of up to
@@ -110,7 +110,11 @@ impl UnknownList {
 
     /// An empty list.
     pub const fn new() -> Self {
-        UnknownList { types: [0; Self::CAPACITY], len: 0, overflowed: false }
+        UnknownList {
+            types: [0; Self::CAPACITY],
+            len: 0,
+            overflowed: false,
+        }
     }
 
     /// Adds a type unless already present; returns `false` if the list was full.
@@ -201,7 +205,9 @@ impl<'a> PasswordAlgorithms<'a> {
     fn new(v: &'a [u8]) -> Result<Self, AttrError> {
         let mut rest = v;
         while !rest.is_empty() {
-            rest = split_algorithm(rest).ok_or(AttrError::BadLength { len: v.len() })?.2;
+            rest = split_algorithm(rest)
+                .ok_or(AttrError::BadLength { len: v.len() })?
+                .2;
         }
         Ok(PasswordAlgorithms { rest: v })
     }
@@ -321,8 +327,7 @@ impl<'a> Message<'a> {
     /// A message whose bytes 4..8 are not the magic cookie is accepted as an RFC 3489 message
     /// ([`Message::is_rfc3489`]).
     pub fn parse(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
-        let hdr: [u8; HEADER_LEN] =
-            array(buf, 0).ok_or(ParseError::TooShort { len: buf.len() })?;
+        let hdr: [u8; HEADER_LEN] = array(buf, 0).ok_or(ParseError::TooShort { len: buf.len() })?;
         let [b0, _, l0, l1, ..] = hdr;
         if b0 & 0xC0 != 0 {
             return Err(ParseError::NotStun { first_byte: b0 });
@@ -335,13 +340,26 @@ impl<'a> Message<'a> {
         let expected = HEADER_LEN + usize::from(length);
         let actual = buf.len();
         if actual < expected {
-            return Err(ParseError::Truncated { expected, actual, tid });
+            return Err(ParseError::Truncated {
+                expected,
+                actual,
+                tid,
+            });
         }
         if actual > expected {
-            return Err(ParseError::TrailingBytes { expected, actual, tid });
+            return Err(ParseError::TrailingBytes {
+                expected,
+                actual,
+                tid,
+            });
         }
 
-        let mut msg = Message { buf, integrity: None, integrity_sha256: None, fingerprint: None };
+        let mut msg = Message {
+            buf,
+            integrity: None,
+            integrity_sha256: None,
+            fingerprint: None,
+        };
         let mut gate = Gate::default();
         let mut pos = HEADER_LEN;
         while pos < expected {
@@ -420,7 +438,11 @@ impl<'a> Message<'a> {
 
     /// The visible attributes, in order (see [`Message::parse`] for which are ignored).
     pub fn attributes(&self) -> Attributes<'a> {
-        Attributes { buf: self.buf, pos: HEADER_LEN, gate: Gate::default() }
+        Attributes {
+            buf: self.buf,
+            pos: HEADER_LEN,
+            gate: Gate::default(),
+        }
     }
 
     /// The first visible attribute of type `typ`.
@@ -489,7 +511,9 @@ impl<'a> Message<'a> {
         if tag.len() != 20 {
             return Err(IntegrityError::BadLength { len: tag.len() });
         }
-        self.verify(off, tag, |prefix, length| auth::verify_sha1(key, prefix, length, tag))
+        self.verify(off, tag, |prefix, length| {
+            auth::verify_sha1(key, prefix, length, tag)
+        })
     }
 
     /// Verifies MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256, RFC 8489 §14.6), accepting values truncated
@@ -500,7 +524,9 @@ impl<'a> Message<'a> {
         if !(16..=32).contains(&tag.len()) || tag.len() & 3 != 0 {
             return Err(IntegrityError::BadLength { len: tag.len() });
         }
-        self.verify(off, tag, |prefix, length| auth::verify_sha256(key, prefix, length, tag))
+        self.verify(off, tag, |prefix, length| {
+            auth::verify_sha256(key, prefix, length, tag)
+        })
     }
 
     fn verify(
@@ -542,7 +568,11 @@ impl<'a> Message<'a> {
     }
 
     fn xor_addresses(&self, typ: u16) -> XorAddresses<'a> {
-        XorAddresses { attrs: self.attributes(), typ, tid: self.transaction_id() }
+        XorAddresses {
+            attrs: self.attributes(),
+            typ,
+            tid: self.transaction_id(),
+        }
     }
 
     fn text_attr(&self, typ: u16, max: usize) -> Result<Option<&'a str>, AttrError> {
@@ -564,7 +594,9 @@ impl<'a> Message<'a> {
 
     /// First u16 of a 4-byte value (CHANNEL-NUMBER, RESPONSE-PORT).
     fn u16_of_4(&self, typ: u16) -> Result<Option<u16>, AttrError> {
-        self.decode_first(typ, |v| exact::<4>(v).map(|[a, b, ..]| u16::from_be_bytes([a, b])))
+        self.decode_first(typ, |v| {
+            exact::<4>(v).map(|[a, b, ..]| u16::from_be_bytes([a, b]))
+        })
     }
 
     // ----- RFC 8489 -----
@@ -723,7 +755,11 @@ impl<'a> Message<'a> {
             let [family, _, class, number]: [u8; 4] = array(v, 0).ok_or_else(|| bad_len(v))?;
             let code = error_number(class, number)?;
             let reason = text(v.get(4..).unwrap_or(&[]), MAX_TEXT_LEN)?;
-            Ok(AddressError { family, code, reason })
+            Ok(AddressError {
+                family,
+                code,
+                reason,
+            })
         })
     }
 
@@ -731,7 +767,11 @@ impl<'a> Message<'a> {
     pub fn icmp(&self) -> Result<Option<Icmp>, AttrError> {
         self.decode_first(attr::ICMP, |v| {
             let [_, _, typ, code, d0, d1, d2, d3] = exact::<8>(v)?;
-            Ok(Icmp { typ, code, error_data: u32::from_be_bytes([d0, d1, d2, d3]) })
+            Ok(Icmp {
+                typ,
+                code,
+                error_data: u32::from_be_bytes([d0, d1, d2, d3]),
+            })
         })
     }
 

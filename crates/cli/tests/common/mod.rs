@@ -1,0 +1,182 @@
+//! Shared helpers for the integration tests: start the real binary, find free loopback ports,
+//! require third-party tools, and clean up even when a test fails (Drop kills the server).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A running `switchboard serve`; killed on drop.
+pub struct Server {
+    pub child: Child,
+    /// Lines printed on stdout at start-up (one per listener, then the certificate line).
+    pub lines: Vec<String>,
+}
+
+impl Server {
+    /// Starts `switchboard serve ARGS` with the HTTP listener off unless ARGS set it.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn switchboard");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        // Keep stderr drained so logging never blocks the server.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut sink);
+            if std::env::var_os("SB_TEST_LOGS").is_some() {
+                eprintln!("{sink}");
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server { child, lines: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.starts_with("tls   cert");
+                    server.lines.push(line);
+                    if done {
+                        return server;
+                    }
+                }
+                Err(_) => {
+                    let status = server.child.try_wait().ok().flatten();
+                    panic!("switchboard did not start (exit {status:?}); printed {:?}", server.lines);
+                }
+            }
+        }
+    }
+
+    /// The address printed for `protocol transport`, first match.
+    pub fn addr(&self, protocol: &str, transport: &str) -> SocketAddr {
+        self.lines
+            .iter()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some(protocol) && f.next() == Some(transport))
+                    .then(|| f.next().and_then(|a| a.parse().ok()))
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no {protocol} {transport} listener in {:?}", self.lines))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "switchboard did not stop within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port P such that P and P+1 are free for UDP and TCP on 127.0.0.1 and 127.0.0.2.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind probe");
+        let p = probe.local_addr().expect("addr").port();
+        drop(probe);
+        if p >= 65_000 {
+            continue;
+        }
+        let ok = [p, p + 1].iter().all(|&port| {
+            ["127.0.0.1", "127.0.0.2"].iter().all(|ip| {
+                UdpSocket::bind((*ip, port)).is_ok() && TcpListener::bind((*ip, port)).is_ok()
+            })
+        });
+        if ok {
+            return p;
+        }
+    }
+    panic!("no free port pair on loopback");
+}
+
+/// Fails with a clear message when a third-party tool is missing.
+pub fn need(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run scripts/test, which installs the test peers");
+}
+
+/// Runs a command with a time limit, returning its output (stdout and stderr).
+pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// GET over HTTP/1.0 on loopback; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a Prometheus sample line starting with `series` (exact labels).
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
