@@ -15,7 +15,10 @@ use clap::{Parser, Subcommand};
 use switchboard_stun::{Class, Message, MessageBuilder, Method, TransactionId};
 
 #[derive(Parser)]
-#[command(name = "switchboard-bench", about = "Bounded load clients for switchboard benchmarks")]
+#[command(
+    name = "switchboard-bench",
+    about = "Bounded load clients for switchboard benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -71,7 +74,12 @@ fn stun_worker(
     stop: &AtomicBool,
     totals: &Totals,
 ) -> anyhow::Result<()> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
     let sock = UdpSocket::bind(bind)?;
     sock.connect(server)?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -94,7 +102,9 @@ fn stun_worker(
             Ok(n) => {
                 in_flight = in_flight.saturating_sub(1);
                 match Message::parse(&inb[..n]) {
-                    Ok(m) if m.class() == Class::Success && m.check_fingerprint() != Some(false) => {
+                    Ok(m)
+                        if m.class() == Class::Success && m.check_fingerprint() != Some(false) =>
+                    {
                         if totals.answered.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -122,7 +132,9 @@ fn main() -> anyhow::Result<()> {
             allow_remote,
         } => {
             if !server.ip().is_loopback() && !allow_remote {
-                bail!("refusing to load {server}: not loopback (pass --allow-remote if you own it)");
+                bail!(
+                    "refusing to load {server}: not loopback (pass --allow-remote if you own it)"
+                );
             }
             if !(0.1..=600.0).contains(&duration) || sockets == 0 || window == 0 {
                 bail!("--duration must be 0.1..600 s, --sockets and --window at least 1");
@@ -135,11 +147,15 @@ fn main() -> anyhow::Result<()> {
                 .map(|i| {
                     let totals = totals.clone();
                     let stop = stop.clone();
-                    std::thread::spawn(move || stun_worker(server, i as u32, window, requests, deadline, &stop, &totals))
+                    std::thread::spawn(move || {
+                        stun_worker(server, i as u32, window, requests, deadline, &stop, &totals)
+                    })
                 })
                 .collect();
             for h in handles {
-                h.join().map_err(|_| anyhow::anyhow!("worker panicked"))?.context("worker")?;
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("worker panicked"))?
+                    .context("worker")?;
             }
             let secs = start.elapsed().as_secs_f64();
             let answered = totals.answered.load(Ordering::Relaxed);

@@ -9,7 +9,11 @@ use switchboard_server::config::{LogFormat, Settings, DEFAULT_TOML};
 use switchboard_server::Server;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "STUN/TURN, real-time hub and WebRTC signaling in one binary")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "STUN/TURN, real-time hub and WebRTC signaling in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -142,7 +146,10 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&settings.log_level)
         .map_err(|e| anyhow::anyhow!("bad value for log-level {:?}: {e}", settings.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -207,7 +214,9 @@ fn main() -> ExitCode {
             print!("{DEFAULT_TOML}");
             Ok(())
         }
-        Command::Config(ConfigCommand::Show(args)) => args.settings().map(|s| print!("{}", s.to_toml())),
+        Command::Config(ConfigCommand::Show(args)) => {
+            args.settings().map(|s| print!("{}", s.to_toml()))
+        }
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

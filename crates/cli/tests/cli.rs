@@ -15,7 +15,10 @@ fn sb(args: &[&str]) -> std::process::Output {
 fn version_prints_the_version() {
     let out = sb(&["version"]);
     assert!(out.status.success());
-    assert_eq!(text(&out).trim(), format!("switchboard {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&out).trim(),
+        format!("switchboard {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -23,8 +26,21 @@ fn config_default_is_commented_and_loads_back() {
     let out = sb(&["config", "default"]);
     assert!(out.status.success());
     let default = String::from_utf8(out.stdout).unwrap();
-    assert!(default.lines().filter(|l| l.starts_with('#')).count() > 10, "not commented:\n{default}");
-    for key in ["udp", "tcp", "tls", "alt_address", "alt_port", "cert", "key", "log_format", "listen"] {
+    assert!(
+        default.lines().filter(|l| l.starts_with('#')).count() > 10,
+        "not commented:\n{default}"
+    );
+    for key in [
+        "udp",
+        "tcp",
+        "tls",
+        "alt_address",
+        "alt_port",
+        "cert",
+        "key",
+        "log_format",
+        "listen",
+    ] {
         assert!(default.contains(key), "default config lacks {key}");
     }
     // Loading the printed file gives the same effective settings as no file at all.
@@ -44,7 +60,11 @@ fn precedence_file_env_flags() {
     let dir = std::env::temp_dir().join(format!("sb-prec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("c.toml");
-    std::fs::write(&file, "[stun]\nudp = \"127.0.0.1:4001\"\ntcp = \"127.0.0.1:4002\"\nsoftware = \"file\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[stun]\nudp = \"127.0.0.1:4001\"\ntcp = \"127.0.0.1:4002\"\nsoftware = \"file\"\n",
+    )
+    .unwrap();
     let f = file.to_str().unwrap();
 
     let show = |env: &[(&str, &str)], flags: &[&str]| {
@@ -58,14 +78,45 @@ fn precedence_file_env_flags() {
         String::from_utf8(out.stdout).unwrap()
     };
     let s = show(&[], &[]);
-    assert!(s.contains("127.0.0.1:4001") && s.contains("\"file\""), "{s}");
-    let s = show(&[("SWITCHBOARD_STUN_UDP", "127.0.0.1:5001"), ("SWITCHBOARD_SOFTWARE", "env")], &[]);
-    assert!(s.contains("127.0.0.1:5001") && !s.contains("4001") && s.contains("\"env\""), "{s}");
-    let s = show(&[("SWITCHBOARD_STUN_UDP", "127.0.0.1:5001")], &["--stun-udp", "127.0.0.1:6001", "--stun-udp", "127.0.0.1:6002"]);
-    assert!(s.contains("127.0.0.1:6001") && s.contains("127.0.0.1:6002") && !s.contains("5001"), "{s}");
-    assert!(s.contains("127.0.0.1:4002"), "file value kept where nothing overrides it: {s}");
+    assert!(
+        s.contains("127.0.0.1:4001") && s.contains("\"file\""),
+        "{s}"
+    );
+    let s = show(
+        &[
+            ("SWITCHBOARD_STUN_UDP", "127.0.0.1:5001"),
+            ("SWITCHBOARD_SOFTWARE", "env"),
+        ],
+        &[],
+    );
+    assert!(
+        s.contains("127.0.0.1:5001") && !s.contains("4001") && s.contains("\"env\""),
+        "{s}"
+    );
+    let s = show(
+        &[("SWITCHBOARD_STUN_UDP", "127.0.0.1:5001")],
+        &[
+            "--stun-udp",
+            "127.0.0.1:6001",
+            "--stun-udp",
+            "127.0.0.1:6002",
+        ],
+    );
+    assert!(
+        s.contains("127.0.0.1:6001") && s.contains("127.0.0.1:6002") && !s.contains("5001"),
+        "{s}"
+    );
+    assert!(
+        s.contains("127.0.0.1:4002"),
+        "file value kept where nothing overrides it: {s}"
+    );
     // SWITCHBOARD_CONFIG names the file when --config is absent.
-    let out = run(Command::new(BIN).args(["config", "show"]).env("SWITCHBOARD_CONFIG", f), Duration::from_secs(20));
+    let out = run(
+        Command::new(BIN)
+            .args(["config", "show"])
+            .env("SWITCHBOARD_CONFIG", f),
+        Duration::from_secs(20),
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:4001"));
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -80,16 +131,64 @@ fn bad_settings_stop_start_up_naming_the_key() {
     std::fs::write(&bad_value, "[stun]\nudp = \"nowhere\"\n").unwrap();
 
     let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
-        (vec!["serve", "--config", unknown.to_str().unwrap()], vec![], "upd"),
-        (vec!["serve", "--config", bad_value.to_str().unwrap()], vec![], "nowhere"),
-        (vec!["serve", "--config", "/nonexistent/sb.toml"], vec![], "/nonexistent/sb.toml"),
-        (vec!["serve", "--stun-udp", "127.0.0.1"], vec![], "--stun-udp"),
-        (vec!["serve", "--alt-address", "not-an-ip"], vec![], "--alt-address"),
+        (
+            vec!["serve", "--config", unknown.to_str().unwrap()],
+            vec![],
+            "upd",
+        ),
+        (
+            vec!["serve", "--config", bad_value.to_str().unwrap()],
+            vec![],
+            "nowhere",
+        ),
+        (
+            vec!["serve", "--config", "/nonexistent/sb.toml"],
+            vec![],
+            "/nonexistent/sb.toml",
+        ),
+        (
+            vec!["serve", "--stun-udp", "127.0.0.1"],
+            vec![],
+            "--stun-udp",
+        ),
+        (
+            vec!["serve", "--alt-address", "not-an-ip"],
+            vec![],
+            "--alt-address",
+        ),
         (vec!["serve", "--log-format", "xml"], vec![], "xml"),
-        (vec!["serve"], vec![("SWITCHBOARD_STUN_UPD", "127.0.0.1:1")], "SWITCHBOARD_STUN_UPD"),
-        (vec!["serve"], vec![("SWITCHBOARD_ALT_PORT", "99999")], "SWITCHBOARD_ALT_PORT"),
-        (vec!["serve", "--tls-cert", "/tmp/x.pem"], vec![], "--tls-key"),
-        (vec!["serve", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem", "--stun-udp", "off", "--stun-tcp", "off", "--http", "off"], vec![], "/nonexistent/c.pem"),
+        (
+            vec!["serve"],
+            vec![("SWITCHBOARD_STUN_UPD", "127.0.0.1:1")],
+            "SWITCHBOARD_STUN_UPD",
+        ),
+        (
+            vec!["serve"],
+            vec![("SWITCHBOARD_ALT_PORT", "99999")],
+            "SWITCHBOARD_ALT_PORT",
+        ),
+        (
+            vec!["serve", "--tls-cert", "/tmp/x.pem"],
+            vec![],
+            "--tls-key",
+        ),
+        (
+            vec![
+                "serve",
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+                "--stun-udp",
+                "off",
+                "--stun-tcp",
+                "off",
+                "--http",
+                "off",
+            ],
+            vec![],
+            "/nonexistent/c.pem",
+        ),
     ];
     for (args, env, needle) in cases {
         let mut cmd = Command::new(BIN);
@@ -100,7 +199,10 @@ fn bad_settings_stop_start_up_naming_the_key() {
         let out = run(&mut cmd, Duration::from_secs(20));
         let t = text(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {t}");
-        assert!(t.contains(needle), "{args:?} {env:?}: message does not name {needle}: {t}");
+        assert!(
+            t.contains(needle),
+            "{args:?} {env:?}: message does not name {needle}: {t}"
+        );
         assert!(!t.contains("panicked"), "{t}");
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -109,17 +211,29 @@ fn bad_settings_stop_start_up_naming_the_key() {
 #[test]
 fn serve_prints_listeners_and_stops_on_sigterm() {
     let server = Server::start(&[
-        "--stun-udp", "127.0.0.1:0",
-        "--stun-tcp", "127.0.0.1:0",
-        "--stun-tls", "127.0.0.1:0",
-        "--http", "127.0.0.1:0",
+        "--stun-udp",
+        "127.0.0.1:0",
+        "--stun-tcp",
+        "127.0.0.1:0",
+        "--stun-tls",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
     ]);
-    for (p, t) in [("stun", "udp"), ("stun", "tcp"), ("stun", "tls"), ("http", "tcp")] {
+    for (p, t) in [
+        ("stun", "udp"),
+        ("stun", "tcp"),
+        ("stun", "tls"),
+        ("http", "tcp"),
+    ] {
         let a = server.addr(p, t);
         assert_ne!(a.port(), 0, "real port printed for {p} {t}");
     }
     let cert = server.lines.last().unwrap();
-    assert!(cert.contains("self-signed") && cert.contains("sha256"), "{cert}");
+    assert!(
+        cert.contains("self-signed") && cert.contains("sha256"),
+        "{cert}"
+    );
     let (status, body) = common::http_get(server.addr("http", "tcp"), "/healthz");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");
@@ -129,7 +243,16 @@ fn serve_prints_listeners_and_stops_on_sigterm() {
 
 #[test]
 fn off_disables_listeners() {
-    let server = Server::start(&["--stun-udp", "127.0.0.1:0", "--stun-tcp", "off", "--stun-tls", "off", "--http", "off"]);
+    let server = Server::start(&[
+        "--stun-udp",
+        "127.0.0.1:0",
+        "--stun-tcp",
+        "off",
+        "--stun-tls",
+        "off",
+        "--http",
+        "off",
+    ]);
     assert_eq!(server.lines.len(), 2, "{:?}", server.lines);
     assert!(server.lines[0].starts_with("stun  udp"));
 }

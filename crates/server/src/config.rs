@@ -88,9 +88,9 @@ impl Listen {
             return Ok(Listen(out));
         }
         for v in values {
-            let addr: SocketAddr = v
-                .parse()
-                .map_err(|_| format!("expected IP:PORT (e.g. 127.0.0.1:3478, [::1]:3478) or off, got {v:?}"))?;
+            let addr: SocketAddr = v.parse().map_err(|_| {
+                format!("expected IP:PORT (e.g. 127.0.0.1:3478, [::1]:3478) or off, got {v:?}")
+            })?;
             if !out.contains(&addr) {
                 out.push(addr);
             }
@@ -258,11 +258,17 @@ fn bad(origin: &str, value: &str, reason: impl fmt::Display) -> ConfigError {
     }
 }
 
-fn parse_one<T: std::str::FromStr>(origin: &str, values: &[String], what: &str) -> Result<T, ConfigError> {
+fn parse_one<T: std::str::FromStr>(
+    origin: &str,
+    values: &[String],
+    what: &str,
+) -> Result<T, ConfigError> {
     let [v] = values else {
         return Err(bad(origin, &values.join(","), "expected exactly one value"));
     };
-    v.trim().parse().map_err(|_| bad(origin, v, format!("expected {what}")))
+    v.trim()
+        .parse()
+        .map_err(|_| bad(origin, v, format!("expected {what}")))
 }
 
 fn parse_opt<T: std::str::FromStr>(
@@ -296,25 +302,36 @@ impl Settings {
 
     /// Sets one setting by name; `origin` names the source in errors (`--stun-udp`).
     pub fn set(&mut self, key: &str, values: &[String], origin: &str) -> Result<(), ConfigError> {
-        let listen = |values: &[String]| Listen::parse(values).map_err(|r| bad(origin, &values.join(","), r));
+        let listen = |values: &[String]| {
+            Listen::parse(values).map_err(|r| bad(origin, &values.join(","), r))
+        };
         match key {
             "log-format" => {
-                self.log_format = match parse_one::<String>(origin, values, "json or pretty")?.as_str() {
-                    "json" => LogFormat::Json,
-                    "pretty" => LogFormat::Pretty,
-                    other => return Err(bad(origin, other, "expected json or pretty")),
-                }
+                self.log_format =
+                    match parse_one::<String>(origin, values, "json or pretty")?.as_str() {
+                        "json" => LogFormat::Json,
+                        "pretty" => LogFormat::Pretty,
+                        other => return Err(bad(origin, other, "expected json or pretty")),
+                    }
             }
             "log-level" => self.log_level = parse_one(origin, values, "a log filter")?,
             "stun-udp" => self.stun.udp = listen(values)?,
             "stun-tcp" => self.stun.tcp = listen(values)?,
             "stun-tls" => self.stun.tls = listen(values)?,
-            "alt-address" => self.stun.alt_address = parse_opt(origin, values, "an IP address or off")?,
-            "alt-port" => self.stun.alt_port = parse_opt(origin, values, "a port number 1-65535 or off")?,
+            "alt-address" => {
+                self.stun.alt_address = parse_opt(origin, values, "an IP address or off")?
+            }
+            "alt-port" => {
+                self.stun.alt_port = parse_opt(origin, values, "a port number 1-65535 or off")?
+            }
             "software" => self.stun.software = values.join(","),
-            "stun-max-connections" => self.stun.max_connections = parse_one(origin, values, "a count")?,
+            "stun-max-connections" => {
+                self.stun.max_connections = parse_one(origin, values, "a count")?
+            }
             "stun-idle-timeout" => self.stun.idle_timeout = parse_one(origin, values, "seconds")?,
-            "stun-workers" => self.stun.workers = parse_one(origin, values, "a count (0: one per core)")?,
+            "stun-workers" => {
+                self.stun.workers = parse_one(origin, values, "a count (0: one per core)")?
+            }
             "tls-cert" => self.tls.cert = parse_opt(origin, values, "a file path")?,
             "tls-key" => self.tls.key = parse_opt(origin, values, "a file path")?,
             "http" => self.http.listen = listen(values)?,
@@ -329,14 +346,19 @@ impl Settings {
 
     /// Applies `SWITCHBOARD_*` variables. Lists are comma-separated. Any other `SWITCHBOARD_`
     /// variable is an error, so a typo cannot silently do nothing.
-    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<(), ConfigError> {
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<(), ConfigError> {
         let mut vars: Vec<(String, String)> = vars
             .into_iter()
             .filter(|(k, _)| k.starts_with("SWITCHBOARD_") && !ENV_NON_KEYS.contains(&k.as_str()))
             .collect();
         vars.sort();
         for (name, value) in vars {
-            let key = name["SWITCHBOARD_".len()..].to_ascii_lowercase().replace('_', "-");
+            let key = name["SWITCHBOARD_".len()..]
+                .to_ascii_lowercase()
+                .replace('_', "-");
             if !KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::UnknownKey { origin: name });
             }
@@ -353,7 +375,13 @@ impl Settings {
             ));
         }
         if let Some(alt) = self.stun.alt_address {
-            let all = self.stun.udp.0.iter().chain(&self.stun.tcp.0).chain(&self.stun.tls.0);
+            let all = self
+                .stun
+                .udp
+                .0
+                .iter()
+                .chain(&self.stun.tcp.0)
+                .chain(&self.stun.tls.0);
             for addr in all {
                 if addr.ip().is_unspecified() {
                     return Err(ConfigError::Invalid(format!(
@@ -378,7 +406,9 @@ impl Settings {
                 }
             }
         } else if self.stun.alt_port.is_some() {
-            return Err(ConfigError::Invalid("--alt-port needs --alt-address".into()));
+            return Err(ConfigError::Invalid(
+                "--alt-port needs --alt-address".into(),
+            ));
         }
         Ok(())
     }
@@ -404,7 +434,10 @@ mod tests {
 
     #[test]
     fn default_file_is_the_defaults() {
-        assert_eq!(Settings::from_toml(DEFAULT_TOML).unwrap(), Settings::default());
+        assert_eq!(
+            Settings::from_toml(DEFAULT_TOML).unwrap(),
+            Settings::default()
+        );
     }
 
     #[test]
@@ -425,11 +458,15 @@ mod tests {
 
     #[test]
     fn file_then_env_then_flags() {
-        let mut st = Settings::from_toml("[stun]\nudp = [\"127.0.0.1:4000\"]\ntcp = \"off\"\n").unwrap();
+        let mut st =
+            Settings::from_toml("[stun]\nudp = [\"127.0.0.1:4000\"]\ntcp = \"off\"\n").unwrap();
         assert_eq!(st.stun.udp.0, vec!["127.0.0.1:4000".parse().unwrap()]);
         assert!(st.stun.tcp.is_off());
         st.apply_env([
-            ("SWITCHBOARD_STUN_UDP".to_string(), "127.0.0.1:5000,127.0.0.1:5002".to_string()),
+            (
+                "SWITCHBOARD_STUN_UDP".to_string(),
+                "127.0.0.1:5000,127.0.0.1:5002".to_string(),
+            ),
             ("HOME".to_string(), "/root".to_string()),
             ("SWITCHBOARD_CONFIG".to_string(), "/x.toml".to_string()),
         ])
@@ -458,7 +495,10 @@ mod tests {
         let e = Settings::default()
             .set("alt-port", &s(&["70000"]), "--alt-port")
             .unwrap_err();
-        assert!(e.to_string().contains("--alt-port") && e.to_string().contains("70000"), "{e}");
+        assert!(
+            e.to_string().contains("--alt-port") && e.to_string().contains("70000"),
+            "{e}"
+        );
         let e = Settings::default()
             .set("stun-udp", &s(&["off", "127.0.0.1:1"]), "--stun-udp")
             .unwrap_err();

@@ -76,7 +76,11 @@ pub struct ListenerInfo {
 
 impl fmt::Display for ListenerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<5} {:<4} {}", self.protocol, self.transport, self.addr)?;
+        write!(
+            f,
+            "{:<5} {:<4} {}",
+            self.protocol, self.transport, self.addr
+        )?;
         if !self.note.is_empty() {
             write!(f, "  ({})", self.note)?;
         }
@@ -92,7 +96,11 @@ pub struct Server {
     tasks: JoinSet<()>,
 }
 
-fn bind_err(protocol: &'static str, transport: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServerError {
+fn bind_err(
+    protocol: &'static str,
+    transport: &'static str,
+    addr: SocketAddr,
+) -> impl FnOnce(std::io::Error) -> ServerError {
     move |source| ServerError::Bind {
         protocol,
         transport,
@@ -101,7 +109,12 @@ fn bind_err(protocol: &'static str, transport: &'static str, addr: SocketAddr) -
     }
 }
 
-const ROLE_NOTES: [&str; 4] = ["", "RFC 5780 alternate port", "RFC 5780 alternate address", "RFC 5780 alternate address and port"];
+const ROLE_NOTES: [&str; 4] = [
+    "",
+    "RFC 5780 alternate port",
+    "RFC 5780 alternate address",
+    "RFC 5780 alternate address and port",
+];
 
 impl Server {
     /// Binds every configured listener and starts serving. Must run inside a tokio runtime.
@@ -122,7 +135,9 @@ impl Server {
         let mut tasks = JoinSet::new();
         let mut listeners = Vec::new();
         let workers = match settings.stun.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             n => n,
         };
         let alt_ip: Option<IpAddr> = settings.stun.alt_address;
@@ -130,8 +145,16 @@ impl Server {
         let udp_stats = Arc::new(StunStats::new(Transport::Udp));
         for &addr in &settings.stun.udp.0 {
             let alt = alt_ip.and_then(|ip| settings.alt_port_for(addr.port()).map(|p| (ip, p)));
-            let addrs = stun_udp::spawn(addr, alt, workers, service.clone(), udp_stats.clone(), &rx, &mut tasks)
-                .map_err(bind_err("stun", "udp", addr))?;
+            let addrs = stun_udp::spawn(
+                addr,
+                alt,
+                workers,
+                service.clone(),
+                udp_stats.clone(),
+                &rx,
+                &mut tasks,
+            )
+            .map_err(bind_err("stun", "udp", addr))?;
             for (i, a) in addrs.into_iter().enumerate() {
                 listeners.push(ListenerInfo {
                     protocol: "stun",
@@ -144,13 +167,18 @@ impl Server {
 
         let limit = Arc::new(Semaphore::new(settings.stun.max_connections));
         let idle = Duration::from_secs(settings.stun.idle_timeout.max(1));
-        let stream_lists = [(Transport::Tcp, &settings.stun.tcp), (Transport::Tls, &settings.stun.tls)];
+        let stream_lists = [
+            (Transport::Tcp, &settings.stun.tcp),
+            (Transport::Tls, &settings.stun.tls),
+        ];
         for (transport, list) in stream_lists {
             if list.is_off() {
                 continue;
             }
             let tls = match transport {
-                Transport::Tls => Some(tokio_rustls::TlsAcceptor::from(certs.server_config(STUN_ALPN)?)),
+                Transport::Tls => Some(tokio_rustls::TlsAcceptor::from(
+                    certs.server_config(STUN_ALPN)?,
+                )),
                 _ => None,
             };
             let ctx = Arc::new(stun_stream::StreamCtx {
@@ -167,7 +195,11 @@ impl Server {
                 let primary_addr = primary.local_addr().map_err(bind_err("stun", t, addr))?;
                 // With RFC 5780 on, also listen on the alternate address and port so the
                 // OTHER-ADDRESS we advertise is reachable.
-                let alt = alt_ip.and_then(|ip| settings.alt_port_for(primary_addr.port()).map(|p| SocketAddr::new(ip, p)));
+                let alt = alt_ip.and_then(|ip| {
+                    settings
+                        .alt_port_for(primary_addr.port())
+                        .map(|p| SocketAddr::new(ip, p))
+                });
                 let alt_listener = match alt {
                     Some(a) => Some(stun_stream::bind(a).map_err(bind_err("stun", t, a))?),
                     None => None,
@@ -238,7 +270,10 @@ impl Server {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 5 s; aborting them");
             self.tasks.abort_all();
         }

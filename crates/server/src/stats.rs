@@ -40,11 +40,11 @@ pub struct StunStats {
     /// Error responses sent.
     pub error_responses: Counter,
     dropped: [Counter; REASONS.len()],
-    /// Connections accepted (stream transports).
+    /// Connections accepted (stream transports; a no-op counter for UDP).
     pub connections: Counter,
-    /// Connections closed for a protocol fault, idle timeout or limit.
+    /// Connections closed for a protocol fault, idle timeout or limit (stream transports).
     pub closed_fault: Counter,
-    /// TLS handshakes that failed.
+    /// TLS handshakes that failed (TLS only).
     pub handshake_failures: Counter,
 }
 
@@ -57,9 +57,18 @@ impl StunStats {
             responses: counter!("switchboard_stun_responses_total", "transport" => t, "class" => "success"),
             error_responses: counter!("switchboard_stun_responses_total", "transport" => t, "class" => "error"),
             dropped: REASONS.map(|r| counter!("switchboard_stun_dropped_total", "transport" => t, "reason" => r.as_str())),
-            connections: counter!("switchboard_stun_connections_total", "transport" => t),
-            closed_fault: counter!("switchboard_stun_connections_closed_total", "transport" => t, "reason" => "fault"),
-            handshake_failures: counter!("switchboard_tls_handshake_failures_total", "listener" => "stun"),
+            connections: match transport {
+                Transport::Udp => Counter::noop(),
+                _ => counter!("switchboard_stun_connections_total", "transport" => t),
+            },
+            closed_fault: match transport {
+                Transport::Udp => Counter::noop(),
+                _ => counter!("switchboard_stun_connections_closed_total", "transport" => t, "reason" => "fault"),
+            },
+            handshake_failures: match transport {
+                Transport::Tls => counter!("switchboard_tls_handshake_failures_total", "listener" => "stun"),
+                _ => Counter::noop(),
+            },
         }
     }
 

@@ -100,7 +100,8 @@ pub(crate) fn spawn(
 
 async fn connection(tcp: tokio::net::TcpStream, arrival: Arrival, ctx: &StreamCtx) {
     let result = match &ctx.tls {
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+        {
             Ok(Ok(tls)) => serve(tls, arrival, ctx).await,
             Ok(Err(e)) => {
                 ctx.stats.handshake_failures.increment(1);
@@ -159,11 +160,18 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let frame = &buf[start..start + len];
             start += len;
             match ctx.service.handle(&arrival, frame, &mut out) {
-                Action::Reply { via: Via::Same, len: n, error, .. } => {
+                Action::Reply {
+                    via: Via::Same,
+                    len: n,
+                    error,
+                    ..
+                } => {
                     ctx.stats.count_reply(error);
                     io.write_all(&out[..n]).await.map_err(|_| "write failed")?;
                 }
-                Action::Reply { .. } => return Err("reply from another address is impossible on a stream"),
+                Action::Reply { .. } => {
+                    return Err("reply from another address is impossible on a stream")
+                }
                 Action::Drop(reason) => {
                     ctx.stats.count_drop(reason);
                     if reason.is_fault() {
@@ -183,7 +191,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         match read {
             Ok(Ok(0)) => {
                 let _ = io.shutdown().await;
-                return if filled == 0 { Ok(()) } else { Err("truncated frame at EOF") };
+                return if filled == 0 {
+                    Ok(())
+                } else {
+                    Err("truncated frame at EOF")
+                };
             }
             Ok(Ok(n)) => filled += n,
             Ok(Err(_)) => return Err("read failed"),

@@ -129,7 +129,12 @@ pub(crate) fn spawn(
     Ok(addrs)
 }
 
-async fn run(group: Arc<Group>, role: usize, service: Arc<BindingService>, stats: Arc<StunStats>) -> io::Result<()> {
+async fn run(
+    group: Arc<Group>,
+    role: usize,
+    service: Arc<BindingService>,
+    stats: Arc<StunStats>,
+) -> io::Result<()> {
     let sock = &group.socks[role];
     let mut storage = vec![0u8; BATCH * SLOT];
     let mut slots: Vec<IoSliceMut<'_>> = storage.chunks_mut(SLOT).map(IoSliceMut::new).collect();
@@ -138,10 +143,10 @@ async fn run(group: Arc<Group>, role: usize, service: Arc<BindingService>, stats
     let other = group.other(role);
     loop {
         sock.io.readable().await?;
-        let n = match sock
-            .io
-            .try_io(Interest::READABLE, || sock.state.recv(UdpSockRef::from(&sock.io), &mut slots, &mut metas))
-        {
+        let n = match sock.io.try_io(Interest::READABLE, || {
+            sock.state
+                .recv(UdpSockRef::from(&sock.io), &mut slots, &mut metas)
+        }) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
@@ -166,12 +171,23 @@ async fn run(group: Arc<Group>, role: usize, service: Arc<BindingService>, stats
                     transport: Transport::Udp,
                 };
                 match service.handle(&arrival, datagram, &mut out) {
-                    Action::Reply { via, to, len, error } => {
+                    Action::Reply {
+                        via,
+                        to,
+                        len,
+                        error,
+                    } => {
                         stats.count_reply(error);
                         let Some(r) = group.via_role(role, via) else {
                             continue;
                         };
-                        send(&group.socks[r], to, &out[..len], meta.dst_ip.filter(|_| r == role)).await;
+                        send(
+                            &group.socks[r],
+                            to,
+                            &out[..len],
+                            meta.dst_ip.filter(|_| r == role),
+                        )
+                        .await;
                     }
                     Action::Drop(reason) => stats.count_drop(reason),
                 }
@@ -191,10 +207,9 @@ async fn send(sock: &Sock, to: SocketAddr, data: &[u8], src_ip: Option<IpAddr>) 
     // A few attempts when the send buffer is full; a reply that still cannot go is dropped like
     // any lost datagram (the client retransmits).
     for _ in 0..4 {
-        match sock
-            .io
-            .try_io(Interest::WRITABLE, || sock.state.try_send(UdpSockRef::from(&sock.io), &transmit))
-        {
+        match sock.io.try_io(Interest::WRITABLE, || {
+            sock.state.try_send(UdpSockRef::from(&sock.io), &transmit)
+        }) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if sock.io.writable().await.is_err() {

@@ -99,7 +99,10 @@ impl CertStore {
 
     /// The certificate in use.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// SHA-256 fingerprint of the leaf certificate, colon-separated upper-case hex.
@@ -118,7 +121,10 @@ impl CertStore {
 
     /// A rustls server config using this store, TLS 1.3 and 1.2 (ECDHE suites only: the
     /// provider has no static-RSA key exchange), with the given ALPN protocols.
-    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -155,10 +161,16 @@ fn load(source: &CertSource) -> Result<Arc<CertifiedKey>, TlsError> {
     let provider = provider();
     match source {
         CertSource::SelfSigned => {
-            let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-            let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+            let names = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "::1".to_string(),
+            ];
+            let ck = rcgen::generate_simple_self_signed(names)
+                .map_err(|e| TlsError::Generate(e.to_string()))?;
             let cert = CertificateDer::from(ck.cert.der().to_vec());
-            let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| TlsError::Generate(e.to_string()))?;
+            let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+                .map_err(|e| TlsError::Generate(e.to_string()))?;
             let signing = provider
                 .key_provider
                 .load_private_key(key)
@@ -169,7 +181,11 @@ fn load(source: &CertSource) -> Result<Arc<CertifiedKey>, TlsError> {
     }
 }
 
-fn load_files(provider: &CryptoProvider, cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+fn load_files(
+    provider: &CryptoProvider,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_err = |reason: String| TlsError::Cert {
         path: cert_path.to_path_buf(),
         reason,
@@ -186,7 +202,8 @@ fn load_files(provider: &CryptoProvider, cert_path: &Path, key_path: &Path) -> R
         return Err(cert_err("no CERTIFICATE block found".into()));
     }
     let key_pem = std::fs::read(key_path).map_err(|e| key_err(e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| key_err(format!("no usable PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| key_err(format!("no usable PEM private key: {e}")))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
@@ -227,13 +244,28 @@ mod tests {
         std::fs::write(&key_a, a.signing_key.serialize_pem()).unwrap();
         std::fs::write(&key_b, b.signing_key.serialize_pem()).unwrap();
 
-        let ok = CertStore::new(CertSource::Files { cert: cert.clone(), key: key_a.clone() });
+        let ok = CertStore::new(CertSource::Files {
+            cert: cert.clone(),
+            key: key_a.clone(),
+        });
         assert!(ok.is_ok());
-        let e = CertStore::new(CertSource::Files { cert: cert.clone(), key: key_b }).unwrap_err();
+        let e = CertStore::new(CertSource::Files {
+            cert: cert.clone(),
+            key: key_b,
+        })
+        .unwrap_err();
         assert!(matches!(e, TlsError::Mismatch { .. }), "{e}");
-        let e = CertStore::new(CertSource::Files { cert: dir.join("missing.pem"), key: key_a.clone() }).unwrap_err();
+        let e = CertStore::new(CertSource::Files {
+            cert: dir.join("missing.pem"),
+            key: key_a.clone(),
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("missing.pem"), "{e}");
-        let e = CertStore::new(CertSource::Files { cert: key_a.clone(), key: key_a }).unwrap_err();
+        let e = CertStore::new(CertSource::Files {
+            cert: key_a.clone(),
+            key: key_a,
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("a.key"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -197,8 +197,14 @@ impl BindingService {
             Class::Success | Class::Error => return Action::Drop(DropReason::Response),
         }
         let result = if msg.method() != Method::BINDING {
-            self.error(&msg, out, 400, "Bad Request: method not supported here", &[])
-                .map(|len| (Via::Same, arrival.peer, len, true))
+            self.error(
+                &msg,
+                out,
+                400,
+                "Bad Request: method not supported here",
+                &[],
+            )
+            .map(|len| (Via::Same, arrival.peer, len, true))
         } else {
             self.binding(arrival, &msg, out)
         };
@@ -242,7 +248,13 @@ impl BindingService {
         if via != Via::Same {
             if stream {
                 return self
-                    .error(msg, out, 400, "Bad Request: CHANGE-REQUEST is UDP only", &[])
+                    .error(
+                        msg,
+                        out,
+                        400,
+                        "Bad Request: CHANGE-REQUEST is UDP only",
+                        &[],
+                    )
                     .map(|len| (Via::Same, arrival.peer, len, true));
             }
             if arrival.other.is_none() {
@@ -279,7 +291,9 @@ impl BindingService {
                     .error(msg, out, 400, "Bad Request: PADDING is UDP only", &[])
                     .map(|len| (Via::Same, arrival.peer, len, true));
             }
-            Ok(Some(p)) if p.len() + PADDING_HEADROOM <= MAX_REPLY.min(out.len()) => (p.len() + 3) & !3,
+            Ok(Some(p)) if p.len() + PADDING_HEADROOM <= MAX_REPLY.min(out.len()) => {
+                (p.len() + 3) & !3
+            }
             Ok(Some(_)) | Err(_) => {
                 return self
                     .error(msg, out, 400, "Bad Request: PADDING too large", &[])

@@ -25,7 +25,10 @@ impl Server {
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -49,7 +52,10 @@ impl Server {
                 }
             }
         });
-        let mut server = Server { child, lines: Vec::new() };
+        let mut server = Server {
+            child,
+            lines: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -63,7 +69,10 @@ impl Server {
                 }
                 Err(_) => {
                     let status = server.child.try_wait().ok().flatten();
-                    panic!("switchboard did not start (exit {status:?}); printed {:?}", server.lines);
+                    panic!(
+                        "switchboard did not start (exit {status:?}); printed {:?}",
+                        server.lines
+                    );
                 }
             }
         }
@@ -91,7 +100,10 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "switchboard did not stop within 10 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "switchboard did not stop within 10 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -130,7 +142,10 @@ pub fn need(tool: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed: run scripts/test, which installs the test peers");
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/test, which installs the test peers"
+    );
 }
 
 /// Runs a command with a time limit, returning its output (stdout and stderr).
@@ -159,7 +174,11 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Output {
 }
 
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// GET over HTTP/1.0 on loopback; returns (status, body).
@@ -169,14 +188,24 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// The value of a Prometheus sample line starting with `series` (exact labels).
 pub fn metric(body: &str, series: &str) -> f64 {
     body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }

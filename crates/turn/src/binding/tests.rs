@@ -47,11 +47,23 @@ fn handle(arrival: &Arrival, input: &[u8]) -> (Action, Vec<u8>) {
 fn plain_binding_ipv4() {
     let a = arrival(None, Transport::Udp);
     let (action, out) = handle(&a, &request(Method::BINDING, |_| {}));
-    assert!(matches!(action, Action::Reply { via: Via::Same, error: false, .. }));
-    let Action::Reply { to, .. } = action else { unreachable!() };
+    assert!(matches!(
+        action,
+        Action::Reply {
+            via: Via::Same,
+            error: false,
+            ..
+        }
+    ));
+    let Action::Reply { to, .. } = action else {
+        unreachable!()
+    };
     assert_eq!(to, a.peer);
     let m = Message::parse(&out).unwrap();
-    assert_eq!((m.class(), m.method(), m.transaction_id()), (Class::Success, Method::BINDING, TID));
+    assert_eq!(
+        (m.class(), m.method(), m.transaction_id()),
+        (Class::Success, Method::BINDING, TID)
+    );
     assert_eq!(m.xor_mapped_address().unwrap(), Some(a.peer));
     assert_eq!(m.software().unwrap(), Some("test sw"));
     assert_eq!(m.check_fingerprint(), Some(true));
@@ -91,10 +103,15 @@ fn change_request_picks_the_socket_and_origin() {
         (true, true, Via::ChangeBoth, "203.0.113.2:3479"),
     ];
     for (ip, port, want_via, want_origin) in cases {
-        let (action, out) = handle(&a, &request(Method::BINDING, |b| {
-            b.change_request(ip, port).unwrap();
-        }));
-        let Action::Reply { via, to, error, .. } = action else { panic!("{action:?}") };
+        let (action, out) = handle(
+            &a,
+            &request(Method::BINDING, |b| {
+                b.change_request(ip, port).unwrap();
+            }),
+        );
+        let Action::Reply { via, to, error, .. } = action else {
+            panic!("{action:?}")
+        };
         assert_eq!((via, to, error), (want_via, a.peer, false));
         let m = Message::parse(&out).unwrap();
         assert_eq!(m.response_origin().unwrap(), Some(addr(want_origin)));
@@ -104,28 +121,44 @@ fn change_request_picks_the_socket_and_origin() {
 #[test]
 fn change_request_without_alternate_is_420() {
     let a = arrival(None, Transport::Udp);
-    let (action, out) = handle(&a, &request(Method::BINDING, |b| {
-        b.change_request(true, true).unwrap();
-    }));
-    assert!(matches!(action, Action::Reply { via: Via::Same, error: true, .. }));
+    let (action, out) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.change_request(true, true).unwrap();
+        }),
+    );
+    assert!(matches!(
+        action,
+        Action::Reply {
+            via: Via::Same,
+            error: true,
+            ..
+        }
+    ));
     let m = Message::parse(&out).unwrap();
     assert_eq!(m.class(), Class::Error);
     assert_eq!(m.error_code().unwrap().map(|e| e.0), Some(420));
     let unknown: Vec<u16> = m.unknown_attributes().unwrap().unwrap().collect();
     assert_eq!(unknown, vec![attr::CHANGE_REQUEST]);
     // A CHANGE-REQUEST asking for no change is fine without an alternate address.
-    let (action, _) = handle(&a, &request(Method::BINDING, |b| {
-        b.change_request(false, false).unwrap();
-    }));
+    let (action, _) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.change_request(false, false).unwrap();
+        }),
+    );
     assert!(matches!(action, Action::Reply { error: false, .. }));
 }
 
 #[test]
 fn change_request_over_tcp_is_400() {
     let a = arrival(Some("203.0.113.2:3479"), Transport::Tcp);
-    let (_, out) = handle(&a, &request(Method::BINDING, |b| {
-        b.change_request(true, false).unwrap();
-    }));
+    let (_, out) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.change_request(true, false).unwrap();
+        }),
+    );
     let m = Message::parse(&out).unwrap();
     assert_eq!(m.error_code().unwrap().map(|e| e.0), Some(400));
 }
@@ -133,30 +166,51 @@ fn change_request_over_tcp_is_400() {
 #[test]
 fn response_port_redirects_on_udp_only() {
     let a = arrival(None, Transport::Udp);
-    let (action, _) = handle(&a, &request(Method::BINDING, |b| {
-        b.response_port(5555).unwrap();
-    }));
-    let Action::Reply { to, .. } = action else { panic!() };
+    let (action, _) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.response_port(5555).unwrap();
+        }),
+    );
+    let Action::Reply { to, .. } = action else {
+        panic!()
+    };
     assert_eq!(to, addr("198.51.100.7:5555"));
     let a = arrival(None, Transport::Tls);
-    let (_, out) = handle(&a, &request(Method::BINDING, |b| {
-        b.response_port(5555).unwrap();
-    }));
-    assert_eq!(Message::parse(&out).unwrap().error_code().unwrap().map(|e| e.0), Some(400));
+    let (_, out) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.response_port(5555).unwrap();
+        }),
+    );
+    assert_eq!(
+        Message::parse(&out)
+            .unwrap()
+            .error_code()
+            .unwrap()
+            .map(|e| e.0),
+        Some(400)
+    );
 }
 
 #[test]
 fn padding_is_echoed_and_bounded() {
     let a = arrival(None, Transport::Udp);
-    let (_, out) = handle(&a, &request(Method::BINDING, |b| {
-        b.padding(400).unwrap();
-    }));
+    let (_, out) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.padding(400).unwrap();
+        }),
+    );
     let m = Message::parse(&out).unwrap();
     assert_eq!(m.padding().unwrap().map(|p| p.len()), Some(400));
     assert_eq!(m.check_fingerprint(), Some(true));
-    let (_, out) = handle(&a, &request(Method::BINDING, |b| {
-        b.padding(MAX_REPLY).unwrap();
-    }));
+    let (_, out) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.padding(MAX_REPLY).unwrap();
+        }),
+    );
     let m = Message::parse(&out).unwrap();
     assert_eq!(m.error_code().unwrap().map(|e| e.0), Some(400));
 }
@@ -164,11 +218,14 @@ fn padding_is_echoed_and_bounded() {
 #[test]
 fn unknown_comprehension_required_is_420_optional_is_ignored() {
     let a = arrival(None, Transport::Udp);
-    let (_, out) = handle(&a, &request(Method::BINDING, |b| {
-        b.add(0x0031, b"abcd").unwrap();
-        b.add(0x7f00, b"x").unwrap();
-        b.add(0x8fff, b"ignored").unwrap();
-    }));
+    let (_, out) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.add(0x0031, b"abcd").unwrap();
+            b.add(0x7f00, b"x").unwrap();
+            b.add(0x8fff, b"ignored").unwrap();
+        }),
+    );
     let m = Message::parse(&out).unwrap();
     assert_eq!(m.error_code().unwrap().map(|e| e.0), Some(420));
     let unknown: Vec<u16> = m.unknown_attributes().unwrap().unwrap().collect();
@@ -176,18 +233,24 @@ fn unknown_comprehension_required_is_420_optional_is_ignored() {
     assert_eq!(m.check_fingerprint(), Some(true));
     assert_eq!(m.transaction_id(), TID);
 
-    let (action, _) = handle(&a, &request(Method::BINDING, |b| {
-        b.add(0x8fff, b"ignored").unwrap();
-    }));
+    let (action, _) = handle(
+        &a,
+        &request(Method::BINDING, |b| {
+            b.add(0x8fff, b"ignored").unwrap();
+        }),
+    );
     assert!(matches!(action, Action::Reply { error: false, .. }));
 }
 
 #[test]
 fn other_methods_get_400() {
     let a = arrival(None, Transport::Udp);
-    let (action, out) = handle(&a, &request(Method::ALLOCATE, |b| {
-        b.requested_transport(17).unwrap();
-    }));
+    let (action, out) = handle(
+        &a,
+        &request(Method::ALLOCATE, |b| {
+            b.requested_transport(17).unwrap();
+        }),
+    );
     assert!(matches!(action, Action::Reply { error: true, .. }));
     let m = Message::parse(&out).unwrap();
     assert_eq!((m.class(), m.method()), (Class::Error, Method::ALLOCATE));
@@ -202,19 +265,34 @@ fn drops_are_classified() {
     let mut bad_fp = good.clone();
     let last = bad_fp.len() - 1;
     bad_fp[last] ^= 0xff;
-    assert_eq!(handle(&a, &bad_fp).0, Action::Drop(DropReason::BadFingerprint));
+    assert_eq!(
+        handle(&a, &bad_fp).0,
+        Action::Drop(DropReason::BadFingerprint)
+    );
 
-    assert_eq!(handle(&a, &good[..good.len() - 4]).0, Action::Drop(DropReason::Malformed));
+    assert_eq!(
+        handle(&a, &good[..good.len() - 4]).0,
+        Action::Drop(DropReason::Malformed)
+    );
     assert_eq!(handle(&a, &[]).0, Action::Drop(DropReason::NotStun));
-    assert_eq!(handle(&a, b"\x16\x03\x01\x00").0, Action::Drop(DropReason::NotStun));
-    assert_eq!(handle(&a, &[0x40, 0x00, 0x00, 0x00]).0, Action::Drop(DropReason::ChannelData));
+    assert_eq!(
+        handle(&a, b"\x16\x03\x01\x00").0,
+        Action::Drop(DropReason::NotStun)
+    );
+    assert_eq!(
+        handle(&a, &[0x40, 0x00, 0x00, 0x00]).0,
+        Action::Drop(DropReason::ChannelData)
+    );
 
     let mut buf = [0u8; 64];
     let n = {
         let b = MessageBuilder::new(&mut buf, Class::Indication, Method::BINDING, TID).unwrap();
         b.finish()
     };
-    assert_eq!(handle(&a, &buf[..n]).0, Action::Drop(DropReason::Indication));
+    assert_eq!(
+        handle(&a, &buf[..n]).0,
+        Action::Drop(DropReason::Indication)
+    );
     let n = {
         let b = MessageBuilder::new(&mut buf, Class::Success, Method::BINDING, TID).unwrap();
         b.finish()
