@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; the size of the flag struct does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (with no flags: every listener on loopback, in memory, self-signed cert).
@@ -30,6 +32,7 @@ enum Command {
     Version,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the commented default configuration file.

@@ -130,7 +130,8 @@ fn bad_settings_stop_start_up_naming_the_key() {
     let bad_value = dir.join("bad.toml");
     std::fs::write(&bad_value, "[stun]\nudp = \"nowhere\"\n").unwrap();
 
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["serve", "--config", unknown.to_str().unwrap()],
             vec![],

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use switchboard_stun::{attr, Class, Message, MessageBuilder, Method, PacketKind};
 
 /// The transport a message arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// A UDP datagram.
     Udp,
@@ -192,21 +192,19 @@ impl BindingService {
             return Action::Drop(DropReason::BadFingerprint);
         }
         match msg.class() {
-            Class::Request => {}
-            Class::Indication => return Action::Drop(DropReason::Indication),
-            Class::Success | Class::Error => return Action::Drop(DropReason::Response),
+            Class::Request => self.answer(arrival, &msg, out),
+            Class::Indication => Action::Drop(DropReason::Indication),
+            Class::Success | Class::Error => Action::Drop(DropReason::Response),
         }
+    }
+
+    /// Answers an already parsed request: Binding, or 400 for any other method.
+    pub fn answer(&self, arrival: &Arrival, msg: &Message<'_>, out: &mut [u8]) -> Action {
         let result = if msg.method() != Method::BINDING {
-            self.error(
-                &msg,
-                out,
-                400,
-                "Bad Request: method not supported here",
-                &[],
-            )
-            .map(|len| (Via::Same, arrival.peer, len, true))
+            self.error(msg, out, 400, "Bad Request: method not supported here", &[])
+                .map(|len| (Via::Same, arrival.peer, len, true))
         } else {
-            self.binding(arrival, &msg, out)
+            self.binding(arrival, msg, out)
         };
         match result {
             Some((via, to, len, error)) => Action::Reply {

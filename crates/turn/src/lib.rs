@@ -1,4 +1,5 @@
-//! Sans-IO STUN/TURN server logic.
+//! Sans-IO STUN/TURN server logic: Binding with RFC 5780, and TURN (RFC 8656) allocations,
+//! permissions, channels and long-term/REST authentication.
 //!
 //! Nothing here owns a socket or reads a clock: the server crate receives a datagram or a framed
 //! stream chunk, describes where it arrived ([`Arrival`]), and asks [`BindingService::handle`] what
@@ -33,6 +34,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod allocation;
+pub mod auth;
 mod binding;
+pub mod peer_filter;
+mod service;
 
+pub use allocation::{Allocation, FiveTuple};
 pub use binding::{Action, Arrival, BindingService, DropReason, Transport, Via, MAX_REPLY};
+pub use service::{
+    Family, Now, Output, PeerDrop, PeerOutput, RelayBinding, RelayError, RelayProvider,
+    RelayRequest, TurnConfig, TurnService, TurnStats, ERROR_CODES, PEER_OVERHEAD,
+};

@@ -1,0 +1,427 @@
+//! Long-term credentials (RFC 8489 §9.2) for TURN: static users (password or HA1 key), TURN REST
+//! ephemeral credentials (coturn's `use-auth-secret`: username `EXPIRY[:USER]`, password
+//! base64(HMAC(secret, username)) with SHA-1, or SHA-256 as a variant), stateless nonces with the
+//! RFC 8489 nonce cookie, PASSWORD-ALGORITHMS negotiation, and a revocation list.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+use sha2::Sha256;
+use switchboard_stun::{
+    long_term_key_md5, long_term_key_sha256, password_algorithm, userhash, Message,
+};
+
+/// A long-term key in one or both algorithms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserKey {
+    /// MD5(username:realm:password), also known as HA1.
+    pub md5: [u8; 16],
+    /// SHA-256(username:realm:password); unknown when only an HA1 hash was configured.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// A configuration error in the credential set.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// `NAME:PASSWORD` without a colon or with an empty name.
+    #[error("user entry must be NAME:PASSWORD (or NAME:0xHA1) with a non-empty name")]
+    BadUser,
+    /// HA1 not 32 hex digits.
+    #[error("HA1 key must be 32 hex digits after 0x")]
+    BadHa1,
+    /// Empty REST secret.
+    #[error("TURN secret must not be empty")]
+    EmptySecret,
+}
+
+/// The credential set one realm accepts. Immutable: a reload builds a new one.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    realm: String,
+    users: HashMap<String, UserKey>,
+    by_userhash: HashMap<[u8; 32], String>,
+    secrets: Vec<Vec<u8>>,
+    revoked: HashSet<String>,
+}
+
+/// Which hash the key was derived with (PASSWORD-ALGORITHM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// MD5 (the RFC 5389 default).
+    Md5,
+    /// SHA-256 (RFC 8489).
+    Sha256,
+}
+
+/// Which integrity attribute protected the request (responses use the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Integrity {
+    /// MESSAGE-INTEGRITY (HMAC-SHA1).
+    Sha1,
+    /// MESSAGE-INTEGRITY-SHA256.
+    Sha256,
+}
+
+/// A verified request's identity and the key to sign the response with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The USERNAME (or the name USERHASH resolved to).
+    pub username: String,
+    /// The key, 16 (MD5) or 32 (SHA-256) bytes.
+    pub key: Vec<u8>,
+    /// Integrity attribute kind of the request.
+    pub integrity: Integrity,
+    /// Whether the request used USERHASH instead of USERNAME.
+    pub userhash: bool,
+}
+
+/// Why a request failed authentication; the service turns it into an error response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// 401: no integrity at all — a challenge, not a failure.
+    Challenge,
+    /// 400: integrity present but USERNAME/USERHASH, REALM or NONCE missing, or a bad
+    /// PASSWORD-ALGORITHM(S).
+    BadRequest(&'static str),
+    /// 438: nonce expired or not ours.
+    StaleNonce,
+    /// 401: unknown user, wrong realm, wrong key, expired or revoked REST credential.
+    Unauthorized(&'static str),
+}
+
+/// Algorithms the server offers in PASSWORD-ALGORITHMS, in order of preference.
+pub const OFFERED_ALGORITHMS: [(u16, &[u8]); 2] = [
+    (password_algorithm::SHA256, &[]),
+    (password_algorithm::MD5, &[]),
+];
+
+/// The encoded PASSWORD-ALGORITHMS value for [`OFFERED_ALGORITHMS`] (each: alg u16, len u16 = 0).
+const OFFERED_ALGORITHMS_WIRE: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
+
+impl Credentials {
+    /// An empty set for `realm`.
+    pub fn new(realm: &str) -> Self {
+        Credentials {
+            realm: realm.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The realm.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// True when TURN can authenticate anyone: a realm and at least one user or secret.
+    pub fn is_enabled(&self) -> bool {
+        !self.realm.is_empty() && (!self.users.is_empty() || !self.secrets.is_empty())
+    }
+
+    /// Adds a user from `NAME:PASSWORD`, or `NAME:0xHA1HEX` for a precomputed MD5 key.
+    pub fn add_user_entry(&mut self, entry: &str) -> Result<(), CredentialError> {
+        let (name, secret) = entry.split_once(':').ok_or(CredentialError::BadUser)?;
+        if name.is_empty() {
+            return Err(CredentialError::BadUser);
+        }
+        match secret.strip_prefix("0x") {
+            Some(hex) => {
+                let md5 = parse_hex16(hex).ok_or(CredentialError::BadHa1)?;
+                self.insert_user(name, UserKey { md5, sha256: None });
+            }
+            None => {
+                let key = UserKey {
+                    md5: long_term_key_md5(name, &self.realm, secret),
+                    sha256: Some(long_term_key_sha256(name, &self.realm, secret)),
+                };
+                self.insert_user(name, key);
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_user(&mut self, name: &str, key: UserKey) {
+        self.by_userhash
+            .insert(userhash(name, &self.realm), name.to_string());
+        self.users.insert(name.to_string(), key);
+    }
+
+    /// Adds a TURN REST shared secret (the first added is tried first).
+    pub fn add_secret(&mut self, secret: &str) -> Result<(), CredentialError> {
+        if secret.is_empty() {
+            return Err(CredentialError::EmptySecret);
+        }
+        self.secrets.push(secret.as_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Revokes REST credentials: a full username (`1700000000:alice`) or a user part (`alice`)
+    /// revokes every credential naming that user, whatever its expiry.
+    pub fn revoke(&mut self, who: &str) {
+        self.revoked.insert(who.to_string());
+    }
+
+    /// Number of static users and REST secrets.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.users.len(), self.secrets.len())
+    }
+
+    fn is_revoked(&self, username: &str) -> bool {
+        if self.revoked.is_empty() {
+            return false;
+        }
+        let user_part = username.split_once(':').map(|x| x.1).unwrap_or(username);
+        self.revoked.contains(username) || self.revoked.contains(user_part)
+    }
+
+    /// Verifies a request's long-term credentials at `unix` seconds. `nonces` checks NONCE.
+    pub fn verify(
+        &self,
+        msg: &Message<'_>,
+        nonces: &NonceIssuer,
+        client: IpAddr,
+        unix: u64,
+    ) -> Result<Verified, Reject> {
+        let integrity = if msg.has_integrity_sha256() {
+            Integrity::Sha256
+        } else if msg.has_integrity() {
+            Integrity::Sha1
+        } else {
+            return Err(Reject::Challenge);
+        };
+        let realm = msg.realm().ok().flatten();
+        let nonce = msg.nonce().ok().flatten();
+        let username = msg.username().ok().flatten();
+        let hashed = msg.userhash().ok().flatten();
+        let (Some(realm), Some(nonce)) = (realm, nonce) else {
+            return Err(Reject::BadRequest(
+                "REALM and NONCE are required with MESSAGE-INTEGRITY",
+            ));
+        };
+        if username.is_none() && hashed.is_none() {
+            return Err(Reject::BadRequest(
+                "USERNAME or USERHASH is required with MESSAGE-INTEGRITY",
+            ));
+        }
+        if !nonces.check(nonce, client, unix) {
+            return Err(Reject::StaleNonce);
+        }
+        if realm != self.realm {
+            return Err(Reject::Unauthorized("wrong realm"));
+        }
+        let algorithm = match msg.password_algorithm() {
+            Ok(None) => KeyAlgorithm::Md5,
+            Ok(Some((alg, _))) => {
+                // RFC 8489 §9.2.4: PASSWORD-ALGORITHMS must echo exactly what we offered.
+                let echoed = msg
+                    .get(switchboard_stun::attr::PASSWORD_ALGORITHMS)
+                    .map(|a| a.value);
+                if echoed != Some(&OFFERED_ALGORITHMS_WIRE[..]) {
+                    return Err(Reject::BadRequest(
+                        "PASSWORD-ALGORITHMS does not match the offer",
+                    ));
+                }
+                match alg {
+                    password_algorithm::MD5 => KeyAlgorithm::Md5,
+                    password_algorithm::SHA256 => KeyAlgorithm::Sha256,
+                    _ => return Err(Reject::BadRequest("unsupported PASSWORD-ALGORITHM")),
+                }
+            }
+            Err(_) => return Err(Reject::BadRequest("malformed PASSWORD-ALGORITHM")),
+        };
+        let (name, from_hash) = match (username, hashed) {
+            (Some(u), _) => (u.to_string(), false),
+            (None, Some(h)) => match self.by_userhash.get(h) {
+                Some(n) => (n.clone(), true),
+                None => return Err(Reject::Unauthorized("unknown user")),
+            },
+            (None, None) => return Err(Reject::BadRequest("USERNAME or USERHASH is required")),
+        };
+        let check = |key: &[u8]| match integrity {
+            Integrity::Sha256 => msg.verify_integrity_sha256(key).is_ok(),
+            Integrity::Sha1 => msg.verify_integrity(key).is_ok(),
+        };
+        let ok = |key: Vec<u8>| Verified {
+            username: name.clone(),
+            key,
+            integrity,
+            userhash: from_hash,
+        };
+
+        if let Some(user) = self.users.get(&name) {
+            let key: Vec<u8> = match algorithm {
+                KeyAlgorithm::Md5 => user.md5.to_vec(),
+                KeyAlgorithm::Sha256 => match user.sha256 {
+                    Some(k) => k.to_vec(),
+                    None => return Err(Reject::Unauthorized("no SHA-256 key for this user")),
+                },
+            };
+            return if check(&key) {
+                Ok(ok(key))
+            } else {
+                Err(Reject::Unauthorized("wrong credentials"))
+            };
+        }
+
+        if self.secrets.is_empty() || from_hash {
+            return Err(Reject::Unauthorized("unknown user"));
+        }
+        let expiry: u64 = name
+            .split_once(':')
+            .map(|x| x.0)
+            .unwrap_or(&name)
+            .parse()
+            .map_err(|_| Reject::Unauthorized("unknown user"))?;
+        if expiry < unix {
+            return Err(Reject::Unauthorized("expired REST credential"));
+        }
+        if self.is_revoked(&name) {
+            return Err(Reject::Unauthorized("revoked credential"));
+        }
+        for secret in &self.secrets {
+            for password in [
+                rest_password_sha1(secret, &name),
+                rest_password_sha256(secret, &name),
+            ] {
+                let key = match algorithm {
+                    KeyAlgorithm::Md5 => long_term_key_md5(&name, &self.realm, &password).to_vec(),
+                    KeyAlgorithm::Sha256 => {
+                        long_term_key_sha256(&name, &self.realm, &password).to_vec()
+                    }
+                };
+                if check(&key) {
+                    return Ok(ok(key));
+                }
+            }
+        }
+        Err(Reject::Unauthorized("wrong credentials"))
+    }
+}
+
+/// The TURN REST password for `username`: base64(HMAC-SHA1(secret, username)) (coturn's
+/// `use-auth-secret`).
+pub fn rest_password_sha1(secret: &[u8], username: &str) -> String {
+    let mut mac =
+        <Hmac<Sha1> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The SHA-256 variant: base64(HMAC-SHA256(secret, username)).
+pub fn rest_password_sha256(secret: &[u8], username: &str) -> String {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn unreachable_hmac<T>() -> T {
+    // HMAC accepts keys of any length; new_from_slice cannot fail.
+    unreachable!("HMAC accepts any key length")
+}
+
+fn parse_hex16(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Issues and checks stateless nonces: `obMatJos2` + security features + hex(expiry) +
+/// hex(HMAC-SHA256(secret, expiry ‖ client IP)[..8]). Nothing is stored per client, so a flood of
+/// unauthenticated requests costs no memory.
+#[derive(Clone)]
+pub struct NonceIssuer {
+    secret: [u8; 32],
+    lifetime: u64,
+}
+
+impl std::fmt::Debug for NonceIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceIssuer")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 8489 §9.2 nonce cookie with the "password algorithms" security feature (bit 0) set.
+const NONCE_PREFIX: &str = "obMatJos2gAAA";
+
+impl NonceIssuer {
+    /// A nonce issuer with a random `secret` and nonces valid for `lifetime` seconds.
+    pub fn new(secret: [u8; 32], lifetime: u64) -> Self {
+        NonceIssuer {
+            secret,
+            lifetime: lifetime.max(1),
+        }
+    }
+
+    fn tag(&self, expiry: u64, client: IpAddr) -> [u8; 8] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable_hmac());
+        mac.update(&expiry.to_be_bytes());
+        match client {
+            IpAddr::V4(v4) => mac.update(&v4.octets()),
+            IpAddr::V6(v6) => mac.update(&v6.octets()),
+        }
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&full[..8]);
+        tag
+    }
+
+    /// A fresh nonce for `client` at `unix` seconds.
+    pub fn issue(&self, client: IpAddr, unix: u64) -> String {
+        let expiry = unix.saturating_add(self.lifetime);
+        let mut s = String::with_capacity(NONCE_PREFIX.len() + 32);
+        s.push_str(NONCE_PREFIX);
+        push_hex(&mut s, &expiry.to_be_bytes());
+        push_hex(&mut s, &self.tag(expiry, client));
+        s
+    }
+
+    /// Whether `nonce` is one of ours, for this client, and not expired.
+    pub fn check(&self, nonce: &str, client: IpAddr, unix: u64) -> bool {
+        let Some(rest) = nonce.strip_prefix(NONCE_PREFIX) else {
+            return false;
+        };
+        if rest.len() != 32 {
+            return false;
+        }
+        let (Some(exp_hex), Some(tag_hex)) = (rest.get(..16), rest.get(16..)) else {
+            return false;
+        };
+        let Ok(expiry) = u64::from_str_radix(exp_hex, 16) else {
+            return false;
+        };
+        let mut want = String::with_capacity(16);
+        push_hex(&mut want, &self.tag(expiry, client));
+        // Constant-time enough: both are fixed-length hex of a MAC.
+        let same = want
+            .bytes()
+            .zip(tag_hex.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+        same && unix <= expiry
+    }
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+}
+
+/// The wire value of PASSWORD-ALGORITHMS the server offers.
+pub fn offered_algorithms() -> &'static [(u16, &'static [u8])] {
+    &OFFERED_ALGORITHMS
+}

@@ -1,0 +1,992 @@
+//! The TURN server state machine (RFC 8656): everything a listener's input can do, with no
+//! sockets and no clock. Relay sockets are asked for through [`RelayProvider`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_stun::{
+    attr, ChannelData, Class, Message, MessageBuilder, Method, PacketKind, TransactionId,
+};
+
+use crate::allocation::{Allocation, BindError, FiveTuple};
+use crate::auth::{offered_algorithms, Credentials, Integrity, NonceIssuer, Reject, Verified};
+use crate::binding::{Action, Arrival, BindingService, DropReason, Transport, Via};
+use crate::peer_filter::{PeerFilter, Refusal};
+
+/// The time, twice: monotonic for lifetimes, Unix seconds for REST credential expiry and nonces.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: Instant,
+    /// Seconds since the Unix epoch.
+    pub unix: u64,
+}
+
+/// TURN settings the state machine needs.
+#[derive(Clone, Debug)]
+pub struct TurnConfig {
+    /// SOFTWARE attribute ("" for none).
+    pub software: String,
+    /// Lifetime when the client asks for none or for less (RFC 8656: 600 s).
+    pub default_lifetime: u32,
+    /// Longest lifetime granted.
+    pub max_lifetime: u32,
+    /// Permission lifetime (RFC 8656: 300 s).
+    pub permission_lifetime: u32,
+    /// Channel binding lifetime (RFC 8656: 600 s).
+    pub channel_lifetime: u32,
+    /// Nonce lifetime in seconds.
+    pub nonce_lifetime: u64,
+    /// Allocations per user (0: unlimited).
+    pub user_quota: usize,
+    /// Allocations in total (0: unlimited).
+    pub total_quota: usize,
+    /// Relayed bytes per second per allocation, each direction counted (0: unlimited).
+    pub bandwidth: u64,
+    /// Advertised relay IP when the server sits behind a 1:1 NAT.
+    pub external_ip: Option<IpAddr>,
+    /// Which peers relays may reach.
+    pub peer_filter: PeerFilter,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            software: String::new(),
+            default_lifetime: 600,
+            max_lifetime: 3600,
+            permission_lifetime: 300,
+            channel_lifetime: 600,
+            nonce_lifetime: 3600,
+            user_quota: 0,
+            total_quota: 0,
+            bandwidth: 0,
+            external_ip: None,
+            peer_filter: PeerFilter::default(),
+        }
+    }
+}
+
+/// Address family of a relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+/// What the state machine asks the I/O layer to bind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayRequest {
+    /// The allocation's client 5-tuple (for logs).
+    pub five: FiveTuple,
+    /// Address family.
+    pub family: Family,
+    /// EVEN-PORT: `Some(reserve_next)` asks for an even port, and with `true` also reserves the
+    /// next port.
+    pub even: Option<bool>,
+    /// A previously reserved address to take (RESERVATION-TOKEN).
+    pub reserved: Option<SocketAddr>,
+    /// Set DF on relayed datagrams (DONT-FRAGMENT).
+    pub dont_fragment: bool,
+}
+
+/// A bound relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayBinding {
+    /// The relay's address.
+    pub addr: SocketAddr,
+    /// With `even: Some(true)`: the reserved next address.
+    pub reserved: Option<SocketAddr>,
+}
+
+/// Why no relay could be bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayError {
+    /// No port free in the range (508).
+    NoCapacity,
+    /// The host cannot relay this family (440).
+    FamilyUnsupported,
+}
+
+/// The I/O layer's side of allocations: real sockets in the server, fakes in tests.
+pub trait RelayProvider {
+    /// Binds a relay socket.
+    fn bind(&mut self, req: RelayRequest) -> Result<RelayBinding, RelayError>;
+    /// Closes a relay (or reserved) socket.
+    fn release(&mut self, addr: SocketAddr);
+}
+
+/// What to do with one input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// Send `out[..len]` to `to` from the listener socket chosen by `via`.
+    Reply {
+        /// Which socket sends.
+        via: Via,
+        /// Destination.
+        to: SocketAddr,
+        /// Bytes of the output buffer.
+        len: usize,
+        /// An error response.
+        error: bool,
+    },
+    /// Send `data` from the relay socket `relay` to `peer`.
+    Relay {
+        /// The allocation's relay address.
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// The payload, borrowed from the input.
+        data: &'a [u8],
+    },
+    /// Send nothing.
+    Drop(DropReason),
+}
+
+/// What to do with a datagram a peer sent to a relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerOutput {
+    /// Send `out[..len]` (ChannelData or a Data indication) to the client of `five`.
+    ToClient {
+        /// The allocation's client side.
+        five: FiveTuple,
+        /// Bytes of the output buffer.
+        len: usize,
+    },
+    /// Send nothing.
+    Drop(PeerDrop),
+}
+
+/// Why a peer datagram was not relayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerDrop {
+    /// No allocation owns that relay address (it just expired).
+    NoAllocation,
+    /// No permission for the peer's IP.
+    NoPermission,
+    /// Over the allocation's bandwidth.
+    Bandwidth,
+    /// Output buffer too small (a server bug).
+    OutputTooSmall,
+}
+
+/// Error codes the service answers with, in the order of [`TurnStats::refusals`].
+pub const ERROR_CODES: [u16; 13] = [
+    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+];
+
+/// Counters; the server exports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TurnStats {
+    /// Allocations created.
+    pub allocations_created: u64,
+    /// Allocations ended (deleted, expired).
+    pub allocations_ended: u64,
+    /// Permissions created or refreshed.
+    pub permissions: u64,
+    /// Channel binds created or refreshed.
+    pub channel_binds: u64,
+    /// Packets relayed client → peer.
+    pub packets_to_peer: u64,
+    /// Bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client.
+    pub packets_to_client: u64,
+    /// Bytes relayed peer → client.
+    pub bytes_to_client: u64,
+    /// Requests with integrity that failed authentication.
+    pub auth_failures: u64,
+    /// Error responses by code, indexed like [`ERROR_CODES`].
+    pub refusals: [u64; ERROR_CODES.len()],
+    /// Client data dropped: no allocation, permission or channel, or over bandwidth.
+    pub dropped_to_peer: u64,
+    /// Peer data dropped: no permission or over bandwidth.
+    pub dropped_to_client: u64,
+}
+
+impl TurnStats {
+    fn refuse(&mut self, code: u16) {
+        if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
+            self.refusals[i] += 1;
+        }
+    }
+}
+
+/// Comprehension-required attributes TURN requests may carry.
+fn known_in_turn(typ: u16) -> bool {
+    matches!(
+        typ,
+        attr::USERNAME
+            | attr::USERHASH
+            | attr::MESSAGE_INTEGRITY
+            | attr::MESSAGE_INTEGRITY_SHA256
+            | attr::REALM
+            | attr::NONCE
+            | attr::PASSWORD_ALGORITHM
+            | attr::CHANNEL_NUMBER
+            | attr::LIFETIME
+            | attr::XOR_PEER_ADDRESS
+            | attr::DATA
+            | attr::REQUESTED_ADDRESS_FAMILY
+            | attr::EVEN_PORT
+            | attr::REQUESTED_TRANSPORT
+            | attr::DONT_FRAGMENT
+            | attr::RESERVATION_TOKEN
+    )
+}
+
+/// How long an EVEN-PORT reservation is held (RFC 8656 §7.2: about 30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Room for the reply attributes around a relayed payload.
+pub const PEER_OVERHEAD: usize = 64;
+
+/// An error response to send: code, reason, and whether to add the auth challenge.
+struct Refuse {
+    code: u16,
+    reason: &'static str,
+}
+
+fn refuse(code: u16, reason: &'static str) -> Refuse {
+    Refuse { code, reason }
+}
+
+/// The TURN server state machine: Binding, Allocate, Refresh, CreatePermission, ChannelBind,
+/// Send/Data indications and ChannelData for every allocation.
+pub struct TurnService {
+    cfg: TurnConfig,
+    creds: Arc<Credentials>,
+    nonces: NonceIssuer,
+    binding: BindingService,
+    allocs: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<SocketAddr, FiveTuple>,
+    per_user: HashMap<String, usize>,
+    reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
+    token_seed: [u8; 32],
+    token_counter: u64,
+    stats: TurnStats,
+}
+
+impl std::fmt::Debug for TurnService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnService")
+            .field("allocations", &self.allocs.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TurnService {
+    /// A service; `secret` seeds nonces and reservation tokens (32 random bytes).
+    pub fn new(cfg: TurnConfig, creds: Arc<Credentials>, secret: [u8; 32]) -> Self {
+        let binding = BindingService::new(&cfg.software);
+        let nonces = NonceIssuer::new(secret, cfg.nonce_lifetime);
+        let mut token_seed = secret;
+        token_seed.reverse();
+        TurnService {
+            cfg,
+            creds,
+            nonces,
+            binding,
+            allocs: HashMap::new(),
+            by_relay: HashMap::new(),
+            per_user: HashMap::new(),
+            reservations: HashMap::new(),
+            token_seed,
+            token_counter: 0,
+            stats: TurnStats::default(),
+        }
+    }
+
+    /// Replaces users and secrets (hot reload); live allocations are kept.
+    pub fn set_credentials(&mut self, creds: Arc<Credentials>) {
+        self.creds = creds;
+    }
+
+    /// Replaces the peer policy (hot reload).
+    pub fn set_peer_filter(&mut self, filter: PeerFilter) {
+        self.cfg.peer_filter = filter;
+    }
+
+    /// Whether TURN requests are served (a realm and a credential exist).
+    pub fn turn_enabled(&self) -> bool {
+        self.creds.is_enabled()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &TurnStats {
+        &self.stats
+    }
+
+    /// Live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocs.len()
+    }
+
+    /// The allocation of a client 5-tuple.
+    pub fn allocation(&self, five: &FiveTuple) -> Option<&Allocation> {
+        self.allocs.get(five)
+    }
+
+    /// Handles one datagram or stream frame from a client.
+    pub fn handle<'a>(
+        &mut self,
+        now: Now,
+        arrival: &Arrival,
+        input: &'a [u8],
+        out: &mut [u8],
+        relays: &mut dyn RelayProvider,
+    ) -> Output<'a> {
+        let Some(&first) = input.first() else {
+            return Output::Drop(DropReason::NotStun);
+        };
+        match switchboard_stun::classify(first) {
+            PacketKind::Stun => {}
+            PacketKind::ChannelData => return self.channel_data(now, arrival, input),
+            _ => return Output::Drop(DropReason::NotStun),
+        }
+        let msg = match Message::parse(input) {
+            Ok(m) => m,
+            Err(_) => return Output::Drop(DropReason::Malformed),
+        };
+        if msg.check_fingerprint() == Some(false) {
+            return Output::Drop(DropReason::BadFingerprint);
+        }
+        let five = FiveTuple {
+            client: arrival.peer,
+            server: arrival.local,
+            transport: arrival.transport,
+        };
+        match (msg.class(), msg.method()) {
+            (Class::Request, Method::BINDING) => {
+                from_action(self.binding.answer(arrival, &msg, out))
+            }
+            (Class::Indication, Method::SEND) => self.send_indication(now, &five, &msg),
+            (
+                Class::Request,
+                Method::ALLOCATE
+                | Method::REFRESH
+                | Method::CREATE_PERMISSION
+                | Method::CHANNEL_BIND,
+            ) => {
+                let len = self.turn_request(now, arrival, &five, &msg, out, relays);
+                match len {
+                    Some((len, error)) => Output::Reply {
+                        via: Via::Same,
+                        to: arrival.peer,
+                        len,
+                        error,
+                    },
+                    None => Output::Drop(DropReason::OutputTooSmall),
+                }
+            }
+            (Class::Request, _) => from_action(self.binding.answer(arrival, &msg, out)),
+            (Class::Indication, _) => Output::Drop(DropReason::Indication),
+            (Class::Success | Class::Error, _) => Output::Drop(DropReason::Response),
+        }
+    }
+
+    fn channel_data<'a>(&mut self, now: Now, arrival: &Arrival, input: &'a [u8]) -> Output<'a> {
+        let Ok(cd) = ChannelData::parse(input) else {
+            return Output::Drop(DropReason::Malformed);
+        };
+        let five = FiveTuple {
+            client: arrival.peer,
+            server: arrival.local,
+            transport: arrival.transport,
+        };
+        let Some(alloc) = self.allocs.get_mut(&five) else {
+            self.stats.dropped_to_peer += 1;
+            return Output::Drop(DropReason::ChannelData);
+        };
+        let Some(peer) = alloc.channel_peer(cd.channel, now.mono) else {
+            self.stats.dropped_to_peer += 1;
+            return Output::Drop(DropReason::ChannelData);
+        };
+        // A channel implies a permission, but the permission may have lapsed separately.
+        if !alloc.permits(peer.ip(), now.mono) || !alloc.bucket.take(cd.data.len(), now.mono) {
+            self.stats.dropped_to_peer += 1;
+            return Output::Drop(DropReason::ChannelData);
+        }
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += cd.data.len() as u64;
+        Output::Relay {
+            relay: alloc.relay,
+            peer,
+            data: cd.data,
+        }
+    }
+
+    fn send_indication<'a>(&mut self, now: Now, five: &FiveTuple, msg: &Message<'a>) -> Output<'a> {
+        let drop = |stats: &mut TurnStats| {
+            stats.dropped_to_peer += 1;
+            Output::Drop(DropReason::Indication)
+        };
+        let Some(alloc) = self.allocs.get_mut(five) else {
+            return drop(&mut self.stats);
+        };
+        let (Ok(Some(peer)), Ok(Some(data))) = (msg.xor_peer_address(), msg.data()) else {
+            return drop(&mut self.stats);
+        };
+        if !alloc.permits(peer.ip(), now.mono) || !alloc.bucket.take(data.len(), now.mono) {
+            return drop(&mut self.stats);
+        }
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += data.len() as u64;
+        Output::Relay {
+            relay: alloc.relay,
+            peer,
+            data,
+        }
+    }
+
+    /// Handles a datagram `payload` that `peer` sent to relay address `relay`, writing what goes
+    /// to the client into `out` (at least `payload.len() + PEER_OVERHEAD` bytes).
+    pub fn handle_peer(
+        &mut self,
+        now: Now,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> PeerOutput {
+        let Some(five) = self.by_relay.get(&relay).copied() else {
+            return PeerOutput::Drop(PeerDrop::NoAllocation);
+        };
+        let Some(alloc) = self.allocs.get_mut(&five) else {
+            return PeerOutput::Drop(PeerDrop::NoAllocation);
+        };
+        if !alloc.permits(peer.ip(), now.mono) {
+            self.stats.dropped_to_client += 1;
+            return PeerOutput::Drop(PeerDrop::NoPermission);
+        }
+        if !alloc.bucket.take(payload.len(), now.mono) {
+            self.stats.dropped_to_client += 1;
+            return PeerOutput::Drop(PeerDrop::Bandwidth);
+        }
+        let len = match alloc.peer_channel(peer, now.mono) {
+            Some(channel) => {
+                // Over streams ChannelData is padded to a multiple of 4 (RFC 8656 §12.5).
+                let pad = five.transport != Transport::Udp;
+                ChannelData::encode(channel, payload, out, pad).ok()
+            }
+            None => {
+                self.token_counter += 1;
+                data_indication(peer, payload, self.token_counter, out)
+            }
+        };
+        match len {
+            Some(len) => {
+                self.stats.packets_to_client += 1;
+                self.stats.bytes_to_client += payload.len() as u64;
+                PeerOutput::ToClient { five, len }
+            }
+            None => PeerOutput::Drop(PeerDrop::OutputTooSmall),
+        }
+    }
+
+    /// Ends expired allocations and reservations, releasing their relays. Call about once a
+    /// second.
+    pub fn expire(&mut self, now: Now, relays: &mut dyn RelayProvider) {
+        let expired: Vec<FiveTuple> = self
+            .allocs
+            .iter()
+            .filter(|(_, a)| a.expires <= now.mono)
+            .map(|(f, _)| *f)
+            .collect();
+        for five in expired {
+            self.remove(&five, relays);
+        }
+        let stale: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, (_, exp))| *exp <= now.mono)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stale {
+            if let Some((addr, _)) = self.reservations.remove(&t) {
+                relays.release(addr);
+            }
+        }
+    }
+
+    /// Ends every allocation of a client connection that closed (TCP/TLS).
+    pub fn connection_closed(&mut self, five: &FiveTuple, relays: &mut dyn RelayProvider) {
+        self.remove(five, relays);
+    }
+
+    fn remove(&mut self, five: &FiveTuple, relays: &mut dyn RelayProvider) {
+        if let Some(a) = self.allocs.remove(five) {
+            self.by_relay.remove(&a.relay);
+            if let Some(n) = self.per_user.get_mut(&a.username) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_user.remove(&a.username);
+                }
+            }
+            relays.release(a.relay);
+            self.stats.allocations_ended += 1;
+        }
+    }
+
+    fn next_token(&mut self) -> [u8; 8] {
+        use sha2::{Digest, Sha256};
+        self.token_counter += 1;
+        let mut h = Sha256::new();
+        h.update(self.token_seed);
+        h.update(self.token_counter.to_be_bytes());
+        let d = h.finalize();
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&d[..8]);
+        t
+    }
+
+    /// Authenticates and runs a TURN request; returns (length, is_error) of the reply.
+    fn turn_request(
+        &mut self,
+        now: Now,
+        arrival: &Arrival,
+        five: &FiveTuple,
+        msg: &Message<'_>,
+        out: &mut [u8],
+        relays: &mut dyn RelayProvider,
+    ) -> Option<(usize, bool)> {
+        if !self.creds.is_enabled() {
+            self.stats.refuse(400);
+            return self.error(
+                msg,
+                out,
+                None,
+                refuse(400, "Bad Request: TURN is not configured on this server"),
+                None,
+            );
+        }
+        let verified = match self
+            .creds
+            .verify(msg, &self.nonces, arrival.peer.ip(), now.unix)
+        {
+            Ok(v) => v,
+            Err(reject) => {
+                let (r, challenge) = match reject {
+                    Reject::Challenge => (refuse(401, "Unauthenticated"), true),
+                    Reject::Unauthorized(why) => {
+                        self.stats.auth_failures += 1;
+                        (refuse(401, why), true)
+                    }
+                    Reject::StaleNonce => (refuse(438, "Stale Nonce"), true),
+                    Reject::BadRequest(why) => {
+                        self.stats.auth_failures += 1;
+                        (refuse(400, why), false)
+                    }
+                };
+                self.stats.refuse(r.code);
+                let nonce = challenge.then(|| self.nonces.issue(arrival.peer.ip(), now.unix));
+                return self.error(msg, out, None, r, nonce.as_deref());
+            }
+        };
+        let unknown = msg.unknown_comprehension_required(known_in_turn);
+        if !unknown.as_slice().is_empty() {
+            self.stats.refuse(420);
+            let n = {
+                let mut b = MessageBuilder::response_to(out, msg, Class::Error).ok()?;
+                b.error_code(420, "Unknown Attribute").ok()?;
+                b.unknown_attributes(unknown.as_slice()).ok()?;
+                self.finish(&mut b, Some(&verified))?;
+                b.finish()
+            };
+            return Some((n, true));
+        }
+        let result = match msg.method() {
+            Method::ALLOCATE => self.allocate(now, five, msg, &verified, out, relays),
+            Method::REFRESH => self.refresh(now, five, msg, &verified, out, relays),
+            Method::CREATE_PERMISSION => self.create_permission(now, five, msg, &verified, out),
+            _ => self.channel_bind(now, five, msg, &verified, out),
+        };
+        match result {
+            Ok(n) => Some((n?, false)),
+            Err(r) => {
+                self.stats.refuse(r.code);
+                self.error(msg, out, Some(&verified), r, None)
+            }
+        }
+    }
+
+    /// Adds SOFTWARE, integrity (the request's kind) and FINGERPRINT.
+    fn finish(&self, b: &mut MessageBuilder<'_>, verified: Option<&Verified>) -> Option<()> {
+        if !self.cfg.software.is_empty() {
+            b.software(&self.cfg.software).ok()?;
+        }
+        if let Some(v) = verified {
+            match v.integrity {
+                Integrity::Sha1 => b.message_integrity(&v.key).ok()?,
+                Integrity::Sha256 => b.message_integrity_sha256(&v.key).ok()?,
+            };
+        }
+        b.fingerprint().ok()?;
+        Some(())
+    }
+
+    fn error(
+        &self,
+        msg: &Message<'_>,
+        out: &mut [u8],
+        verified: Option<&Verified>,
+        r: Refuse,
+        nonce: Option<&str>,
+    ) -> Option<(usize, bool)> {
+        let mut b = MessageBuilder::response_to(out, msg, Class::Error).ok()?;
+        b.error_code(r.code, r.reason).ok()?;
+        if let Some(nonce) = nonce {
+            b.realm(self.creds.realm()).ok()?;
+            b.nonce(nonce).ok()?;
+            b.password_algorithms(offered_algorithms()).ok()?;
+        }
+        self.finish(&mut b, verified)?;
+        Some((b.finish(), true))
+    }
+
+    fn lifetime(&self, msg: &Message<'_>) -> Result<u32, Refuse> {
+        match msg.lifetime() {
+            Ok(None) => Ok(self.cfg.default_lifetime),
+            Ok(Some(0)) => Ok(0),
+            Ok(Some(l)) => Ok(l
+                .min(self.cfg.max_lifetime)
+                .max(self.cfg.default_lifetime.min(self.cfg.max_lifetime))),
+            Err(_) => Err(refuse(400, "Bad Request: malformed LIFETIME")),
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        now: Now,
+        five: &FiveTuple,
+        msg: &Message<'_>,
+        v: &Verified,
+        out: &mut [u8],
+        relays: &mut dyn RelayProvider,
+    ) -> Result<Option<usize>, Refuse> {
+        if let Some(a) = self.allocs.get(five) {
+            if a.allocate_tid == msg.transaction_id() && a.key == v.key {
+                // A retransmitted Allocate gets the original answer (RFC 8656 §7.2).
+                let (advertised, granted) = (a.advertised, a.granted);
+                return Ok(self.allocate_success(msg, five, advertised, granted, None, v, out));
+            }
+            return Err(refuse(437, "Allocation Mismatch"));
+        }
+        match msg.requested_transport() {
+            Ok(Some(17)) => {}
+            Ok(Some(_)) => {
+                return Err(refuse(
+                    442,
+                    "Unsupported Transport Protocol: only UDP relays",
+                ))
+            }
+            Ok(None) | Err(_) => {
+                return Err(refuse(400, "Bad Request: REQUESTED-TRANSPORT is required"))
+            }
+        }
+        let token = msg
+            .reservation_token()
+            .map_err(|_| refuse(400, "Bad Request: malformed RESERVATION-TOKEN"))?;
+        let even = msg
+            .even_port()
+            .map_err(|_| refuse(400, "Bad Request: malformed EVEN-PORT"))?;
+        let family = match msg.requested_address_family() {
+            Ok(None) | Ok(Some(1)) => Family::V4,
+            Ok(Some(2)) => Family::V6,
+            Ok(Some(_)) | Err(_) => return Err(refuse(440, "Address Family not Supported")),
+        };
+        let family_given = msg.get(attr::REQUESTED_ADDRESS_FAMILY).is_some();
+        if token.is_some() && (even.is_some() || family_given) {
+            return Err(refuse(
+                400,
+                "Bad Request: RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY",
+            ));
+        }
+        match msg.additional_address_family() {
+            Ok(None) => {}
+            Ok(Some(2)) if !family_given => {}
+            _ => return Err(refuse(400, "Bad Request: bad ADDITIONAL-ADDRESS-FAMILY")),
+        }
+        let lifetime = self.lifetime(msg)?;
+        if lifetime == 0 {
+            return Err(refuse(400, "Bad Request: LIFETIME 0 in Allocate"));
+        }
+        if self.cfg.user_quota > 0
+            && self.per_user.get(&v.username).copied().unwrap_or(0) >= self.cfg.user_quota
+        {
+            return Err(refuse(486, "Allocation Quota Reached"));
+        }
+        if self.cfg.total_quota > 0 && self.allocs.len() >= self.cfg.total_quota {
+            return Err(refuse(
+                508,
+                "Insufficient Capacity: server allocation limit",
+            ));
+        }
+        let reserved = match token {
+            Some(t) => match self.reservations.remove(&t) {
+                Some((addr, _)) => Some(addr),
+                None => {
+                    return Err(refuse(
+                        508,
+                        "Insufficient Capacity: unknown or expired RESERVATION-TOKEN",
+                    ))
+                }
+            },
+            None => None,
+        };
+        let req = RelayRequest {
+            five: *five,
+            family: match reserved {
+                Some(SocketAddr::V6(_)) => Family::V6,
+                Some(SocketAddr::V4(_)) => Family::V4,
+                None => family,
+            },
+            even,
+            reserved,
+            dont_fragment: msg.dont_fragment(),
+        };
+        let binding = match relays.bind(req) {
+            Ok(b) => b,
+            Err(RelayError::NoCapacity) => {
+                return Err(refuse(508, "Insufficient Capacity: no relay port"))
+            }
+            Err(RelayError::FamilyUnsupported) => {
+                return Err(refuse(440, "Address Family not Supported"))
+            }
+        };
+        let advertised = match (self.cfg.external_ip, binding.addr) {
+            (Some(ip @ IpAddr::V4(_)), SocketAddr::V4(a)) => SocketAddr::new(ip, a.port()),
+            (Some(ip @ IpAddr::V6(_)), SocketAddr::V6(a)) => SocketAddr::new(ip, a.port()),
+            (_, a) => a,
+        };
+        let mut alloc = Allocation::new(
+            *five,
+            binding.addr,
+            advertised,
+            v.username.clone(),
+            v.key.clone(),
+            Duration::from_secs(lifetime.into()),
+            msg.transaction_id(),
+            self.cfg.bandwidth,
+            now.mono,
+        );
+        let new_token = match binding.reserved {
+            Some(addr) => {
+                let t = self.next_token();
+                self.reservations
+                    .insert(t, (addr, now.mono + RESERVATION_LIFETIME));
+                alloc.reserved = Some(t);
+                Some(t)
+            }
+            None => None,
+        };
+        self.by_relay.insert(binding.addr, *five);
+        self.allocs.insert(*five, alloc);
+        *self.per_user.entry(v.username.clone()).or_insert(0) += 1;
+        self.stats.allocations_created += 1;
+        Ok(self.allocate_success(msg, five, advertised, lifetime, new_token, v, out))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn allocate_success(
+        &self,
+        msg: &Message<'_>,
+        five: &FiveTuple,
+        relayed: SocketAddr,
+        lifetime: u32,
+        token: Option<[u8; 8]>,
+        v: &Verified,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let mut b = MessageBuilder::response_to(out, msg, Class::Success).ok()?;
+        b.xor_relayed_address(relayed).ok()?;
+        // Dual allocation is not offered: answer with the IPv4 relay and an ADDRESS-ERROR-CODE
+        // for IPv6 (RFC 8656 §7.2).
+        if msg.additional_address_family().ok().flatten() == Some(2) {
+            b.address_error_code(2, 440, "Address Family not Supported")
+                .ok()?;
+        }
+        b.lifetime(lifetime).ok()?;
+        if let Some(t) = token {
+            b.reservation_token(t).ok()?;
+        }
+        b.xor_mapped_address(five.client).ok()?;
+        self.finish(&mut b, Some(v))?;
+        Some(b.finish())
+    }
+
+    fn owned<'s>(
+        &'s mut self,
+        five: &FiveTuple,
+        v: &Verified,
+    ) -> Result<&'s mut Allocation, Refuse> {
+        let a = self
+            .allocs
+            .get_mut(five)
+            .ok_or(refuse(437, "Allocation Mismatch: no allocation"))?;
+        if a.username != v.username {
+            return Err(refuse(441, "Wrong Credentials"));
+        }
+        Ok(a)
+    }
+
+    fn refresh(
+        &mut self,
+        now: Now,
+        five: &FiveTuple,
+        msg: &Message<'_>,
+        v: &Verified,
+        out: &mut [u8],
+        relays: &mut dyn RelayProvider,
+    ) -> Result<Option<usize>, Refuse> {
+        let lifetime = self.lifetime(msg)?;
+        let alloc = self.owned(five, v)?;
+        match msg.requested_address_family() {
+            Ok(Some(1)) if alloc.relay.is_ipv6() => {
+                return Err(refuse(443, "Peer Address Family Mismatch"))
+            }
+            Ok(Some(2)) if alloc.relay.is_ipv4() => {
+                return Err(refuse(443, "Peer Address Family Mismatch"))
+            }
+            _ => {}
+        }
+        if lifetime == 0 {
+            self.remove(five, relays);
+        } else {
+            alloc.expires = now.mono + Duration::from_secs(lifetime.into());
+        }
+        Ok(self.simple_success(msg, v, out, Some(lifetime)))
+    }
+
+    fn check_peer(&self, alloc_relay: SocketAddr, peer: SocketAddr) -> Result<(), Refuse> {
+        if peer.is_ipv4() != alloc_relay.is_ipv4() {
+            return Err(refuse(443, "Peer Address Family Mismatch"));
+        }
+        match self.cfg.peer_filter.check(peer.ip()) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Denied) => Err(refuse(403, "Forbidden: peer address denied by policy")),
+            Err(Refusal::NotPublic) => Err(refuse(403, "Forbidden: peer address is not public")),
+            Err(Refusal::OwnAddress) => Err(refuse(403, "Forbidden: peer is this server")),
+        }
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Now,
+        five: &FiveTuple,
+        msg: &Message<'_>,
+        v: &Verified,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, Refuse> {
+        let relay = self.owned(five, v)?.relay;
+        let mut peers = Vec::new();
+        for p in msg.xor_peer_addresses() {
+            let p = p.map_err(|_| refuse(400, "Bad Request: malformed XOR-PEER-ADDRESS"))?;
+            self.check_peer(relay, p)?;
+            peers.push(p.ip());
+        }
+        if peers.is_empty() {
+            return Err(refuse(400, "Bad Request: XOR-PEER-ADDRESS is required"));
+        }
+        let lifetime = Duration::from_secs(self.cfg.permission_lifetime.into());
+        let alloc = self.owned(five, v)?;
+        for ip in &peers {
+            if !alloc.permit(*ip, lifetime, now.mono) {
+                return Err(refuse(508, "Insufficient Capacity: too many permissions"));
+            }
+        }
+        self.stats.permissions += peers.len() as u64;
+        Ok(self.simple_success(msg, v, out, None))
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Now,
+        five: &FiveTuple,
+        msg: &Message<'_>,
+        v: &Verified,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, Refuse> {
+        let relay = self.owned(five, v)?.relay;
+        let (Ok(Some(number)), Ok(Some(peer))) = (msg.channel_number(), msg.xor_peer_address())
+        else {
+            return Err(refuse(
+                400,
+                "Bad Request: CHANNEL-NUMBER and XOR-PEER-ADDRESS are required",
+            ));
+        };
+        self.check_peer(relay, peer)?;
+        let channel_life = Duration::from_secs(self.cfg.channel_lifetime.into());
+        let perm_life = Duration::from_secs(self.cfg.permission_lifetime.into());
+        let alloc = self.owned(five, v)?;
+        match alloc.bind_channel(number, peer, channel_life, now.mono) {
+            Ok(()) => {}
+            Err(BindError::BadNumber) => {
+                return Err(refuse(
+                    400,
+                    "Bad Request: channel number outside 0x4000-0x4FFF",
+                ))
+            }
+            Err(BindError::Conflict) => {
+                return Err(refuse(400, "Bad Request: channel or peer already bound"))
+            }
+            Err(BindError::Full) => {
+                return Err(refuse(508, "Insufficient Capacity: too many channels"))
+            }
+        }
+        if !alloc.permit(peer.ip(), perm_life, now.mono) {
+            return Err(refuse(508, "Insufficient Capacity: too many permissions"));
+        }
+        self.stats.channel_binds += 1;
+        Ok(self.simple_success(msg, v, out, None))
+    }
+
+    fn simple_success(
+        &self,
+        msg: &Message<'_>,
+        v: &Verified,
+        out: &mut [u8],
+        lifetime: Option<u32>,
+    ) -> Option<usize> {
+        let mut b = MessageBuilder::response_to(out, msg, Class::Success).ok()?;
+        if let Some(l) = lifetime {
+            b.lifetime(l).ok()?;
+        }
+        self.finish(&mut b, Some(v))?;
+        Some(b.finish())
+    }
+}
+
+fn from_action<'a>(a: Action) -> Output<'a> {
+    match a {
+        Action::Reply {
+            via,
+            to,
+            len,
+            error,
+        } => Output::Reply {
+            via,
+            to,
+            len,
+            error,
+        },
+        Action::Drop(r) => Output::Drop(r),
+    }
+}
+
+/// A Data indication carrying `payload` from `peer` (RFC 8656 §11.4); `serial` makes its
+/// transaction id unique.
+fn data_indication(peer: SocketAddr, payload: &[u8], serial: u64, out: &mut [u8]) -> Option<usize> {
+    let mut tid = [0x53u8; 12];
+    tid[4..].copy_from_slice(&serial.to_be_bytes());
+    let mut b =
+        MessageBuilder::new(out, Class::Indication, Method::DATA, TransactionId(tid)).ok()?;
+    b.xor_peer_address(peer).ok()?;
+    b.data(payload).ok()?;
+    Some(b.finish())
+}
