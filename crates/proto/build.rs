@@ -51,6 +51,14 @@ fn check_payload_fields(fds: &prost_types::FileDescriptorSet) -> Result<(), Stri
         while let Some(msg) = stack.pop() {
             stack.extend(msg.nested_type.iter());
             for field in &msg.field {
+                if is_string_map(msg, field) && field.name() != "tags" {
+                    return Err(format!(
+                        "{}: field {}.{}: map<string, string> fields must be named \"tags\" (JSON mapping invariant)",
+                        file.name(),
+                        msg.name(),
+                        field.name()
+                    ));
+                }
                 let is_bytes = field.r#type() == Type::Bytes;
                 let is_payload_name = PAYLOAD_FIELDS.contains(&field.name());
                 if is_bytes != is_payload_name {
@@ -66,4 +74,26 @@ fn check_payload_fields(fds: &prost_types::FileDescriptorSet) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// Whether `field` of `msg` is a `map<_, string>` (a repeated field of a nested map-entry type
+/// whose value is a string).
+fn is_string_map(
+    msg: &prost_types::DescriptorProto,
+    field: &prost_types::FieldDescriptorProto,
+) -> bool {
+    let Some(entry_name) = field
+        .type_name
+        .as_deref()
+        .and_then(|t| t.rsplit('.').next())
+    else {
+        return false;
+    };
+    msg.nested_type.iter().any(|n| {
+        n.name() == entry_name
+            && n.options.as_ref().is_some_and(|o| o.map_entry())
+            && n.field
+                .iter()
+                .any(|f| f.name() == "value" && f.r#type() == Type::String)
+    })
 }

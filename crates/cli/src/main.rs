@@ -83,6 +83,42 @@ struct ServeArgs {
     /// HTTP listen address (health, metrics); repeatable; `off` disables.
     #[arg(long, value_name = "ADDR")]
     http: Vec<String>,
+    /// TURN realm; TURN is on once a realm and a user or secret are set.
+    #[arg(long, value_name = "REALM")]
+    turn_realm: Option<String>,
+    /// TURN user NAME:PASSWORD (or NAME:0xHA1); repeatable.
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    turn_user: Vec<String>,
+    /// TURN REST shared secret (coturn use-auth-secret); repeatable for rotation.
+    #[arg(long, value_name = "SECRET")]
+    turn_secret: Vec<String>,
+    /// Let relays reach this otherwise refused prefix (e.g. 127.0.0.0/8); repeatable.
+    #[arg(long, value_name = "CIDR")]
+    allow_peer: Vec<String>,
+    /// Refuse relaying to this prefix too; repeatable.
+    #[arg(long, value_name = "CIDR")]
+    deny_peer: Vec<String>,
+    /// Relay port range.
+    #[arg(long, value_name = "LOW-HIGH")]
+    relay_ports: Option<String>,
+    /// Address relay sockets bind to.
+    #[arg(long, value_name = "IP")]
+    relay_ip: Option<String>,
+    /// Relay address advertised behind a 1:1 NAT.
+    #[arg(long, value_name = "IP")]
+    external_ip: Option<String>,
+    /// TURN allocations per user (0: unlimited).
+    #[arg(long, value_name = "N")]
+    user_quota: Option<String>,
+    /// TURN allocations in total (0: unlimited).
+    #[arg(long, value_name = "N")]
+    total_quota: Option<String>,
+    /// Relayed bytes per second per allocation (0: unlimited).
+    #[arg(long, value_name = "BYTES")]
+    max_bps: Option<String>,
+    /// Longest TURN allocation lifetime, seconds.
+    #[arg(long, value_name = "SECS")]
+    max_lifetime: Option<String>,
     /// Log format: json or pretty.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -100,6 +136,10 @@ impl ServeArgs {
             ("stun-tcp", &self.stun_tcp),
             ("stun-tls", &self.stun_tls),
             ("http", &self.http),
+            ("turn-user", &self.turn_user),
+            ("turn-secret", &self.turn_secret),
+            ("allow-peer", &self.allow_peer),
+            ("deny-peer", &self.deny_peer),
         ];
         for (k, list) in lists {
             if !list.is_empty() {
@@ -115,6 +155,14 @@ impl ServeArgs {
             ("stun-workers", &self.stun_workers),
             ("tls-cert", &self.tls_cert),
             ("tls-key", &self.tls_key),
+            ("turn-realm", &self.turn_realm),
+            ("relay-ports", &self.relay_ports),
+            ("relay-ip", &self.relay_ip),
+            ("external-ip", &self.external_ip),
+            ("user-quota", &self.user_quota),
+            ("total-quota", &self.total_quota),
+            ("max-bps", &self.max_bps),
+            ("max-lifetime", &self.max_lifetime),
             ("log-format", &self.log_format),
             ("log-level", &self.log_level),
         ];
@@ -169,6 +217,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         for l in server.listeners() {
             writeln!(out, "{l}")?;
         }
+        if let Some(turn) = server.turn_summary() {
+            writeln!(out, "{turn}")?;
+        }
         match server.certs().source() {
             switchboard_server::tls::CertSource::SelfSigned => writeln!(
                 out,
@@ -194,9 +245,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match server.reload() {
-                Ok(()) => tracing::info!(fingerprint = %server.certs().fingerprint(), "reloaded certificates"),
-                Err(e) => tracing::error!(error = %e, "reload failed; keeping the old certificates"),
+            _ = hup.recv() => match args.settings().map_err(anyhow::Error::from).and_then(|s| server.reload(&s).map_err(anyhow::Error::from)) {
+                Ok(()) => tracing::info!(fingerprint = %server.certs().fingerprint(), "reloaded configuration and certificates"),
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the previous configuration"),
             },
         }
     }

@@ -141,6 +141,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// The HTTP server (health and metrics now; the hub later).
     pub http: HttpSettings,
+    /// TURN relays (on the STUN listeners).
+    pub turn: TurnSettings,
 }
 
 impl Default for Settings {
@@ -151,6 +153,7 @@ impl Default for Settings {
             stun: StunSettings::default(),
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
+            turn: TurnSettings::default(),
         }
     }
 }
@@ -225,6 +228,79 @@ impl Default for HttpSettings {
     }
 }
 
+/// TURN settings. TURN is on once a realm and at least one user or secret are configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnSettings {
+    /// The realm (REALM attribute).
+    pub realm: String,
+    /// Static users, `NAME:PASSWORD` or `NAME:0xHA1` (MD5 of NAME:REALM:PASSWORD, 32 hex digits).
+    pub users: Vec<String>,
+    /// TURN REST shared secrets (coturn's use-auth-secret); several allow rotation.
+    pub secrets: Vec<String>,
+    /// Peer prefixes relays may reach even though they are not public (e.g. 127.0.0.0/8).
+    pub allow_peers: Vec<String>,
+    /// Extra peer prefixes relays may not reach.
+    pub deny_peers: Vec<String>,
+    /// Relay port range `LOW-HIGH`.
+    pub relay_ports: String,
+    /// Address relay sockets bind to (default: the first STUN UDP listener's address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_ip: Option<IpAddr>,
+    /// Address advertised in XOR-RELAYED-ADDRESS when behind a 1:1 NAT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_ip: Option<IpAddr>,
+    /// Allocations per user (0: unlimited).
+    pub user_quota: usize,
+    /// Allocations in total (0: unlimited).
+    pub total_quota: usize,
+    /// Relayed bytes per second per allocation (0: unlimited).
+    pub max_bps: u64,
+    /// Longest allocation lifetime granted, seconds.
+    pub max_lifetime: u32,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        TurnSettings {
+            realm: String::new(),
+            users: Vec::new(),
+            secrets: Vec::new(),
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+            relay_ports: "49152-65535".into(),
+            relay_ip: None,
+            external_ip: None,
+            user_quota: 0,
+            total_quota: 0,
+            max_bps: 0,
+            max_lifetime: 3600,
+        }
+    }
+}
+
+impl TurnSettings {
+    /// The relay port range.
+    pub fn port_range(&self) -> Result<(u16, u16), String> {
+        let (lo, hi) = self
+            .relay_ports
+            .split_once('-')
+            .ok_or_else(|| format!("expected LOW-HIGH, got {:?}", self.relay_ports))?;
+        let lo: u16 = lo
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad low port {lo:?}"))?;
+        let hi: u16 = hi
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad high port {hi:?}"))?;
+        if lo == 0 || lo > hi {
+            return Err(format!("need 1 <= LOW <= HIGH, got {lo}-{hi}"));
+        }
+        Ok((lo, hi))
+    }
+}
+
 /// The commented default configuration file printed by `switchboard config default`.
 /// A test checks that it parses to exactly [`Settings::default`].
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -245,7 +321,29 @@ pub const KEYS: &[&str] = &[
     "tls-cert",
     "tls-key",
     "http",
+    "turn-realm",
+    "turn-user",
+    "turn-secret",
+    "allow-peer",
+    "deny-peer",
+    "relay-ports",
+    "relay-ip",
+    "external-ip",
+    "user-quota",
+    "total-quota",
+    "max-bps",
+    "max-lifetime",
 ];
+
+/// Values of a list setting: repeated flags, or comma-separated in one value (environment).
+fn split_list(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
 
 /// Environment variables that are not settings themselves.
 const ENV_NON_KEYS: &[&str] = &["SWITCHBOARD_CONFIG"];
@@ -335,6 +433,24 @@ impl Settings {
             "tls-cert" => self.tls.cert = parse_opt(origin, values, "a file path")?,
             "tls-key" => self.tls.key = parse_opt(origin, values, "a file path")?,
             "http" => self.http.listen = listen(values)?,
+            "turn-realm" => self.turn.realm = parse_one(origin, values, "a realm")?,
+            "turn-user" => self.turn.users = split_list(values),
+            "turn-secret" => self.turn.secrets = split_list(values),
+            "allow-peer" => self.turn.allow_peers = split_list(values),
+            "deny-peer" => self.turn.deny_peers = split_list(values),
+            "relay-ports" => self.turn.relay_ports = parse_one(origin, values, "LOW-HIGH")?,
+            "relay-ip" => self.turn.relay_ip = parse_opt(origin, values, "an IP address")?,
+            "external-ip" => self.turn.external_ip = parse_opt(origin, values, "an IP address")?,
+            "user-quota" => {
+                self.turn.user_quota = parse_one(origin, values, "a count (0: unlimited)")?
+            }
+            "total-quota" => {
+                self.turn.total_quota = parse_one(origin, values, "a count (0: unlimited)")?
+            }
+            "max-bps" => {
+                self.turn.max_bps = parse_one(origin, values, "bytes per second (0: unlimited)")?
+            }
+            "max-lifetime" => self.turn.max_lifetime = parse_one(origin, values, "seconds")?,
             _ => {
                 return Err(ConfigError::UnknownKey {
                     origin: origin.to_string(),
@@ -369,6 +485,35 @@ impl Settings {
 
     /// Checks settings that depend on each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.turn;
+        t.port_range()
+            .map_err(|e| ConfigError::Invalid(format!("--relay-ports: {e}")))?;
+        for (flag, list) in [
+            ("--allow-peer", &t.allow_peers),
+            ("--deny-peer", &t.deny_peers),
+        ] {
+            for c in list {
+                c.parse::<switchboard_turn::peer_filter::Cidr>()
+                    .map_err(|e| ConfigError::Invalid(format!("{flag}: {e}")))?;
+            }
+        }
+        let mut creds = switchboard_turn::auth::Credentials::new(&t.realm);
+        for u in &t.users {
+            let name = u.split(':').next().unwrap_or_default();
+            creds
+                .add_user_entry(u)
+                .map_err(|e| ConfigError::Invalid(format!("--turn-user {name}:…: {e}")))?;
+        }
+        if (!t.users.is_empty() || !t.secrets.is_empty()) && t.realm.is_empty() {
+            return Err(ConfigError::Invalid(
+                "TURN users or secrets need --turn-realm".into(),
+            ));
+        }
+        if t.secrets.iter().any(|s| s.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "--turn-secret must not be empty".into(),
+            ));
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "--tls-cert and --tls-key must be given together".into(),
@@ -449,6 +594,10 @@ mod tests {
                 "stun-udp" | "stun-tcp" | "stun-tls" | "http" => "127.0.0.1:1",
                 "alt-address" => "127.0.0.2",
                 "alt-port" | "stun-max-connections" | "stun-idle-timeout" | "stun-workers" => "7",
+                "user-quota" | "total-quota" | "max-bps" | "max-lifetime" => "7",
+                "relay-ports" => "50000-50100",
+                "relay-ip" | "external-ip" => "203.0.113.9",
+                "turn-user" => "alice:pw",
                 _ => "x",
             };
             st.set(key, &s(&[value]), key).unwrap();

@@ -20,13 +20,14 @@ pub mod stats;
 mod stun_stream;
 mod stun_udp;
 pub mod tls;
+mod turn_io;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_turn::{BindingService, Transport};
+use switchboard_turn::Transport;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -47,6 +48,9 @@ pub enum ServerError {
     /// Certificate problems.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The OS random generator failed.
+    #[error("no randomness from the OS: {0}")]
+    Random(String),
     /// A listener could not bind.
     #[error("cannot listen on {protocol}/{transport} {addr}: {source}")]
     Bind {
@@ -91,6 +95,8 @@ impl fmt::Display for ListenerInfo {
 /// A running server.
 pub struct Server {
     listeners: Vec<ListenerInfo>,
+    core: Arc<turn_io::Core>,
+    turn_summary: Option<String>,
     certs: Arc<CertStore>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -130,7 +136,9 @@ impl Server {
             _ => CertSource::SelfSigned,
         };
         let certs = CertStore::new(source)?;
-        let service = Arc::new(BindingService::new(&settings.stun.software));
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| ServerError::Random(e.to_string()))?;
+        let core = turn_io::Core::new(settings, secret);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut listeners = Vec::new();
@@ -149,7 +157,7 @@ impl Server {
                 addr,
                 alt,
                 workers,
-                service.clone(),
+                core.clone(),
                 udp_stats.clone(),
                 &rx,
                 &mut tasks,
@@ -182,7 +190,7 @@ impl Server {
                 _ => None,
             };
             let ctx = Arc::new(stun_stream::StreamCtx {
-                service: service.clone(),
+                core: core.clone(),
                 stats: Arc::new(StunStats::new(transport)),
                 limit: limit.clone(),
                 idle,
@@ -243,8 +251,27 @@ impl Server {
             http::spawn(l, addr, router.clone(), &rx, &mut tasks);
         }
 
+        tasks.spawn(turn_io::ticker(core.clone(), rx.clone()));
+        let turn_summary = core.turn_enabled().then(|| {
+            let t = &settings.turn;
+            format!(
+                "turn  relay {} ports {}  (realm {:?}, {} users, {} secrets{})",
+                core.relay_ips(),
+                t.relay_ports,
+                t.realm,
+                t.users.len(),
+                t.secrets.len(),
+                if t.allow_peers.is_empty() {
+                    String::new()
+                } else {
+                    format!(", allowed peers {}", t.allow_peers.join(","))
+                }
+            )
+        });
         Ok(Server {
             listeners,
+            core,
+            turn_summary,
             certs,
             shutdown,
             tasks,
@@ -261,9 +288,18 @@ impl Server {
         &self.certs
     }
 
-    /// Re-reads certificate files; live connections keep their session.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        self.certs.reload()
+    /// One line describing the TURN relay when TURN is on.
+    pub fn turn_summary(&self) -> Option<&str> {
+        self.turn_summary.as_deref()
+    }
+
+    /// Hot reload: certificate files, TURN users, secrets and peer policy from `settings`.
+    /// Live allocations and connections are kept; on a certificate error the old one stays.
+    pub fn reload(&self, settings: &Settings) -> Result<(), ServerError> {
+        settings.validate()?;
+        self.core.reload(settings);
+        self.certs.reload()?;
+        Ok(())
     }
 
     /// Stops every listener and connection, waiting up to five seconds for them to finish.

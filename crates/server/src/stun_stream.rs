@@ -6,15 +6,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use switchboard_stun::stream_frame_len;
-use switchboard_turn::{Action, Arrival, BindingService, Transport, Via, MAX_REPLY};
+
+use switchboard_turn::{Arrival, FiveTuple, Output, Transport, Via, MAX_REPLY};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::stats::StunStats;
+use crate::turn_io::{Core, STREAM_QUEUE};
 
 /// Largest frame accepted: a STUN header plus the 16-bit length field's maximum.
 const MAX_FRAME: usize = 20 + 65_535;
@@ -23,7 +27,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every connection of one listener shares.
 pub(crate) struct StreamCtx {
-    pub service: Arc<BindingService>,
+    pub core: Arc<Core>,
     pub stats: Arc<StunStats>,
     pub limit: Arc<Semaphore>,
     pub idle: Duration,
@@ -122,15 +126,52 @@ async fn connection(tcp: tokio::net::TcpStream, arrival: Arrival, ctx: &StreamCt
     }
 }
 
-/// Reads frames and answers them until EOF (Ok) or a fault (Err with the reason).
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
+/// Reads frames and answers them until EOF (Ok) or a fault (Err with the reason). Replies and
+/// relayed data share one bounded writer queue, so they reach the client in order.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: S,
     arrival: Arrival,
     ctx: &StreamCtx,
 ) -> Result<(), &'static str> {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    let five = FiveTuple {
+        client: arrival.peer,
+        server: arrival.local,
+        transport: arrival.transport,
+    };
+    ctx.core.register_stream(five, tx.clone());
+    let last_write = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let writer_clock = last_write.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(buf) = rx.recv().await {
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+            writer_clock.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        let _ = wr.shutdown().await;
+    });
+    let result = read_loop(&mut rd, &arrival, ctx, &tx, &last_write, started).await;
+    // The allocation ends with the connection; then let the writer flush what is queued.
+    ctx.core.stream_closed(&five);
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    result
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    arrival: &Arrival,
+    ctx: &StreamCtx,
+    tx: &mpsc::Sender<Vec<u8>>,
+    last_write: &AtomicU64,
+    started: Instant,
+) -> Result<(), &'static str> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0usize;
-    let mut out = [0u8; MAX_REPLY];
+    let mut out = vec![0u8; MAX_REPLY];
     loop {
         // Answer every whole frame already buffered.
         let mut start = 0usize;
@@ -159,22 +200,25 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             ctx.stats.received.increment(1);
             let frame = &buf[start..start + len];
             start += len;
-            match ctx.service.handle(&arrival, frame, &mut out) {
-                Action::Reply {
+            match ctx.core.client_input(arrival, frame, &mut out) {
+                Output::Reply {
                     via: Via::Same,
                     len: n,
                     error,
                     ..
                 } => {
                     ctx.stats.count_reply(error);
-                    io.write_all(&out[..n]).await.map_err(|_| "write failed")?;
+                    tx.send(out[..n].to_vec())
+                        .await
+                        .map_err(|_| "writer closed")?;
                 }
-                Action::Reply { .. } => {
+                Output::Reply { .. } => {
                     return Err("reply from another address is impossible on a stream")
                 }
-                Action::Drop(reason) => {
+                Output::Relay { relay, peer, data } => ctx.core.send_to_peer(relay, peer, data),
+                Output::Drop(reason) => {
                     ctx.stats.count_drop(reason);
-                    if reason.is_fault() {
+                    if reason.is_fault() && reason != switchboard_turn::DropReason::ChannelData {
                         return Err(reason.as_str());
                     }
                 }
@@ -187,19 +231,26 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if filled == buf.len() {
             return Err("receive buffer full");
         }
-        let read = tokio::time::timeout(ctx.idle, io.read(&mut buf[filled..])).await;
-        match read {
+        match tokio::time::timeout(ctx.idle, rd.read(&mut buf[filled..])).await {
             Ok(Ok(0)) => {
-                let _ = io.shutdown().await;
                 return if filled == 0 {
                     Ok(())
                 } else {
                     Err("truncated frame at EOF")
-                };
+                }
             }
             Ok(Ok(n)) => filled += n,
             Ok(Err(_)) => return Err("read failed"),
-            Err(_) => return Err("idle timeout"),
+            Err(_) => {
+                // Idle means idle both ways: relayed data flowing to the client keeps it open.
+                let since_write =
+                    started.elapsed().as_millis() as u64 - last_write.load(Ordering::Relaxed);
+                if last_write.load(Ordering::Relaxed) == 0
+                    || since_write >= ctx.idle.as_millis() as u64
+                {
+                    return Err("idle timeout");
+                }
+            }
         }
     }
 }

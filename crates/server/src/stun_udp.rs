@@ -10,28 +10,48 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
-use switchboard_turn::{Action, Arrival, BindingService, Transport, Via, MAX_REPLY};
+use switchboard_turn::{Arrival, Output, Transport, Via, MAX_REPLY};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::stats::StunStats;
+use crate::turn_io::Core;
 
 /// Receive slots per batch.
 const BATCH: usize = 32;
 /// Bytes per receive slot: one datagram, or several of one flow coalesced by GRO.
 const SLOT: usize = 65_536;
 
-struct Sock {
+/// A listener socket with its quinn-udp state.
+pub(crate) struct Sock {
     io: UdpSocket,
     state: UdpSocketState,
-    local: SocketAddr,
+    pub(crate) local: SocketAddr,
+}
+
+impl Sock {
+    /// Sends one datagram now if the socket can take it; false when it was dropped.
+    pub(crate) fn try_send(&self, to: SocketAddr, data: &[u8], src_ip: Option<IpAddr>) -> bool {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip,
+        };
+        self.io
+            .try_io(Interest::WRITABLE, || {
+                self.state.try_send(UdpSockRef::from(&self.io), &transmit)
+            })
+            .is_ok()
+    }
 }
 
 /// One worker's sockets: index 0 is the primary address, 1..=3 exist with an alternate address.
 struct Group {
-    socks: Vec<Sock>,
+    socks: Vec<Arc<Sock>>,
 }
 
 impl Group {
@@ -79,7 +99,7 @@ pub(crate) fn spawn(
     primary: SocketAddr,
     alt: Option<(IpAddr, u16)>,
     workers: usize,
-    service: Arc<BindingService>,
+    core: Arc<Core>,
     stats: Arc<StunStats>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
@@ -89,7 +109,7 @@ pub(crate) fn spawn(
     for w in 0..workers.max(1) {
         let mut socks = Vec::new();
         if w == 0 {
-            let first = make_sock(primary)?;
+            let first = Arc::new(make_sock(primary)?);
             addrs[0] = first.local;
             socks.push(first);
             if let Some((alt_ip, alt_port)) = alt {
@@ -98,12 +118,16 @@ pub(crate) fn spawn(
                 addrs.push(SocketAddr::new(alt_ip, p.port()));
                 addrs.push(SocketAddr::new(alt_ip, alt_port));
                 for a in &addrs[1..] {
-                    socks.push(make_sock(*a)?);
+                    socks.push(Arc::new(make_sock(*a)?));
                 }
+            }
+            // Relayed data to UDP clients leaves from these sockets.
+            for s in &socks {
+                core.register_udp(s.clone());
             }
         } else {
             for a in &addrs {
-                socks.push(make_sock(*a)?);
+                socks.push(Arc::new(make_sock(*a)?));
             }
         }
         bound.push(Arc::new(Group { socks }));
@@ -111,13 +135,13 @@ pub(crate) fn spawn(
     for group in bound {
         for role in 0..group.socks.len() {
             let group = group.clone();
-            let service = service.clone();
+            let core = core.clone();
             let stats = stats.clone();
             let mut shutdown = shutdown.clone();
             tasks.spawn(async move {
                 tokio::select! {
                     _ = crate::stopped(&mut shutdown) => {}
-                    r = run(group, role, service, stats) => {
+                    r = run(group, role, core, stats) => {
                         if let Err(e) = r {
                             tracing::error!(error = %e, "STUN UDP worker stopped");
                         }
@@ -132,7 +156,7 @@ pub(crate) fn spawn(
 async fn run(
     group: Arc<Group>,
     role: usize,
-    service: Arc<BindingService>,
+    core: Arc<Core>,
     stats: Arc<StunStats>,
 ) -> io::Result<()> {
     let sock = &group.socks[role];
@@ -170,8 +194,9 @@ async fn run(
                     other,
                     transport: Transport::Udp,
                 };
-                match service.handle(&arrival, datagram, &mut out) {
-                    Action::Reply {
+                match core.client_input(&arrival, datagram, &mut out) {
+                    Output::Relay { relay, peer, data } => core.send_to_peer(relay, peer, data),
+                    Output::Reply {
                         via,
                         to,
                         len,
@@ -189,7 +214,7 @@ async fn run(
                         )
                         .await;
                     }
-                    Action::Drop(reason) => stats.count_drop(reason),
+                    Output::Drop(reason) => stats.count_drop(reason),
                 }
             }
         }

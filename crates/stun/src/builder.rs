@@ -395,9 +395,10 @@ impl<'b> MessageBuilder<'b> {
 
     // ----- RFC 8656 -----
 
-    /// CHANNEL-NUMBER (RFC 8656 §18.1): `channel` must be in 0x4000..=0x4FFF.
+    /// CHANNEL-NUMBER (RFC 8656 §18.1): `channel` must be in 0x4000..=0x7FFF (see
+    /// [`crate::ChannelData::is_valid_channel`]).
     pub fn channel_number(&mut self, channel: u16) -> Result<&mut Self, BuildError> {
-        if !(0x4000..=0x4FFF).contains(&channel) {
+        if !crate::ChannelData::is_valid_channel(channel) {
             return Err(BuildError::InvalidChannel(channel));
         }
         let [a, b] = channel.to_be_bytes();

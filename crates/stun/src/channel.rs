@@ -7,19 +7,21 @@ use crate::CHANNEL_DATA_HEADER_LEN;
 /// A ChannelData message: a 4-byte header (channel number, length) followed by application data.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ChannelData<'a> {
-    /// Channel number, 0x4000..=0x4FFF.
+    /// Channel number, 0x4000..=0x7FFF.
     pub channel: u16,
     /// The application data (without padding).
     pub data: &'a [u8],
 }
 
 impl<'a> ChannelData<'a> {
-    /// Whether `channel` is a valid channel number (0x4000..=0x4FFF, RFC 8656 §12).
+    /// Whether `channel` is a valid channel number. RFC 8656 §12 allows 0x4000..=0x4FFF; RFC 5766
+    /// allowed up to 0x7FFE and RFC 5766 clients (coturn's `turnutils_uclient` among them) still
+    /// pick numbers there, so the codec accepts 0x4000..=0x7FFF as coturn does.
     pub const fn is_valid_channel(channel: u16) -> bool {
-        channel >= 0x4000 && channel <= 0x4FFF
+        channel >= 0x4000 && channel <= 0x7FFF
     }
 
-    /// Parses a ChannelData message. The channel must be in 0x4000..=0x4FFF and the length at
+    /// Parses a ChannelData message. The channel must be in 0x4000..=0x7FFF and the length at
     /// most `buf.len() - 4`; bytes after the data (padding) are allowed and ignored.
     pub fn parse(buf: &'a [u8]) -> Result<Self, ParseError> {
         let (Some(channel), Some(len)) = (be16(buf, 0), be16(buf, 2)) else {
@@ -132,8 +134,8 @@ mod tests {
             Err(BuildError::InvalidChannel(0x3FFF))
         );
         assert_eq!(
-            ChannelData::encode(0x5000, b"", &mut out, true),
-            Err(BuildError::InvalidChannel(0x5000))
+            ChannelData::encode(0x8000, b"", &mut out, true),
+            Err(BuildError::InvalidChannel(0x8000))
         );
         assert_eq!(
             ChannelData::encode(0x4000, b"hello", &mut out, true),
@@ -162,8 +164,8 @@ mod tests {
             Err(ParseError::BadChannel { channel: 1 })
         );
         assert_eq!(
-            ChannelData::parse(&[0x50, 0x00, 0x00, 0x00]),
-            Err(ParseError::BadChannel { channel: 0x5000 })
+            ChannelData::parse(&[0x3F, 0xFF, 0x00, 0x00]),
+            Err(ParseError::BadChannel { channel: 0x3FFF })
         );
         assert_eq!(
             ChannelData::parse(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4]),

@@ -65,7 +65,7 @@ pub enum ParseError {
         /// The header's transaction id.
         tid: TransactionId,
     },
-    /// A ChannelData channel number outside 0x4000..=0x4FFF.
+    /// A ChannelData channel number outside 0x4000..=0x7FFF.
     #[error("bad ChannelData channel number {channel:#06x}")]
     BadChannel {
         /// The channel number read.
@@ -127,8 +127,8 @@ pub enum BuildError {
     /// A method above 0xFFF.
     #[error("method {0:#x} does not fit in 12 bits")]
     InvalidMethod(u16),
-    /// A channel number outside 0x4000..=0x4FFF.
-    #[error("channel number {0:#06x} outside 0x4000..=0x4FFF")]
+    /// A channel number outside 0x4000..=0x7FFF.
+    #[error("channel number {0:#06x} outside 0x4000..=0x7FFF")]
     InvalidChannel(u16),
     /// A value that the attribute cannot carry (e.g. error code outside 300..=699).
     #[error("invalid value: {0}")]

@@ -217,7 +217,8 @@ pub const fn decode_type(t: u16) -> (Class, Method) {
 pub enum PacketKind {
     /// 0..=3: a STUN message.
     Stun,
-    /// 64..=79: a TURN ChannelData message (channel numbers 0x4000..=0x4FFF).
+    /// 64..=127: a TURN ChannelData message (channel numbers 0x4000..=0x7FFF: RFC 8656 narrowed
+    /// the range to 0x4FFF, i.e. first bytes 64..=79, but RFC 5766 clients use up to 0x7FFE).
     ChannelData,
     /// Anything else (DTLS, RTP, ZRTP, reserved channel ranges, ...).
     Other,
@@ -230,7 +231,7 @@ pub enum PacketKind {
 pub const fn classify(first_byte: u8) -> PacketKind {
     match first_byte {
         0..=3 => PacketKind::Stun,
-        64..=79 => PacketKind::ChannelData,
+        64..=127 => PacketKind::ChannelData,
         _ => PacketKind::Other,
     }
 }
@@ -330,7 +331,7 @@ mod tests {
         for b in 0..=255u8 {
             let want = match b {
                 0..=3 => PacketKind::Stun,
-                0x40..=0x4F => PacketKind::ChannelData,
+                0x40..=0x7F => PacketKind::ChannelData,
                 _ => PacketKind::Other,
             };
             assert_eq!(classify(b), want);
@@ -360,8 +361,8 @@ mod tests {
             Err(ParseError::UnknownFrame { first_byte: 0x16 })
         );
         assert_eq!(
-            stream_frame_len(&[0x50]),
-            Err(ParseError::UnknownFrame { first_byte: 0x50 })
+            stream_frame_len(&[0x80]),
+            Err(ParseError::UnknownFrame { first_byte: 0x80 })
         );
     }
 

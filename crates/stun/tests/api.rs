@@ -553,8 +553,8 @@ fn turn_attributes_roundtrip() {
         BuildError::InvalidChannel(0x3fff)
     );
     assert_eq!(
-        b.channel_number(0x5000).unwrap_err(),
-        BuildError::InvalidChannel(0x5000)
+        b.channel_number(0x8000).unwrap_err(),
+        BuildError::InvalidChannel(0x8000)
     );
     b.even_port(false).unwrap();
     let n = b.finish();

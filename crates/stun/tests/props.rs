@@ -232,7 +232,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         (
             option::of(any::<u32>()),
             option::of(any::<u8>()),
-            option::of(0x4000u16..=0x4FFF),
+            option::of(0x4000u16..=0x7FFF),
             option::of(vec(any::<u8>(), 0..100)),
             option::of(any::<bool>()),
             option::of(any::<[u8; 8]>()),
@@ -468,7 +468,7 @@ proptest! {
     }
 
     #[test]
-    fn channel_data_roundtrip(channel in 0x4000u16..=0x4FFF, data in vec(any::<u8>(), 0..300), pad in any::<bool>()) {
+    fn channel_data_roundtrip(channel in 0x4000u16..=0x7FFF, data in vec(any::<u8>(), 0..300), pad in any::<bool>()) {
         let mut out = vec![0u8; 320];
         let n = ChannelData::encode(channel, &data, &mut out, pad).unwrap();
         let cd = ChannelData::parse(&out[..n]).unwrap();

@@ -84,7 +84,9 @@ pub struct Allocation {
     pub(crate) allocate_tid: TransactionId,
     /// The lifetime granted by that Allocate, for retransmissions.
     pub(crate) granted: u32,
-    /// A port reserved for a later allocation (EVEN-PORT with R), released with this one.
+    /// The token of the port reserved with this allocation (EVEN-PORT with R), repeated in the
+    /// answer to a retransmitted Allocate. The reservation itself outlives neither its 30 s nor
+    /// its first use, and does not end with this allocation.
     pub(crate) reserved: Option<[u8; 8]>,
     permissions: Vec<(IpAddr, Instant)>,
     channels: Vec<Channel>,
@@ -94,7 +96,7 @@ pub struct Allocation {
 /// Why a ChannelBind was refused (400 in RFC 8656 §12.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BindError {
-    /// Channel number outside 0x4000–0x4FFF.
+    /// Channel number outside 0x4000–0x7FFF (RFC 8656 says 0x4FFF; RFC 5766 clients use more).
     BadNumber,
     /// The number is bound to another peer, or the peer to another number.
     Conflict,
@@ -161,7 +163,7 @@ impl Allocation {
         lifetime: Duration,
         now: Instant,
     ) -> Result<(), BindError> {
-        if !(0x4000..=0x4FFF).contains(&number) {
+        if !switchboard_stun::ChannelData::is_valid_channel(number) {
             return Err(BindError::BadNumber);
         }
         self.channels.retain(|c| c.expires > now);

@@ -213,6 +213,16 @@ impl Credentials {
             return Err(Reject::Unauthorized("wrong realm"));
         }
         let algorithm = match msg.password_algorithm() {
+            // RFC 8489 §9.2.4: PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM is a 400 too.
+            Ok(None)
+                if msg
+                    .get(switchboard_stun::attr::PASSWORD_ALGORITHMS)
+                    .is_some() =>
+            {
+                return Err(Reject::BadRequest(
+                    "PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM",
+                ))
+            }
             Ok(None) => KeyAlgorithm::Md5,
             Ok(Some((alg, _))) => {
                 // RFC 8489 §9.2.4: PASSWORD-ALGORITHMS must echo exactly what we offered.
@@ -351,8 +361,12 @@ impl std::fmt::Debug for NonceIssuer {
     }
 }
 
-/// RFC 8489 §9.2 nonce cookie with the "password algorithms" security feature (bit 0) set.
-const NONCE_PREFIX: &str = "obMatJos2gAAA";
+/// RFC 8489 §9.2 nonce cookie: "obMatJos2" and the 24-bit STUN Security Features in base64, with
+/// only "Password algorithms" (bit 0) set. Bits count from the least significant one, as in the
+/// RFC 8489 Appendix B.1 sample, whose "AAAC" (0x000002) is bit 1, "Username anonymity"; so bit 0
+/// alone is 0x000001, "AAAB". Username anonymity is not advertised: USERHASH is accepted for static
+/// users but cannot work for TURN REST names, which are not known in advance.
+const NONCE_PREFIX: &str = "obMatJos2AAAB";
 
 impl NonceIssuer {
     /// A nonce issuer with a random `secret` and nonces valid for `lifetime` seconds.

@@ -429,6 +429,15 @@ impl TurnService {
         let Some(alloc) = self.allocs.get_mut(five) else {
             return drop(&mut self.stats);
         };
+        // RFC 8489 §6.3.2: an indication with unknown comprehension-required attributes is
+        // silently discarded.
+        if !msg
+            .unknown_comprehension_required(known_in_turn)
+            .as_slice()
+            .is_empty()
+        {
+            return drop(&mut self.stats);
+        }
         let (Ok(Some(peer)), Ok(Some(data))) = (msg.xor_peer_address(), msg.data()) else {
             return drop(&mut self.stats);
         };
@@ -671,9 +680,11 @@ impl TurnService {
     ) -> Result<Option<usize>, Refuse> {
         if let Some(a) = self.allocs.get(five) {
             if a.allocate_tid == msg.transaction_id() && a.key == v.key {
-                // A retransmitted Allocate gets the original answer (RFC 8656 §7.2).
+                // A retransmitted Allocate gets the original answer (RFC 8656 §7.2), including the
+                // RESERVATION-TOKEN while the reservation is still held.
                 let (advertised, granted) = (a.advertised, a.granted);
-                return Ok(self.allocate_success(msg, five, advertised, granted, None, v, out));
+                let token = a.reserved.filter(|t| self.reservations.contains_key(t));
+                return Ok(self.allocate_success(msg, five, advertised, granted, token, v, out));
             }
             return Err(refuse(437, "Allocation Mismatch"));
         }
@@ -712,10 +723,11 @@ impl TurnService {
             Ok(Some(2)) if !family_given => {}
             _ => return Err(refuse(400, "Bad Request: bad ADDITIONAL-ADDRESS-FAMILY")),
         }
-        let lifetime = self.lifetime(msg)?;
-        if lifetime == 0 {
-            return Err(refuse(400, "Bad Request: LIFETIME 0 in Allocate"));
-        }
+        // RFC 8656 §7.2 has no special case for zero: max(min(requested, max), default).
+        let lifetime = match self.lifetime(msg)? {
+            0 => self.cfg.default_lifetime.min(self.cfg.max_lifetime).max(1),
+            l => l,
+        };
         if self.cfg.user_quota > 0
             && self.per_user.get(&v.username).copied().unwrap_or(0) >= self.cfg.user_quota
         {
@@ -729,7 +741,7 @@ impl TurnService {
         }
         let reserved = match token {
             Some(t) => match self.reservations.remove(&t) {
-                Some((addr, _)) => Some(addr),
+                Some(held) => Some((t, held)),
                 None => {
                     return Err(refuse(
                         508,
@@ -742,15 +754,20 @@ impl TurnService {
         let req = RelayRequest {
             five: *five,
             family: match reserved {
-                Some(SocketAddr::V6(_)) => Family::V6,
-                Some(SocketAddr::V4(_)) => Family::V4,
+                Some((_, (SocketAddr::V6(_), _))) => Family::V6,
+                Some((_, (SocketAddr::V4(_), _))) => Family::V4,
                 None => family,
             },
             even,
-            reserved,
+            reserved: reserved.map(|(_, (addr, _))| addr),
             dont_fragment: msg.dont_fragment(),
         };
-        let binding = match relays.bind(req) {
+        let bound = relays.bind(req);
+        if let (Err(_), Some((t, held))) = (&bound, reserved) {
+            // Keep the reservation so that expire() still releases the reserved socket.
+            self.reservations.insert(t, held);
+        }
+        let binding = match bound {
             Ok(b) => b,
             Err(RelayError::NoCapacity) => {
                 return Err(refuse(508, "Insufficient Capacity: no relay port"))
@@ -846,14 +863,19 @@ impl TurnService {
     ) -> Result<Option<usize>, Refuse> {
         let lifetime = self.lifetime(msg)?;
         let alloc = self.owned(five, v)?;
+        // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY that is not the allocation's family is a 443,
+        // whatever its value.
         match msg.requested_address_family() {
-            Ok(Some(1)) if alloc.relay.is_ipv6() => {
-                return Err(refuse(443, "Peer Address Family Mismatch"))
+            Ok(None) => {}
+            Ok(Some(1)) if alloc.relay.is_ipv4() => {}
+            Ok(Some(2)) if alloc.relay.is_ipv6() => {}
+            Ok(Some(_)) => return Err(refuse(443, "Peer Address Family Mismatch")),
+            Err(_) => {
+                return Err(refuse(
+                    400,
+                    "Bad Request: malformed REQUESTED-ADDRESS-FAMILY",
+                ))
             }
-            Ok(Some(2)) if alloc.relay.is_ipv4() => {
-                return Err(refuse(443, "Peer Address Family Mismatch"))
-            }
-            _ => {}
         }
         if lifetime == 0 {
             self.remove(five, relays);
@@ -929,7 +951,7 @@ impl TurnService {
             Err(BindError::BadNumber) => {
                 return Err(refuse(
                     400,
-                    "Bad Request: channel number outside 0x4000-0x4FFF",
+                    "Bad Request: channel number outside 0x4000-0x7FFF",
                 ))
             }
             Err(BindError::Conflict) => {

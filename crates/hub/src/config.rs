@@ -1,0 +1,271 @@
+//! Hub configuration, embeddable in the server's TOML settings under `[hub]`.
+//!
+//! ```toml
+//! [hub]
+//! allow_anonymous = false
+//!
+//! [hub.default_namespace]          # channels without a `ns:` prefix
+//! allow_subscribe_for_client = true
+//!
+//! [hub.namespaces.chat]            # channels `chat:...`
+//! history_size = 100
+//! history_ttl_secs = 300
+//! presence = true
+//! join_leave = true
+//! allow_subscribe_for_client = true
+//! allow_publish_for_subscriber = true
+//! allow_presence_for_subscriber = true
+//! allow_history_for_subscriber = true
+//!
+//! [hub.limits]
+//! max_message_size = 65536
+//! max_connections_per_user = 10
+//!
+//! [hub.jwt]
+//! hmac_secret = "change-me"
+//! ```
+//!
+//! Every struct denies unknown fields and defaults every field, so a partial table is valid.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Top-level hub settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Node name reported by `info`.
+    pub node_name: String,
+    /// Accept connections without a token (or with an empty `sub`) as anonymous. Default false.
+    pub allow_anonymous: bool,
+    /// How long a publish idempotency key is remembered, in seconds. Default 300.
+    pub idempotency_window_secs: u64,
+    /// How long a presence entry lives without refresh, in seconds. [`crate::Hub::maintain`]
+    /// refreshes entries of live subscriptions; call it more often than this. Default 60.
+    pub presence_ttl_secs: u64,
+    /// Options of channels without a namespace prefix.
+    pub default_namespace: NamespaceOptions,
+    /// Options per namespace: channel `chat:room1` uses `namespaces.chat`. A channel whose
+    /// namespace is not listed is refused with 102 unknown channel.
+    pub namespaces: BTreeMap<String, NamespaceOptions>,
+    /// Size and count limits.
+    pub limits: Limits,
+    /// Connection token verification keys.
+    pub jwt: JwtConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            node_name: "switchboard".to_owned(),
+            allow_anonymous: false,
+            idempotency_window_secs: 300,
+            presence_ttl_secs: 60,
+            default_namespace: NamespaceOptions::default(),
+            namespaces: BTreeMap::new(),
+            limits: Limits::default(),
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+impl HubConfig {
+    /// Checks namespace names, history options and limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.default_namespace.validate("")?;
+        for (name, ns) in &self.namespaces {
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                return Err(ConfigError::NamespaceName(name.clone()));
+            }
+            ns.validate(name)?;
+        }
+        self.limits.validate()
+    }
+
+    /// The idempotency window.
+    pub fn idempotency_window(&self) -> Duration {
+        Duration::from_secs(self.idempotency_window_secs)
+    }
+
+    /// The presence entry TTL.
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_secs.max(1))
+    }
+}
+
+/// Options of one channel namespace. Everything is off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceOptions {
+    /// Publications kept per channel (0 = no history, no offsets, no recovery).
+    pub history_size: usize,
+    /// How long a publication stays in history, in seconds (0 = no history).
+    pub history_ttl_secs: u64,
+    /// How long a channel's stream position (offset + epoch) survives without publications, in
+    /// seconds; after that the stream restarts with a new epoch. Default 30 days.
+    pub history_meta_ttl_secs: u64,
+    /// Keep presence (who is subscribed) for channels of this namespace.
+    pub presence: bool,
+    /// Send join/leave pushes to subscribers.
+    pub join_leave: bool,
+    /// Any authenticated connection may subscribe (a token `channels` claim, when present,
+    /// restricts this further and, when absent here, grants it).
+    pub allow_subscribe_for_client: bool,
+    /// Anonymous connections may subscribe (in addition to the rule above).
+    pub allow_subscribe_for_anonymous: bool,
+    /// Any connection may publish.
+    pub allow_publish_for_client: bool,
+    /// Connections subscribed to the channel may publish.
+    pub allow_publish_for_subscriber: bool,
+    /// Anonymous connections may publish (in addition to one of the two rules above).
+    pub allow_publish_for_anonymous: bool,
+    /// Any connection may query presence.
+    pub allow_presence_for_client: bool,
+    /// Subscribers may query presence.
+    pub allow_presence_for_subscriber: bool,
+    /// Any connection may read history.
+    pub allow_history_for_client: bool,
+    /// Subscribers may read history.
+    pub allow_history_for_subscriber: bool,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        Self {
+            history_size: 0,
+            history_ttl_secs: 0,
+            history_meta_ttl_secs: 30 * 24 * 3600,
+            presence: false,
+            join_leave: false,
+            allow_subscribe_for_client: false,
+            allow_subscribe_for_anonymous: false,
+            allow_publish_for_client: false,
+            allow_publish_for_subscriber: false,
+            allow_publish_for_anonymous: false,
+            allow_presence_for_client: false,
+            allow_presence_for_subscriber: false,
+            allow_history_for_client: false,
+            allow_history_for_subscriber: false,
+        }
+    }
+}
+
+impl NamespaceOptions {
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        if (self.history_size == 0) != (self.history_ttl_secs == 0) {
+            return Err(ConfigError::HistoryOptions(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether channels of this namespace keep history (and so offsets, epochs and recovery).
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && self.history_ttl_secs > 0
+    }
+
+    /// The retention passed to the broker.
+    pub fn retention(&self) -> crate::broker::HistoryRetention {
+        if !self.history_enabled() {
+            return crate::broker::HistoryRetention::NONE;
+        }
+        crate::broker::HistoryRetention {
+            size: self.history_size,
+            ttl: Duration::from_secs(self.history_ttl_secs),
+            meta_ttl: Duration::from_secs(self.history_meta_ttl_secs.max(self.history_ttl_secs)),
+        }
+    }
+}
+
+/// Limits, each enforced with its own error code (see [`crate::codes::error`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest publication `data`, in bytes (113). Default 65536.
+    pub max_message_size: usize,
+    /// Channels one connection may subscribe to (106). Default 128.
+    pub max_channels_per_connection: usize,
+    /// Connections one (non-anonymous) user may hold on this node, 0 = unlimited (114).
+    /// Default 0.
+    pub max_connections_per_user: usize,
+    /// Connections on this node (115). Default 100000.
+    pub max_connections: usize,
+    /// Longest channel name in bytes (107). Default 255.
+    pub max_channel_length: usize,
+    /// Longest idempotency key in bytes (107). Default 128.
+    pub max_idempotency_key_length: usize,
+    /// Pushes queued for one session before it is disconnected as a slow consumer (3008).
+    /// Default 1024.
+    pub queue_max_messages: usize,
+    /// Bytes (encoded size) queued for one session before it is disconnected as a slow
+    /// consumer (3008). Default 4 MiB.
+    pub queue_max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 65536,
+            max_channels_per_connection: 128,
+            max_connections_per_user: 0,
+            max_connections: 100_000,
+            max_channel_length: 255,
+            max_idempotency_key_length: 128,
+            queue_max_messages: 1024,
+            queue_max_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_message_size", self.max_message_size),
+            ("max_channels_per_connection", self.max_channels_per_connection),
+            ("max_connections", self.max_connections),
+            ("max_channel_length", self.max_channel_length),
+            ("queue_max_messages", self.queue_max_messages),
+            ("queue_max_bytes", self.queue_max_bytes),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Limit(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys for connection tokens. A token's `alg` header picks the key: HS256 uses
+/// `hmac_secret`; RS256 the RSA key or a JWKS RSA key; ES256 the P-256 key or a JWKS EC key.
+/// With a JWKS, a token `kid` selects the key. Algorithms without a configured key are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub hmac_secret: Option<String>,
+    /// RS256 public key, PEM text (`-----BEGIN PUBLIC KEY-----`).
+    pub rsa_public_key_pem: Option<String>,
+    /// RS256 public key, PEM file.
+    pub rsa_public_key_file: Option<PathBuf>,
+    /// ES256 (P-256) public key, PEM text.
+    pub ecdsa_public_key_pem: Option<String>,
+    /// ES256 (P-256) public key, PEM file.
+    pub ecdsa_public_key_file: Option<PathBuf>,
+    /// A JWKS document (`{"keys":[...]}`), inline.
+    pub jwks_json: Option<String>,
+    /// A JWKS document, file.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `aud` (when set, tokens must carry it).
+    pub audience: Option<String>,
+    /// Required `iss` (when set, tokens must carry it).
+    pub issuer: Option<String>,
+    /// Clock skew tolerated on `exp`, in seconds. Default 0.
+    pub leeway_secs: u64,
+}

@@ -1,0 +1,178 @@
+//! The hub's errors: one enum for what a command can fail with (each variant has a protocol code
+//! from [`crate::codes`]), one for the broker seam, one for configuration.
+
+use switchboard_proto::v1 as proto;
+
+use crate::codes::{self, error as code};
+
+/// Why a token or an anonymous connection was refused (all map to code 101).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// No token and anonymous connections are not allowed (or the token's `sub` is empty).
+    #[error("anonymous access not allowed")]
+    AnonymousNotAllowed,
+    /// Not a JWT (bad structure, base64 or JSON).
+    #[error("malformed token")]
+    Malformed,
+    /// The signature does not verify.
+    #[error("invalid token signature")]
+    BadSignature,
+    /// The `alg` header names an algorithm with no configured key (or `none`).
+    #[error("unsupported token algorithm")]
+    UnsupportedAlgorithm,
+    /// The `kid` header matches no JWKS key.
+    #[error("unknown token key")]
+    UnknownKey,
+    /// The claims are invalid: wrong audience or issuer, bad `channels`, bad types.
+    #[error("invalid token claims")]
+    InvalidClaims,
+}
+
+/// What a hub operation can fail with. [`HubError::code`] is the protocol error code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// 101: credentials refused.
+    #[error("unauthorized: {0}")]
+    Unauthorized(AuthFailure),
+    /// 109: the token's `exp` has passed.
+    #[error("token expired")]
+    TokenExpired,
+    /// 102: the channel's namespace is not configured.
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// 103: not allowed by namespace options or token claims.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// 104: the command carries no known method.
+    #[error("method not found")]
+    MethodNotFound,
+    /// 105: already subscribed on this connection.
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    /// 106: `limits.max_channels_per_connection` reached.
+    #[error("limit exceeded: too many channels for connection")]
+    LimitExceeded,
+    /// 107: malformed request.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// 108: history or presence is disabled in the channel's namespace.
+    #[error("not available")]
+    NotAvailable,
+    /// 112: `since` is from another epoch.
+    #[error("unrecoverable position")]
+    UnrecoverablePosition,
+    /// 113: data larger than `limits.max_message_size`.
+    #[error("message too large: {size} bytes, limit {max}")]
+    MessageTooLarge {
+        /// Size of the data.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// 114: `limits.max_connections_per_user` reached.
+    #[error("too many connections for user")]
+    UserConnectionLimit,
+    /// 115: `limits.max_connections` reached.
+    #[error("too many connections")]
+    ConnectionLimit,
+    /// 116: the session was disconnected.
+    #[error("connection closed")]
+    SessionClosed,
+    /// 100: the broker failed.
+    #[error("internal error: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+impl HubError {
+    /// The protocol error code (see [`crate::codes::error`]).
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::Unauthorized(_) => code::UNAUTHORIZED,
+            Self::TokenExpired => code::TOKEN_EXPIRED,
+            Self::UnknownChannel => code::UNKNOWN_CHANNEL,
+            Self::PermissionDenied => code::PERMISSION_DENIED,
+            Self::MethodNotFound => code::METHOD_NOT_FOUND,
+            Self::AlreadySubscribed => code::ALREADY_SUBSCRIBED,
+            Self::LimitExceeded => code::LIMIT_EXCEEDED,
+            Self::BadRequest(_) => code::BAD_REQUEST,
+            Self::NotAvailable => code::NOT_AVAILABLE,
+            Self::UnrecoverablePosition => code::UNRECOVERABLE_POSITION,
+            Self::MessageTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+            Self::UserConnectionLimit => code::USER_CONNECTION_LIMIT,
+            Self::ConnectionLimit => code::CONNECTION_LIMIT,
+            Self::SessionClosed => code::SESSION_CLOSED,
+            Self::Broker(_) => code::INTERNAL,
+        }
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn temporary(&self) -> bool {
+        matches!(self, Self::Broker(_) | Self::ConnectionLimit)
+    }
+
+    /// The protocol `Error` message.
+    pub fn to_proto(&self) -> proto::Error {
+        proto::Error { code: self.code(), message: self.to_string(), temporary: self.temporary() }
+    }
+
+    /// For a failed `connect`: the disconnect the transport should send before closing, when
+    /// the failure is terminal for the connection. `None` means: answer the connect command
+    /// with [`HubError::to_proto`] and let the client decide (e.g. 109 token expired: refresh
+    /// the token and retry).
+    pub fn connect_disconnect(&self) -> Option<proto::Disconnect> {
+        let code = match self {
+            Self::Unauthorized(_) => codes::disconnect::INVALID_TOKEN,
+            Self::UserConnectionLimit | Self::ConnectionLimit => codes::disconnect::CONNECTION_LIMIT,
+            Self::BadRequest(_) => codes::disconnect::BAD_REQUEST,
+            Self::PermissionDenied => codes::disconnect::PERMISSION_DENIED,
+            Self::Broker(_) => codes::disconnect::SERVER_ERROR,
+            _ => return None,
+        };
+        Some(codes::disconnect_message(code))
+    }
+}
+
+/// A broker failure (network, backend error). Always reported as 100 internal, temporary.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The backend failed.
+    #[error("broker backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The broker was shut down.
+    #[error("broker closed")]
+    Closed,
+}
+
+/// A configuration problem found at start-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A namespace name is empty or uses characters other than `[A-Za-z0-9_-]`.
+    #[error("invalid namespace name {0:?}")]
+    NamespaceName(String),
+    /// History needs both `history_size` and `history_ttl_secs` (or neither).
+    #[error("namespace {0:?}: history_size and history_ttl_secs must both be set or both be 0")]
+    HistoryOptions(String),
+    /// A limit is zero where zero makes no sense.
+    #[error("limits.{0} must be greater than 0")]
+    Limit(&'static str),
+    /// A key file could not be read.
+    #[error("reading {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key or JWKS could not be parsed.
+    #[error("jwt.{field}: {message}")]
+    Key {
+        /// The config field.
+        field: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}

@@ -1,0 +1,602 @@
+//! The I/O side of STUN/TURN: one [`Core`] shared by every listener. It runs Binding requests
+//! lock-free, feeds everything else to the sans-IO [`TurnService`], binds relay sockets when the
+//! service asks ([`RelayProvider`]), and routes relayed data: client → peer from the relay
+//! socket, peer → client from the listener socket (UDP) or the connection's writer (TCP/TLS).
+//!
+//! Relay sockets are read by one task each; the task waits for readiness, then drains the socket
+//! synchronously into a per-thread buffer, so an idle allocation costs a socket and a parked
+//! task, not a buffer.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, gauge, Counter, Gauge};
+use switchboard_stun::HEADER_LEN;
+use switchboard_turn::auth::Credentials;
+use switchboard_turn::peer_filter::{Cidr, PeerFilter};
+use switchboard_turn::{
+    Action, Arrival, BindingService, Family, FiveTuple, Now, Output, PeerOutput, RelayBinding,
+    RelayError, RelayProvider, RelayRequest, TurnConfig, TurnService, TurnStats, ERROR_CODES,
+    PEER_OVERHEAD,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::config::Settings;
+use crate::stun_udp::Sock;
+
+/// Largest datagram relayed.
+const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams drained from one relay socket per wake-up before yielding.
+const RELAY_BUDGET: usize = 64;
+/// Frames queued for one TCP/TLS client before relayed data is dropped.
+pub(crate) const STREAM_QUEUE: usize = 512;
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+thread_local! {
+    static RELAY_BUFS: RefCell<(Vec<u8>, Vec<u8>)> =
+        RefCell::new((vec![0u8; MAX_DATAGRAM], vec![0u8; MAX_DATAGRAM + PEER_OVERHEAD]));
+}
+
+struct Relay {
+    sock: Arc<UdpSocket>,
+    task: Option<AbortHandle>,
+}
+
+struct Ports {
+    lo: u16,
+    hi: u16,
+    next: u16,
+}
+
+/// Counters for the TURN data path that the I/O layer sees itself.
+struct IoStats {
+    relay_send_errors: Counter,
+    client_send_drops: Counter,
+    relays_open: Gauge,
+}
+
+/// Shared by every STUN listener.
+pub(crate) struct Core {
+    binding: BindingService,
+    turn: Mutex<TurnService>,
+    relays: RwLock<HashMap<SocketAddr, Relay>>,
+    reserved: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
+    ports: Mutex<Ports>,
+    relay_ip: Option<IpAddr>,
+    relay_ip6: Option<IpAddr>,
+    udp_out: RwLock<HashMap<SocketAddr, Arc<Sock>>>,
+    stream_out: RwLock<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    io_stats: IoStats,
+}
+
+/// Builds the credential set from settings (also used on reload).
+pub(crate) fn credentials(settings: &Settings) -> Arc<Credentials> {
+    let t = &settings.turn;
+    let mut creds = Credentials::new(&t.realm);
+    // Settings::validate already rejected bad entries.
+    for u in &t.users {
+        let _ = creds.add_user_entry(u);
+    }
+    for s in &t.secrets {
+        let _ = creds.add_secret(s);
+    }
+    Arc::new(creds)
+}
+
+/// Builds the peer policy; the server's own addresses are always refused.
+pub(crate) fn peer_filter(settings: &Settings, relay_ip: Option<IpAddr>) -> PeerFilter {
+    let t = &settings.turn;
+    let parse = |v: &Vec<String>| v.iter().filter_map(|c| c.parse::<Cidr>().ok()).collect();
+    let s = &settings.stun;
+    let mut own: Vec<IpAddr> = s
+        .udp
+        .0
+        .iter()
+        .chain(&s.tcp.0)
+        .chain(&s.tls.0)
+        .map(|a| a.ip())
+        .collect();
+    own.extend(s.alt_address);
+    own.extend(relay_ip);
+    own.extend(t.external_ip);
+    own.retain(|ip| !ip.is_unspecified());
+    own.sort();
+    own.dedup();
+    PeerFilter::new(parse(&t.allow_peers), parse(&t.deny_peers), own)
+}
+
+impl Core {
+    pub(crate) fn new(settings: &Settings, secret: [u8; 32]) -> Arc<Core> {
+        let t = &settings.turn;
+        let first_udp = settings.stun.udp.0.first().map(|a| a.ip());
+        let relay_ip = t.relay_ip.or(first_udp.filter(|ip| ip.is_ipv4()));
+        let relay_ip6 = t.relay_ip.filter(|ip| ip.is_ipv6()).or_else(|| {
+            settings
+                .stun
+                .udp
+                .0
+                .iter()
+                .map(|a| a.ip())
+                .find(|ip| ip.is_ipv6())
+        });
+        let relay_ip = relay_ip.filter(|ip| ip.is_ipv4());
+        let cfg = TurnConfig {
+            software: settings.stun.software.clone(),
+            max_lifetime: t.max_lifetime.max(600),
+            user_quota: t.user_quota,
+            total_quota: t.total_quota,
+            bandwidth: t.max_bps,
+            external_ip: t.external_ip,
+            peer_filter: peer_filter(settings, relay_ip.or(relay_ip6)),
+            ..TurnConfig::default()
+        };
+        let (lo, hi) = t.port_range().unwrap_or((49152, 65535));
+        let seed = u16::from_be_bytes([secret[0], secret[1]]);
+        let span = hi - lo + 1;
+        Arc::new(Core {
+            binding: BindingService::new(&settings.stun.software),
+            turn: Mutex::new(TurnService::new(cfg, credentials(settings), secret)),
+            relays: RwLock::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
+            ports: Mutex::new(Ports {
+                lo,
+                hi,
+                next: lo + seed % span,
+            }),
+            relay_ip,
+            relay_ip6,
+            udp_out: RwLock::new(HashMap::new()),
+            stream_out: RwLock::new(HashMap::new()),
+            io_stats: IoStats {
+                relay_send_errors: counter!("switchboard_turn_relay_send_errors_total"),
+                client_send_drops: counter!("switchboard_turn_client_send_drops_total"),
+                relays_open: gauge!("switchboard_turn_relay_sockets"),
+            },
+        })
+    }
+
+    fn turn(&self) -> std::sync::MutexGuard<'_, TurnService> {
+        self.turn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The relay addresses, for the start-up line.
+    pub(crate) fn relay_ips(&self) -> String {
+        let ips: Vec<String> = self
+            .relay_ip
+            .iter()
+            .chain(&self.relay_ip6)
+            .map(|ip| ip.to_string())
+            .collect();
+        if ips.is_empty() {
+            "none".into()
+        } else {
+            ips.join(",")
+        }
+    }
+
+    /// Whether TURN is configured.
+    pub(crate) fn turn_enabled(&self) -> bool {
+        self.turn().turn_enabled()
+    }
+
+    /// Hot reload: new users, secrets and peer policy; live allocations stay.
+    pub(crate) fn reload(&self, settings: &Settings) {
+        let filter = peer_filter(settings, self.relay_ip.or(self.relay_ip6));
+        let mut t = self.turn();
+        t.set_credentials(credentials(settings));
+        t.set_peer_filter(filter);
+    }
+
+    /// Registers a UDP listener socket for sending relayed data to clients.
+    pub(crate) fn register_udp(&self, sock: Arc<Sock>) {
+        let mut m = self.udp_out.write().unwrap_or_else(|e| e.into_inner());
+        m.entry(sock.local).or_insert(sock);
+    }
+
+    /// Registers a stream client's writer.
+    pub(crate) fn register_stream(&self, five: FiveTuple, tx: mpsc::Sender<Vec<u8>>) {
+        self.stream_out
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(five, tx);
+    }
+
+    /// A stream client went away: its allocation ends with it (RFC 8656 §3.1).
+    pub(crate) fn stream_closed(self: &Arc<Self>, five: &FiveTuple) {
+        self.stream_out
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(five);
+        let mut binder = Binder { core: self };
+        self.turn().connection_closed(five, &mut binder);
+    }
+
+    /// Handles one datagram or frame from a client.
+    pub(crate) fn client_input<'a>(
+        self: &Arc<Self>,
+        arrival: &Arrival,
+        input: &'a [u8],
+        out: &mut [u8],
+    ) -> Output<'a> {
+        // Binding requests never touch TURN state: answer them without the lock.
+        if input.len() >= HEADER_LEN && input[0] == 0x00 && input[1] == 0x01 {
+            return match self.binding.handle(arrival, input, out) {
+                Action::Reply {
+                    via,
+                    to,
+                    len,
+                    error,
+                } => Output::Reply {
+                    via,
+                    to,
+                    len,
+                    error,
+                },
+                Action::Drop(r) => Output::Drop(r),
+            };
+        }
+        let mut binder = Binder { core: self };
+        self.turn().handle(now(), arrival, input, out, &mut binder)
+    }
+
+    /// Sends client data out of a relay socket.
+    pub(crate) fn send_to_peer(&self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        let relays = self.relays.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = relays.get(&relay) {
+            if r.sock.try_send_to(data, peer).is_err() {
+                self.io_stats.relay_send_errors.increment(1);
+            }
+        }
+    }
+
+    /// Sends relayed data or a reply to a client, by its 5-tuple.
+    fn send_to_client(&self, five: &FiveTuple, data: &[u8]) {
+        match five.transport {
+            switchboard_turn::Transport::Udp => {
+                let socks = self.udp_out.read().unwrap_or_else(|e| e.into_inner());
+                let sock = socks.get(&five.server).map(|s| (s, None)).or_else(|| {
+                    let wildcard =
+                        SocketAddr::new(unspecified(five.server.ip()), five.server.port());
+                    socks.get(&wildcard).map(|s| (s, Some(five.server.ip())))
+                });
+                match sock {
+                    Some((s, src_ip)) => {
+                        if !s.try_send(five.client, data, src_ip) {
+                            self.io_stats.client_send_drops.increment(1);
+                        }
+                    }
+                    None => self.io_stats.client_send_drops.increment(1),
+                }
+            }
+            _ => {
+                let outs = self.stream_out.read().unwrap_or_else(|e| e.into_inner());
+                let sent = outs
+                    .get(five)
+                    .map(|tx| tx.try_send(data.to_vec()).is_ok())
+                    .unwrap_or(false);
+                if !sent {
+                    self.io_stats.client_send_drops.increment(1);
+                }
+            }
+        }
+    }
+
+    /// Expires allocations and exports counters. Called once a second.
+    pub(crate) fn tick(self: &Arc<Self>, exported: &mut TurnStats, counters: &TurnCounters) {
+        let mut binder = Binder { core: self };
+        let (stats, active) = {
+            let mut t = self.turn();
+            t.expire(now(), &mut binder);
+            (t.stats().clone(), t.allocation_count())
+        };
+        counters.export(exported, &stats, active);
+        let open = self.relays.read().map(|r| r.len()).unwrap_or(0);
+        self.io_stats.relays_open.set(open as f64);
+        *exported = stats;
+    }
+
+    fn pick_port(
+        &self,
+        family: Family,
+        even: bool,
+    ) -> Result<(std::net::UdpSocket, SocketAddr), RelayError> {
+        let ip = match family {
+            Family::V4 => self.relay_ip,
+            Family::V6 => self.relay_ip6,
+        }
+        .ok_or(RelayError::FamilyUnsupported)?;
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let span = u32::from(ports.hi - ports.lo) + 1;
+        for _ in 0..span.min(4096) {
+            let port = ports.next;
+            ports.next = if ports.next >= ports.hi {
+                ports.lo
+            } else {
+                ports.next + 1
+            };
+            if even && port % 2 == 1 {
+                continue;
+            }
+            if let Ok(sock) = bind_relay(SocketAddr::new(ip, port)) {
+                return Ok((sock, SocketAddr::new(ip, port)));
+            }
+        }
+        Err(RelayError::NoCapacity)
+    }
+
+    fn start_relay(
+        self: &Arc<Self>,
+        std_sock: std::net::UdpSocket,
+        addr: SocketAddr,
+    ) -> Result<(), RelayError> {
+        let sock = Arc::new(UdpSocket::from_std(std_sock).map_err(|_| RelayError::NoCapacity)?);
+        let core = Arc::downgrade(self);
+        let task_sock = sock.clone();
+        let task = tokio::spawn(async move { relay_loop(core, task_sock, addr).await });
+        self.relays
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                addr,
+                Relay {
+                    sock,
+                    task: Some(task.abort_handle()),
+                },
+            );
+        Ok(())
+    }
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    let _ = sock.set_recv_buffer_size(1 << 20);
+    let _ = sock.set_send_buffer_size(1 << 20);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Sets the DF bit on everything a relay socket sends (DONT-FRAGMENT, RFC 8656 §14.8).
+fn set_dont_fragment(sock: &std::net::UdpSocket, v6: bool) {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if v6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    };
+    // SAFETY: setsockopt on a valid fd with a pointer to a live c_int of the stated size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The [`RelayProvider`] the service calls while the core's TURN lock is held.
+struct Binder<'a> {
+    core: &'a Arc<Core>,
+}
+
+impl RelayProvider for Binder<'_> {
+    fn bind(&mut self, req: RelayRequest) -> Result<RelayBinding, RelayError> {
+        let core = self.core;
+        let (sock, addr, reserved) = match req.reserved {
+            Some(addr) => {
+                let sock = core
+                    .reserved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&addr)
+                    .ok_or(RelayError::NoCapacity)?;
+                (sock, addr, None)
+            }
+            None => match req.even {
+                Some(true) => {
+                    // An even port whose successor is free too; keep the successor.
+                    let mut found = None;
+                    for _ in 0..64 {
+                        let (sock, addr) = core.pick_port(req.family, true)?;
+                        let next = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+                        if let Ok(next_sock) = bind_relay(next) {
+                            found = Some((sock, addr, Some((next_sock, next))));
+                            break;
+                        }
+                    }
+                    found.ok_or(RelayError::NoCapacity)?
+                }
+                Some(false) => {
+                    let (s, a) = core.pick_port(req.family, true)?;
+                    (s, a, None)
+                }
+                None => {
+                    let (s, a) = core.pick_port(req.family, false)?;
+                    (s, a, None)
+                }
+            },
+        };
+        if req.dont_fragment {
+            set_dont_fragment(&sock, addr.is_ipv6());
+        }
+        core.start_relay(sock, addr)?;
+        let reserved_addr = reserved.map(|(s, a)| {
+            core.reserved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(a, s);
+            a
+        });
+        tracing::debug!(relay = %addr, client = %req.five.client, "relay bound");
+        Ok(RelayBinding {
+            addr,
+            reserved: reserved_addr,
+        })
+    }
+
+    fn release(&mut self, addr: SocketAddr) {
+        let removed = self
+            .core
+            .relays
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
+        match removed {
+            Some(mut r) => {
+                if let Some(t) = r.task.take() {
+                    t.abort();
+                }
+                tracing::debug!(relay = %addr, "relay released");
+            }
+            None => {
+                self.core
+                    .reserved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&addr);
+            }
+        }
+    }
+}
+
+async fn relay_loop(core: std::sync::Weak<Core>, sock: Arc<UdpSocket>, relay: SocketAddr) {
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        let Some(core) = core.upgrade() else { return };
+        RELAY_BUFS.with(|bufs| {
+            let (buf, out) = &mut *bufs.borrow_mut();
+            for _ in 0..RELAY_BUDGET {
+                let (n, peer) = match sock.try_recv_from(buf) {
+                    Ok(x) => x,
+                    Err(_) => break,
+                };
+                let action = core.turn().handle_peer(now(), relay, peer, &buf[..n], out);
+                if let PeerOutput::ToClient { five, len } = action {
+                    core.send_to_client(&five, &out[..len]);
+                }
+            }
+        });
+    }
+}
+
+/// Prometheus counters mirroring [`TurnStats`].
+pub(crate) struct TurnCounters {
+    allocations_created: Counter,
+    allocations_ended: Counter,
+    allocations: Gauge,
+    permissions: Counter,
+    channel_binds: Counter,
+    packets_to_peer: Counter,
+    bytes_to_peer: Counter,
+    packets_to_client: Counter,
+    bytes_to_client: Counter,
+    auth_failures: Counter,
+    dropped_to_peer: Counter,
+    dropped_to_client: Counter,
+    refusals: Vec<Counter>,
+}
+
+impl TurnCounters {
+    pub(crate) fn new() -> Self {
+        TurnCounters {
+            allocations_created: counter!("switchboard_turn_allocations_created_total"),
+            allocations_ended: counter!("switchboard_turn_allocations_ended_total"),
+            allocations: gauge!("switchboard_turn_allocations"),
+            permissions: counter!("switchboard_turn_permissions_total"),
+            channel_binds: counter!("switchboard_turn_channel_binds_total"),
+            packets_to_peer: counter!("switchboard_turn_relayed_packets_total", "direction" => "to_peer"),
+            bytes_to_peer: counter!("switchboard_turn_relayed_bytes_total", "direction" => "to_peer"),
+            packets_to_client: counter!("switchboard_turn_relayed_packets_total", "direction" => "to_client"),
+            bytes_to_client: counter!("switchboard_turn_relayed_bytes_total", "direction" => "to_client"),
+            auth_failures: counter!("switchboard_turn_auth_failures_total"),
+            dropped_to_peer: counter!("switchboard_turn_dropped_total", "direction" => "to_peer"),
+            dropped_to_client: counter!("switchboard_turn_dropped_total", "direction" => "to_client"),
+            refusals: ERROR_CODES
+                .iter()
+                .map(|c| counter!("switchboard_turn_refusals_total", "code" => c.to_string()))
+                .collect(),
+        }
+    }
+
+    fn export(&self, before: &TurnStats, now: &TurnStats, active: usize) {
+        let d = |a: u64, b: u64| b.saturating_sub(a);
+        self.allocations_created
+            .increment(d(before.allocations_created, now.allocations_created));
+        self.allocations_ended
+            .increment(d(before.allocations_ended, now.allocations_ended));
+        self.allocations.set(active as f64);
+        self.permissions
+            .increment(d(before.permissions, now.permissions));
+        self.channel_binds
+            .increment(d(before.channel_binds, now.channel_binds));
+        self.packets_to_peer
+            .increment(d(before.packets_to_peer, now.packets_to_peer));
+        self.bytes_to_peer
+            .increment(d(before.bytes_to_peer, now.bytes_to_peer));
+        self.packets_to_client
+            .increment(d(before.packets_to_client, now.packets_to_client));
+        self.bytes_to_client
+            .increment(d(before.bytes_to_client, now.bytes_to_client));
+        self.auth_failures
+            .increment(d(before.auth_failures, now.auth_failures));
+        self.dropped_to_peer
+            .increment(d(before.dropped_to_peer, now.dropped_to_peer));
+        self.dropped_to_client
+            .increment(d(before.dropped_to_client, now.dropped_to_client));
+        for (i, c) in self.refusals.iter().enumerate() {
+            c.increment(d(before.refusals[i], now.refusals[i]));
+        }
+    }
+}
+
+/// Runs [`Core::tick`] every second until shutdown.
+pub(crate) async fn ticker(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let counters = TurnCounters::new();
+    let mut exported = TurnStats::default();
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut stop) => return,
+            _ = every.tick() => core.tick(&mut exported, &counters),
+        }
+    }
+}
