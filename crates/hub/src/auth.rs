@@ -34,7 +34,12 @@ pub struct Identity {
 impl Identity {
     /// An anonymous identity (no token).
     pub fn anonymous() -> Self {
-        Self { user: String::new(), channels: None, info: Vec::new(), expires_at: None }
+        Self {
+            user: String::new(),
+            channels: None,
+            info: Vec::new(),
+            expires_at: None,
+        }
     }
 }
 
@@ -79,8 +84,10 @@ impl std::fmt::Debug for JwtVerifier {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::KeyFile { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn pem_source(
@@ -95,21 +102,33 @@ fn pem_source(
 }
 
 fn key_error(field: &'static str, e: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Key { field, message: e.to_string() }
+    ConfigError::Key {
+        field,
+        message: e.to_string(),
+    }
 }
 
 impl JwtVerifier {
     /// Loads the keys (reading key files).
     pub fn from_config(config: &JwtConfig) -> Result<Self, ConfigError> {
-        let hmac = config.hmac_secret.as_ref().map(|s| DecodingKey::from_secret(s.as_bytes()));
-        let rsa = pem_source(config.rsa_public_key_pem.as_ref(), config.rsa_public_key_file.as_ref())?
-            .map(|pem| DecodingKey::from_rsa_pem(pem.as_bytes()))
-            .transpose()
-            .map_err(|e| key_error("rsa_public_key", e))?;
-        let ec = pem_source(config.ecdsa_public_key_pem.as_ref(), config.ecdsa_public_key_file.as_ref())?
-            .map(|pem| DecodingKey::from_ec_pem(pem.as_bytes()))
-            .transpose()
-            .map_err(|e| key_error("ecdsa_public_key", e))?;
+        let hmac = config
+            .hmac_secret
+            .as_ref()
+            .map(|s| DecodingKey::from_secret(s.as_bytes()));
+        let rsa = pem_source(
+            config.rsa_public_key_pem.as_ref(),
+            config.rsa_public_key_file.as_ref(),
+        )?
+        .map(|pem| DecodingKey::from_rsa_pem(pem.as_bytes()))
+        .transpose()
+        .map_err(|e| key_error("rsa_public_key", e))?;
+        let ec = pem_source(
+            config.ecdsa_public_key_pem.as_ref(),
+            config.ecdsa_public_key_file.as_ref(),
+        )?
+        .map(|pem| DecodingKey::from_ec_pem(pem.as_bytes()))
+        .transpose()
+        .map_err(|e| key_error("ecdsa_public_key", e))?;
         let jwks = match pem_source(config.jwks_json.as_ref(), config.jwks_file.as_ref())? {
             Some(text) => parse_jwks(&text)?,
             None => Vec::new(),
@@ -133,8 +152,8 @@ impl JwtVerifier {
     /// Verifies `token` at `now_secs` (seconds since the epoch).
     pub fn verify(&self, token: &str, now_secs: u64) -> Result<Identity, HubError> {
         let unauthorized = HubError::Unauthorized;
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| unauthorized(AuthFailure::Malformed))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| unauthorized(AuthFailure::Malformed))?;
         let key = self.key_for(header.alg, header.kid.as_deref())?;
         let mut validation = Validation::new(header.alg);
         validation.required_spec_claims.clear();
@@ -170,7 +189,11 @@ impl JwtVerifier {
             None => None,
             Some(n) => Some(
                 n.as_u64()
-                    .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.is_finite() && *f >= 0.0)
+                            .map(|f| f as u64)
+                    })
                     .ok_or(unauthorized(AuthFailure::InvalidClaims))?,
             ),
         };
@@ -188,8 +211,16 @@ impl JwtVerifier {
                     .ok_or(unauthorized(AuthFailure::InvalidClaims))?,
             ),
         };
-        let info = claims.info.map(|raw| raw.get().as_bytes().to_vec()).unwrap_or_default();
-        Ok(Identity { user: claims.sub, channels, info, expires_at })
+        let info = claims
+            .info
+            .map(|raw| raw.get().as_bytes().to_vec())
+            .unwrap_or_default();
+        Ok(Identity {
+            user: claims.sub,
+            channels,
+            info,
+            expires_at,
+        })
     }
 
     fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, HubError> {
@@ -232,7 +263,11 @@ fn parse_jwks(text: &str) -> Result<Vec<JwksKey>, ConfigError> {
             _ => continue,
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| key_error("jwks", e))?;
-        keys.push(JwksKey { kid: jwk.common.key_id.clone(), alg, key });
+        keys.push(JwksKey {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            key,
+        });
     }
     if keys.is_empty() {
         return Err(key_error("jwks", "no RS256 or ES256 key in the set"));

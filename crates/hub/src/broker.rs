@@ -61,7 +61,11 @@ pub struct HistoryRetention {
 
 impl HistoryRetention {
     /// No history.
-    pub const NONE: Self = Self { size: 0, ttl: Duration::ZERO, meta_ttl: Duration::ZERO };
+    pub const NONE: Self = Self {
+        size: 0,
+        ttl: Duration::ZERO,
+        meta_ttl: Duration::ZERO,
+    };
 
     /// Whether history is kept.
     pub fn enabled(&self) -> bool {
@@ -102,7 +106,7 @@ pub struct HistoryQuery {
 }
 
 /// A history read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistoryPage {
     /// The publications.
     pub publications: Vec<proto::Publication>,

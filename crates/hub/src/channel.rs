@@ -12,7 +12,20 @@ pub fn is_channel_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'_' | b'-' | b'.' | b':' | b'@' | b'/' | b'=' | b'+' | b'#' | b'$' | b'!' | b'~' | b';' | b',' | b'|'
+            b'_' | b'-'
+                | b'.'
+                | b':'
+                | b'@'
+                | b'/'
+                | b'='
+                | b'+'
+                | b'#'
+                | b'$'
+                | b'!'
+                | b'~'
+                | b';'
+                | b','
+                | b'|'
         )
 }
 
@@ -56,10 +69,16 @@ impl ChannelPattern {
             if prefix.len() > max_len || !prefix.bytes().all(is_channel_byte) {
                 return None;
             }
-            return Some(Self { text: prefix.to_owned(), prefix: true });
+            return Some(Self {
+                text: prefix.to_owned(),
+                prefix: true,
+            });
         }
         validate_channel(text, max_len).ok()?;
-        Some(Self { text: text.to_owned(), prefix: false })
+        Some(Self {
+            text: text.to_owned(),
+            prefix: false,
+        })
     }
 
     /// Whether `channel` matches.
@@ -84,7 +103,11 @@ mod tests {
         assert_eq!(namespace_of("chat:room:1"), Some("chat"));
         assert_eq!(namespace_of("news"), None);
         for bad in ["", ":x", "x:", "a b", "a*", "é", "a\"b", "a\\b"] {
-            assert_eq!(validate_channel(bad, 255).map_err(|e| e.code()), Err(107), "{bad:?}");
+            assert_eq!(
+                validate_channel(bad, 255).map_err(|e| e.code()),
+                Err(107),
+                "{bad:?}"
+            );
         }
         assert!(validate_channel(&"a".repeat(256), 255).is_err());
         assert!(validate_channel(&"a".repeat(255), 255).is_ok());

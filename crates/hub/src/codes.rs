@@ -103,5 +103,9 @@ pub fn disconnect_message(code: u32) -> proto::Disconnect {
         disconnect::PERMISSION_DENIED => "permission denied",
         _ => "disconnect",
     };
-    proto::Disconnect { code, reason: reason.to_owned(), reconnect: disconnect::reconnect(code) }
+    proto::Disconnect {
+        code,
+        reason: reason.to_owned(),
+        reconnect: disconnect::reconnect(code),
+    }
 }

@@ -80,7 +80,9 @@ impl HubConfig {
         self.default_namespace.validate("")?;
         for (name, ns) in &self.namespaces {
             let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !valid {
                 return Err(ConfigError::NamespaceName(name.clone()));
             }
@@ -227,7 +229,10 @@ impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("max_message_size", self.max_message_size),
-            ("max_channels_per_connection", self.max_channels_per_connection),
+            (
+                "max_channels_per_connection",
+                self.max_channels_per_connection,
+            ),
             ("max_connections", self.max_connections),
             ("max_channel_length", self.max_channel_length),
             ("queue_max_messages", self.queue_max_messages),

@@ -114,7 +114,11 @@ impl HubError {
 
     /// The protocol `Error` message.
     pub fn to_proto(&self) -> proto::Error {
-        proto::Error { code: self.code(), message: self.to_string(), temporary: self.temporary() }
+        proto::Error {
+            code: self.code(),
+            message: self.to_string(),
+            temporary: self.temporary(),
+        }
     }
 
     /// For a failed `connect`: the disconnect the transport should send before closing, when
@@ -124,7 +128,9 @@ impl HubError {
     pub fn connect_disconnect(&self) -> Option<proto::Disconnect> {
         let code = match self {
             Self::Unauthorized(_) => codes::disconnect::INVALID_TOKEN,
-            Self::UserConnectionLimit | Self::ConnectionLimit => codes::disconnect::CONNECTION_LIMIT,
+            Self::UserConnectionLimit | Self::ConnectionLimit => {
+                codes::disconnect::CONNECTION_LIMIT
+            }
             Self::BadRequest(_) => codes::disconnect::BAD_REQUEST,
             Self::PermissionDenied => codes::disconnect::PERMISSION_DENIED,
             Self::Broker(_) => codes::disconnect::SERVER_ERROR,

@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use switchboard_proto::v1 as proto;
 
 use crate::auth::{Identity, JwtVerifier};
-use crate::broker::{
-    BoxFuture, Broker, BrokerHandler, Control, HistoryQuery, PublishOptions,
-};
+use crate::broker::{BoxFuture, Broker, BrokerHandler, Control, HistoryQuery, PublishOptions};
 use crate::channel::{namespace_of, validate_channel, ChannelPattern};
 use crate::clock::{Clock, SystemClock};
 use crate::codes;
@@ -35,7 +33,9 @@ pub struct Hub {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("uid", &self.inner.uid).finish_non_exhaustive()
+        f.debug_struct("Hub")
+            .field("uid", &self.inner.uid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +99,12 @@ pub(crate) enum SubState {
 
 /// What is left to do (on the broker) after a subscription ended.
 pub(crate) enum Cleanup {
-    Unsubscribed { channel: String, info: proto::ClientInfo, presence: bool, leave: bool },
+    Unsubscribed {
+        channel: String,
+        info: proto::ClientInfo,
+        presence: bool,
+        leave: bool,
+    },
 }
 
 /// Per-connection state shared between the [`Session`] handle and the hub's indexes.
@@ -129,7 +134,9 @@ impl SessionShared {
     }
 
     pub(crate) fn token_allows(&self, channel: &str) -> bool {
-        self.channels.as_ref().is_none_or(|ps| ps.iter().any(|p| p.matches(channel)))
+        self.channels
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| p.matches(channel)))
     }
 
     pub(crate) fn is_subscribed(&self, channel: &str) -> bool {
@@ -146,7 +153,9 @@ pub(crate) enum Delivery {
 }
 
 pub(crate) fn publication_push(p: proto::Publication) -> Arc<proto::Push> {
-    Arc::new(proto::Push { push: Some(proto::push::Push::Publication(p)) })
+    Arc::new(proto::Push {
+        push: Some(proto::push::Push::Publication(p)),
+    })
 }
 
 pub(crate) fn unsubscribe_push(channel: &str, code: u32, reason: &str) -> Arc<proto::Push> {
@@ -161,7 +170,12 @@ pub(crate) fn unsubscribe_push(channel: &str, code: u32, reason: &str) -> Arc<pr
 
 impl Subscriber {
     pub(crate) fn pending(session: Arc<SessionShared>) -> Self {
-        Self { session, state: SubState::Pending(Vec::new()), presence: false, joined: false }
+        Self {
+            session,
+            state: SubState::Pending(Vec::new()),
+            presence: false,
+            joined: false,
+        }
     }
 
     /// Buffers (while pending) or queues `push`, deduping and gap-checking publications.
@@ -195,7 +209,8 @@ impl Subscriber {
                     }
                 }
                 if self.session.queue.offer(Arc::clone(push)) == Offer::Overflow {
-                    metrics::counter!("switchboard_hub_slow_consumer_disconnects_total").increment(1);
+                    metrics::counter!("switchboard_hub_slow_consumer_disconnects_total")
+                        .increment(1);
                 }
                 Delivery::Done
             }
@@ -302,7 +317,8 @@ impl Hub {
             {
                 return Err(HubError::UserConnectionLimit);
             }
-            reg.sessions.insert(shared.client_id().to_owned(), Arc::clone(&shared));
+            reg.sessions
+                .insert(shared.client_id().to_owned(), Arc::clone(&shared));
             if !anonymous {
                 reg.users
                     .entry(identity.user)
@@ -313,7 +329,11 @@ impl Hub {
         }
         metrics::counter!("switchboard_hub_connects_total", "transport" => transport.to_owned())
             .increment(1);
-        Ok(Session { shared, hub: Arc::clone(inner), released: AtomicBool::new(false) })
+        Ok(Session {
+            shared,
+            hub: Arc::clone(inner),
+            released: AtomicBool::new(false),
+        })
     }
 
     // ---- server API (bypasses client permissions) ----
@@ -327,7 +347,14 @@ impl Hub {
     ) -> Result<proto::PublishResult, HubError> {
         let ns = self.inner.namespace(channel)?;
         self.inner
-            .publish(channel, ns, data, None, &options.idempotency_key, options.tags)
+            .publish(
+                channel,
+                ns,
+                data,
+                None,
+                &options.idempotency_key,
+                options.tags,
+            )
             .await
     }
 
@@ -469,7 +496,12 @@ impl Hub {
         }
         let ttl = inner.config.presence_ttl();
         for (channel, info) in refresh {
-            if inner.broker.add_presence(&channel, info, ttl).await.is_err() {
+            if inner
+                .broker
+                .add_presence(&channel, info, ttl)
+                .await
+                .is_err()
+            {
                 metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
             }
         }
@@ -495,7 +527,11 @@ impl HubInner {
         validate_channel(channel, self.config.limits.max_channel_length)?;
         match namespace_of(channel) {
             None => Ok(&self.config.default_namespace),
-            Some(ns) => self.config.namespaces.get(ns).ok_or(HubError::UnknownChannel),
+            Some(ns) => self
+                .config
+                .namespaces
+                .get(ns)
+                .ok_or(HubError::UnknownChannel),
         }
     }
 
@@ -510,7 +546,10 @@ impl HubInner {
     ) -> Result<proto::PublishResult, HubError> {
         let limits = &self.config.limits;
         if data.len() > limits.max_message_size {
-            return Err(HubError::MessageTooLarge { size: data.len(), max: limits.max_message_size });
+            return Err(HubError::MessageTooLarge {
+                size: data.len(),
+                max: limits.max_message_size,
+            });
         }
         if idempotency_key.len() > limits.max_idempotency_key_length {
             return Err(HubError::BadRequest("idempotency key too long"));
@@ -532,7 +571,10 @@ impl HubInner {
         if !outcome.suppressed {
             metrics::counter!("switchboard_hub_publications_total").increment(1);
         }
-        Ok(proto::PublishResult { offset: outcome.position.offset, epoch: outcome.position.epoch })
+        Ok(proto::PublishResult {
+            offset: outcome.position.offset,
+            epoch: outcome.position.epoch,
+        })
     }
 
     pub(crate) async fn presence(
@@ -543,7 +585,9 @@ impl HubInner {
         if !ns.presence {
             return Err(HubError::NotAvailable);
         }
-        Ok(proto::PresenceResult { presence: self.broker.presence(channel).await? })
+        Ok(proto::PresenceResult {
+            presence: self.broker.presence(channel).await?,
+        })
     }
 
     pub(crate) async fn presence_stats(
@@ -555,7 +599,10 @@ impl HubInner {
             return Err(HubError::NotAvailable);
         }
         let stats = self.broker.presence_stats(channel).await?;
-        Ok(proto::PresenceStatsResult { num_clients: stats.clients, num_users: stats.users })
+        Ok(proto::PresenceStatsResult {
+            num_clients: stats.clients,
+            num_users: stats.users,
+        })
     }
 
     pub(crate) async fn history(
@@ -567,9 +614,18 @@ impl HubInner {
             return Err(HubError::NotAvailable);
         }
         let retention = ns.retention();
-        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX).min(ns.history_size);
-        let query = HistoryQuery { since: request.since.clone(), limit: Some(limit), reverse: request.reverse };
-        let page = self.broker.history(&request.channel, query, &retention).await?;
+        let limit = usize::try_from(request.limit)
+            .unwrap_or(usize::MAX)
+            .min(ns.history_size);
+        let query = HistoryQuery {
+            since: request.since.clone(),
+            limit: Some(limit),
+            reverse: request.reverse,
+        };
+        let page = self
+            .broker
+            .history(&request.channel, query, &retention)
+            .await?;
         if let Some(since) = &request.since {
             if since.epoch != page.position.epoch {
                 return Err(HubError::UnrecoverablePosition);
@@ -594,8 +650,19 @@ impl HubInner {
     }
 
     pub(crate) async fn run_cleanup(&self, cleanup: Cleanup) {
-        let Cleanup::Unsubscribed { channel, info, presence, leave } = cleanup;
-        if presence && self.broker.remove_presence(&channel, &info.client_id).await.is_err() {
+        let Cleanup::Unsubscribed {
+            channel,
+            info,
+            presence,
+            leave,
+        } = cleanup;
+        if presence
+            && self
+                .broker
+                .remove_presence(&channel, &info.client_id)
+                .await
+                .is_err()
+        {
             metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
         }
         if leave && self.broker.publish_leave(&channel, info).await.is_err() {
@@ -628,7 +695,9 @@ impl HubInner {
     /// push and the broker-side cleanup is scheduled.
     pub(crate) fn kick(&self, channel: &str, sub: Subscriber, code: u32, reason: &str) {
         lock(&sub.session.subscriptions).remove(channel);
-        sub.session.queue.offer(unsubscribe_push(channel, code, reason));
+        sub.session
+            .queue
+            .offer(unsubscribe_push(channel, code, reason));
         self.schedule(Cleanup::Unsubscribed {
             channel: channel.to_owned(),
             info: sub.session.info.clone(),
@@ -641,7 +710,9 @@ impl HubInner {
     fn fan_out(&self, channel: &str, push: &Arc<proto::Push>) {
         let shard = self.shard(channel);
         let mut chans = lock(&shard.channels);
-        let Some(cs) = chans.get_mut(channel) else { return };
+        let Some(cs) = chans.get_mut(channel) else {
+            return;
+        };
         let gaps: Vec<String> = cs
             .subs
             .iter_mut()
@@ -650,7 +721,12 @@ impl HubInner {
         for id in gaps {
             if let Some(sub) = cs.subs.remove(&id) {
                 metrics::counter!("switchboard_hub_insufficient_state_total").increment(1);
-                self.kick(channel, sub, codes::unsubscribe::INSUFFICIENT_STATE, "insufficient state");
+                self.kick(
+                    channel,
+                    sub,
+                    codes::unsubscribe::INSUFFICIENT_STATE,
+                    "insufficient state",
+                );
             }
         }
     }
@@ -658,7 +734,9 @@ impl HubInner {
     /// Local sessions of `user` (only `client_id` when set).
     fn user_sessions(&self, user: &str, client_id: Option<&str>) -> Vec<Arc<SessionShared>> {
         let reg = lock(&self.registry);
-        let Some(ids) = reg.users.get(user) else { return Vec::new() };
+        let Some(ids) = reg.users.get(user) else {
+            return Vec::new();
+        };
         ids.iter()
             .filter(|id| client_id.is_none_or(|c| c == id.as_str()))
             .filter_map(|id| reg.sessions.get(id).cloned())
@@ -667,21 +745,35 @@ impl HubInner {
 
     async fn handle_control(&self, control: Control) {
         match control {
-            Control::DisconnectUser { user, client_id, disconnect } => {
+            Control::DisconnectUser {
+                user,
+                client_id,
+                disconnect,
+            } => {
                 for s in self.user_sessions(&user, client_id.as_deref()) {
                     s.queue.close(disconnect.clone(), true);
                 }
             }
-            Control::UnsubscribeUser { user, channel, client_id } => {
+            Control::UnsubscribeUser {
+                user,
+                channel,
+                client_id,
+            } => {
                 for s in self.user_sessions(&user, client_id.as_deref()) {
                     if !lock(&s.subscriptions).remove(&channel) {
                         continue;
                     }
                     let removed = {
                         let mut chans = lock(&self.shard(&channel).channels);
-                        chans.get_mut(&channel).and_then(|cs| cs.subs.remove(s.client_id()))
+                        chans
+                            .get_mut(&channel)
+                            .and_then(|cs| cs.subs.remove(s.client_id()))
                     };
-                    s.queue.offer(unsubscribe_push(&channel, codes::unsubscribe::SERVER, "server unsubscribe"));
+                    s.queue.offer(unsubscribe_push(
+                        &channel,
+                        codes::unsubscribe::SERVER,
+                        "server unsubscribe",
+                    ));
                     if let Some(sub) = removed {
                         self.run_cleanup(Cleanup::Unsubscribed {
                             channel: channel.clone(),
@@ -704,14 +796,20 @@ impl BrokerHandler for HubInner {
 
     fn on_join(&self, channel: &str, info: proto::ClientInfo) {
         let push = proto::Push {
-            push: Some(proto::push::Push::Join(proto::Join { channel: channel.to_owned(), info: Some(info) })),
+            push: Some(proto::push::Push::Join(proto::Join {
+                channel: channel.to_owned(),
+                info: Some(info),
+            })),
         };
         self.fan_out(channel, &Arc::new(push));
     }
 
     fn on_leave(&self, channel: &str, info: proto::ClientInfo) {
         let push = proto::Push {
-            push: Some(proto::push::Push::Leave(proto::Leave { channel: channel.to_owned(), info: Some(info) })),
+            push: Some(proto::push::Push::Leave(proto::Leave {
+                channel: channel.to_owned(),
+                info: Some(info),
+            })),
         };
         self.fan_out(channel, &Arc::new(push));
     }

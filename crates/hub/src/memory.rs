@@ -68,7 +68,10 @@ impl Stream {
     }
 
     fn position(&self) -> proto::StreamPosition {
-        proto::StreamPosition { offset: self.top, epoch: self.epoch.clone() }
+        proto::StreamPosition {
+            offset: self.top,
+            epoch: self.epoch.clone(),
+        }
     }
 }
 
@@ -86,7 +89,12 @@ impl Shard {
         stream
     }
 
-    fn remember_key(&mut self, key: (String, String), position: proto::StreamPosition, expires: u64) {
+    fn remember_key(
+        &mut self,
+        key: (String, String),
+        position: proto::StreamPosition,
+        expires: u64,
+    ) {
         self.idempotency.insert(key.clone(), (position, expires));
         self.idempotency_order.push_back((key, expires));
         while self.idempotency_order.len() > MAX_IDEMPOTENCY_KEYS_PER_SHARD {
@@ -111,7 +119,11 @@ impl Shard {
         self.idempotency_order.retain(|(_, exp)| *exp > now);
     }
 
-    fn live_presence(&mut self, channel: &str, now: u64) -> Option<&HashMap<String, (proto::ClientInfo, u64)>> {
+    fn live_presence(
+        &mut self,
+        channel: &str,
+        now: u64,
+    ) -> Option<&HashMap<String, (proto::ClientInfo, u64)>> {
         let clients = self.presence.get_mut(channel)?;
         clients.retain(|_, (_, exp)| *exp > now);
         Some(clients)
@@ -148,11 +160,17 @@ impl MemoryBroker {
     ) -> PublishOutcome {
         let now = self.clock.now_millis();
         let mut shard = lock(self.shard(channel));
-        let key = options.idempotency_key.as_ref().map(|k| (channel.to_owned(), k.clone()));
+        let key = options
+            .idempotency_key
+            .as_ref()
+            .map(|k| (channel.to_owned(), k.clone()));
         if let Some(key) = &key {
             if let Some((position, exp)) = shard.idempotency.get(key) {
                 if *exp > now {
-                    return PublishOutcome { position: position.clone(), suppressed: true };
+                    return PublishOutcome {
+                        position: position.clone(),
+                        suppressed: true,
+                    };
                 }
             }
         }
@@ -182,10 +200,18 @@ impl MemoryBroker {
                 handler.on_publication(channel, publication);
             }
         }
-        PublishOutcome { position, suppressed: false }
+        PublishOutcome {
+            position,
+            suppressed: false,
+        }
     }
 
-    fn history_now(&self, channel: &str, query: &HistoryQuery, retention: &HistoryRetention) -> HistoryPage {
+    fn history_now(
+        &self,
+        channel: &str,
+        query: &HistoryQuery,
+        retention: &HistoryRetention,
+    ) -> HistoryPage {
         if !retention.enabled() {
             return HistoryPage::default();
         }
@@ -211,17 +237,25 @@ impl MemoryBroker {
                 .map(|(p, _)| p.clone())
                 .collect()
         };
-        HistoryPage { publications, position: stream.position() }
+        HistoryPage {
+            publications,
+            position: stream.position(),
+        }
     }
 }
 
 impl Broker for MemoryBroker {
     fn set_handler(&self, handler: Weak<dyn BrokerHandler>) {
-        *self.handler.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+        *self
+            .handler
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        lock(self.shard(channel)).interest.insert(channel.to_owned());
+        lock(self.shard(channel))
+            .interest
+            .insert(channel.to_owned());
         Box::pin(async { Ok(()) })
     }
 
@@ -331,7 +365,11 @@ impl Broker for MemoryBroker {
         let now = self.clock.now_millis();
         let map = lock(self.shard(channel))
             .live_presence(channel, now)
-            .map(|c| c.iter().map(|(id, (info, _))| (id.clone(), info.clone())).collect())
+            .map(|c| {
+                c.iter()
+                    .map(|(id, (info, _))| (id.clone(), info.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         Box::pin(async move { Ok(map) })
     }

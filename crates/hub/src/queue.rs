@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use prost::Message;
+use switchboard_proto::prost::Message;
 use switchboard_proto::v1 as proto;
 use tokio::sync::Notify;
 
@@ -125,7 +125,9 @@ impl PushQueue {
             None => Ok(None),
             Some(_) if st.disconnect_taken => Err(()),
             Some(d) => {
-                let push = proto::Push { push: Some(proto::push::Push::Disconnect(d.clone())) };
+                let push = proto::Push {
+                    push: Some(proto::push::Push::Disconnect(d.clone())),
+                };
                 st.disconnect_taken = true;
                 Ok(Some(Arc::new(push)))
             }

@@ -58,7 +58,9 @@ impl SubscribeGuard<'_> {
         lock(&s.subscriptions).remove(self.channel);
         let removed = {
             let mut chans = lock(&self.session.hub.shard(self.channel).channels);
-            chans.get_mut(self.channel).and_then(|cs| cs.subs.remove(s.client_id()))
+            chans
+                .get_mut(self.channel)
+                .and_then(|cs| cs.subs.remove(s.client_id()))
         };
         Some(Cleanup::Unsubscribed {
             channel: self.channel.to_owned(),
@@ -170,7 +172,10 @@ impl Session {
             return Vec::new();
         }
         let s = &self.shared;
-        s.queue.close(codes::disconnect_message(codes::disconnect::CONNECTION_CLOSED), true);
+        s.queue.close(
+            codes::disconnect_message(codes::disconnect::CONNECTION_CLOSED),
+            true,
+        );
         {
             let mut reg = lock(&self.hub.registry);
             reg.sessions.remove(s.client_id());
@@ -189,7 +194,9 @@ impl Session {
         for channel in channels {
             let removed = {
                 let mut chans = lock(&self.hub.shard(&channel).channels);
-                chans.get_mut(&channel).and_then(|cs| cs.subs.remove(s.client_id()))
+                chans
+                    .get_mut(&channel)
+                    .and_then(|cs| cs.subs.remove(s.client_id()))
             };
             if let Some(sub) = removed {
                 cleanups.push(Cleanup::Unsubscribed {
@@ -246,7 +253,11 @@ impl Session {
             }
             subs.insert(channel.to_owned());
         }
-        let guard = SubscribeGuard { session: self, channel, armed: true };
+        let guard = SubscribeGuard {
+            session: self,
+            channel,
+            armed: true,
+        };
         let hub = &self.hub;
         let shard = hub.shard(channel);
 
@@ -259,7 +270,8 @@ impl Session {
                     return Err(HubError::SessionClosed);
                 }
                 let cs = chans.entry(channel.to_owned()).or_default();
-                cs.subs.insert(s.client_id().to_owned(), Subscriber::pending(Arc::clone(s)));
+                cs.subs
+                    .insert(s.client_id().to_owned(), Subscriber::pending(Arc::clone(s)));
                 !cs.broker_subscribed
             };
             if need_broker {
@@ -276,7 +288,10 @@ impl Session {
         }
 
         // 2. Then read the position (and the missed publications).
-        let mut result = proto::SubscribeResult { was_recovering: recover.is_some(), ..Default::default() };
+        let mut result = proto::SubscribeResult {
+            was_recovering: recover.is_some(),
+            ..Default::default()
+        };
         let retention = ns.retention();
         let mut position = None;
         if retention.enabled() {
@@ -294,7 +309,10 @@ impl Session {
                 let missed = top.offset.checked_sub(since.offset);
                 result.recovered = since.epoch == top.epoch
                     && missed == Some(page.publications.len() as u64)
-                    && page.publications.first().is_none_or(|p| p.offset == since.offset + 1);
+                    && page
+                        .publications
+                        .first()
+                        .is_none_or(|p| p.offset == since.offset + 1);
                 if result.recovered {
                     result.publications = page.publications;
                 }
@@ -308,7 +326,11 @@ impl Session {
         // 3. Presence and join.
         let info = s.info.clone();
         if ns.presence && self.mark(channel, |sub| sub.presence = true) {
-            if let Err(e) = hub.broker.add_presence(channel, info.clone(), hub.config.presence_ttl()).await {
+            if let Err(e) = hub
+                .broker
+                .add_presence(channel, info.clone(), hub.config.presence_ttl())
+                .await
+            {
                 return Err(guard.fail(e.into()).await);
             }
         }
@@ -322,9 +344,14 @@ impl Session {
         let mut guard = guard;
         guard.armed = false;
         let mut chans = lock(&shard.channels);
-        let Some(cs) = chans.get_mut(channel) else { return Ok(result) };
-        let Some(sub) = cs.subs.get_mut(s.client_id()) else { return Ok(result) };
-        let SubState::Pending(buffered) = std::mem::replace(&mut sub.state, SubState::Live(position))
+        let Some(cs) = chans.get_mut(channel) else {
+            return Ok(result);
+        };
+        let Some(sub) = cs.subs.get_mut(s.client_id()) else {
+            return Ok(result);
+        };
+        let SubState::Pending(buffered) =
+            std::mem::replace(&mut sub.state, SubState::Live(position))
         else {
             return Ok(result);
         };
@@ -338,7 +365,12 @@ impl Session {
         if gap {
             if let Some(sub) = cs.subs.remove(s.client_id()) {
                 metrics::counter!("switchboard_hub_insufficient_state_total").increment(1);
-                hub.kick(channel, sub, codes::unsubscribe::INSUFFICIENT_STATE, "insufficient state");
+                hub.kick(
+                    channel,
+                    sub,
+                    codes::unsubscribe::INSUFFICIENT_STATE,
+                    "insufficient state",
+                );
             }
         }
         Ok(result)
@@ -347,7 +379,10 @@ impl Session {
     /// Applies `f` to this session's subscriber entry of `channel`; false if it is gone.
     fn mark(&self, channel: &str, f: impl FnOnce(&mut Subscriber)) -> bool {
         let mut chans = lock(&self.hub.shard(channel).channels);
-        match chans.get_mut(channel).and_then(|cs| cs.subs.get_mut(self.client_id())) {
+        match chans
+            .get_mut(channel)
+            .and_then(|cs| cs.subs.get_mut(self.client_id()))
+        {
             Some(sub) => {
                 f(sub);
                 true
@@ -365,7 +400,9 @@ impl Session {
         }
         let removed = {
             let mut chans = lock(&self.hub.shard(channel).channels);
-            chans.get_mut(channel).and_then(|cs| cs.subs.remove(self.client_id()))
+            chans
+                .get_mut(channel)
+                .and_then(|cs| cs.subs.remove(self.client_id()))
         };
         if let Some(sub) = removed {
             self.hub
@@ -400,13 +437,20 @@ impl Session {
             return Err(HubError::PermissionDenied);
         }
         let info = Some(s.info.clone());
-        self.hub.publish(channel, ns, data, info, idempotency_key, Default::default()).await
+        self.hub
+            .publish(channel, ns, data, info, idempotency_key, Default::default())
+            .await
     }
 
-    fn may_read(&self, channel: &str, for_client: bool, for_subscriber: bool) -> Result<(), HubError> {
+    fn may_read(
+        &self,
+        channel: &str,
+        for_client: bool,
+        for_subscriber: bool,
+    ) -> Result<(), HubError> {
         let s = &self.shared;
-        let allowed = s.token_allows(channel)
-            && (for_client || (for_subscriber && s.is_subscribed(channel)));
+        let allowed =
+            s.token_allows(channel) && (for_client || (for_subscriber && s.is_subscribed(channel)));
         if allowed {
             Ok(())
         } else {
@@ -420,28 +464,46 @@ impl Session {
         if !ns.presence {
             return Err(HubError::NotAvailable);
         }
-        self.may_read(channel, ns.allow_presence_for_client, ns.allow_presence_for_subscriber)?;
+        self.may_read(
+            channel,
+            ns.allow_presence_for_client,
+            ns.allow_presence_for_subscriber,
+        )?;
         self.hub.presence(channel, ns).await
     }
 
     /// Presence counts of `channel` (same rules as [`Session::presence`]).
-    pub async fn presence_stats(&self, channel: &str) -> Result<proto::PresenceStatsResult, HubError> {
+    pub async fn presence_stats(
+        &self,
+        channel: &str,
+    ) -> Result<proto::PresenceStatsResult, HubError> {
         let ns = self.namespace(channel)?;
         if !ns.presence {
             return Err(HubError::NotAvailable);
         }
-        self.may_read(channel, ns.allow_presence_for_client, ns.allow_presence_for_subscriber)?;
+        self.may_read(
+            channel,
+            ns.allow_presence_for_client,
+            ns.allow_presence_for_subscriber,
+        )?;
         self.hub.presence_stats(channel, ns).await
     }
 
     /// Reads history (108 when the namespace keeps none, 103 when not allowed, 112 when
     /// `since` is from another epoch).
-    pub async fn history(&self, request: &proto::HistoryRequest) -> Result<proto::HistoryResult, HubError> {
+    pub async fn history(
+        &self,
+        request: &proto::HistoryRequest,
+    ) -> Result<proto::HistoryResult, HubError> {
         let ns = self.namespace(&request.channel)?;
         if !ns.history_enabled() {
             return Err(HubError::NotAvailable);
         }
-        self.may_read(&request.channel, ns.allow_history_for_client, ns.allow_history_for_subscriber)?;
+        self.may_read(
+            &request.channel,
+            ns.allow_history_for_client,
+            ns.allow_history_for_subscriber,
+        )?;
         self.hub.history(request, ns).await
     }
 
@@ -459,11 +521,15 @@ impl Session {
         let result = match command.method {
             None => Err(HubError::MethodNotFound),
             Some(Method::Connect(_)) => Err(HubError::BadRequest("already connected")),
-            Some(Method::Subscribe(r)) => self.subscribe(&r.channel, r.recover).await.map(R::Subscribe),
+            Some(Method::Subscribe(r)) => self
+                .subscribe(&r.channel, r.recover)
+                .await
+                .map(R::Subscribe),
             Some(Method::Unsubscribe(r)) => self.unsubscribe(&r.channel).await.map(R::Unsubscribe),
-            Some(Method::Publish(r)) => {
-                self.publish(&r.channel, r.data, &r.idempotency_key).await.map(R::Publish)
-            }
+            Some(Method::Publish(r)) => self
+                .publish(&r.channel, r.data, &r.idempotency_key)
+                .await
+                .map(R::Publish),
             Some(Method::Presence(r)) => self.presence(&r.channel).await.map(R::Presence),
             Some(Method::PresenceStats(r)) => {
                 self.presence_stats(&r.channel).await.map(R::PresenceStats)

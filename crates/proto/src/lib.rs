@@ -30,6 +30,9 @@ pub mod v1 {
 
 pub mod json;
 
+/// The prost version the messages are generated with (for `Message::encode`/`decode`).
+pub use prost;
+
 /// The encoded `FileDescriptorSet` of the switchboard protos (for gRPC reflection or dynamic
 /// decoding).
 pub const FILE_DESCRIPTOR_SET: &[u8] =

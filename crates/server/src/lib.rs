@@ -252,6 +252,9 @@ impl Server {
         }
 
         tasks.spawn(turn_io::ticker(core.clone(), rx.clone()));
+        if let CertSource::Files { cert, key } = certs.source().clone() {
+            tasks.spawn(watch_cert_files(certs.clone(), cert, key, rx.clone()));
+        }
         let turn_summary = core.turn_enabled().then(|| {
             let t = &settings.turn;
             format!(
@@ -312,6 +315,38 @@ impl Server {
         {
             tracing::warn!("some tasks did not stop within 5 s; aborting them");
             self.tasks.abort_all();
+        }
+    }
+}
+
+/// Reloads the certificate when its files change (checked every two seconds), so a renewal by
+/// certbot or similar needs no signal. Live connections keep the certificate they started with.
+async fn watch_cert_files(
+    certs: Arc<CertStore>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = (stamp(&cert), stamp(&key));
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = every.tick() => {}
+        }
+        let now = (stamp(&cert), stamp(&key));
+        if now == last {
+            continue;
+        }
+        last = now;
+        match certs.reload() {
+            Ok(()) => {
+                tracing::info!(fingerprint = %certs.fingerprint(), "certificate files changed; reloaded")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate files changed but do not load; keeping the old certificate")
+            }
         }
     }
 }

@@ -131,7 +131,6 @@ impl RelayProvider for FakeRelays {
 #[derive(Debug)]
 enum Out {
     Reply {
-        to: SocketAddr,
         via: Via,
         error: bool,
         bytes: Vec<u8>,
@@ -229,7 +228,6 @@ impl Harness {
                 assert_eq!(to, arrival.peer);
                 out.truncate(len);
                 Out::Reply {
-                    to,
                     via,
                     error,
                     bytes: out,
@@ -403,7 +401,7 @@ struct Client {
     /// PASSWORD-ALGORITHM to send (the key follows it).
     alg: Option<u16>,
     /// PASSWORD-ALGORITHMS to send.
-    echo: Option<Vec<(u16, Vec<u8>)>>,
+    echo: Option<Algs>,
     /// MESSAGE-INTEGRITY-SHA256 instead of MESSAGE-INTEGRITY.
     mi256: bool,
     /// USERHASH instead of USERNAME.
@@ -517,7 +515,10 @@ impl Client {
     }
 }
 
-fn offer() -> Vec<(u16, Vec<u8>)> {
+/// PASSWORD-ALGORITHMS entries: (algorithm, parameters).
+type Algs = Vec<(u16, Vec<u8>)>;
+
+fn offer() -> Algs {
     vec![
         (password_algorithm::SHA256, vec![]),
         (password_algorithm::MD5, vec![]),
@@ -548,7 +549,7 @@ fn assert_challenge(m: &Message<'_>) {
     assert!(nonce.starts_with("obMatJos2"), "{nonce}");
     // 24-bit security features, base64: bit 0 (password algorithms) = 0x000001.
     assert_eq!(&nonce[9..13], "AAAB");
-    let algs: Vec<(u16, Vec<u8>)> = m
+    let algs: Algs = m
         .password_algorithms()
         .unwrap()
         .unwrap()
@@ -878,7 +879,7 @@ fn e400_password_algorithms_mismatch() {
     let mut c = base.clone();
     h.login(&mut c);
     let nonce = c.nonce.clone();
-    let cases: Vec<(Option<u16>, Option<Vec<(u16, Vec<u8>)>>)> = vec![
+    let cases: Vec<(Option<u16>, Option<Algs>)> = vec![
         // A shortened offer (a bid-down).
         (
             Some(password_algorithm::MD5),
