@@ -566,6 +566,7 @@ impl TurnService {
     ) -> Option<(usize, bool)> {
         if !self.creds.is_enabled() {
             self.stats.refuse(400);
+            tracing::debug!(client = %arrival.peer, "TURN request while TURN is not configured");
             return self.error(
                 msg,
                 out,
@@ -593,6 +594,11 @@ impl TurnService {
                     }
                 };
                 self.stats.refuse(r.code);
+                if matches!(reject, Reject::Challenge | Reject::StaleNonce) {
+                    tracing::debug!(client = %arrival.peer, code = r.code, "TURN challenge");
+                } else {
+                    tracing::info!(client = %arrival.peer, method = msg.method().0, code = r.code, reason = r.reason, "TURN authentication refused");
+                }
                 let nonce = challenge.then(|| self.nonces.issue(arrival.peer.ip(), now.unix));
                 return self.error(msg, out, None, r, nonce.as_deref());
             }
@@ -600,6 +606,7 @@ impl TurnService {
         let unknown = msg.unknown_comprehension_required(known_in_turn);
         if !unknown.as_slice().is_empty() {
             self.stats.refuse(420);
+            tracing::info!(client = %arrival.peer, user = %verified.username, unknown = ?unknown.as_slice(), "TURN request refused: 420 unknown attributes");
             let n = {
                 let mut b = MessageBuilder::response_to(out, msg, Class::Error).ok()?;
                 b.error_code(420, "Unknown Attribute").ok()?;
@@ -619,6 +626,7 @@ impl TurnService {
             Ok(n) => Some((n?, false)),
             Err(r) => {
                 self.stats.refuse(r.code);
+                tracing::info!(client = %arrival.peer, user = %verified.username, method = msg.method().0, code = r.code, reason = r.reason, "TURN request refused");
                 self.error(msg, out, Some(&verified), r, None)
             }
         }
