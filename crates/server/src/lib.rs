@@ -16,6 +16,7 @@
 
 pub mod config;
 mod http;
+mod outq;
 pub mod stats;
 mod stun_stream;
 mod stun_udp;

@@ -13,12 +13,13 @@ use switchboard_stun::stream_frame_len;
 use switchboard_turn::{Arrival, FiveTuple, Output, Transport, Via, MAX_REPLY};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::outq::OutQueue;
 use crate::stats::StunStats;
-use crate::turn_io::{Core, STREAM_QUEUE};
+use crate::turn_io::Core;
 
 /// Largest frame accepted: a STUN header plus the 16-bit length field's maximum.
 const MAX_FRAME: usize = 20 + 65_535;
@@ -134,29 +135,32 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     ctx: &StreamCtx,
 ) -> Result<(), &'static str> {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    let queue = Arc::new(OutQueue::new());
     let five = FiveTuple {
         client: arrival.peer,
         server: arrival.local,
         transport: arrival.transport,
     };
-    ctx.core.register_stream(five, tx.clone());
+    ctx.core.register_stream(five, queue.clone());
     let last_write = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let writer_clock = last_write.clone();
+    let writer_queue = queue.clone();
     let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
-            if wr.write_all(&buf).await.is_err() {
-                return;
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        loop {
+            writer_queue.pop_into(&mut chunk, 64 * 1024).await;
+            if chunk.is_empty() || wr.write_all(&chunk).await.is_err() {
+                break;
             }
             writer_clock.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
         let _ = wr.shutdown().await;
     });
-    let result = read_loop(&mut rd, &arrival, ctx, &tx, &last_write, started).await;
+    let result = read_loop(&mut rd, &arrival, ctx, &queue, &last_write, started).await;
     // The allocation ends with the connection; then let the writer flush what is queued.
     ctx.core.stream_closed(&five);
-    drop(tx);
+    queue.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     result
 }
@@ -165,7 +169,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     rd: &mut R,
     arrival: &Arrival,
     ctx: &StreamCtx,
-    tx: &mpsc::Sender<Vec<u8>>,
+    queue: &OutQueue,
     last_write: &AtomicU64,
     started: Instant,
 ) -> Result<(), &'static str> {
@@ -208,9 +212,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     ..
                 } => {
                     ctx.stats.count_reply(error);
-                    tx.send(out[..n].to_vec())
-                        .await
-                        .map_err(|_| "writer closed")?;
+                    if !queue.push(&out[..n]).await {
+                        return Err("writer closed");
+                    }
                 }
                 Output::Reply { .. } => {
                     return Err("reply from another address is impossible on a stream")

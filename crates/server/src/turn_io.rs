@@ -24,18 +24,16 @@ use switchboard_turn::{
     PEER_OVERHEAD,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::config::Settings;
+use crate::outq::OutQueue;
 use crate::stun_udp::Sock;
 
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams drained from one relay socket per wake-up before yielding.
 const RELAY_BUDGET: usize = 64;
-/// Frames queued for one TCP/TLS client before relayed data is dropped.
-pub(crate) const STREAM_QUEUE: usize = 512;
 
 fn now() -> Now {
     Now {
@@ -80,7 +78,7 @@ pub(crate) struct Core {
     relay_ip: Option<IpAddr>,
     relay_ip6: Option<IpAddr>,
     udp_out: RwLock<HashMap<SocketAddr, Arc<Sock>>>,
-    stream_out: RwLock<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    stream_out: RwLock<HashMap<FiveTuple, Arc<OutQueue>>>,
     io_stats: IoStats,
 }
 
@@ -209,7 +207,7 @@ impl Core {
     }
 
     /// Registers a stream client's writer.
-    pub(crate) fn register_stream(&self, five: FiveTuple, tx: mpsc::Sender<Vec<u8>>) {
+    pub(crate) fn register_stream(&self, five: FiveTuple, tx: Arc<OutQueue>) {
         self.stream_out
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -285,10 +283,7 @@ impl Core {
             }
             _ => {
                 let outs = self.stream_out.read().unwrap_or_else(|e| e.into_inner());
-                let sent = outs
-                    .get(five)
-                    .map(|tx| tx.try_send(data.to_vec()).is_ok())
-                    .unwrap_or(false);
+                let sent = outs.get(five).map(|q| q.try_push(data)).unwrap_or(false);
                 if !sent {
                     self.io_stats.client_send_drops.increment(1);
                 }
