@@ -13,10 +13,10 @@
 //! 1. **Numbering.** With history enabled ([`HistoryRetention::enabled`]), `publish` assigns
 //!    the next offset of the channel's stream atomically with storing it: offsets start at 1
 //!    and increase by exactly one per publication within an epoch. The epoch is a random string
-//!    chosen when the stream is created; whenever the stream is lost (meta TTL expiry,
-//!    `remove_history` does NOT count — it keeps the position, eviction of the broker's data,
-//!    restart of a non-persistent broker) the next stream must get a new epoch. Without
-//!    history, offset 0 and epoch "" are returned and delivered.
+//!    chosen when the stream is created. Whenever the stream is lost (meta TTL expiry, eviction
+//!    of the broker's data, restart of a non-persistent broker) the next stream gets a new
+//!    epoch and restarts at offset 1. `remove_history` drops publications but keeps the
+//!    position. Without history, offset 0 and epoch "" are returned and delivered.
 //! 2. **Retention.** History keeps at most `size` publications (oldest evicted first), each for
 //!    at most `ttl`; the stream position (top offset, epoch) survives `meta_ttl` after the last
 //!    publication. Reading history of a channel without a stream creates the stream (so an

@@ -71,7 +71,7 @@ impl Group {
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -83,11 +83,12 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
     sock.bind(&addr.into())?;
-    UdpSocket::from_std(sock.into())
+    Ok(sock.into())
 }
 
-fn make_sock(addr: SocketAddr) -> io::Result<Sock> {
-    let io = bind(addr)?;
+/// Registers a bound socket with the current runtime's reactor.
+fn make_sock(std_sock: std::net::UdpSocket) -> io::Result<Sock> {
+    let io = UdpSocket::from_std(std_sock)?;
     let state = UdpSocketState::new(UdpSockRef::from(&io))?;
     let local = io.local_addr()?;
     Ok(Sock { io, state, local })
@@ -95,6 +96,10 @@ fn make_sock(addr: SocketAddr) -> io::Result<Sock> {
 
 /// Binds `workers` groups for one primary address and returns the addresses of group 0.
 /// `alt` is the alternate (IP, port) when RFC 5780 is on.
+///
+/// Each group runs on its own thread with a current-thread runtime: its sockets, and the relay
+/// sockets of the allocations its clients create, are polled by that thread's own reactor, so a
+/// relayed packet never crosses threads (thread per core, as coturn's relay threads).
 pub(crate) fn spawn(
     primary: SocketAddr,
     alt: Option<(IpAddr, u16)>,
@@ -105,12 +110,12 @@ pub(crate) fn spawn(
     tasks: &mut JoinSet<()>,
 ) -> io::Result<Vec<SocketAddr>> {
     let mut addrs = vec![primary];
-    let mut bound = Vec::new();
+    let mut bound: Vec<Vec<std::net::UdpSocket>> = Vec::new();
     for w in 0..workers.max(1) {
         let mut socks = Vec::new();
         if w == 0 {
-            let first = Arc::new(make_sock(primary)?);
-            addrs[0] = first.local;
+            let first = bind(primary)?;
+            addrs[0] = first.local_addr()?;
             socks.push(first);
             if let Some((alt_ip, alt_port)) = alt {
                 let p = addrs[0];
@@ -118,39 +123,77 @@ pub(crate) fn spawn(
                 addrs.push(SocketAddr::new(alt_ip, p.port()));
                 addrs.push(SocketAddr::new(alt_ip, alt_port));
                 for a in &addrs[1..] {
-                    socks.push(Arc::new(make_sock(*a)?));
+                    socks.push(bind(*a)?);
                 }
-            }
-            // Relayed data to UDP clients leaves from these sockets.
-            for s in &socks {
-                core.register_udp(s.clone());
             }
         } else {
             for a in &addrs {
-                socks.push(Arc::new(make_sock(*a)?));
+                socks.push(bind(*a)?);
             }
         }
-        bound.push(Arc::new(Group { socks }));
+        bound.push(socks);
     }
-    for group in bound {
-        for role in 0..group.socks.len() {
-            let group = group.clone();
-            let core = core.clone();
-            let stats = stats.clone();
-            let mut shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                tokio::select! {
-                    _ = crate::stopped(&mut shutdown) => {}
-                    r = run(group, role, core, stats) => {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "STUN UDP worker stopped");
-                        }
-                    }
-                }
-            });
-        }
+    for (w, std_socks) in bound.into_iter().enumerate() {
+        let core = core.clone();
+        let stats = stats.clone();
+        let shutdown = shutdown.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("sb-udp-{}-{w}", addrs[0].port()))
+            .spawn(move || rt.block_on(worker(w, std_socks, core, stats, shutdown)))?;
+        tasks.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        });
     }
     Ok(addrs)
+}
+
+/// One worker thread: registers its sockets and serves each role until shutdown.
+async fn worker(
+    w: usize,
+    std_socks: Vec<std::net::UdpSocket>,
+    core: Arc<Core>,
+    stats: Arc<StunStats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut socks = Vec::new();
+    for s in std_socks {
+        match make_sock(s) {
+            Ok(s) => socks.push(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register STUN UDP socket");
+                return;
+            }
+        }
+    }
+    if w == 0 {
+        // Relayed data to UDP clients leaves from these sockets.
+        for s in &socks {
+            core.register_udp(s.clone());
+        }
+    }
+    let group = Arc::new(Group { socks });
+    let mut roles = JoinSet::new();
+    for role in 0..group.socks.len() {
+        let group = group.clone();
+        let core = core.clone();
+        let stats = stats.clone();
+        let mut shutdown = shutdown.clone();
+        roles.spawn(async move {
+            tokio::select! {
+                _ = crate::stopped(&mut shutdown) => {}
+                r = run(group, role, core, stats) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "STUN UDP worker stopped");
+                    }
+                }
+            }
+        });
+    }
+    while roles.join_next().await.is_some() {}
+    // Relay tasks spawned on this runtime end with it.
 }
 
 async fn run(
@@ -167,11 +210,23 @@ async fn run(
     let other = group.other(role);
     loop {
         sock.io.readable().await?;
+        // A batch that comes back short means the socket is drained: report WouldBlock to tokio
+        // so it clears readiness now, saving the extra recvmmsg that would only say EAGAIN.
+        // tokio only clears readiness it has not seen renewed, so a datagram that arrives
+        // meanwhile still wakes us.
+        let mut got = 0usize;
         let n = match sock.io.try_io(Interest::READABLE, || {
-            sock.state
-                .recv(UdpSockRef::from(&sock.io), &mut slots, &mut metas)
+            got = sock
+                .state
+                .recv(UdpSockRef::from(&sock.io), &mut slots, &mut metas)?;
+            if got < BATCH {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(got)
+            }
         }) {
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // ICMP errors surface here on Linux (e.g. port unreachable for an earlier

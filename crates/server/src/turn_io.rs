@@ -9,12 +9,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, Counter, Gauge};
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use switchboard_stun::HEADER_LEN;
 use switchboard_turn::auth::Credentials;
 use switchboard_turn::peer_filter::{Cidr, PeerFilter};
@@ -23,6 +24,7 @@ use switchboard_turn::{
     RelayError, RelayProvider, RelayRequest, TurnConfig, TurnService, TurnStats, ERROR_CODES,
     PEER_OVERHEAD,
 };
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
@@ -45,9 +47,14 @@ fn now() -> Now {
     }
 }
 
+/// Datagrams (or GRO-coalesced runs) received from a relay socket per recvmmsg.
+const RELAY_BATCH: usize = 4;
+/// Bytes per receive slot (a GRO run can fill 64 KiB).
+const RELAY_SLOT: usize = 65_536;
+
 thread_local! {
     static RELAY_BUFS: RefCell<(Vec<u8>, Vec<u8>)> =
-        RefCell::new((vec![0u8; MAX_DATAGRAM], vec![0u8; MAX_DATAGRAM + PEER_OVERHEAD]));
+        RefCell::new((vec![0u8; RELAY_BATCH * RELAY_SLOT], vec![0u8; MAX_DATAGRAM + PEER_OVERHEAD]));
 }
 
 struct Relay {
@@ -340,9 +347,11 @@ impl Core {
         addr: SocketAddr,
     ) -> Result<(), RelayError> {
         let sock = Arc::new(UdpSocket::from_std(std_sock).map_err(|_| RelayError::NoCapacity)?);
+        let state =
+            UdpSocketState::new(UdpSockRef::from(&*sock)).map_err(|_| RelayError::NoCapacity)?;
         let core = Arc::downgrade(self);
         let task_sock = sock.clone();
-        let task = tokio::spawn(async move { relay_loop(core, task_sock, addr).await });
+        let task = tokio::spawn(async move { relay_loop(core, task_sock, state, addr).await });
         self.relays
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -490,25 +499,59 @@ impl RelayProvider for Binder<'_> {
     }
 }
 
-async fn relay_loop(core: std::sync::Weak<Core>, sock: Arc<UdpSocket>, relay: SocketAddr) {
+async fn relay_loop(
+    core: std::sync::Weak<Core>,
+    sock: Arc<UdpSocket>,
+    state: UdpSocketState,
+    relay: SocketAddr,
+) {
+    let mut metas = [RecvMeta::default(); RELAY_BATCH];
+    let mut rounds = 0usize;
     loop {
         if sock.readable().await.is_err() {
             return;
         }
         let Some(core) = core.upgrade() else { return };
-        RELAY_BUFS.with(|bufs| {
-            let (buf, out) = &mut *bufs.borrow_mut();
-            for _ in 0..RELAY_BUDGET {
-                let (n, peer) = match sock.try_recv_from(buf) {
-                    Ok(x) => x,
-                    Err(_) => break,
-                };
-                let action = core.turn().handle_peer(now(), relay, peer, &buf[..n], out);
-                if let PeerOutput::ToClient { five, len } = action {
-                    core.send_to_client(&five, &out[..len]);
+        let drained = RELAY_BUFS.with(|bufs| {
+            let (storage, out) = &mut *bufs.borrow_mut();
+            let (a, rest) = storage.split_at_mut(RELAY_SLOT);
+            let (b, rest) = rest.split_at_mut(RELAY_SLOT);
+            let (c, d) = rest.split_at_mut(RELAY_SLOT);
+            let mut slots = [
+                IoSliceMut::new(a),
+                IoSliceMut::new(b),
+                IoSliceMut::new(c),
+                IoSliceMut::new(d),
+            ];
+            // A short batch means the socket is drained: tell tokio (WouldBlock) so readiness is
+            // cleared without another recvmmsg that would only return EAGAIN.
+            let mut got = 0usize;
+            let r = sock.try_io(Interest::READABLE, || {
+                got = state.recv(UdpSockRef::from(&*sock), &mut slots, &mut metas)?;
+                if got < RELAY_BATCH {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            let now = now();
+            for (meta, slot) in metas.iter().zip(slots.iter()).take(got) {
+                let stride = meta.stride.max(1);
+                for payload in slot[..meta.len.min(RELAY_SLOT)].chunks(stride) {
+                    let action = core.turn().handle_peer(now, relay, meta.addr, payload, out);
+                    if let PeerOutput::ToClient { five, len } = action {
+                        core.send_to_client(&five, &out[..len]);
+                    }
                 }
             }
+            r.is_err()
         });
+        // Fairness: a relay flooded by its peer yields to the others now and then.
+        rounds = if drained { 0 } else { rounds + 1 };
+        if rounds >= RELAY_BUDGET / RELAY_BATCH {
+            rounds = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
 
