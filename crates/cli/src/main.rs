@@ -245,7 +245,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match args.settings().map_err(anyhow::Error::from).and_then(|s| server.reload(&s).map_err(anyhow::Error::from)) {
+            _ = hup.recv() => match args.settings().and_then(|s| server.reload(&s).map_err(anyhow::Error::from)) {
                 Ok(()) => tracing::info!(fingerprint = %server.certs().fingerprint(), "reloaded configuration and certificates"),
                 Err(e) => tracing::error!(error = %e, "reload failed; keeping the previous configuration"),
             },
