@@ -4,6 +4,12 @@
 //! sockets, keeping a window of requests in flight on each, and reports answered requests per
 //! second. It stops at `--requests` answers or after `--duration` seconds, whichever comes first,
 //! and refuses non-loopback targets unless `--allow-remote` is given.
+//!
+//! `switchboard-bench hub --server 127.0.0.1:8080 --api-key KEY` loads the real-time hub: many
+//! WebSocket subscribers, a paced publish load through the server API, delivered messages per
+//! second and publish-to-receive latency (see `hub.rs`).
+
+mod hub;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +48,39 @@ enum Cmd {
         requests: u64,
         /// Stop after this many seconds.
         #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Allow a non-loopback server.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Real-time hub fan-out: WebSocket subscribers, publishes through the server API.
+    Hub {
+        /// The server's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        server: SocketAddr,
+        /// Server API key.
+        #[arg(long)]
+        api_key: String,
+        /// WebSocket subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Channels; subscriber i listens to channel i % channels.
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+        /// Publications in total.
+        #[arg(long, default_value_t = 2000)]
+        messages: u64,
+        /// Publications per second, at most.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Padding bytes in each publication.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Concurrent publishing HTTP connections.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Stop publishing after this many seconds.
+        #[arg(long, default_value_t = 30.0)]
         duration: f64,
         /// Allow a non-loopback server.
         #[arg(long)]
@@ -123,6 +162,45 @@ fn stun_worker(
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Cmd::Hub {
+            server,
+            api_key,
+            subscribers,
+            channels,
+            messages,
+            rate,
+            payload,
+            publishers,
+            duration,
+            allow_remote,
+        } => {
+            if !server.ip().is_loopback() && !allow_remote {
+                bail!(
+                    "refusing to load {server}: not loopback (pass --allow-remote if you own it)"
+                );
+            }
+            let sane = (1..=20_000).contains(&subscribers)
+                && (1..=subscribers).contains(&channels)
+                && (1..=10_000_000).contains(&messages)
+                && (0.1..=1_000_000.0).contains(&rate)
+                && payload <= 60_000
+                && (1..=64).contains(&publishers)
+                && (0.1..=600.0).contains(&duration);
+            if !sane {
+                bail!("out of bounds: subscribers 1..20000, channels 1..subscribers, messages 1..1e7, rate 0.1..1e6, payload <= 60000, publishers 1..64, duration 0.1..600 s");
+            }
+            hub::run(hub::HubOptions {
+                server,
+                api_key,
+                subscribers,
+                channels,
+                messages,
+                rate,
+                payload,
+                publishers,
+                duration,
+            })
+        }
         Cmd::Stun {
             server,
             sockets,

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use switchboard_server::config::{LogFormat, Settings, DEFAULT_TOML};
 use switchboard_server::Server;
 
+mod nat_check;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -28,6 +30,8 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Classify the NAT in front of this host (RFC 5780: mapping, filtering, hairpinning).
+    NatCheck(nat_check::NatCheckArgs),
     /// Print the version.
     Version,
 }
@@ -80,9 +84,41 @@ struct ServeArgs {
     /// PEM private key for TLS listeners.
     #[arg(long, value_name = "PATH")]
     tls_key: Option<String>,
-    /// HTTP listen address (health, metrics); repeatable; `off` disables.
+    /// HTTP listen address (HTTP/1.1 + h2c: health, metrics, hub transports, gRPC);
+    /// repeatable; `off` disables.
     #[arg(long, value_name = "ADDR")]
     http: Vec<String>,
+    /// HTTPS listen address (TLS with ALPN h2 + http/1.1, same endpoints); repeatable; `off`
+    /// disables.
+    #[arg(long, value_name = "ADDR")]
+    https: Vec<String>,
+    /// Server API key (`Authorization: apikey KEY`); repeatable.
+    #[arg(long, value_name = "KEY")]
+    api_key: Vec<String>,
+    /// Anonymous hub connections: `true` (from anywhere), `loopback` (default), `false`.
+    #[arg(long, value_name = "WHO", num_args = 0..=1, default_missing_value = "true")]
+    allow_anonymous: Option<String>,
+    /// HS256 secret for connection tokens (JWT).
+    #[arg(long, value_name = "SECRET")]
+    jwt_hmac_secret: Option<String>,
+    /// RS256 public key (PEM file) for connection tokens.
+    #[arg(long, value_name = "FILE")]
+    jwt_rsa_public_key: Option<String>,
+    /// ES256 (P-256) public key (PEM file) for connection tokens.
+    #[arg(long, value_name = "FILE")]
+    jwt_ecdsa_public_key: Option<String>,
+    /// JWKS file with RSA / P-256 keys for connection tokens (selected by `kid`).
+    #[arg(long, value_name = "FILE")]
+    jwks_file: Option<String>,
+    /// Seconds between WebSocket pings / SSE heartbeats / HTTP/2 keep-alive pings.
+    #[arg(long, value_name = "SECS")]
+    hub_ping_interval: Option<String>,
+    /// Seconds of WebSocket silence (no frame, no pong) before closing.
+    #[arg(long, value_name = "SECS")]
+    hub_idle_timeout: Option<String>,
+    /// Longest long-poll wait, seconds.
+    #[arg(long, value_name = "SECS")]
+    poll_timeout: Option<String>,
     /// TURN realm; TURN is on once a realm and a user or secret are set.
     #[arg(long, value_name = "REALM")]
     turn_realm: Option<String>,
@@ -136,6 +172,8 @@ impl ServeArgs {
             ("stun-tcp", &self.stun_tcp),
             ("stun-tls", &self.stun_tls),
             ("http", &self.http),
+            ("https", &self.https),
+            ("api-key", &self.api_key),
             ("turn-user", &self.turn_user),
             ("turn-secret", &self.turn_secret),
             ("allow-peer", &self.allow_peer),
@@ -163,6 +201,14 @@ impl ServeArgs {
             ("total-quota", &self.total_quota),
             ("max-bps", &self.max_bps),
             ("max-lifetime", &self.max_lifetime),
+            ("allow-anonymous", &self.allow_anonymous),
+            ("jwt-hmac-secret", &self.jwt_hmac_secret),
+            ("jwt-rsa-public-key", &self.jwt_rsa_public_key),
+            ("jwt-ecdsa-public-key", &self.jwt_ecdsa_public_key),
+            ("jwks-file", &self.jwks_file),
+            ("hub-ping-interval", &self.hub_ping_interval),
+            ("hub-idle-timeout", &self.hub_idle_timeout),
+            ("poll-timeout", &self.poll_timeout),
             ("log-format", &self.log_format),
             ("log-level", &self.log_level),
         ];
@@ -260,6 +306,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::NatCheck(args) => return nat_check::run(args),
         Command::Version => {
             println!("switchboard {}", env!("CARGO_PKG_VERSION"));
             Ok(())

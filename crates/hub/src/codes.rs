@@ -58,6 +58,9 @@ pub mod disconnect {
     pub const INSUFFICIENT_STATE: u32 = 3010;
     /// The server API asked the client to reconnect.
     pub const FORCE_RECONNECT: u32 = 3011;
+    /// Nothing (no frame, no pong) arrived within the transport's idle timeout, or no
+    /// `connect` in time. Reconnect.
+    pub const STALE: u32 = 3012;
     /// The token is invalid (unauthorized). Do not reconnect with it.
     pub const INVALID_TOKEN: u32 = 3500;
     /// The client sent something the server cannot parse. Do not reconnect.
@@ -96,6 +99,7 @@ pub fn disconnect_message(code: u32) -> proto::Disconnect {
         disconnect::WRITE_ERROR => "write error",
         disconnect::INSUFFICIENT_STATE => "insufficient state",
         disconnect::FORCE_RECONNECT => "force reconnect",
+        disconnect::STALE => "stale",
         disconnect::INVALID_TOKEN => "invalid token",
         disconnect::BAD_REQUEST => "bad request",
         disconnect::FORCE_DISCONNECT => "force disconnect",

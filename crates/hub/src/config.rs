@@ -31,12 +31,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
 /// Top-level hub settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubConfig {
     /// Node name reported by `info`.
@@ -103,7 +103,7 @@ impl HubConfig {
 }
 
 /// Options of one channel namespace. Everything is off by default.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NamespaceOptions {
     /// Publications kept per channel (0 = no history, no offsets, no recovery).
@@ -186,7 +186,7 @@ impl NamespaceOptions {
 }
 
 /// Limits, each enforced with its own error code (see [`crate::codes::error`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest publication `data`, in bytes (113). Default 65536.
@@ -250,26 +250,35 @@ impl Limits {
 /// Keys for connection tokens. A token's `alg` header picks the key: HS256 uses
 /// `hmac_secret`; RS256 the RSA key or a JWKS RSA key; ES256 the P-256 key or a JWKS EC key.
 /// With a JWKS, a token `kid` selects the key. Algorithms without a configured key are refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
     /// HS256 shared secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hmac_secret: Option<String>,
     /// RS256 public key, PEM text (`-----BEGIN PUBLIC KEY-----`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rsa_public_key_pem: Option<String>,
     /// RS256 public key, PEM file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rsa_public_key_file: Option<PathBuf>,
     /// ES256 (P-256) public key, PEM text.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ecdsa_public_key_pem: Option<String>,
     /// ES256 (P-256) public key, PEM file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ecdsa_public_key_file: Option<PathBuf>,
     /// A JWKS document (`{"keys":[...]}`), inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_json: Option<String>,
     /// A JWKS document, file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
     /// Required `aud` (when set, tokens must carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
     /// Required `iss` (when set, tokens must carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// Clock skew tolerated on `exp`, in seconds. Default 0.
     pub leeway_secs: u64,

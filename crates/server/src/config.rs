@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+pub use switchboard_hub::HubConfig;
 
 /// A configuration error; the message always names the offending key or file.
 #[derive(Debug, thiserror::Error)]
@@ -139,10 +140,35 @@ pub struct Settings {
     pub stun: StunSettings,
     /// Certificates for every TLS listener.
     pub tls: TlsSettings,
-    /// The HTTP server (health and metrics now; the hub later).
+    /// The HTTP stack: listeners, hub transports, server API keys.
     pub http: HttpSettings,
     /// TURN relays (on the STUN listeners).
     pub turn: TurnSettings,
+    /// The real-time hub (`switchboard_hub::HubConfig`): namespaces, limits, JWT keys.
+    #[serde(default = "default_hub")]
+    pub hub: HubConfig,
+}
+
+/// The hub settings of a server started without configuration: anonymous clients allowed
+/// (from loopback only, see [`HttpSettings::anonymous_loopback_only`]) and a default namespace
+/// where every connection may subscribe, publish, and read presence and history (100
+/// publications kept for 5 minutes, so recovery works).
+pub fn default_hub() -> HubConfig {
+    let mut hub = HubConfig {
+        allow_anonymous: true,
+        ..HubConfig::default()
+    };
+    let ns = &mut hub.default_namespace;
+    ns.history_size = 100;
+    ns.history_ttl_secs = 300;
+    ns.presence = true;
+    ns.allow_subscribe_for_client = true;
+    ns.allow_subscribe_for_anonymous = true;
+    ns.allow_publish_for_client = true;
+    ns.allow_publish_for_anonymous = true;
+    ns.allow_presence_for_subscriber = true;
+    ns.allow_history_for_subscriber = true;
+    hub
 }
 
 impl Default for Settings {
@@ -154,6 +180,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
             turn: TurnSettings::default(),
+            hub: default_hub(),
         }
     }
 }
@@ -212,18 +239,38 @@ pub struct TlsSettings {
     pub key: Option<PathBuf>,
 }
 
-/// HTTP settings.
+/// HTTP settings: the listeners every HTTP transport shares (REST, WebSocket, SSE, long-poll,
+/// gRPC) and the hub transports' liveness and access settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Plain HTTP listen addresses (HTTP/1.1 and h2c).
     pub listen: Listen,
+    /// HTTPS listen addresses (TLS, ALPN h2 and http/1.1), flag `--https`.
+    pub tls_listen: Listen,
+    /// Keys accepted by the server API (`Authorization: apikey KEY`); none = API disabled.
+    pub api_keys: Vec<String>,
+    /// Anonymous hub connections (when `hub.allow_anonymous`) only from loopback peers.
+    pub anonymous_loopback_only: bool,
+    /// Seconds between WebSocket pings, SSE heartbeat comments and HTTP/2 keep-alive pings.
+    pub ping_interval_secs: u64,
+    /// Seconds a WebSocket may stay silent (no frame, no pong) before it is closed; also the
+    /// time allowed for the first (connect) command.
+    pub idle_timeout_secs: u64,
+    /// Longest wait of a long-poll request, seconds.
+    pub poll_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             listen: Listen::one("127.0.0.1:8080"),
+            tls_listen: Listen::one("127.0.0.1:8443"),
+            api_keys: Vec::new(),
+            anonymous_loopback_only: true,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 60,
+            poll_timeout_secs: 25,
         }
     }
 }
@@ -333,7 +380,29 @@ pub const KEYS: &[&str] = &[
     "total-quota",
     "max-bps",
     "max-lifetime",
+    "https",
+    "api-key",
+    "allow-anonymous",
+    "jwt-hmac-secret",
+    "jwt-rsa-public-key",
+    "jwt-ecdsa-public-key",
+    "jwks-file",
+    "hub-ping-interval",
+    "hub-idle-timeout",
+    "poll-timeout",
 ];
+
+/// Merges `over` into `base`: tables key by key (recursively), other values replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
 
 /// Values of a list setting: repeated flags, or comma-separated in one value (environment).
 fn split_list(values: &[String]) -> Vec<String> {
@@ -393,9 +462,18 @@ impl Settings {
         })
     }
 
-    /// Parses TOML text onto the defaults.
+    /// Parses TOML text onto the defaults. Tables merge key by key onto the defaults, so a
+    /// partial `[hub.default_namespace]` keeps the other default options.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        let msg = |e: &dyn fmt::Display| e.to_string().trim().replace('\n', " ");
+        // First pass: the checks (unknown keys, bad values) with the parser's positions.
+        let _: Settings = toml::from_str(text).map_err(|e| msg(&e))?;
+        let file: toml::Table = toml::from_str(text).map_err(|e| msg(&e))?;
+        let mut merged = toml::Table::try_from(Settings::default()).map_err(|e| msg(&e))?;
+        merge(&mut merged, file);
+        toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| msg(&e))
     }
 
     /// Sets one setting by name; `origin` names the source in errors (`--stun-udp`).
@@ -451,6 +529,36 @@ impl Settings {
                 self.turn.max_bps = parse_one(origin, values, "bytes per second (0: unlimited)")?
             }
             "max-lifetime" => self.turn.max_lifetime = parse_one(origin, values, "seconds")?,
+            "https" => self.http.tls_listen = listen(values)?,
+            "api-key" => self.http.api_keys = split_list(values),
+            "allow-anonymous" => {
+                let v = parse_one::<String>(origin, values, "true, false or loopback")?;
+                let (allow, loopback_only) = match v.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "on" | "1" | "any" => (true, false),
+                    "loopback" => (true, true),
+                    "false" | "no" | "off" | "0" => (false, self.http.anonymous_loopback_only),
+                    _ => return Err(bad(origin, &v, "expected true, false or loopback")),
+                };
+                self.hub.allow_anonymous = allow;
+                self.http.anonymous_loopback_only = loopback_only;
+            }
+            "jwt-hmac-secret" => {
+                self.hub.jwt.hmac_secret = parse_opt(origin, values, "a shared secret")?
+            }
+            "jwt-rsa-public-key" => {
+                self.hub.jwt.rsa_public_key_file = parse_opt(origin, values, "a PEM file path")?
+            }
+            "jwt-ecdsa-public-key" => {
+                self.hub.jwt.ecdsa_public_key_file = parse_opt(origin, values, "a PEM file path")?
+            }
+            "jwks-file" => self.hub.jwt.jwks_file = parse_opt(origin, values, "a JWKS file path")?,
+            "hub-ping-interval" => {
+                self.http.ping_interval_secs = parse_one(origin, values, "seconds")?
+            }
+            "hub-idle-timeout" => {
+                self.http.idle_timeout_secs = parse_one(origin, values, "seconds")?
+            }
+            "poll-timeout" => self.http.poll_timeout_secs = parse_one(origin, values, "seconds")?,
             _ => {
                 return Err(ConfigError::UnknownKey {
                     origin: origin.to_string(),
@@ -485,6 +593,25 @@ impl Settings {
 
     /// Checks settings that depend on each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.hub
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[hub]: {e}")))?;
+        let h = &self.http;
+        if h.api_keys.iter().any(|k| k.is_empty()) {
+            return Err(ConfigError::Invalid("--api-key must not be empty".into()));
+        }
+        if h.ping_interval_secs == 0 || h.idle_timeout_secs == 0 || h.poll_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "--hub-ping-interval, --hub-idle-timeout and --poll-timeout must be at least 1 second"
+                    .into(),
+            ));
+        }
+        if h.idle_timeout_secs <= h.ping_interval_secs {
+            return Err(ConfigError::Invalid(format!(
+                "--hub-idle-timeout ({}) must exceed --hub-ping-interval ({})",
+                h.idle_timeout_secs, h.ping_interval_secs
+            )));
+        }
         let t = &self.turn;
         t.port_range()
             .map_err(|e| ConfigError::Invalid(format!("--relay-ports: {e}")))?;
@@ -507,6 +634,21 @@ impl Settings {
         if (!t.users.is_empty() || !t.secrets.is_empty()) && t.realm.is_empty() {
             return Err(ConfigError::Invalid(
                 "TURN users or secrets need --turn-realm".into(),
+            ));
+        }
+        let turn_on = !t.realm.is_empty() && (!t.users.is_empty() || !t.secrets.is_empty());
+        let relay_unspecified = match t.relay_ip {
+            Some(ip) => ip.is_unspecified(),
+            None => self
+                .stun
+                .udp
+                .0
+                .first()
+                .is_some_and(|a| a.ip().is_unspecified()),
+        };
+        if turn_on && relay_unspecified && t.external_ip.is_none() {
+            return Err(ConfigError::Invalid(
+                "TURN relays would advertise an unspecified address: set --relay-ip or --external-ip".into(),
             ));
         }
         if t.secrets.iter().any(|s| s.is_empty()) {
@@ -591,7 +733,9 @@ mod tests {
             let mut st = Settings::default();
             let value = match *key {
                 "log-format" => "json",
-                "stun-udp" | "stun-tcp" | "stun-tls" | "http" => "127.0.0.1:1",
+                "stun-udp" | "stun-tcp" | "stun-tls" | "http" | "https" => "127.0.0.1:1",
+                "allow-anonymous" => "false",
+                "hub-ping-interval" | "hub-idle-timeout" | "poll-timeout" => "7",
                 "alt-address" => "127.0.0.2",
                 "alt-port" | "stun-max-connections" | "stun-idle-timeout" | "stun-workers" => "7",
                 "user-quota" | "total-quota" | "max-bps" | "max-lifetime" => "7",
@@ -656,6 +800,39 @@ mod tests {
             .set("log-format", &s(&["xml"]), "--log-format")
             .unwrap_err();
         assert!(e.to_string().contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn hub_tables_merge_onto_the_defaults() {
+        let st = Settings::from_toml(
+            "[hub]\nallow_anonymous = false\n[hub.default_namespace]\nallow_publish_for_anonymous = false\n[hub.namespaces.chat]\npresence = true\n",
+        )
+        .unwrap();
+        assert!(!st.hub.allow_anonymous);
+        let ns = &st.hub.default_namespace;
+        assert!(!ns.allow_publish_for_anonymous);
+        assert!(ns.allow_subscribe_for_anonymous && ns.history_size == 100);
+        assert!(st.hub.namespaces["chat"].presence);
+        assert!(!st.hub.namespaces["chat"].allow_subscribe_for_client);
+        let e = Settings::from_toml("[hub.limits]\nmax_mesage_size = 1\n").unwrap_err();
+        assert!(e.contains("max_mesage_size"), "{e}");
+        let e = Settings::from_toml("[hub.default_namespace]\nhistory_size = 0\n").unwrap();
+        assert!(e.validate().is_err());
+    }
+
+    #[test]
+    fn allow_anonymous_values() {
+        let mut st = Settings::default();
+        assert!(st.hub.allow_anonymous && st.http.anonymous_loopback_only);
+        st.set("allow-anonymous", &s(&["true"]), "--allow-anonymous")
+            .unwrap();
+        assert!(st.hub.allow_anonymous && !st.http.anonymous_loopback_only);
+        st.set("allow-anonymous", &s(&["false"]), "--allow-anonymous")
+            .unwrap();
+        assert!(!st.hub.allow_anonymous);
+        assert!(st
+            .set("allow-anonymous", &s(&["maybe"]), "--allow-anonymous")
+            .is_err());
     }
 
     #[test]

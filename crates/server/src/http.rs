@@ -1,33 +1,54 @@
-//! The HTTP server: `/healthz` and `/metrics` now; the hub's transports join it later.
+//! The HTTP stack: one axum router (health, metrics, the hub's HTTP/WebSocket/SSE/long-poll
+//! endpoints and its gRPC services) served on every `--http` (HTTP/1.1 + h2c) and `--https`
+//! (TLS, ALPN h2 + http/1.1) listener by hyper-util's auto builder with upgrades, so REST,
+//! WebSocket upgrades and gRPC share each port.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_hub::Hub;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
 
 use crate::ListenerInfo;
 
-/// State the HTTP handlers read.
+/// ALPN protocols of the HTTPS listeners.
+pub(crate) const HTTPS_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// State the health and metrics handlers read.
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub metrics: PrometheusHandle,
     pub listeners: Arc<Vec<ListenerInfo>>,
+    pub hub: Hub,
 }
 
-pub(crate) fn router(state: HttpState) -> Router {
-    Router::new()
+/// The whole application: health, metrics, hub transports, gRPC; JSON 404 for the rest.
+pub(crate) fn router(state: HttpState, hub_routes: Router) -> Router {
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .with_state(state);
+    // The gRPC routes carry tonic's "unimplemented" fallback; ours replaces it.
+    hub_routes
+        .merge(base)
         .fallback(not_found)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn healthz(State(st): State<HttpState>) -> Response {
@@ -43,10 +64,25 @@ async fn healthz(State(st): State<HttpState>) -> Response {
             })
         })
         .collect();
+    let info = st.hub.info();
     Json(serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "components": { "stun": { "status": "ok" }, "listeners": listeners },
+        "components": {
+            "stun": { "status": "ok" },
+            "hub": {
+                "status": "ok",
+                "node": info.name,
+                "uid": info.uid,
+                "broker": "memory",
+                "connections": info.num_clients,
+                "users": info.num_users,
+                "channels": info.num_channels,
+                "subscriptions": info.num_subs,
+                "uptime_secs": info.uptime,
+            },
+            "listeners": listeners,
+        },
     }))
     .into_response()
 }
@@ -62,30 +98,142 @@ async fn metrics(State(st): State<HttpState>) -> Response {
         .into_response()
 }
 
-async fn not_found() -> Response {
+async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        // A gRPC client asked for a service or method we do not have: UNIMPLEMENTED.
+        return (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/grpc"),
+                (header::HeaderName::from_static("grpc-status"), "12"),
+                (
+                    header::HeaderName::from_static("grpc-message"),
+                    "unknown service or method",
+                ),
+            ],
+        )
+            .into_response();
+    }
     (
         StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"error": "not found"})),
+        Json(serde_json::json!({"error": {"code": 104, "message": "not found"}})),
     )
         .into_response()
 }
 
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(serde_json::json!({"error": {"code": 104, "message": "method not allowed"}})),
+    )
+        .into_response()
+}
+
+/// Connection-level options.
+#[derive(Clone, Copy)]
+pub(crate) struct ConnOptions {
+    /// HTTP/2 keep-alive ping period.
+    pub ping: Duration,
+}
+
+/// Serves `router` on `listener` (TLS when `tls` is set) until shutdown.
 pub(crate) fn spawn(
     listener: TcpListener,
     addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
     router: Router,
+    options: ConnOptions,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) {
     let mut stop = shutdown.clone();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.ping)
+        .keep_alive_timeout(options.ping.max(Duration::from_secs(10)))
+        .enable_connect_protocol();
+    let builder = Arc::new(builder);
     tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                crate::stopped(&mut stop).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(%addr, error = %e, "HTTP server stopped");
+        loop {
+            let accepted = tokio::select! {
+                _ = crate::stopped(&mut stop) => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and similar: back off instead of spinning.
+                    tracing::warn!(%addr, error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let router = router.clone();
+            let builder = builder.clone();
+            let stop = stop.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => serve(&builder, tcp, peer, router, stop).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                                .await;
+                        match handshake {
+                            Ok(Ok(stream)) => serve(&builder, stream, peer, router, stop).await,
+                            Ok(Err(e)) => {
+                                metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
+                                tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+                            }
+                            Err(_) => {
+                                metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
+                                tracing::debug!(%peer, "HTTPS handshake timed out");
+                            }
+                        }
+                    }
+                }
+            });
         }
     });
+}
+
+/// Serves one connection; on shutdown, lets in-flight requests finish (5 s at most).
+async fn serve<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move { Ok::<_, Infallible>(router.call(request).await.into_response()) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = crate::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+        }
+    }
 }

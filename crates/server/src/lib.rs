@@ -16,6 +16,7 @@
 
 pub mod config;
 mod http;
+mod hub;
 mod outq;
 pub mod stats;
 mod stun_stream;
@@ -46,6 +47,9 @@ pub enum ServerError {
     /// Settings do not fit together.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The hub settings are invalid or a JWT key file does not load.
+    #[error("[hub]: {0}")]
+    Hub(String),
     /// Certificate problems.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -69,7 +73,7 @@ pub enum ServerError {
 /// One bound listener, as printed at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerInfo {
-    /// `stun` or `http`.
+    /// `stun`, `http` or `https`.
     pub protocol: &'static str,
     /// `udp`, `tcp` or `tls`.
     pub transport: &'static str,
@@ -99,6 +103,7 @@ pub struct Server {
     core: Arc<turn_io::Core>,
     turn_summary: Option<String>,
     certs: Arc<CertStore>,
+    hub: switchboard_hub::Hub,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -115,6 +120,10 @@ fn bind_err(
         source,
     }
 }
+
+const HTTP_NOTE: &str =
+    "HTTP/1.1, h2c: /healthz /metrics /v1/ws /v1/sse /v1/poll /v1/publish /v1/api, gRPC";
+const HTTPS_NOTE: &str = "TLS, ALPN h2 http/1.1: same endpoints";
 
 const ROLE_NOTES: [&str; 4] = [
     "",
@@ -232,24 +241,44 @@ impl Server {
             }
         }
 
+        let hub = switchboard_hub::Hub::with_memory_broker(settings.hub.clone())
+            .map_err(|e| ServerError::Hub(e.to_string()))?;
         let mut http_listeners = Vec::new();
-        for &addr in &settings.http.listen.0 {
-            let l = stun_stream::bind(addr).map_err(bind_err("http", "tcp", addr))?;
-            let bound = l.local_addr().map_err(bind_err("http", "tcp", addr))?;
-            listeners.push(ListenerInfo {
-                protocol: "http",
-                transport: "tcp",
-                addr: bound,
-                note: "HTTP/1.1, h2c: /healthz /metrics",
-            });
-            http_listeners.push((l, bound));
+        let http_lists = [
+            ("http", &settings.http.listen, HTTP_NOTE),
+            ("https", &settings.http.tls_listen, HTTPS_NOTE),
+        ];
+        for (protocol, list, note) in http_lists {
+            for &addr in &list.0 {
+                let l = stun_stream::bind(addr).map_err(bind_err(protocol, "tcp", addr))?;
+                let bound = l.local_addr().map_err(bind_err(protocol, "tcp", addr))?;
+                listeners.push(ListenerInfo {
+                    protocol,
+                    transport: "tcp",
+                    addr: bound,
+                    note,
+                });
+                http_listeners.push((protocol, l, bound));
+            }
         }
-        let router = http::router(http::HttpState {
-            metrics,
-            listeners: Arc::new(listeners.clone()),
-        });
-        for (l, addr) in http_listeners {
-            http::spawn(l, addr, router.clone(), &rx, &mut tasks);
+        if !http_listeners.is_empty() {
+            let ctx = hub::HubCtx::new(hub.clone(), settings, rx.clone());
+            let router = http::router(
+                http::HttpState {
+                    metrics,
+                    listeners: Arc::new(listeners.clone()),
+                    hub: hub.clone(),
+                },
+                hub::routes(ctx.clone()),
+            );
+            let options = http::ConnOptions { ping: ctx.ping };
+            let https_config = certs.server_config(http::HTTPS_ALPN)?;
+            for (protocol, l, addr) in http_listeners {
+                let tls = (protocol == "https")
+                    .then(|| tokio_rustls::TlsAcceptor::from(https_config.clone()));
+                http::spawn(l, addr, tls, router.clone(), options, &rx, &mut tasks);
+            }
+            tasks.spawn(hub::maintenance(hub.clone(), rx.clone()));
         }
 
         tasks.spawn(turn_io::ticker(core.clone(), rx.clone()));
@@ -277,9 +306,15 @@ impl Server {
             core,
             turn_summary,
             certs,
+            hub,
             shutdown,
             tasks,
         })
+    }
+
+    /// The real-time hub (server API calls from the embedding program).
+    pub fn hub(&self) -> &switchboard_hub::Hub {
+        &self.hub
     }
 
     /// The bound listeners.
@@ -299,6 +334,7 @@ impl Server {
 
     /// Hot reload: certificate files, TURN users, secrets and peer policy from `settings`.
     /// Live allocations and connections are kept; on a certificate error the old one stays.
+    /// Hub and HTTP settings take effect at the next start.
     pub fn reload(&self, settings: &Settings) -> Result<(), ServerError> {
         settings.validate()?;
         self.core.reload(settings);

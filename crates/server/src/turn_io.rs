@@ -128,18 +128,24 @@ pub(crate) fn peer_filter(settings: &Settings, relay_ip: Option<IpAddr>) -> Peer
 impl Core {
     pub(crate) fn new(settings: &Settings, secret: [u8; 32]) -> Arc<Core> {
         let t = &settings.turn;
-        let first_udp = settings.stun.udp.0.first().map(|a| a.ip());
-        let relay_ip = t.relay_ip.or(first_udp.filter(|ip| ip.is_ipv4()));
-        let relay_ip6 = t.relay_ip.filter(|ip| ip.is_ipv6()).or_else(|| {
+        // Relays bind to --relay-ip, else to the first STUN UDP address of each family.
+        let udp_ip = |v4: bool| {
             settings
                 .stun
                 .udp
                 .0
                 .iter()
                 .map(|a| a.ip())
-                .find(|ip| ip.is_ipv6())
-        });
-        let relay_ip = relay_ip.filter(|ip| ip.is_ipv4());
+                .find(|ip| ip.is_ipv4() == v4)
+        };
+        let relay_ip = t
+            .relay_ip
+            .filter(|ip| ip.is_ipv4())
+            .or_else(|| udp_ip(true));
+        let relay_ip6 = t
+            .relay_ip
+            .filter(|ip| ip.is_ipv6())
+            .or_else(|| udp_ip(false));
         let cfg = TurnConfig {
             software: settings.stun.software.clone(),
             max_lifetime: t.max_lifetime.max(600),

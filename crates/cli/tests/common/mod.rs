@@ -29,6 +29,9 @@ impl Server {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The HTTPS listener (default 127.0.0.1:8443) stays off unless a test asks for it
+        // (flags override the environment), so tests running in parallel do not collide.
+        cmd.env("SWITCHBOARD_HTTPS", "off");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Real-time hub fan-out: 1,000 WebSocket subscribers (switchboard.proto) on one channel and on
+# 1,000 channels, a paced publish load through the HTTP server API, loopback only, bounded in
+# count and time. Prints delivered messages/s, publish-to-receive p50/p99 latency and the
+# server CPU per delivered message for each scenario.
+# Usage: bench/hub.sh [SUBSCRIBERS] [MESSAGES_ONE_CHANNEL] [RATE_ONE_CHANNEL] [MESSAGES_MANY] [RATE_MANY]
+#        SB_PROFILE=debug bench/hub.sh 200 200 100 500 200   (quick smoke run on a debug build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUBS=${1:-1000}; MSG1=${2:-2000}; RATE1=${3:-200}; MSGN=${4:-20000}; RATEN=${5:-2000}
+PROFILE=${SB_PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p switchboard-cli -p switchboard-bench
+else
+  cargo build -q -p switchboard-cli -p switchboard-bench
+fi
+SB=target/$PROFILE/switchboard; LOAD=target/$PROFILE/switchboard-bench
+# Each subscriber is a socket in this script's client and one in the server.
+ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+TMP=$(mktemp -d); PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+KEY=bench-key
+PORT=$((40000 + RANDOM % 10000))
+cat >"$TMP/hub.toml" <<TOML
+[hub.limits]
+max_connections = $(( SUBS * 2 + 100 ))
+TOML
+$SB serve --config "$TMP/hub.toml" --stun-udp off --stun-tcp off --stun-tls off --https off \
+  --http 127.0.0.1:$PORT --api-key $KEY --log-level warn >"$TMP/sb.log" 2>&1 &
+PIDS+=($!); SB_PID=$!
+for _ in $(seq 100); do grep -q '^http ' "$TMP/sb.log" && break; sleep 0.1; done
+
+# scenario NAME CHANNELS MESSAGES RATE
+scenario() {
+  local name=$1 channels=$2 messages=$3 rate=$4 before after out delivered
+  before=$(cpu_ticks "$SB_PID")
+  out=$($LOAD hub --server 127.0.0.1:$PORT --api-key $KEY --subscribers "$SUBS" --channels "$channels" \
+        --messages "$messages" --rate "$rate" --duration 60)
+  after=$(cpu_ticks "$SB_PID")
+  delivered=$(sed -E 's/.* delivered=([0-9]+).*/\1/' <<<"$out")
+  awk -v t=$((after - before)) -v hz="$HZ" -v n="$delivered" -v name="$name" -v out="$out" 'BEGIN{
+    printf "%-14s %s server_cpu_us_per_delivery=%.2f\n", name, out, (n > 0 ? t / hz * 1e6 / n : 0) }'
+}
+
+echo "machine: $(nproc) cores, $(uname -r); $SUBS WebSocket subscribers; build: $PROFILE"
+scenario one-channel 1 "$MSG1" "$RATE1"
+scenario many-channels "$SUBS" "$MSGN" "$RATEN"

@@ -1,0 +1,425 @@
+//! The hub's transports: thin adapters from HTTP, WebSocket, SSE, long-poll and gRPC onto
+//! [`switchboard_hub::Hub`] and [`switchboard_hub::Session`]. Semantics (auth, permissions,
+//! recovery, limits, codes) live in the hub; this module only moves frames.
+//!
+//! | file | endpoint |
+//! | --- | --- |
+//! | `ws.rs` | `GET /v1/ws` (subprotocols `switchboard.json`, `switchboard.proto`) |
+//! | `sse.rs` | `GET /v1/sse?channel=...` |
+//! | `poll.rs` | `GET /v1/poll?channel=...&since=...` |
+//! | `rest.rs` | `POST /v1/publish`, `POST /v1/api/<method>` |
+//! | `grpc.rs` | gRPC `switchboard.v1.Hub` and `switchboard.v1.HubApi` |
+//!
+//! `stream.rs` holds the run loop shared by the two framed, bidirectional transports
+//! (WebSocket and the gRPC `Connect` stream).
+
+mod grpc;
+mod poll;
+mod rest;
+mod sse;
+mod stream;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use switchboard_hub::codes::error as code;
+use switchboard_hub::{proto, AuthFailure, Hub, HubError, Session};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+
+/// What every hub transport needs: the hub and the transport settings.
+pub(crate) struct HubCtx {
+    pub hub: Hub,
+    pub api_keys: Vec<String>,
+    pub anonymous_loopback_only: bool,
+    /// WebSocket ping / SSE heartbeat period.
+    pub ping: Duration,
+    /// Silence allowed on a WebSocket (and time to send `connect`).
+    pub idle: Duration,
+    /// Longest long-poll wait.
+    pub poll_timeout: Duration,
+    /// Largest WebSocket message / gRPC message accepted (derived from the hub's
+    /// `max_message_size`: twice it plus 16 KiB of envelope, for base64 and JSON overhead).
+    pub max_frame: usize,
+    /// Becomes true when the server stops: live connections send disconnect 3001.
+    pub stop: watch::Receiver<bool>,
+}
+
+pub(crate) type Ctx = Arc<HubCtx>;
+
+impl HubCtx {
+    pub(crate) fn new(hub: Hub, settings: &Settings, stop: watch::Receiver<bool>) -> Ctx {
+        let h = &settings.http;
+        let max_frame = hub
+            .config()
+            .limits
+            .max_message_size
+            .saturating_mul(2)
+            .saturating_add(16 * 1024);
+        Arc::new(HubCtx {
+            hub,
+            api_keys: h.api_keys.clone(),
+            anonymous_loopback_only: h.anonymous_loopback_only,
+            ping: Duration::from_secs(h.ping_interval_secs.max(1)),
+            idle: Duration::from_secs(h.idle_timeout_secs.max(1)),
+            poll_timeout: Duration::from_secs(h.poll_timeout_secs.max(1)),
+            max_frame,
+            stop,
+        })
+    }
+
+    /// Authenticates a connection: the hub checks the token; anonymous sessions are refused
+    /// here when they come from a non-loopback peer and `anonymous_loopback_only` is set.
+    pub(crate) fn connect(
+        &self,
+        request: &proto::ConnectRequest,
+        transport: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<Session, HubError> {
+        let session = self.hub.connect(request, transport)?;
+        let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+        if session.user().is_empty() && self.anonymous_loopback_only && !loopback {
+            drop(session);
+            return Err(HubError::Unauthorized(AuthFailure::AnonymousNotAllowed));
+        }
+        Ok(session)
+    }
+
+    /// Whether `headers` carry `Authorization: apikey KEY` with a configured key.
+    pub(crate) fn api_key_ok(&self, authorization: Option<&str>) -> bool {
+        let Some(key) = authorization
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("apikey"))
+            .map(|(_, k)| k.trim())
+        else {
+            return false;
+        };
+        self.api_keys
+            .iter()
+            .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The hub routes (HTTP, WebSocket, SSE, long-poll, gRPC) to merge into the HTTP router.
+pub(crate) fn routes(ctx: Ctx) -> Router {
+    let http = Router::new()
+        // `any`: WebSocket over HTTP/1.1 (GET + Upgrade) and over HTTP/2 (RFC 8441 CONNECT).
+        .route("/v1/ws", any(ws::handler))
+        .route("/v1/sse", get(sse::handler))
+        .route("/v1/poll", get(poll::handler))
+        .route("/v1/publish", post(rest::publish))
+        .route("/v1/api/{method}", post(rest::api))
+        .with_state(ctx.clone());
+    grpc::routes(ctx).merge(http)
+}
+
+/// Runs [`Hub::maintain`] every [`Hub::maintenance_interval`] until shutdown.
+pub(crate) async fn maintenance(hub: Hub, mut stop: watch::Receiver<bool>) {
+    let period = hub.maintenance_interval().max(Duration::from_secs(1));
+    let mut every = tokio::time::interval(period);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut stop) => return,
+            _ = every.tick() => hub.maintain().await,
+        }
+    }
+}
+
+/// The HTTP status for a hub error code.
+pub(crate) fn http_status(error_code: u32) -> StatusCode {
+    match error_code {
+        code::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
+        code::UNAUTHORIZED | code::TOKEN_EXPIRED => StatusCode::UNAUTHORIZED,
+        code::UNKNOWN_CHANNEL | code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        code::PERMISSION_DENIED => StatusCode::FORBIDDEN,
+        code::ALREADY_SUBSCRIBED | code::NOT_AVAILABLE | code::UNRECOVERABLE_POSITION => {
+            StatusCode::CONFLICT
+        }
+        code::LIMIT_EXCEEDED | code::USER_CONNECTION_LIMIT => StatusCode::TOO_MANY_REQUESTS,
+        code::MESSAGE_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        code::CONNECTION_LIMIT => StatusCode::SERVICE_UNAVAILABLE,
+        code::SESSION_CLOSED => StatusCode::GONE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// An HTTP error answer: `{"error": {"code", "message"}}` with a matching status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub error: proto::Error,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: proto::Error {
+                code,
+                message: message.into(),
+                temporary: false,
+            },
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn from_proto(error: proto::Error) -> Self {
+        ApiError {
+            status: http_status(error.code),
+            error,
+        }
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        Self::from_proto(e.to_proto())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = &self.error;
+        let mut body = serde_json::json!({"error": {"code": e.code, "message": e.message}});
+        if e.temporary {
+            body["error"]["temporary"] = serde_json::Value::Bool(true);
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// A JSON body (already serialized) with a status.
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The connection token: `Authorization: Bearer JWT` or the `token` query parameter.
+pub(crate) fn bearer_token(headers: &HeaderMap, query_token: Option<&str>) -> String {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned());
+    from_header
+        .or_else(|| query_token.map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Query parameters in order (repeated keys kept).
+pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Channel positions of a multi-channel stream (SSE event ids, long-poll cursors): one
+/// `OFFSET.EPOCH` per channel, in the order of the `channel` parameters, joined with `,`.
+/// `0.` (offset 0, empty epoch) stands for a channel without history or position.
+pub(crate) mod cursor {
+    use switchboard_hub::proto::StreamPosition;
+
+    pub(crate) fn encode(positions: &[Option<StreamPosition>]) -> String {
+        let mut out = String::new();
+        for (i, p) in positions.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match p {
+                Some(p) => {
+                    out.push_str(&p.offset.to_string());
+                    out.push('.');
+                    out.push_str(&p.epoch);
+                }
+                None => out.push_str("0."),
+            }
+        }
+        out
+    }
+
+    /// Parses a cursor for `channels` channels.
+    pub(crate) fn decode(
+        text: &str,
+        channels: usize,
+    ) -> Result<Vec<Option<StreamPosition>>, String> {
+        let parts: Vec<&str> = text.split(',').collect();
+        if parts.len() != channels {
+            return Err(format!(
+                "position {text:?} has {} entries for {channels} channels",
+                parts.len()
+            ));
+        }
+        parts
+            .into_iter()
+            .map(|part| {
+                let (offset, epoch) = part
+                    .split_once('.')
+                    .ok_or_else(|| format!("bad position {part:?}: expected OFFSET.EPOCH"))?;
+                let offset: u64 = offset
+                    .parse()
+                    .map_err(|_| format!("bad position {part:?}: offset is not a number"))?;
+                let valid = epoch
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid || epoch.len() > 64 {
+                    return Err(format!("bad position {part:?}: bad epoch"));
+                }
+                Ok((offset > 0 || !epoch.is_empty()).then(|| StreamPosition {
+                    offset,
+                    epoch: epoch.to_owned(),
+                }))
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip() {
+            let ps = vec![
+                Some(StreamPosition {
+                    offset: 7,
+                    epoch: "ab12".into(),
+                }),
+                None,
+            ];
+            let text = encode(&ps);
+            assert_eq!(text, "7.ab12,0.");
+            assert_eq!(decode(&text, 2).unwrap(), ps);
+            assert!(decode(&text, 1).is_err());
+            assert!(decode("x.ab", 1).is_err());
+            assert!(decode("7", 1).is_err());
+            assert!(decode("7.a\"b", 1).is_err());
+        }
+    }
+}
+
+/// Parses the `channel` parameters (at least one, each unique).
+pub(crate) fn channels_param(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+    let mut channels: Vec<String> = Vec::new();
+    for (k, v) in pairs {
+        if k == "channel" {
+            if channels.contains(v) {
+                return Err(ApiError::bad_request(format!("channel {v:?} given twice")));
+            }
+            channels.push(v.clone());
+        }
+    }
+    if channels.is_empty() {
+        return Err(ApiError::bad_request(
+            "at least one channel parameter is required",
+        ));
+    }
+    Ok(channels)
+}
+
+/// The first value of query parameter `key`.
+pub(crate) fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `ServerFrame` encoders shared by the transports, without cloning a shared push.
+pub(crate) mod frame {
+    use switchboard_hub::proto;
+    use switchboard_proto::json;
+    use switchboard_proto::prost::Message;
+
+    /// The protobuf `ServerFrame { push }` bytes.
+    pub(crate) fn push_proto(push: &proto::Push) -> Vec<u8> {
+        let len = push.encoded_len();
+        let mut buf = Vec::with_capacity(len + 6);
+        switchboard_proto::prost::encoding::message::encode(2, push, &mut buf);
+        buf
+    }
+
+    /// The protobuf `ServerFrame { reply }` bytes.
+    pub(crate) fn reply_proto(reply: &proto::Reply) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(reply.encoded_len() + 6);
+        switchboard_proto::prost::encoding::message::encode(1, reply, &mut buf);
+        buf
+    }
+
+    /// The JSON `ServerFrame { push }`.
+    pub(crate) fn push_json(push: &proto::Push) -> String {
+        wrap("push", json::to_string(push))
+    }
+
+    /// The JSON `ServerFrame { reply }`.
+    pub(crate) fn reply_json(reply: &proto::Reply) -> String {
+        wrap("reply", json::to_string(reply))
+    }
+
+    fn wrap(key: &str, inner: Result<String, json::JsonError>) -> String {
+        match inner {
+            Ok(inner) => format!("{{\"{key}\":{inner}}}"),
+            // Our own messages always serialize; keep the stream well-formed regardless.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize a frame");
+                "{}".to_owned()
+            }
+        }
+    }
+
+    /// A publication push.
+    pub(crate) fn publication(p: proto::Publication) -> proto::Push {
+        proto::Push {
+            push: Some(proto::push::Push::Publication(p)),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn wrapped_frames_decode_as_server_frames() {
+            let push = publication(proto::Publication {
+                channel: "a".into(),
+                offset: 3,
+                data: br#"{"x":1}"#.to_vec(),
+                ..Default::default()
+            });
+            let f = proto::ServerFrame::decode(push_proto(&push).as_slice()).unwrap();
+            assert_eq!(
+                f.frame,
+                Some(proto::server_frame::Frame::Push(push.clone()))
+            );
+            let j: proto::ServerFrame = json::from_str(&push_json(&push)).unwrap();
+            assert_eq!(j, f);
+            let reply = proto::Reply {
+                id: 4,
+                result: Some(proto::reply::Result::Ping(proto::PingResult {})),
+            };
+            let f = proto::ServerFrame::decode(reply_proto(&reply).as_slice()).unwrap();
+            assert_eq!(
+                f.frame,
+                Some(proto::server_frame::Frame::Reply(reply.clone()))
+            );
+            let j: proto::ServerFrame = json::from_str(&reply_json(&reply)).unwrap();
+            assert_eq!(j, f);
+        }
+    }
+}

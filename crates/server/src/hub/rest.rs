@@ -1,0 +1,155 @@
+//! Plain HTTP calls: client publish `POST /v1/publish` (a `PublishRequest` in the JSON mapping,
+//! connection token as `Authorization: Bearer` or `?token=`) and the server API
+//! `POST /v1/api/<method>` (`Authorization: apikey KEY`; body and answer are the `HubApi`
+//! request and response messages in the JSON mapping). A response holding an `error` gets the
+//! HTTP status of its code (401, 403, 404, 413, ...).
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use switchboard_hub::codes::error as code;
+use switchboard_hub::proto;
+use switchboard_proto::json;
+
+use super::{bearer_token, http_status, json_response, param, query_pairs, ApiError, Ctx};
+
+/// A body that could not be read (too large, broken connection) as a JSON error.
+fn body_error(e: BytesRejection) -> Response {
+    let status = e.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        code::MESSAGE_TOO_LARGE
+    } else {
+        code::BAD_REQUEST
+    };
+    ApiError::new(status, code, format!("request body: {}", e.body_text())).into_response()
+}
+
+/// Parses a JSON-mapping body; an empty body is the default message.
+fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+}
+
+/// A response message with an `error` field, serialized with the status of that error.
+fn answer<T: Serialize>(error: Option<&proto::Error>, message: &T) -> Response {
+    let status = error.map_or(StatusCode::OK, |e| http_status(e.code));
+    match json::to_string(message) {
+        Ok(body) => json_response(status, body),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code::INTERNAL,
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+pub(crate) async fn publish(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(e),
+    };
+    let request: proto::PublishRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let pairs = query_pairs(query.as_deref());
+    let connect = proto::ConnectRequest {
+        token: bearer_token(&headers, param(&pairs, "token")),
+        ..Default::default()
+    };
+    let session = match ctx.connect(&connect, "http", Some(peer)) {
+        Ok(s) => s,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let outcome = session
+        .publish(&request.channel, request.data, &request.idempotency_key)
+        .await;
+    session.close().await;
+    let response = match outcome {
+        Ok(result) => proto::PublishResponse {
+            error: None,
+            result: Some(result),
+        },
+        Err(e) => proto::PublishResponse {
+            error: Some(e.to_proto()),
+            result: None,
+        },
+    };
+    answer(response.error.as_ref(), &response)
+}
+
+macro_rules! call {
+    ($ctx:expr, $body:expr, $method:ident) => {{
+        match parse($body) {
+            Ok(request) => {
+                let response = $ctx.hub.$method(request).await;
+                answer(response.error.as_ref(), &response)
+            }
+            Err(e) => e.into_response(),
+        }
+    }};
+}
+
+pub(crate) async fn api(
+    State(ctx): State<Ctx>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(e),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !ctx.api_key_ok(authorization) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            "server API: missing or invalid API key (header Authorization: apikey KEY)",
+        )
+        .into_response();
+    }
+    match method.as_str() {
+        "publish" => call!(ctx, &body, api_publish),
+        "broadcast" => call!(ctx, &body, api_broadcast),
+        "presence" => call!(ctx, &body, api_presence),
+        "presence_stats" => call!(ctx, &body, api_presence_stats),
+        "history" => call!(ctx, &body, api_history),
+        "history_remove" => call!(ctx, &body, api_history_remove),
+        "disconnect" => call!(ctx, &body, api_disconnect),
+        "unsubscribe" => call!(ctx, &body, api_unsubscribe),
+        "info" => match parse::<proto::InfoRequest>(&body) {
+            Ok(request) => {
+                let response = ctx.hub.api_info(request);
+                answer(response.error.as_ref(), &response)
+            }
+            Err(e) => e.into_response(),
+        },
+        other => ApiError::new(
+            StatusCode::NOT_FOUND,
+            code::METHOD_NOT_FOUND,
+            format!(
+                "unknown server API method {other:?}; methods: publish, broadcast, presence, \
+                 presence_stats, history, history_remove, disconnect, unsubscribe, info"
+            ),
+        )
+        .into_response(),
+    }
+}

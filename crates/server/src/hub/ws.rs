@@ -1,0 +1,192 @@
+//! WebSocket `/v1/ws`: subprotocol `switchboard.json` (text frames, JSON mapping) or
+//! `switchboard.proto` (binary frames, protobuf); one `Command` / `ServerFrame` per frame.
+//! Without a subprotocol the JSON mapping is used; any other requested subprotocol is refused
+//! with 400 before the upgrade.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use switchboard_hub::codes::error as code;
+use switchboard_hub::proto;
+use switchboard_proto::json;
+use switchboard_proto::prost::Message as _;
+
+use super::stream::{drive, FrameConn, Inbound, Out};
+use super::{frame, ApiError, Ctx};
+
+pub(crate) const JSON: &str = "switchboard.json";
+pub(crate) const PROTO: &str = "switchboard.proto";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Codec {
+    Json,
+    Proto,
+}
+
+pub(crate) async fn handler(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            let status = match rejection {
+                WebSocketUpgradeRejection::MethodNotGet(_)
+                | WebSocketUpgradeRejection::MethodNotConnect(_) => StatusCode::METHOD_NOT_ALLOWED,
+                // A plain request (no `Connection: upgrade` / `Upgrade: websocket`).
+                WebSocketUpgradeRejection::ConnectionNotUpgradable(_)
+                | WebSocketUpgradeRejection::InvalidConnectionHeader(_)
+                | WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => {
+                    StatusCode::UPGRADE_REQUIRED
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return ApiError::new(
+                status,
+                code::BAD_REQUEST,
+                format!("WebSocket upgrade required: {rejection}"),
+            )
+            .into_response();
+        }
+    };
+    let requested: Vec<String> = upgrade
+        .requested_protocols()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let chosen = requested.iter().find_map(|p| match p.as_str() {
+        JSON => Some(Codec::Json),
+        PROTO => Some(Codec::Proto),
+        _ => None,
+    });
+    let codec = match (chosen, requested.is_empty()) {
+        (Some(c), _) => c,
+        (None, true) => Codec::Json,
+        (None, false) => {
+            return ApiError::bad_request(format!(
+                "unsupported WebSocket subprotocol {:?}: use {JSON} or {PROTO}",
+                requested.join(", ")
+            ))
+            .into_response()
+        }
+    };
+    let mut upgrade = upgrade
+        .max_message_size(ctx.max_frame)
+        .max_frame_size(ctx.max_frame);
+    if chosen.is_some() {
+        let name = if codec == Codec::Json { JSON } else { PROTO };
+        upgrade.set_selected_protocol(HeaderValue::from_static(name));
+    }
+    let peer = Some(peer);
+    upgrade
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            let conn = WsConn {
+                socket,
+                codec,
+                write_timeout: ctx.idle,
+            };
+            drive(ctx, conn, "websocket", peer, None).await;
+        })
+}
+
+struct WsConn {
+    socket: WebSocket,
+    codec: Codec,
+    /// A write blocked longer than this (the client stopped reading) ends the connection.
+    write_timeout: Duration,
+}
+
+impl WsConn {
+    fn decode(&self, msg: Message) -> Inbound {
+        let decoded = match (self.codec, msg) {
+            (Codec::Json, Message::Text(text)) => {
+                json::from_str::<proto::Command>(text.as_str()).map_err(|e| e.to_string())
+            }
+            (Codec::Proto, Message::Binary(bytes)) => {
+                proto::Command::decode(bytes).map_err(|e| format!("invalid protobuf: {e}"))
+            }
+            (Codec::Json, Message::Binary(_)) => {
+                Err("binary frame on the switchboard.json subprotocol".to_owned())
+            }
+            (Codec::Proto, Message::Text(_)) => {
+                Err("text frame on the switchboard.proto subprotocol".to_owned())
+            }
+            (_, Message::Ping(_) | Message::Pong(_)) => return Inbound::Alive,
+            (_, Message::Close(_)) => return Inbound::Closed,
+        };
+        match decoded {
+            Ok(command) => Inbound::Command(command),
+            Err(why) => Inbound::Bad(why),
+        }
+    }
+}
+
+impl FrameConn for WsConn {
+    async fn recv(&mut self) -> Inbound {
+        match self.socket.recv().await {
+            Some(Ok(msg)) => self.decode(msg),
+            Some(Err(e)) => {
+                // tungstenite's `Error::Capacity` ("Space limit exceeded: Message too long").
+                if e.to_string().contains("Space limit exceeded") {
+                    Inbound::TooBig
+                } else {
+                    tracing::debug!(error = %e, "WebSocket read error");
+                    Inbound::Closed
+                }
+            }
+            None => Inbound::Closed,
+        }
+    }
+
+    async fn send(&mut self, out: Out<'_>) -> bool {
+        let msg = match (self.codec, out) {
+            (Codec::Json, Out::Reply(r)) => Message::text(frame::reply_json(r)),
+            (Codec::Json, Out::Push(p)) => Message::text(frame::push_json(p)),
+            (Codec::Proto, Out::Reply(r)) => Message::binary(frame::reply_proto(r)),
+            (Codec::Proto, Out::Push(p)) => Message::binary(frame::push_proto(p)),
+        };
+        matches!(
+            tokio::time::timeout(self.write_timeout, self.socket.send(msg)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    fn pings(&self) -> bool {
+        true
+    }
+
+    async fn ping(&mut self) -> bool {
+        let ping = self.socket.send(Message::Ping(bytes::Bytes::new()));
+        matches!(
+            tokio::time::timeout(self.write_timeout, ping).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn close(mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let close = self.socket.send(Message::Close(Some(frame)));
+        let _ = tokio::time::timeout(self.write_timeout, close).await;
+        // Wait briefly for the client's close frame so the close handshake completes.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while let Some(Ok(msg)) = self.socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
