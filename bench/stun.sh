@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 SECS=${1:-8}; SOCKETS=${2:-4}; WINDOW=${3:-32}
 command -v turnserver >/dev/null || { echo "bench/stun.sh: needs coturn (apt-get install coturn)" >&2; exit 2; }
 cargo build --release -q -p switchboard-cli -p switchboard-bench
-SB=target/release/switchboard; LOAD=target/release/switchboard-bench
+TARGET=${CARGO_TARGET_DIR:-target}
+SB=$TARGET/release/switchboard; LOAD=$TARGET/release/switchboard-bench
 TMP=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT

@@ -15,7 +15,7 @@ for t in turnserver turnutils_uclient turnutils_peer; do
   command -v $t >/dev/null || { echo "bench/turn.sh: needs coturn ($t): apt-get install coturn" >&2; exit 2; }
 done
 cargo build --release -q -p switchboard-cli
-SB=target/release/switchboard
+SB=${CARGO_TARGET_DIR:-target}/release/switchboard
 TMP=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
