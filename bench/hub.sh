@@ -14,7 +14,8 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build -q -p switchboard-cli -p switchboard-bench
 fi
-SB=target/$PROFILE/switchboard; LOAD=target/$PROFILE/switchboard-bench
+TARGET=${CARGO_TARGET_DIR:-target}
+SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
 # Each subscriber is a socket in this script's client and one in the server.
 ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TMP=$(mktemp -d); PIDS=()
