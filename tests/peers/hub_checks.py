@@ -192,11 +192,40 @@ async def sse_resume(http, key):
     expect(got == [6, 7, 8], f"resumed stream got {got}")
 
 
+async def sse_resume_before_first_publication(http, key):
+    """A stream cut before any publication still resumes: the subscribe reply has an id."""
+    channel = "rec-sse-quiet"
+    base = f"http://{http}"
+    await api(http, key, "publish", {"channel": channel, "data": {"n": 1}})
+    last_id = None
+    async with http_client(base) as c:
+        async for eid, frame in sse_events(c, f"/v1/sse?channel={channel}"):
+            last_id = eid or last_id
+            if frame and "reply" in frame and "subscribe" in frame["reply"]:
+                break
+    expect(last_id and last_id.startswith("1."), f"no event id before the first publication: {last_id}")
+    for i in (2, 3):
+        await api(http, key, "publish", {"channel": channel, "data": {"n": i}})
+    got = []
+    async with http_client(base) as c:
+        async for _eid, frame in sse_events(
+            c, f"/v1/sse?channel={channel}", headers={"Last-Event-ID": last_id}
+        ):
+            if frame and "reply" in frame and "subscribe" in frame["reply"]:
+                expect(frame["reply"]["subscribe"].get("recovered"), frame)
+            if frame and "push" in frame and "publication" in frame["push"]:
+                got.append(frame["push"]["publication"]["data"]["n"])
+                if len(got) == 2:
+                    break
+    expect(got == [2, 3], f"resumed stream got {got}")
+
+
 async def recovery(http, key):
     await check("ws-json-cut-and-recover", ws_recovery(http, key, "json"))
     await check("ws-proto-cut-and-recover", ws_recovery(http, key, "proto"))
     await check("ws-recovery-impossible", recovery_impossible(http, key))
     await check("sse-last-event-id-resume", sse_resume(http, key))
+    await check("sse-resume-before-first-publication", sse_resume_before_first_publication(http, key))
 
 
 # ---------------------------------------------------------------- errors

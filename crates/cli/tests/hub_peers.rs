@@ -153,6 +153,7 @@ fn websocket_cut_mid_stream_recovers_exactly_the_missed_messages() {
             "ws-proto-cut-and-recover",
             "ws-recovery-impossible",
             "sse-last-event-id-resume",
+            "sse-resume-before-first-publication",
         ],
     );
 }

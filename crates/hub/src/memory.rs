@@ -20,7 +20,9 @@ const MAX_IDEMPOTENCY_KEYS_PER_SHARD: usize = 8192;
 
 /// An in-process broker: history in bounded ring buffers, presence in maps, delivery by direct
 /// call. Time comes from the injected [`Clock`]; expired entries are dropped lazily on access
-/// and swept by [`Broker::maintain`]. All futures it returns are ready immediately.
+/// and swept by [`Broker::maintain`], which also drops streams never published to once the node
+/// is not subscribed to them and their history TTL has passed since their last read. All
+/// futures it returns are ready immediately.
 pub struct MemoryBroker {
     clock: Arc<dyn Clock>,
     handler: RwLock<Option<Weak<dyn BrokerHandler>>>,
@@ -48,6 +50,9 @@ struct Stream {
     /// (publication, expires at ms), oldest first.
     items: VecDeque<(proto::Publication, u64)>,
     meta_expires: u64,
+    /// Until when a stream nobody published to is kept without node interest: the history
+    /// TTL after its last read (ms).
+    unused_until: u64,
 }
 
 impl Stream {
@@ -57,6 +62,7 @@ impl Stream {
             top: 0,
             items: VecDeque::new(),
             meta_expires: now.saturating_add(millis(retention.meta_ttl)),
+            unused_until: now.saturating_add(millis(retention.ttl)),
         }
     }
 
@@ -107,9 +113,16 @@ impl Shard {
     }
 
     fn sweep(&mut self, now: u64) {
-        self.streams.retain(|_, s| {
+        let interest = &self.interest;
+        self.streams.retain(|channel, s| {
             s.items.retain(|(_, exp)| *exp > now);
-            s.meta_expires > now
+            // A stream only ever read (a subscribe or history call on a channel nobody
+            // publishes to) goes once nobody here is subscribed and its history TTL has
+            // passed since the last read, not after the (long) meta TTL: else made-up channel
+            // names pile up.
+            // Recovering from its position later reports `recovered = false`: never a loss.
+            let unused = s.top == 0 && s.unused_until <= now && !interest.contains(channel);
+            s.meta_expires > now && !unused
         });
         self.presence.retain(|_, clients| {
             clients.retain(|_, (_, exp)| *exp > now);
@@ -218,6 +231,8 @@ impl MemoryBroker {
         let now = self.clock.now_millis();
         let mut shard = lock(self.shard(channel));
         let stream = shard.stream(channel, now, retention);
+        // Someone holds this position (e.g. a long-poll cursor): keep it a while longer.
+        stream.unused_until = now.saturating_add(millis(retention.ttl));
         let limit = query.limit.unwrap_or(usize::MAX);
         let publications: Vec<proto::Publication> = if query.reverse {
             stream
@@ -398,5 +413,89 @@ impl Broker for MemoryBroker {
             lock(shard).sweep(now);
         }
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn retention() -> HistoryRetention {
+        HistoryRetention {
+            size: 10,
+            ttl: Duration::from_secs(60),
+            meta_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+
+    fn streams(broker: &MemoryBroker) -> usize {
+        broker.shards.iter().map(|s| lock(s).streams.len()).sum()
+    }
+
+    #[tokio::test]
+    async fn streams_only_read_do_not_outlive_their_subscribers() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let broker = MemoryBroker::new(clock.clone());
+        let r = retention();
+        let position_only = HistoryQuery {
+            limit: Some(0),
+            ..Default::default()
+        };
+        // A client subscribing to (or reading) many made-up channels, one after the other.
+        for i in 0..1000 {
+            let channel = format!("junk{i}");
+            broker.subscribe(&channel).await.unwrap();
+            broker
+                .history(&channel, position_only.clone(), &r)
+                .await
+                .unwrap();
+            broker.unsubscribe(&channel).await.unwrap();
+        }
+        // Kept: a stream with publications, and an empty one someone is subscribed to.
+        let options = PublishOptions {
+            history: r,
+            idempotency_key: None,
+            idempotency_window: Duration::ZERO,
+        };
+        let p = proto::Publication::default();
+        broker.publish("used", p, &options).await.unwrap();
+        broker.subscribe("watched").await.unwrap();
+        let watched = broker
+            .history("watched", position_only.clone(), &r)
+            .await
+            .unwrap();
+        // Read now and then without a subscription (a long-poll client between requests).
+        let polled = broker
+            .history("polled", position_only.clone(), &r)
+            .await
+            .unwrap();
+        broker.maintain().await;
+        assert_eq!(
+            streams(&broker),
+            1003,
+            "kept for the history TTL (short reconnects)"
+        );
+        clock.advance(Duration::from_secs(50));
+        let again = broker
+            .history("polled", position_only.clone(), &r)
+            .await
+            .unwrap();
+        assert_eq!(again.position, polled.position);
+        clock.advance(Duration::from_secs(11));
+        broker.maintain().await;
+        assert_eq!(
+            streams(&broker),
+            3,
+            "made-up channels dropped, the polled one kept"
+        );
+        clock.advance(Duration::from_secs(50));
+        broker.maintain().await;
+        assert_eq!(streams(&broker), 2);
+        let again = broker.history("watched", position_only, &r).await.unwrap();
+        assert_eq!(
+            again.position, watched.position,
+            "a watched stream keeps its epoch"
+        );
     }
 }

@@ -99,6 +99,27 @@ impl PushQueue {
         true
     }
 
+    /// Drops the queued publications and join/leave pushes of `channel` (after the client
+    /// unsubscribed: its reply is written before them, so they would arrive out of place).
+    pub(crate) fn discard_channel(&self, channel: &str) {
+        use proto::push::Push;
+        let mut st = lock(&self.state);
+        let mut freed = 0;
+        st.items.retain(|(push, size)| {
+            let of_channel = match &push.push {
+                Some(Push::Publication(p)) => p.channel == channel,
+                Some(Push::Join(j)) => j.channel == channel,
+                Some(Push::Leave(l)) => l.channel == channel,
+                _ => false,
+            };
+            if of_channel {
+                freed += size;
+            }
+            !of_channel
+        });
+        st.bytes -= freed;
+    }
+
     pub(crate) fn closed(&self) -> Option<proto::Disconnect> {
         lock(&self.state).closed.clone()
     }

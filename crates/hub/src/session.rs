@@ -404,6 +404,8 @@ impl Session {
                 .get_mut(channel)
                 .and_then(|cs| cs.subs.remove(self.client_id()))
         };
+        // Nothing of this subscription may follow the reply (a resubscribe would see it twice).
+        self.shared.queue.discard_channel(channel);
         if let Some(sub) = removed {
             self.hub
                 .run_cleanup(Cleanup::Unsubscribed {

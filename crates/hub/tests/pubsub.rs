@@ -168,6 +168,42 @@ async fn unsubscribe_stops_delivery() {
 }
 
 #[tokio::test]
+async fn pushes_queued_before_an_unsubscribe_are_not_delivered_after_its_reply() {
+    // A transport writes the unsubscribe reply before the pushes still queued: a publication
+    // queued under the old subscription must not follow it, or a pipelined resubscribe with
+    // recovery sees that offset twice (recovered, then the stale push).
+    let t = hub();
+    let s = t.connect("ann");
+    let first = s.subscribe("chat:x", None).await.unwrap();
+    publish_n(&t.hub, "chat:x", 2).await; // queued, not read yet
+    t.hub
+        .publish("news", b"{}".to_vec(), Default::default())
+        .await
+        .unwrap(); // another channel: not subscribed, never queued
+    s.subscribe("news", None).await.unwrap();
+    t.hub
+        .publish("news", b"{}".to_vec(), Default::default())
+        .await
+        .unwrap(); // queued for the other subscription: stays
+    s.unsubscribe("chat:x").await.unwrap();
+    let again = s
+        .subscribe("chat:x", Some(pos(first.offset, &first.epoch)))
+        .await
+        .unwrap();
+    assert!(again.recovered);
+    assert_eq!(again.publications.len(), 2);
+    let queued = drain(&s);
+    let channels: Vec<&str> = queued
+        .iter()
+        .filter_map(|p| match &p.push {
+            Some(proto::push::Push::Publication(p)) => Some(p.channel.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(channels, ["news"], "stale pushes of the old subscription");
+}
+
+#[tokio::test]
 async fn idempotent_publish_returns_first_result_and_publishes_once() {
     let t = hub();
     let s = t.connect("ann");

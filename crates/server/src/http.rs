@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_hub::codes::error as code;
 use switchboard_hub::Hub;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
+use crate::hub::ApiError;
 use crate::ListenerInfo;
 
 /// ALPN protocols of the HTTPS listeners.
@@ -118,19 +120,16 @@ async fn not_found(headers: axum::http::HeaderMap) -> Response {
         )
             .into_response();
     }
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"error": {"code": 104, "message": "not found"}})),
-    )
-        .into_response()
+    ApiError::new(StatusCode::NOT_FOUND, code::METHOD_NOT_FOUND, "not found").into_response()
 }
 
 async fn method_not_allowed() -> Response {
-    (
+    ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        Json(serde_json::json!({"error": {"code": 104, "message": "method not allowed"}})),
+        code::METHOD_NOT_FOUND,
+        "method not allowed",
     )
-        .into_response()
+    .into_response()
 }
 
 /// Connection-level options.

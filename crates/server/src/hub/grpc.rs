@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::stream::{drive, FrameConn, Inbound, Out};
-use super::Ctx;
+use super::{auth_param, split, Ctx};
 
 pub(crate) fn routes(ctx: Ctx) -> Router {
     let hub = HubServer::new(GrpcHub(ctx.clone())).max_decoding_message_size(ctx.max_frame);
@@ -33,14 +33,12 @@ fn peer_of<T>(request: &Request<T>) -> Option<SocketAddr> {
         .map(|ConnectInfo(a)| *a)
 }
 
-fn authorization<T>(request: &Request<T>, scheme: &str) -> Option<String> {
+fn authorization<'a, T>(request: &'a Request<T>, scheme: &str) -> Option<&'a str> {
     request
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
-        .map(|(_, t)| t.trim().to_owned())
+        .and_then(|v| auth_param(v, scheme))
 }
 
 struct GrpcHub(Ctx);
@@ -52,7 +50,9 @@ impl GrpcHub {
     /// A one-call session from the bearer token; `Err` is the connect error as a response.
     fn session<T>(&self, request: &Request<T>) -> Result<switchboard_hub::Session, proto::Error> {
         let connect = proto::ConnectRequest {
-            token: authorization(request, "bearer").unwrap_or_default(),
+            token: authorization(request, "bearer")
+                .unwrap_or_default()
+                .to_owned(),
             ..Default::default()
         };
         self.0
@@ -70,7 +70,7 @@ impl HubService for GrpcHub {
         request: Request<Streaming<proto::Command>>,
     ) -> Result<Response<FrameStream>, Status> {
         let peer = peer_of(&request);
-        let token = authorization(&request, "bearer");
+        let token = authorization(&request, "bearer").map(str::to_owned);
         let inbound = request.into_inner();
         // Bounded: a client that does not read fills this, then the hub queue, and is then
         // disconnected as a slow consumer.
@@ -142,13 +142,6 @@ impl HubService for GrpcHub {
         session.close().await;
         let (error, result) = split(outcome);
         Ok(Response::new(proto::PresenceResponse { error, result }))
-    }
-}
-
-fn split<T>(r: Result<T, switchboard_hub::HubError>) -> (Option<proto::Error>, Option<T>) {
-    match r {
-        Ok(v) => (None, Some(v)),
-        Err(e) => (Some(e.to_proto()), None),
     }
 }
 

@@ -18,12 +18,15 @@ mod poll;
 mod rest;
 mod sse;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -92,18 +95,48 @@ impl HubCtx {
         Ok(session)
     }
 
-    /// Whether `headers` carry `Authorization: apikey KEY` with a configured key.
+    /// The session of a one-request HTTP transport (SSE, long-poll, client publish), with the
+    /// token of [`bearer_token`].
+    pub(crate) fn connect_http(
+        &self,
+        headers: &HeaderMap,
+        pairs: &[(String, String)],
+        transport: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<Session, ApiError> {
+        let request = proto::ConnectRequest {
+            token: bearer_token(headers, param(pairs, "token")),
+            ..Default::default()
+        };
+        Ok(self.connect(&request, transport, peer)?)
+    }
+
+    /// Whether `authorization` is `apikey KEY` with a configured key.
     pub(crate) fn api_key_ok(&self, authorization: Option<&str>) -> bool {
-        let Some(key) = authorization
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("apikey"))
-            .map(|(_, k)| k.trim())
-        else {
+        let Some(key) = authorization.and_then(|v| auth_param(v, "apikey")) else {
             return false;
         };
         self.api_keys
             .iter()
             .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
+    }
+}
+
+/// The credentials of an `Authorization` header (or gRPC metadata) value `SCHEME CREDENTIALS`
+/// when its scheme is `scheme` (case-insensitive): `Bearer` tokens, `apikey` keys.
+pub(crate) fn auth_param<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    value
+        .trim()
+        .split_once(' ')
+        .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
+        .map(|(_, credentials)| credentials.trim())
+}
+
+/// A hub result as the `(error, result)` pair of a `*Response` message.
+pub(crate) fn split<T>(r: Result<T, HubError>) -> (Option<proto::Error>, Option<T>) {
+    match r {
+        Ok(v) => (None, Some(v)),
+        Err(e) => (Some(e.to_proto()), None),
     }
 }
 
@@ -118,7 +151,12 @@ pub(crate) fn routes(ctx: Ctx) -> Router {
         .route("/v1/ws", any(ws::handler))
         .route("/v1/sse", get(sse::handler))
         .route("/v1/poll", get(poll::handler))
-        .route("/v1/publish", post(rest::publish))
+        // A client publish is one message: the WebSocket message limit applies (not axum's
+        // 2 MB default).
+        .route(
+            "/v1/publish",
+            post(rest::publish).layer(DefaultBodyLimit::max(ctx.max_frame)),
+        )
         .route("/v1/api/{method}", post(rest::api))
         .with_state(ctx.clone());
     grpc::routes(ctx).merge(http)
@@ -210,15 +248,13 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
 
 /// The connection token: `Authorization: Bearer JWT` or the `token` query parameter.
 pub(crate) fn bearer_token(headers: &HeaderMap, query_token: Option<&str>) -> String {
-    let from_header = headers
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned());
-    from_header
-        .or_else(|| query_token.map(str::to_owned))
+        .and_then(|v| auth_param(v, "bearer"))
+        .or(query_token)
         .unwrap_or_default()
+        .to_owned()
 }
 
 /// Query parameters in order (repeated keys kept).
@@ -314,12 +350,24 @@ pub(crate) mod cursor {
     }
 }
 
-/// Parses the `channel` parameters (at least one, each unique).
-pub(crate) fn channels_param(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+/// Parses the `channel` parameters: at least one, each unique, at most `max` (the hub's
+/// `max_channels_per_connection`, checked before any work per channel).
+pub(crate) fn channels_param(
+    pairs: &[(String, String)],
+    max: usize,
+) -> Result<Vec<String>, ApiError> {
     let mut channels: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in pairs {
         if k == "channel" {
-            if channels.contains(v) {
+            if channels.len() == max {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code::LIMIT_EXCEEDED,
+                    format!("too many channel parameters: at most {max} per connection"),
+                ));
+            }
+            if !seen.insert(v.as_str()) {
                 return Err(ApiError::bad_request(format!("channel {v:?} given twice")));
             }
             channels.push(v.clone());

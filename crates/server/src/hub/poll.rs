@@ -7,7 +7,8 @@
 //!
 //! * publications after `since` (the missed ones, from history) are returned at once;
 //! * when there are none, the request waits up to `timeout` seconds (default and maximum
-//!   `--poll-timeout`; `0` answers at once) for new ones;
+//!   `--poll-timeout`; `0` answers at once) for new ones (join/leave pushes do not end the
+//!   wait; a lost position is answered at once);
 //! * `cursor` is the position after the returned publications — pass it as the next `since`;
 //!   without `since` the wait starts from the current position (use `timeout=0` to just get
 //!   the cursor);
@@ -28,9 +29,7 @@ use axum::response::{IntoResponse, Response};
 use switchboard_hub::proto;
 use switchboard_proto::json;
 
-use super::{
-    bearer_token, channels_param, cursor, json_response, param, query_pairs, ApiError, Ctx,
-};
+use super::{channels_param, cursor, json_response, param, query_pairs, ApiError, Ctx};
 
 /// Live publications gathered by one poll, at most (recovered ones are bounded by the
 /// channel's history size).
@@ -55,27 +54,17 @@ async fn poll(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(query.as_deref());
-    let channels = channels_param(&pairs)?;
+    let channels = channels_param(&pairs, ctx.hub.config().limits.max_channels_per_connection)?;
     let mut since = match param(&pairs, "since").filter(|s| !s.is_empty()) {
         Some(text) => cursor::decode(text, channels.len())
             .map_err(|e| ApiError::bad_request(format!("since: {e}")))?,
         None => vec![None; channels.len()],
     };
     let wait = match param(&pairs, "timeout") {
-        Some(t) => Duration::from_secs_f64(
-            t.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| ApiError::bad_request("timeout: expected seconds"))?,
-        )
-        .min(ctx.poll_timeout),
+        Some(t) => parse_timeout(t, ctx.poll_timeout)?,
         None => ctx.poll_timeout,
     };
-    let connect = proto::ConnectRequest {
-        token: bearer_token(&headers, param(&pairs, "token")),
-        ..Default::default()
-    };
-    let session = ctx.connect(&connect, "long-poll", peer)?;
+    let session = ctx.connect_http(&headers, &pairs, "long-poll", peer)?;
 
     let mut positions: Vec<Option<proto::StreamPosition>> = vec![None; channels.len()];
     let mut publications: Vec<proto::Publication> = Vec::new();
@@ -102,7 +91,8 @@ async fn poll(
         publications.extend(result.publications);
     }
 
-    // Publications newer than the subscribe positions (queued meanwhile, or awaited).
+    // Publications newer than the subscribe positions (queued meanwhile, or awaited). `take`
+    // adds one and moves the cursor; it returns false for a push that means a lost position.
     let mut take = |push: &proto::Push, publications: &mut Vec<proto::Publication>| match &push.push
     {
         Some(proto::push::Push::Publication(p)) => {
@@ -117,32 +107,42 @@ async fn poll(
             publications.push(p.clone());
             true
         }
-        Some(proto::push::Push::Unsubscribe(_)) => {
-            recovered = false;
-            false
-        }
-        _ => false,
+        Some(proto::push::Push::Unsubscribe(_)) => false,
+        _ => true,
     };
     while let Some(push) = session.try_recv() {
-        take(&push, &mut publications);
+        recovered &= take(&push, &mut publications);
     }
-    if publications.is_empty() && !wait.is_zero() {
+    // Wait only when there is nothing to report: a lost position (`recovered: false`) is
+    // answered at once so the client reloads its state without delay.
+    if publications.is_empty() && recovered && !wait.is_zero() {
         let mut stop = ctx.stop.clone();
-        tokio::select! {
-            push = session.recv() => {
-                if let Some(push) = push {
-                    take(&push, &mut publications);
-                    // Whatever else is already queued goes in the same answer.
-                    while publications.len() < MAX_BATCH {
-                        match session.try_recv() {
-                            Some(push) => { take(&push, &mut publications); }
-                            None => break,
-                        }
-                    }
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            let push = tokio::select! {
+                push = session.recv() => push,
+                _ = &mut deadline => break,
+                _ = crate::stopped(&mut stop) => break,
+            };
+            let Some(push) = push else { break };
+            if matches!(
+                push.push,
+                Some(proto::push::Push::Join(_) | proto::push::Push::Leave(_))
+            ) {
+                // Others joining or leaving (every long-poll request does) is no reason to
+                // answer: keep waiting for a publication.
+                continue;
+            }
+            recovered &= take(&push, &mut publications);
+            // Whatever else is already queued goes in the same answer.
+            while publications.len() < MAX_BATCH {
+                match session.try_recv() {
+                    Some(push) => recovered &= take(&push, &mut publications),
+                    None => break,
                 }
             }
-            _ = tokio::time::sleep(wait) => {}
-            _ = crate::stopped(&mut stop) => {}
+            break;
         }
     }
     session.close().await;
@@ -168,4 +168,20 @@ async fn poll(
     }
     body.push_str("]}");
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// The `timeout` parameter: seconds (fractions allowed), capped at `max`.
+fn parse_timeout(text: &str, max: Duration) -> Result<Duration, ApiError> {
+    let secs = text
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "timeout: expected seconds between 0 and {}, got {text:?}",
+                max.as_secs()
+            ))
+        })?;
+    // Capped before the conversion: `Duration::from_secs_f64` panics beyond its range.
+    Ok(Duration::from_secs_f64(secs.min(max.as_secs_f64())))
 }

@@ -17,7 +17,7 @@ use switchboard_hub::codes::error as code;
 use switchboard_hub::proto;
 use switchboard_proto::json;
 
-use super::{bearer_token, http_status, json_response, param, query_pairs, ApiError, Ctx};
+use super::{http_status, json_response, query_pairs, split, ApiError, Ctx};
 
 /// A body that could not be read (too large, broken connection) as a JSON error.
 fn body_error(e: BytesRejection) -> Response {
@@ -68,28 +68,16 @@ pub(crate) async fn publish(
         Err(e) => return e.into_response(),
     };
     let pairs = query_pairs(query.as_deref());
-    let connect = proto::ConnectRequest {
-        token: bearer_token(&headers, param(&pairs, "token")),
-        ..Default::default()
-    };
-    let session = match ctx.connect(&connect, "http", Some(peer)) {
+    let session = match ctx.connect_http(&headers, &pairs, "http", Some(peer)) {
         Ok(s) => s,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return e.into_response(),
     };
     let outcome = session
         .publish(&request.channel, request.data, &request.idempotency_key)
         .await;
     session.close().await;
-    let response = match outcome {
-        Ok(result) => proto::PublishResponse {
-            error: None,
-            result: Some(result),
-        },
-        Err(e) => proto::PublishResponse {
-            error: Some(e.to_proto()),
-            result: None,
-        },
-    };
+    let (error, result) = split(outcome);
+    let response = proto::PublishResponse { error, result };
     answer(response.error.as_ref(), &response)
 }
 

@@ -4,12 +4,12 @@
 //!
 //! Each event's `data` is one `ServerFrame` in the JSON mapping: first the connect reply, then
 //! one subscribe reply per channel, then pushes. Publications on channels with history carry an
-//! event `id`: the positions of all channels of the stream (see [`super::cursor`]), so a
-//! reconnecting `EventSource` sends it back as `Last-Event-ID` (or `?last_event_id=`) and gets
-//! exactly the missed publications (recovery), as publication events. A comment line
-//! (`: ping`) is sent every ping interval. The session's `Disconnect` push is the final event;
-//! after an unsubscribe 2500 ("insufficient state") the stream ends too, so the client
-//! reconnects and recovers.
+//! event `id`: the positions of all channels of the stream (see [`super::cursor`]); so does a
+//! subscribe reply that no missed publications follow. A reconnecting `EventSource` sends the
+//! last one back as `Last-Event-ID` (or `?last_event_id=`) and gets exactly the missed
+//! publications (recovery), as publication events. A comment line (`: ping`) is sent every ping
+//! interval. The session's `Disconnect` push is the final event; after an unsubscribe 2500
+//! ("insufficient state") the stream ends too, so the client reconnects and recovers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{bearer_token, channels_param, cursor, frame, param, query_pairs, ApiError, Ctx};
+use super::{channels_param, cursor, frame, param, query_pairs, ApiError, Ctx};
 
 /// One SSE event. Raw newlines in the JSON can only be insignificant whitespace (inside
 /// strings they are escaped), so they become spaces and each event has one `data` line.
@@ -63,7 +63,7 @@ async fn start(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let pairs = query_pairs(query.as_deref());
-    let channels = channels_param(&pairs)?;
+    let channels = channels_param(&pairs, ctx.hub.config().limits.max_channels_per_connection)?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -74,11 +74,7 @@ async fn start(
             .map_err(|e| ApiError::bad_request(format!("Last-Event-ID: {e}")))?,
         None => vec![None; channels.len()],
     };
-    let connect = proto::ConnectRequest {
-        token: bearer_token(&headers, param(&pairs, "token")),
-        ..Default::default()
-    };
-    let session = ctx.connect(&connect, "sse", peer)?;
+    let session = ctx.connect_http(&headers, &pairs, "sse", peer)?;
 
     let mut initial = vec![event(
         None,
@@ -88,7 +84,7 @@ async fn start(
         }),
     )];
     for (i, channel) in channels.iter().enumerate() {
-        let mut result = match session.subscribe(channel, positions[i].take()).await {
+        let mut result = match session.subscribe(channel, positions[i].clone()).await {
             Ok(r) => r,
             Err(e) => {
                 session.close().await;
@@ -100,9 +96,20 @@ async fn start(
             offset: result.offset,
             epoch: result.epoch.clone(),
         });
-        // The subscribe reply first, then the missed publications with their ids.
+        // The subscribe reply first, then the missed publications with their ids. Without
+        // missed publications the reply itself carries the stream's position as its id, so a
+        // stream cut before its first publication still resumes from here.
+        let reply_id = if recovered.is_empty() {
+            positions[i].clone_from(&top);
+            positions
+                .iter()
+                .any(Option::is_some)
+                .then(|| cursor::encode(&positions))
+        } else {
+            None
+        };
         initial.push(event(
-            None,
+            reply_id.as_deref(),
             &frame::reply_json(&proto::Reply {
                 id: u32::try_from(i + 1).unwrap_or(u32::MAX),
                 result: Some(proto::reply::Result::Subscribe(result)),
