@@ -39,6 +39,15 @@ pub(crate) trait FrameConn: Send {
     fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
     /// Writes a frame; false when the connection is gone.
     fn send(&mut self, frame: Out<'_>) -> impl Future<Output = bool> + Send;
+    /// Queues a frame without flushing it, so a burst of pushes leaves in one write; false when
+    /// the connection is gone. Transports without write buffering just send.
+    fn feed(&mut self, frame: Out<'_>) -> impl Future<Output = bool> + Send {
+        self.send(frame)
+    }
+    /// Flushes frames queued by [`FrameConn::feed`]; false when the connection is gone.
+    fn flush(&mut self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
     /// Whether the transport pings (and so can detect silence); gRPC relies on HTTP/2 pings.
     fn pings(&self) -> bool;
     /// Sends a ping; false when the connection is gone.
@@ -57,6 +66,10 @@ async fn finish<C: FrameConn>(mut conn: C, d: &proto::Disconnect) {
             .await;
     }
 }
+
+/// Pushes written per flush when more are already queued: a burst of publications leaves in a
+/// few large writes instead of one system call per message.
+const PUSH_BATCH: usize = 64;
 
 /// Serves one connection until either side ends it.
 pub(crate) async fn drive<C: FrameConn>(
@@ -180,8 +193,28 @@ pub(crate) async fn drive<C: FrameConn>(
                         session.close().await;
                         return;
                     }
-                    if !conn.send(Out::Push(&push)).await {
+                    if !conn.feed(Out::Push(&push)).await {
                         break None;
+                    }
+                    // Drain what is already queued, then flush once.
+                    let mut ended = None;
+                    for _ in 1..PUSH_BATCH {
+                        let Some(next) = session.try_recv() else { break };
+                        if let Some(proto::push::Push::Disconnect(d)) = &next.push {
+                            ended = Some(d.clone());
+                            break;
+                        }
+                        if !conn.feed(Out::Push(&next)).await {
+                            break;
+                        }
+                    }
+                    if !conn.flush().await {
+                        break None;
+                    }
+                    if let Some(d) = ended {
+                        finish(conn, &d).await;
+                        session.close().await;
+                        return;
                     }
                 }
                 None => break None,

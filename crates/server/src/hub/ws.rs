@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use switchboard_hub::codes::error as code;
 use switchboard_hub::proto;
 use switchboard_proto::json;
@@ -106,6 +107,15 @@ struct WsConn {
 }
 
 impl WsConn {
+    fn encode(&self, out: Out<'_>) -> Message {
+        match (self.codec, out) {
+            (Codec::Json, Out::Reply(r)) => Message::text(frame::reply_json(r)),
+            (Codec::Json, Out::Push(p)) => Message::text(frame::push_json(p)),
+            (Codec::Proto, Out::Reply(r)) => Message::binary(frame::reply_proto(r)),
+            (Codec::Proto, Out::Push(p)) => Message::binary(frame::push_proto(p)),
+        }
+    }
+
     fn decode(&self, msg: Message) -> Inbound {
         let decoded = match (self.codec, msg) {
             (Codec::Json, Message::Text(text)) => {
@@ -148,14 +158,24 @@ impl FrameConn for WsConn {
     }
 
     async fn send(&mut self, out: Out<'_>) -> bool {
-        let msg = match (self.codec, out) {
-            (Codec::Json, Out::Reply(r)) => Message::text(frame::reply_json(r)),
-            (Codec::Json, Out::Push(p)) => Message::text(frame::push_json(p)),
-            (Codec::Proto, Out::Reply(r)) => Message::binary(frame::reply_proto(r)),
-            (Codec::Proto, Out::Push(p)) => Message::binary(frame::push_proto(p)),
-        };
+        let msg = self.encode(out);
         matches!(
             tokio::time::timeout(self.write_timeout, self.socket.send(msg)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn feed(&mut self, out: Out<'_>) -> bool {
+        let msg = self.encode(out);
+        matches!(
+            tokio::time::timeout(self.write_timeout, self.socket.feed(msg)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn flush(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(self.write_timeout, self.socket.flush()).await,
             Ok(Ok(()))
         )
     }
