@@ -5,6 +5,7 @@
 # server CPU per delivered message for each scenario.
 # Usage: bench/hub.sh [SUBSCRIBERS] [MESSAGES_ONE_CHANNEL] [RATE_ONE_CHANNEL] [MESSAGES_MANY] [RATE_MANY]
 #        SB_PROFILE=debug bench/hub.sh 200 200 100 500 200   (quick smoke run on a debug build)
+#        WRITE_DELAY_MS=10 bench/hub.sh                      (gather pushes up to 10 ms per write)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBS=${1:-1000}; MSG1=${2:-2000}; RATE1=${3:-200}; MSGN=${4:-20000}; RATEN=${5:-2000}
@@ -27,6 +28,9 @@ HZ=$(getconf CLK_TCK)
 KEY=bench-key
 PORT=$((40000 + RANDOM % 10000))
 cat >"$TMP/hub.toml" <<TOML
+[hub]
+write_delay_ms = ${WRITE_DELAY_MS:-0}
+
 [hub.limits]
 max_connections = $(( SUBS * 2 + 100 ))
 TOML
@@ -47,6 +51,6 @@ scenario() {
     printf "%-14s %s server_cpu_us_per_delivery=%.2f\n", name, out, (n > 0 ? t / hz * 1e6 / n : 0) }'
 }
 
-echo "machine: $(nproc) cores, $(uname -r); $SUBS WebSocket subscribers; build: $PROFILE"
+echo "machine: $(nproc) cores, $(uname -r); $SUBS WebSocket subscribers; build: $PROFILE; write_delay_ms=${WRITE_DELAY_MS:-0}"
 scenario one-channel 1 "$MSG1" "$RATE1"
 scenario many-channels "$SUBS" "$MSGN" "$RATEN"

@@ -57,6 +57,10 @@ pub struct HubConfig {
     pub limits: Limits,
     /// Connection token verification keys.
     pub jwt: JwtConfig,
+    /// Milliseconds a framed connection (WebSocket) may wait after a push to gather more
+    /// before writing them together: fewer, larger writes under heavy fan-out, at the price
+    /// of up to this much extra latency. 0 (default) writes at once.
+    pub write_delay_ms: u64,
 }
 
 impl Default for HubConfig {
@@ -70,6 +74,7 @@ impl Default for HubConfig {
             namespaces: BTreeMap::new(),
             limits: Limits::default(),
             jwt: JwtConfig::default(),
+            write_delay_ms: 0,
         }
     }
 }

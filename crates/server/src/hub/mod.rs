@@ -53,6 +53,8 @@ pub(crate) struct HubCtx {
     pub max_frame: usize,
     /// Becomes true when the server stops: live connections send disconnect 3001.
     pub stop: watch::Receiver<bool>,
+    /// How long a framed connection gathers pushes before writing them (`[hub] write_delay_ms`).
+    pub write_delay: Duration,
 }
 
 pub(crate) type Ctx = Arc<HubCtx>;
@@ -66,7 +68,9 @@ impl HubCtx {
             .max_message_size
             .saturating_mul(2)
             .saturating_add(16 * 1024);
+        let write_delay = Duration::from_millis(hub.config().write_delay_ms.min(1000));
         Arc::new(HubCtx {
+            write_delay,
             hub,
             api_keys: h.api_keys.clone(),
             anonymous_loopback_only: h.anonymous_loopback_only,

@@ -67,9 +67,9 @@ async fn finish<C: FrameConn>(mut conn: C, d: &proto::Disconnect) {
     }
 }
 
-/// Pushes written per flush when more are already queued: a burst of publications leaves in a
-/// few large writes instead of one system call per message.
-const PUSH_BATCH: usize = 64;
+/// Pushes written per flush when more are already queued (or arrive within the write delay): a
+/// burst of publications leaves in a few large writes instead of one system call per message.
+const PUSH_BATCH: usize = 256;
 
 /// Serves one connection until either side ends it.
 pub(crate) async fn drive<C: FrameConn>(
@@ -196,10 +196,19 @@ pub(crate) async fn drive<C: FrameConn>(
                     if !conn.feed(Out::Push(&push)).await {
                         break None;
                     }
-                    // Drain what is already queued, then flush once.
+                    // Drain what is already queued (waiting up to the write delay for more),
+                    // then flush once.
                     let mut ended = None;
+                    let deadline = Instant::now() + ctx.write_delay;
                     for _ in 1..PUSH_BATCH {
-                        let Some(next) = session.try_recv() else { break };
+                        let next = match session.try_recv() {
+                            Some(next) => next,
+                            None if ctx.write_delay.is_zero() => break,
+                            None => match tokio::time::timeout_at(deadline, session.recv()).await {
+                                Ok(Some(next)) => next,
+                                _ => break,
+                            },
+                        };
                         if let Some(proto::push::Push::Disconnect(d)) = &next.push {
                             ended = Some(d.clone());
                             break;
