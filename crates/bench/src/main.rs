@@ -8,7 +8,11 @@
 //! `switchboard-bench hub --server 127.0.0.1:8080 --api-key KEY` loads the real-time hub: many
 //! WebSocket subscribers, a paced publish load through the server API, delivered messages per
 //! second and publish-to-receive latency (see `hub.rs`).
+//!
+//! `switchboard-bench h3 --server 127.0.0.1:8443` loads an HTTP/3 endpoint with small GETs over
+//! quinn + h3 and reports requests per second (see `h3.rs`).
 
+mod h3;
 mod hub;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -32,6 +36,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// HTTP/3 small-response load (GET PATH) over QUIC.
+    H3 {
+        /// The server's HTTPS (UDP) address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        server: SocketAddr,
+        /// Path to GET.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// QUIC connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Requests in flight per connection.
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Stop after this many responses.
+        #[arg(long, default_value_t = 200_000)]
+        requests: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Allow a non-loopback server.
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// STUN Binding request load over UDP.
     Stun {
         /// Server address.
@@ -162,6 +190,37 @@ fn stun_worker(
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Cmd::H3 {
+            server,
+            path,
+            connections,
+            streams,
+            requests,
+            duration,
+            allow_remote,
+        } => {
+            if !server.ip().is_loopback() && !allow_remote {
+                bail!(
+                    "refusing to load {server}: not loopback (pass --allow-remote if you own it)"
+                );
+            }
+            let sane = (1..=256).contains(&connections)
+                && (1..=100).contains(&streams)
+                && (1..=10_000_000).contains(&requests)
+                && (0.1..=600.0).contains(&duration)
+                && path.starts_with('/');
+            if !sane {
+                bail!("out of bounds: connections 1..256, streams 1..100, requests 1..1e7, duration 0.1..600 s, path /...");
+            }
+            h3::run(h3::H3Options {
+                server,
+                path,
+                connections,
+                streams,
+                requests,
+                duration,
+            })
+        }
         Cmd::Hub {
             server,
             api_key,

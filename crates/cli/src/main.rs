@@ -155,6 +155,24 @@ struct ServeArgs {
     /// Longest TURN allocation lifetime, seconds.
     #[arg(long, value_name = "SECS")]
     max_lifetime: Option<String>,
+    /// Lifetime of the TURN credentials GET /v1/ice-servers issues, seconds.
+    #[arg(long, value_name = "SECS")]
+    credential_ttl: Option<String>,
+    /// Host name in the URLs of GET /v1/ice-servers (default: the Host the client used).
+    #[arg(long, value_name = "HOST")]
+    ice_host: Option<String>,
+    /// HTTP/3 over QUIC on the UDP side of every --https address: on (default) or off.
+    #[arg(long, value_name = "on|off")]
+    http3: Option<String>,
+    /// QUIC address validation: Retry on every new connection (otherwise only under load).
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    quic_retry: Option<String>,
+    /// Seconds without a packet before a QUIC connection is closed.
+    #[arg(long, value_name = "SECS")]
+    http3_idle_timeout: Option<String>,
+    /// Seconds between QUIC keep-alive PINGs (0: none).
+    #[arg(long, value_name = "SECS")]
+    http3_keep_alive: Option<String>,
     /// Log format: json or pretty.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -201,6 +219,8 @@ impl ServeArgs {
             ("total-quota", &self.total_quota),
             ("max-bps", &self.max_bps),
             ("max-lifetime", &self.max_lifetime),
+            ("credential-ttl", &self.credential_ttl),
+            ("ice-host", &self.ice_host),
             ("allow-anonymous", &self.allow_anonymous),
             ("jwt-hmac-secret", &self.jwt_hmac_secret),
             ("jwt-rsa-public-key", &self.jwt_rsa_public_key),
@@ -209,6 +229,10 @@ impl ServeArgs {
             ("hub-ping-interval", &self.hub_ping_interval),
             ("hub-idle-timeout", &self.hub_idle_timeout),
             ("poll-timeout", &self.poll_timeout),
+            ("http3", &self.http3),
+            ("quic-retry", &self.quic_retry),
+            ("http3-idle-timeout", &self.http3_idle_timeout),
+            ("http3-keep-alive", &self.http3_keep_alive),
             ("log-format", &self.log_format),
             ("log-level", &self.log_level),
         ];

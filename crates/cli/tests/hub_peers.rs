@@ -306,7 +306,8 @@ fn healthz_lists_https_and_the_hub() {
         .iter()
         .filter_map(|l| l["protocol"].as_str())
         .collect();
-    assert_eq!(protocols, ["http", "https"], "{body}");
+    // https twice: TCP (h2, http/1.1) and UDP (HTTP/3) on the same port.
+    assert_eq!(protocols, ["http", "https", "https"], "{body}");
     let (status, body) = http_get(server.addr("http", "tcp"), "/v1/nope");
     assert_eq!(status, 404);
     assert!(body.contains("\"code\":104"), "{body}");

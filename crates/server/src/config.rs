@@ -144,6 +144,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// TURN relays (on the STUN listeners).
     pub turn: TurnSettings,
+    /// HTTP/3 over QUIC on the HTTPS ports.
+    pub http3: Http3Settings,
     /// The real-time hub (`switchboard_hub::HubConfig`): namespaces, limits, JWT keys.
     #[serde(default = "default_hub")]
     pub hub: HubConfig,
@@ -180,6 +182,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
             turn: TurnSettings::default(),
+            http3: Http3Settings::default(),
             hub: default_hub(),
         }
     }
@@ -305,6 +308,11 @@ pub struct TurnSettings {
     pub max_bps: u64,
     /// Longest allocation lifetime granted, seconds.
     pub max_lifetime: u32,
+    /// Lifetime of the TURN REST credentials `GET /v1/ice-servers` issues, seconds.
+    pub credential_ttl: u64,
+    /// Host name put in the `stun:`/`turn:`/`turns:` URLs of `GET /v1/ice-servers`; empty: the
+    /// host the client used to reach this server (its `Host` header).
+    pub ice_host: String,
 }
 
 impl Default for TurnSettings {
@@ -322,6 +330,8 @@ impl Default for TurnSettings {
             total_quota: 0,
             max_bps: 0,
             max_lifetime: 3600,
+            credential_ttl: 86_400,
+            ice_host: String::new(),
         }
     }
 }
@@ -345,6 +355,43 @@ impl TurnSettings {
             return Err(format!("need 1 <= LOW <= HIGH, got {lo}-{hi}"));
         }
         Ok((lo, hi))
+    }
+}
+
+/// HTTP/3 settings: QUIC on the UDP side of every `--https` address (same port number).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http3Settings {
+    /// HTTP/3 on (`--http3 on|off`).
+    pub enabled: bool,
+    /// Seconds without a packet before a QUIC connection is closed.
+    pub idle_timeout: u64,
+    /// Seconds between keep-alive PINGs on an otherwise quiet connection; 0: none.
+    pub keep_alive: u64,
+    /// Concurrent request streams (bidirectional) per connection.
+    pub max_bidi_streams: u32,
+    /// Concurrent unidirectional streams per connection (HTTP/3 needs 3: control, QPACK).
+    pub max_uni_streams: u32,
+    /// Open QUIC connections; more are refused.
+    pub max_connections: usize,
+    /// Validate every client address with a Retry round trip (`--quic-retry`).
+    pub retry: bool,
+    /// Without `retry`: send Retry while at least this many handshakes are in progress.
+    pub retry_above_handshakes: usize,
+}
+
+impl Default for Http3Settings {
+    fn default() -> Self {
+        Http3Settings {
+            enabled: true,
+            idle_timeout: 30,
+            keep_alive: 10,
+            max_bidi_streams: 100,
+            max_uni_streams: 8,
+            max_connections: 10_000,
+            retry: false,
+            retry_above_handshakes: 64,
+        }
     }
 }
 
@@ -380,6 +427,8 @@ pub const KEYS: &[&str] = &[
     "total-quota",
     "max-bps",
     "max-lifetime",
+    "credential-ttl",
+    "ice-host",
     "https",
     "api-key",
     "allow-anonymous",
@@ -390,6 +439,10 @@ pub const KEYS: &[&str] = &[
     "hub-ping-interval",
     "hub-idle-timeout",
     "poll-timeout",
+    "http3",
+    "quic-retry",
+    "http3-idle-timeout",
+    "http3-keep-alive",
 ];
 
 /// Merges `over` into `base`: tables key by key (recursively), other values replaced.
@@ -446,6 +499,16 @@ fn parse_opt<T: std::str::FromStr>(
     match values {
         [v] if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("off") => Ok(None),
         _ => parse_one(origin, values, what).map(Some),
+    }
+}
+
+/// `on`/`off` (also true/false, yes/no, 1/0).
+fn parse_switch(origin: &str, values: &[String]) -> Result<bool, ConfigError> {
+    let v = parse_one::<String>(origin, values, "on or off")?;
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(bad(origin, &v, "expected on or off")),
     }
 }
 
@@ -529,6 +592,8 @@ impl Settings {
                 self.turn.max_bps = parse_one(origin, values, "bytes per second (0: unlimited)")?
             }
             "max-lifetime" => self.turn.max_lifetime = parse_one(origin, values, "seconds")?,
+            "credential-ttl" => self.turn.credential_ttl = parse_one(origin, values, "seconds")?,
+            "ice-host" => self.turn.ice_host = parse_one(origin, values, "a host name")?,
             "https" => self.http.tls_listen = listen(values)?,
             "api-key" => self.http.api_keys = split_list(values),
             "allow-anonymous" => {
@@ -559,6 +624,12 @@ impl Settings {
                 self.http.idle_timeout_secs = parse_one(origin, values, "seconds")?
             }
             "poll-timeout" => self.http.poll_timeout_secs = parse_one(origin, values, "seconds")?,
+            "http3" => self.http3.enabled = parse_switch(origin, values)?,
+            "quic-retry" => self.http3.retry = parse_switch(origin, values)?,
+            "http3-idle-timeout" => self.http3.idle_timeout = parse_one(origin, values, "seconds")?,
+            "http3-keep-alive" => {
+                self.http3.keep_alive = parse_one(origin, values, "seconds (0: none)")?
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     origin: origin.to_string(),
@@ -656,6 +727,18 @@ impl Settings {
                 "--turn-secret must not be empty".into(),
             ));
         }
+        let q = &self.http3;
+        if q.idle_timeout == 0 || (q.keep_alive > 0 && q.keep_alive >= q.idle_timeout) {
+            return Err(ConfigError::Invalid(format!(
+                "[http3]: idle_timeout ({}) must be at least 1 and exceed keep_alive ({})",
+                q.idle_timeout, q.keep_alive
+            )));
+        }
+        if q.max_bidi_streams == 0 || q.max_uni_streams < 3 || q.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "[http3]: max_bidi_streams and max_connections must be at least 1, max_uni_streams at least 3".into(),
+            ));
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "--tls-cert and --tls-key must be given together".into(),
@@ -738,10 +821,13 @@ mod tests {
                 "hub-ping-interval" | "hub-idle-timeout" | "poll-timeout" => "7",
                 "alt-address" => "127.0.0.2",
                 "alt-port" | "stun-max-connections" | "stun-idle-timeout" | "stun-workers" => "7",
-                "user-quota" | "total-quota" | "max-bps" | "max-lifetime" => "7",
+                "user-quota" | "total-quota" | "max-bps" | "max-lifetime" | "credential-ttl" => "7",
                 "relay-ports" => "50000-50100",
                 "relay-ip" | "external-ip" => "203.0.113.9",
                 "turn-user" => "alice:pw",
+                "http3" => "off",
+                "quic-retry" => "on",
+                "http3-idle-timeout" | "http3-keep-alive" => "7",
                 _ => "x",
             };
             st.set(key, &s(&[value]), key).unwrap();

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::Acceptor as TlsAcceptor;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 use crate::hub::ApiError;

@@ -15,9 +15,11 @@
 #![deny(missing_docs)]
 
 pub mod config;
+mod h3;
 mod http;
 mod hub;
 mod outq;
+mod quic_tls;
 pub mod stats;
 mod stun_stream;
 mod stun_udp;
@@ -194,9 +196,7 @@ impl Server {
                 continue;
             }
             let tls = match transport {
-                Transport::Tls => Some(tokio_rustls::TlsAcceptor::from(
-                    certs.server_config(STUN_ALPN)?,
-                )),
+                Transport::Tls => Some(certs.acceptor(STUN_ALPN, "stun")?),
                 _ => None,
             };
             let ctx = Arc::new(stun_stream::StreamCtx {
@@ -248,9 +248,18 @@ impl Server {
             ("http", &settings.http.listen, HTTP_NOTE),
             ("https", &settings.http.tls_listen, HTTPS_NOTE),
         ];
+        let mut h3_sockets = Vec::new();
         for (protocol, list, note) in http_lists {
             for &addr in &list.0 {
-                let l = stun_stream::bind(addr).map_err(bind_err(protocol, "tcp", addr))?;
+                // HTTP/3 (h3.rs) takes the same port number on UDP.
+                let with_h3 = protocol == "https" && settings.http3.enabled;
+                let (l, udp) = if with_h3 {
+                    let (l, u) = h3::bind_pair(addr).map_err(bind_err(protocol, "udp", addr))?;
+                    (l, Some(u))
+                } else {
+                    let l = stun_stream::bind(addr).map_err(bind_err(protocol, "tcp", addr))?;
+                    (l, None)
+                };
                 let bound = l.local_addr().map_err(bind_err(protocol, "tcp", addr))?;
                 listeners.push(ListenerInfo {
                     protocol,
@@ -259,10 +268,23 @@ impl Server {
                     note,
                 });
                 http_listeners.push((protocol, l, bound));
+                if let Some(u) = udp {
+                    let udp_addr = u.local_addr().map_err(bind_err(protocol, "udp", addr))?;
+                    h3_sockets.push((u, udp_addr));
+                }
             }
         }
+        for (_, a) in &h3_sockets {
+            listeners.push(ListenerInfo {
+                protocol: "https",
+                transport: "udp",
+                addr: *a,
+                note: "HTTP/3",
+            });
+        }
         if !http_listeners.is_empty() {
-            let ctx = hub::HubCtx::new(hub.clone(), settings, rx.clone());
+            let ice = hub::ice::Ice::new(settings, core.clone(), &listeners);
+            let ctx = hub::HubCtx::new(hub.clone(), settings, rx.clone(), Some(ice));
             let router = http::router(
                 http::HttpState {
                     metrics,
@@ -272,11 +294,28 @@ impl Server {
                 hub::routes(ctx.clone()),
             );
             let options = http::ConnOptions { ping: ctx.ping };
-            let https_config = certs.server_config(http::HTTPS_ALPN)?;
+            let https_acceptor = certs.acceptor(http::HTTPS_ALPN, "https")?;
             for (protocol, l, addr) in http_listeners {
-                let tls = (protocol == "https")
-                    .then(|| tokio_rustls::TlsAcceptor::from(https_config.clone()));
-                http::spawn(l, addr, tls, router.clone(), options, &rx, &mut tasks);
+                let tls = (protocol == "https").then(|| https_acceptor.clone());
+                let h3_port = h3_sockets
+                    .iter()
+                    .find(|(_, a)| a.port() == addr.port() && a.ip() == addr.ip());
+                let router = match (&tls, h3_port) {
+                    (Some(_), Some((_, a))) => h3::with_alt_svc(router.clone(), a.port()),
+                    _ => router.clone(),
+                };
+                http::spawn(l, addr, tls, router, options, &rx, &mut tasks);
+            }
+            for (udp, addr) in h3_sockets {
+                h3::spawn(
+                    udp,
+                    addr,
+                    &certs,
+                    router.clone(),
+                    &settings.http3,
+                    &rx,
+                    &mut tasks,
+                )?;
             }
             tasks.spawn(hub::maintenance(hub.clone(), rx.clone()));
         }

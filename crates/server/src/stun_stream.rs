@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use switchboard_stun::stream_frame_len;
 
+use crate::tls::Acceptor as TlsAcceptor;
 use switchboard_turn::{Arrival, FiveTuple, Output, Transport, Via, MAX_REPLY};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 use crate::outq::OutQueue;
 use crate::stats::StunStats;

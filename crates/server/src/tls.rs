@@ -1,12 +1,22 @@
 //! TLS material: loaded from PEM files or generated (self-signed), served through a resolver that
 //! can be swapped at run time so a reload never drops a live connection.
+//!
+//! The policy every TLS listener shares (HTTPS, STUN/TURN over TLS, QUIC), see docs/tls.md:
+//! TLS 1.3 and 1.2, ECDHE-only suites on 1.2 (the provider has no static-RSA key exchange), key
+//! exchange groups in the server's order of preference [`KX_PREFERENCE`] (X25519MLKEM768,
+//! X25519, secp256r1, secp384r1) enforced by [`Acceptor`] (rustls alone follows the client's
+//! order), session resumption, and no TLS 1.3 early data on TCP (0-RTT is a QUIC-only feature,
+//! with the HTTP/3 rule that only GET and HEAD may arrive in it).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::crypto::{aws_lc_rs, CryptoProvider, SupportedKxGroup};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
+use rustls::{CipherSuite, NamedGroup, ProtocolVersion, SupportedCipherSuite};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
@@ -61,14 +71,122 @@ pub enum CertSource {
     SelfSigned,
 }
 
-/// The process-wide crypto provider (aws-lc-rs everywhere, so rustls, quinn and rcgen agree).
+/// Key exchange groups, most preferred first. The provider's own default order puts
+/// X25519MLKEM768 last (it is first only with rustls' `prefer-post-quantum` feature), so the
+/// order is set here explicitly.
+pub static KX_PREFERENCE: &[&dyn SupportedKxGroup] = &[
+    aws_lc_rs::kx_group::X25519MLKEM768,
+    aws_lc_rs::kx_group::X25519,
+    aws_lc_rs::kx_group::SECP256R1,
+    aws_lc_rs::kx_group::SECP384R1,
+];
+
+/// Cipher suites, most preferred first: the TLS 1.3 AEADs, then TLS 1.2 with ECDHE key exchange
+/// only (no static RSA, no CBC, no DHE).
+pub static CIPHER_SUITES: &[SupportedCipherSuite] = &[
+    aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    aws_lc_rs::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    aws_lc_rs::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    aws_lc_rs::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
+/// Resumption sessions kept per listener kind (TLS 1.2 session ids, TLS 1.3 QUIC tickets).
+const SESSION_CACHE: usize = 4096;
+
+/// The process-wide crypto provider (aws-lc-rs everywhere, so rustls, quinn and rcgen agree),
+/// with switchboard's suites and key exchange order.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(provider_with(KX_PREFERENCE.to_vec()))
+}
+
+fn provider_with(kx_groups: Vec<&'static dyn SupportedKxGroup>) -> CryptoProvider {
+    CryptoProvider {
+        cipher_suites: CIPHER_SUITES.to_vec(),
+        kx_groups,
+        ..aws_lc_rs::default_provider()
+    }
 }
 
 /// Installs [`provider`] as the process default; harmless when called twice.
 pub fn install_default_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = provider_with(KX_PREFERENCE.to_vec()).install_default();
+}
+
+/// The index in [`KX_PREFERENCE`] of the group to use with a client that lists `offered` in
+/// its supported_groups extension: our most preferred group the client supports. `tls13` says
+/// whether the client can do TLS 1.3 (hybrid post-quantum groups exist only there).
+pub fn preferred_group(offered: &[NamedGroup], tls13: bool) -> Option<usize> {
+    KX_PREFERENCE.iter().position(|g| {
+        offered.contains(&g.name()) && (tls13 || g.usable_for_version(ProtocolVersion::TLSv1_2))
+    })
+}
+
+/// Whether a client offering these cipher suites can do TLS 1.3.
+fn offers_tls13(suites: &[CipherSuite]) -> bool {
+    suites.iter().any(|s| {
+        matches!(
+            s,
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS13_AES_256_GCM_SHA384
+                | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        )
+    })
+}
+
+/// A TLS acceptor for TCP listeners that enforces the server's key exchange preference.
+///
+/// rustls picks the first group of the *client's* list that it supports. This acceptor reads
+/// the ClientHello first and hands rustls a configuration that holds only our most preferred
+/// group among the client's (a HelloRetryRequest follows when the client sent no key share for
+/// it), so X25519MLKEM768 wins whenever a client supports it. All configurations share one
+/// session cache and one ticket key, so resumption works across them.
+#[derive(Clone)]
+pub struct Acceptor {
+    by_group: Arc<[Arc<rustls::ServerConfig>]>,
+    fallback: Arc<rustls::ServerConfig>,
+    listener: &'static str,
+}
+
+impl Acceptor {
+    /// Completes a TLS handshake on `io`.
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let config = self.config_for(&start.client_hello());
+        let stream = start.into_stream(config).await?;
+        let conn = stream.get_ref().1;
+        let group = conn
+            .negotiated_key_exchange_group()
+            .map(|g| crate::quic_tls::group_name(g.name()))
+            .unwrap_or("none");
+        let version = match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "other",
+        };
+        metrics::counter!("switchboard_tls_key_exchange_total", "listener" => self.listener, "group" => group)
+            .increment(1);
+        metrics::counter!("switchboard_tls_versions_total", "listener" => self.listener, "version" => version)
+            .increment(1);
+        Ok(stream)
+    }
+
+    /// The configuration for a client: the one holding our preferred group of its list.
+    pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<rustls::ServerConfig> {
+        let offered = hello.named_groups().unwrap_or_default();
+        preferred_group(offered, offers_tls13(hello.cipher_suites()))
+            .and_then(|i| self.by_group.get(i))
+            .unwrap_or(&self.fallback)
+            .clone()
+    }
 }
 
 /// A certificate that can be replaced while connections use the old one.
@@ -119,19 +237,98 @@ impl CertStore {
         &self.source
     }
 
-    /// A rustls server config using this store, TLS 1.3 and 1.2 (ECDHE suites only: the
-    /// provider has no static-RSA key exchange), with the given ALPN protocols.
+    /// A rustls server config for TCP listeners using this store: TLS 1.3 and 1.2 (ECDHE suites
+    /// only), every group of [`KX_PREFERENCE`], resumption by tickets (stateless, TLS 1.3 and
+    /// 1.2) and session ids (TLS 1.2), no early data, the given ALPN protocols.
     pub fn server_config(
         self: &Arc<Self>,
         alpn: &[&[u8]],
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        let resumption = TcpResumption::new()?;
+        self.tcp_config(alpn, KX_PREFERENCE.to_vec(), &resumption)
+    }
+
+    /// An [`Acceptor`] for TCP listeners with the given ALPN protocols (see
+    /// [`CertStore::server_config`] for the rest of the policy); `listener` labels its metrics.
+    pub fn acceptor(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+        listener: &'static str,
+    ) -> Result<Acceptor, TlsError> {
+        let resumption = TcpResumption::new()?;
+        let by_group = KX_PREFERENCE
+            .iter()
+            .map(|g| self.tcp_config(alpn, vec![*g], &resumption))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Acceptor {
+            by_group: by_group.into(),
+            fallback: self.tcp_config(alpn, KX_PREFERENCE.to_vec(), &resumption)?,
+            listener,
+        })
+    }
+
+    fn tcp_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+        kx: Vec<&'static dyn SupportedKxGroup>,
+        resumption: &TcpResumption,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider_with(kx)))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        cfg.session_storage = resumption.cache.clone();
+        cfg.ticketer = resumption.ticketer.clone();
+        // TLS 1.3 early data on TCP: off (see docs/tls.md; 0-RTT is offered on QUIC only).
+        cfg.max_early_data_size = 0;
         Ok(Arc::new(cfg))
+    }
+
+    /// rustls server configs for QUIC (TLS 1.3 only, ALPN `alpn`), one per group of
+    /// [`KX_PREFERENCE`] holding that group alone, then one with every group. Resumption is
+    /// stateful (a single-use ticket per resumption, which rustls requires for 0-RTT) and 0-RTT
+    /// is on: the HTTP/3 layer answers non-GET/HEAD requests that arrive in it with 425.
+    pub fn quic_configs(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Vec<Arc<rustls::ServerConfig>>, TlsError> {
+        let cache: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(SESSION_CACHE);
+        let groups = KX_PREFERENCE
+            .iter()
+            .map(|g| vec![*g])
+            .chain(std::iter::once(KX_PREFERENCE.to_vec()));
+        groups
+            .map(|kx| {
+                let mut cfg =
+                    rustls::ServerConfig::builder_with_provider(Arc::new(provider_with(kx)))
+                        .with_protocol_versions(&[&rustls::version::TLS13])
+                        .map_err(|e| TlsError::Config(e.to_string()))?
+                        .with_no_client_auth()
+                        .with_cert_resolver(Arc::new(Resolver(self.clone())));
+                cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+                cfg.session_storage = cache.clone();
+                cfg.max_early_data_size = u32::MAX;
+                Ok(Arc::new(cfg))
+            })
+            .collect()
+    }
+}
+
+/// Resumption state shared by every TCP configuration of one listener kind.
+struct TcpResumption {
+    cache: Arc<dyn StoresServerSessions>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+}
+
+impl TcpResumption {
+    fn new() -> Result<Self, TlsError> {
+        Ok(TcpResumption {
+            cache: ServerSessionMemoryCache::new(SESSION_CACHE),
+            // Ticket keys rotate every 6 hours; the previous key is still accepted.
+            ticketer: aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?,
+        })
     }
 }
 
@@ -229,6 +426,46 @@ mod tests {
         let fp = store.fingerprint();
         assert_eq!(fp.len(), 95, "{fp}");
         assert!(store.server_config(&[b"stun.turn"]).is_ok());
+        assert!(store.acceptor(&[b"h2"], "test").is_ok());
+        assert_eq!(
+            store.quic_configs(&[b"h3"]).unwrap().len(),
+            KX_PREFERENCE.len() + 1
+        );
+    }
+
+    #[test]
+    fn tls12_suites_are_ecdhe_only_and_groups_in_our_order() {
+        let p = provider();
+        for s in &p.cipher_suites {
+            if let SupportedCipherSuite::Tls12(s) = s {
+                assert_eq!(
+                    s.kx,
+                    rustls::crypto::KeyExchangeAlgorithm::ECDHE,
+                    "{:?}",
+                    s.common.suite
+                );
+            }
+        }
+        // The provider's own default would put ML-KEM last.
+        let names: Vec<_> = p.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            names,
+            [
+                NamedGroup::X25519MLKEM768,
+                NamedGroup::X25519,
+                NamedGroup::secp256r1,
+                NamedGroup::secp384r1
+            ]
+        );
+        let client = [
+            NamedGroup::secp256r1,
+            NamedGroup::X25519,
+            NamedGroup::X25519MLKEM768,
+        ];
+        assert_eq!(preferred_group(&client, true), Some(0));
+        // No hybrid groups below TLS 1.3.
+        assert_eq!(preferred_group(&client, false), Some(1));
+        assert_eq!(preferred_group(&[NamedGroup::secp521r1], true), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! task, not a buffer.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,7 +28,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use crate::config::Settings;
+use crate::config::{Settings, TurnSettings};
 use crate::outq::OutQueue;
 use crate::stun_udp::Sock;
 
@@ -87,12 +87,18 @@ pub(crate) struct Core {
     udp_out: RwLock<HashMap<SocketAddr, Arc<Sock>>>,
     stream_out: RwLock<HashMap<FiveTuple, Arc<OutQueue>>>,
     io_stats: IoStats,
+    /// The TURN settings credentials are built from (replaced on reload).
+    turn_settings: Mutex<TurnSettings>,
+    /// Revoked REST users or usernames; kept across reloads (until restart).
+    revoked: Mutex<BTreeSet<String>>,
 }
 
-/// Builds the credential set from settings (also used on reload).
-pub(crate) fn credentials(settings: &Settings) -> Arc<Credentials> {
-    let t = &settings.turn;
+/// Builds the credential set from TURN settings and the revocation list.
+fn credentials(t: &TurnSettings, revoked: &BTreeSet<String>) -> Arc<Credentials> {
     let mut creds = Credentials::new(&t.realm);
+    for who in revoked {
+        creds.revoke(who);
+    }
     // Settings::validate already rejected bad entries.
     for u in &t.users {
         let _ = creds.add_user_entry(u);
@@ -161,7 +167,13 @@ impl Core {
         let span = hi - lo + 1;
         Arc::new(Core {
             binding: BindingService::new(&settings.stun.software),
-            turn: Mutex::new(TurnService::new(cfg, credentials(settings), secret)),
+            turn: Mutex::new(TurnService::new(
+                cfg,
+                credentials(&settings.turn, &BTreeSet::new()),
+                secret,
+            )),
+            turn_settings: Mutex::new(settings.turn.clone()),
+            revoked: Mutex::new(BTreeSet::new()),
             relays: RwLock::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
             ports: Mutex::new(Ports {
@@ -208,9 +220,36 @@ impl Core {
     /// Hot reload: new users, secrets and peer policy; live allocations stay.
     pub(crate) fn reload(&self, settings: &Settings) {
         let filter = peer_filter(settings, self.relay_ip.or(self.relay_ip6));
+        *self.turn_settings.lock().unwrap_or_else(|e| e.into_inner()) = settings.turn.clone();
+        let creds = {
+            let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            credentials(&settings.turn, &revoked)
+        };
         let mut t = self.turn();
-        t.set_credentials(credentials(settings));
+        t.set_credentials(creds);
         t.set_peer_filter(filter);
+    }
+
+    /// Revokes TURN REST credentials before they expire: `who` is a user (every credential
+    /// naming it) or one full REST username. Live allocations keep running until their next
+    /// authenticated request (Refresh, CreatePermission, ChannelBind), which is refused.
+    pub(crate) fn revoke(&self, who: &str) {
+        let creds = {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            revoked.insert(who.to_string());
+            let t = self.turn_settings.lock().unwrap_or_else(|e| e.into_inner());
+            credentials(&t, &revoked)
+        };
+        self.turn().set_credentials(creds);
+        tracing::info!(who, "TURN credentials revoked");
+    }
+
+    /// Whether `user` (or the REST username) is revoked.
+    pub(crate) fn is_revoked(&self, user: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(user)
     }
 
     /// Registers a UDP listener socket for sending relayed data to clients.

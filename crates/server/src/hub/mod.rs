@@ -14,6 +14,7 @@
 //! (WebSocket and the gRPC `Connect` stream).
 
 mod grpc;
+pub(crate) mod ice;
 mod poll;
 mod rest;
 mod sse;
@@ -55,12 +56,19 @@ pub(crate) struct HubCtx {
     pub stop: watch::Receiver<bool>,
     /// How long a framed connection gathers pushes before writing them (`[hub] write_delay_ms`).
     pub write_delay: Duration,
+    /// ICE servers and TURN credential revocation (absent when STUN/TURN is not served).
+    pub ice: Option<ice::Ice>,
 }
 
 pub(crate) type Ctx = Arc<HubCtx>;
 
 impl HubCtx {
-    pub(crate) fn new(hub: Hub, settings: &Settings, stop: watch::Receiver<bool>) -> Ctx {
+    pub(crate) fn new(
+        hub: Hub,
+        settings: &Settings,
+        stop: watch::Receiver<bool>,
+        ice: Option<ice::Ice>,
+    ) -> Ctx {
         let h = &settings.http;
         let max_frame = hub
             .config()
@@ -70,6 +78,7 @@ impl HubCtx {
             .saturating_add(16 * 1024);
         let write_delay = Duration::from_millis(hub.config().write_delay_ms.min(1000));
         Arc::new(HubCtx {
+            ice,
             write_delay,
             hub,
             api_keys: h.api_keys.clone(),
@@ -162,6 +171,11 @@ pub(crate) fn routes(ctx: Ctx) -> Router {
             post(rest::publish).layer(DefaultBodyLimit::max(ctx.max_frame)),
         )
         .route("/v1/api/{method}", post(rest::api))
+        .route("/v1/ice-servers", get(ice::ice_servers))
+        .route(
+            "/v1/ice-servers/revoke",
+            post(ice::revoke).layer(DefaultBodyLimit::max(4096)),
+        )
         .with_state(ctx.clone());
     grpc::routes(ctx).merge(http)
 }

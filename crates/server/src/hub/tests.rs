@@ -26,7 +26,7 @@ struct Fixture {
 fn fixture(settings: Settings) -> Fixture {
     let hub = Hub::with_memory_broker(settings.hub.clone()).expect("valid hub config");
     let (stop, rx) = watch::channel(false);
-    let ctx = HubCtx::new(hub.clone(), &settings, rx);
+    let ctx = HubCtx::new(hub.clone(), &settings, rx, None);
     Fixture {
         router: routes(ctx),
         hub,

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Small-response HTTPS requests/s: switchboard's /healthz against Debian's nginx serving the same
+# bytes, over HTTP/1.1 and h2 (h2load, TLS), plus switchboard over HTTP/3 (switchboard-bench h3;
+# Debian's nginx 1.22 and h2load have no HTTP/3). Loopback only, bounded in count and time.
+# Prints requests/s per protocol and the switchboard/nginx ratios.
+# Usage: bench/http.sh [REQUESTS] [CONNECTIONS] [STREAMS_PER_CONNECTION]
+#        SB_PROFILE=debug bench/http.sh 5000 8 4     (quick smoke run on a debug build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-200000}; C=${2:-16}; M=${3:-10}
+PROFILE=${SB_PROFILE:-release}
+for tool in h2load nginx openssl curl; do
+  command -v "$tool" >/dev/null || { echo "bench/http.sh: $tool missing (apt-get install nghttp2-client nginx openssl curl)"; exit 1; }
+done
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p switchboard-cli -p switchboard-bench
+else
+  cargo build -q -p switchboard-cli -p switchboard-bench
+fi
+TARGET=${CARGO_TARGET_DIR:-target}
+SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
+TMP=$(mktemp -d); PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$TMP/nginx.pid" ] && kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true; rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+SB_PORT=$((40000 + RANDOM % 10000)); NG_PORT=$((SB_PORT + 1))
+$SB serve --stun-udp off --stun-tcp off --stun-tls off --http off \
+  --https 127.0.0.1:$SB_PORT --log-level warn >"$TMP/sb.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q '^tls ' "$TMP/sb.log" && break; sleep 0.1; done
+grep -q "^https udp" "$TMP/sb.log" || { cat "$TMP/sb.log"; exit 1; }
+
+# nginx: same certificate kind (ECDSA P-256), same groups, the same response bytes.
+BODY=$(curl -sk "https://127.0.0.1:$SB_PORT/healthz")
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=localhost -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+cat >"$TMP/nginx.conf" <<CONF
+worker_processes $(nproc);
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path $TMP/body; proxy_temp_path $TMP/proxy; fastcgi_temp_path $TMP/fcgi;
+  uwsgi_temp_path $TMP/uwsgi; scgi_temp_path $TMP/scgi;
+  server {
+    listen 127.0.0.1:$NG_PORT ssl http2;
+    ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1;
+    location = /healthz { default_type application/json; return 200 '$BODY'; }
+  }
+}
+CONF
+nginx -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log"
+for _ in $(seq 50); do [ -f "$TMP/nginx.pid" ] && break; sleep 0.1; done
+[ "$(curl -sk "https://127.0.0.1:$NG_PORT/healthz" | wc -c)" = "$(printf %s "$BODY" | wc -c)" ] \
+  || { echo "nginx does not serve the same body"; exit 1; }
+
+# h2load_rps URL [--h1]: requests/s, checking every request succeeded.
+h2load_rps() {
+  local url=$1; shift
+  local out
+  out=$(timeout 120 h2load -n "$N" -c "$C" -m "$M" -t 1 "$@" "$url" 2>&1)
+  grep -q " $N succeeded, 0 failed, 0 errored" <<<"$out" || { echo "$out" >&2; echo 0; return; }
+  sed -nE 's/^finished in [0-9.]+m?s, ([0-9.]+) req\/s.*/\1/p' <<<"$out"
+}
+
+echo "machine: $(nproc) cores, $(uname -r); build: $PROFILE; $N requests, $C connections, $M in flight each; body $(printf %s "$BODY" | wc -c) bytes"
+# Warm-up (TLS session set-up, code paths).
+h2load -n 2000 -c 4 "https://127.0.0.1:$SB_PORT/healthz" >/dev/null 2>&1 || true
+h2load -n 2000 -c 4 "https://127.0.0.1:$NG_PORT/healthz" >/dev/null 2>&1 || true
+printf '%-10s %14s %14s %8s\n' protocol switchboard nginx ratio
+for proto in h1 h2; do
+  flag=(); [ "$proto" = h1 ] && flag=(--h1)
+  sb=$(h2load_rps "https://127.0.0.1:$SB_PORT/healthz" "${flag[@]}")
+  ng=$(h2load_rps "https://127.0.0.1:$NG_PORT/healthz" "${flag[@]}")
+  awk -v p="$proto" -v s="$sb" -v n="$ng" 'BEGIN{ printf "%-10s %14.0f %14.0f %8.2f\n", p, s, n, (n > 0 ? s / n : 0) }'
+  eval "${proto}_sb=$sb"
+done
+h3=$($LOAD h3 --server 127.0.0.1:$SB_PORT --connections "$C" --streams "$M" --requests "$N" --duration 30)
+h3_rps=$(sed -E 's/.* req_per_s=([0-9]+).*/\1/' <<<"$h3")
+awk -v s="$h3_rps" -v h2="$h2_sb" 'BEGIN{ printf "%-10s %14.0f %14s %8s   (h3/h2 on switchboard: %.2f)\n", "h3", s, "-", "-", (h2 > 0 ? s / h2 : 0) }'
+echo "h3 detail: $h3"

@@ -1,0 +1,510 @@
+//! HTTP/3: QUIC (quinn) on the UDP side of every HTTPS port, h3 on top, and each request fed to
+//! the same axum [`Router`] the TCP listeners serve, so every endpoint (health, metrics, SSE,
+//! long-poll, publish, server API) answers over HTTP/3 too. WebSocket stays on HTTP/1.1 and h2.
+//!
+//! QUIC behaviour (docs/http3.md): connection migration on, idle timeout and keep-alive from
+//! `[http3]`, limits on streams and connections, address validation with Retry when asked
+//! (`--quic-retry`) or when many handshakes are in progress, certificates from the
+//! [`CertStore`] resolver (a reload applies to new connections), the server's key exchange
+//! preference ([`crate::quic_tls`]), and 0-RTT with one rule: a request that arrived before the
+//! handshake completed is served only if it is a GET or HEAD; anything else gets
+//! `425 Too Early` (RFC 8470) and the client retries it after the handshake.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Method, Response, StatusCode};
+use axum::Router;
+use bytes::{Buf, Bytes};
+use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming};
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::Service;
+
+use crate::config::Http3Settings;
+use crate::quic_tls::PreferringConfig;
+use crate::tls::{CertStore, TlsError};
+use crate::ServerError;
+
+/// ALPN of the QUIC listeners.
+pub(crate) const H3_ALPN: &[&[u8]] = &[b"h3"];
+
+/// Time allowed for a QUIC handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request header section accepted, bytes.
+const MAX_FIELD_SECTION: u64 = 16 * 1024;
+
+/// Binds the TCP listener and the UDP socket of one HTTPS address on the same port. With port
+/// 0 the TCP port is picked first and UDP takes the same number (retried if it is taken).
+pub(crate) fn bind_pair(addr: SocketAddr) -> std::io::Result<(TcpListener, std::net::UdpSocket)> {
+    let mut last = None;
+    for _ in 0..if addr.port() == 0 { 20 } else { 1 } {
+        let tcp = crate::stun_stream::bind(addr)?;
+        let port = tcp.local_addr()?.port();
+        match bind_udp(SocketAddr::new(addr.ip(), port)) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port")))
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // Room for bursts of Initial packets; the kernel caps it at rmem_max.
+    let _ = sock.set_recv_buffer_size(2 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// `Alt-Svc` advertising HTTP/3 on `port`, added to every response of `router`.
+pub(crate) fn with_alt_svc(router: Router, port: u16) -> Router {
+    let Ok(value) = HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")) else {
+        return router;
+    };
+    router.layer(axum::middleware::map_response(
+        move |mut res: axum::response::Response| {
+            let value = value.clone();
+            async move {
+                res.headers_mut().insert(header::ALT_SVC, value);
+                res
+            }
+        },
+    ))
+}
+
+/// Shared by the accept loop and the connections of one endpoint.
+struct Shared {
+    settings: Http3Settings,
+    open: AtomicUsize,
+    handshaking: AtomicUsize,
+}
+
+/// Serves HTTP/3 on `udp` until shutdown.
+pub(crate) fn spawn(
+    udp: std::net::UdpSocket,
+    addr: SocketAddr,
+    certs: &Arc<CertStore>,
+    router: Router,
+    settings: &Http3Settings,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), ServerError> {
+    let crypto = PreferringConfig::new(certs.quic_configs(H3_ALPN)?).map_err(TlsError::Config)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(Duration::from_secs(settings.idle_timeout.max(1)))
+        .map_err(|e| TlsError::Config(format!("[http3] idle_timeout: {e}")))?;
+    transport
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(settings.max_bidi_streams))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(settings.max_uni_streams))
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(
+            (settings.keep_alive > 0).then(|| Duration::from_secs(settings.keep_alive)),
+        );
+    server
+        .transport_config(Arc::new(transport))
+        .migration(true)
+        .max_incoming(settings.max_connections.clamp(1, 1 << 16));
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        udp,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| ServerError::Bind {
+        protocol: "https",
+        transport: "udp",
+        addr,
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        open: AtomicUsize::new(0),
+        handshaking: AtomicUsize::new(0),
+    });
+    let mut stop = shutdown.clone();
+    let conn_stop = shutdown.clone();
+    tasks.spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let incoming = tokio::select! {
+                _ = crate::stopped(&mut stop) => break,
+                i = endpoint.accept() => match i {
+                    Some(i) => i,
+                    None => break,
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            };
+            let s = &shared.settings;
+            if shared.open.load(Ordering::Relaxed) >= s.max_connections {
+                metrics::counter!("switchboard_http3_connections_refused_total", "reason" => "limit")
+                    .increment(1);
+                incoming.refuse();
+                continue;
+            }
+            let busy = shared.handshaking.load(Ordering::Relaxed) >= s.retry_above_handshakes;
+            if (s.retry || busy) && !incoming.remote_address_validated() && incoming.may_retry() {
+                metrics::counter!("switchboard_http3_retries_total").increment(1);
+                let _ = incoming.retry();
+                continue;
+            }
+            conns.spawn(connection(
+                incoming,
+                shared.clone(),
+                router.clone(),
+                conn_stop.clone(),
+            ));
+        }
+        // Connections saw the same signal: GOAWAY, then in-flight requests get a moment.
+        let drain = async { while conns.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+        conns.abort_all();
+        endpoint.close(quinn::VarInt::from_u32(0x100), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    });
+    Ok(())
+}
+
+/// Decrements a counter when dropped.
+struct Count(Arc<Shared>, fn(&Shared) -> &AtomicUsize);
+
+impl Count {
+    fn new(shared: &Arc<Shared>, which: fn(&Shared) -> &AtomicUsize) -> Count {
+        which(shared).fetch_add(1, Ordering::Relaxed);
+        Count(shared.clone(), which)
+    }
+}
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Client-initiated request streams opened before the handshake completed (0-RTT).
+type EarlyStreams = Arc<Mutex<HashSet<quic::StreamId>>>;
+
+async fn connection(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _open = Count::new(&shared, |s| &s.open);
+    let handshaking = Count::new(&shared, |s| &s.handshaking);
+    let peer = incoming.remote_address();
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "QUIC connection not accepted");
+            return;
+        }
+    };
+    // On a server, `into_0rtt` always succeeds: streams the client opened in 0-RTT are
+    // accepted at once, and the returned future resolves when the handshake completes.
+    let (conn, handshake) = match connecting.into_0rtt() {
+        Ok((conn, accepted)) => (conn, Some(Box::pin(accepted))),
+        Err(connecting) => match connecting.await {
+            Ok(conn) => (conn, None),
+            Err(e) => {
+                tls_failure(&e);
+                tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+                return;
+            }
+        },
+    };
+    metrics::counter!("switchboard_http3_connections_total").increment(1);
+    tracing::trace!(%peer, "QUIC connection");
+    let early: EarlyStreams = Arc::default();
+    let done = Arc::new(AtomicBool::new(handshake.is_none()));
+    let quic = EarlyAware {
+        inner: h3_quinn::Connection::new(conn.clone()),
+        handshake,
+        handshaking: Some(handshaking),
+        done: done.clone(),
+        early: early.clone(),
+    };
+    let mut h3c = match h3::server::builder()
+        .max_field_section_size(MAX_FIELD_SECTION)
+        .build::<_, Bytes>(quic)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 connection set-up failed");
+            return;
+        }
+    };
+    tracing::trace!(%peer, "HTTP/3 connection ready");
+    let deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
+    tokio::pin!(deadline);
+    let mut path = conn.remote_address();
+    let mut requests = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut stop) => {
+                // GOAWAY: no new requests; those in flight get a moment to finish.
+                let _ = tokio::time::timeout(Duration::from_millis(500), h3c.shutdown(0)).await;
+                let drain = async { while requests.join_next().await.is_some() {} };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+                return;
+            }
+            _ = &mut deadline, if !done.load(Ordering::Relaxed) => {
+                // The condition was read when this select! started; the handshake may have
+                // completed since.
+                if !done.load(Ordering::Relaxed) {
+                    tracing::debug!(%peer, "QUIC handshake timed out");
+                    conn.close(quinn::VarInt::from_u32(0x100), b"handshake timeout");
+                    return;
+                }
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            r = h3c.accept() => match r {
+                Ok(Some(resolver)) => {
+                    tracing::trace!(%peer, "HTTP/3 request stream");
+                    let now = conn.remote_address();
+                    if now != path {
+                        // The client moved (NAT rebinding or a deliberate migration); quinn
+                        // validated the new path and the connection carries on.
+                        metrics::counter!("switchboard_http3_migrations_total").increment(1);
+                        tracing::debug!(from = %path, to = %now, "QUIC connection migrated");
+                        path = now;
+                    }
+                    requests.spawn(request(resolver, router.clone(), now, early.clone()));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                    break;
+                }
+            },
+        }
+    }
+    let drain = async { while requests.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+fn tls_failure(e: &quinn::ConnectionError) {
+    if matches!(
+        e,
+        quinn::ConnectionError::TransportError(_) | quinn::ConnectionError::ConnectionClosed(_)
+    ) {
+        metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "quic")
+            .increment(1);
+    }
+}
+
+type Resolver = h3::server::RequestResolver<EarlyAware, Bytes>;
+type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Serves one request: HTTP/3 in, the router's response out (streamed frame by frame, so SSE
+/// and long-poll behave as on TCP).
+async fn request(resolver: Resolver, mut router: Router, peer: SocketAddr, early: EarlyStreams) {
+    let (req, mut stream) = match resolver.resolve_request().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "bad HTTP/3 request");
+            return;
+        }
+    };
+    metrics::counter!("switchboard_http3_requests_total").increment(1);
+    tracing::trace!(%peer, method = %req.method(), uri = %req.uri(), "HTTP/3 request");
+    let was_early = early
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&stream.id());
+    let head = req.method() == Method::HEAD;
+    if was_early && !(req.method() == Method::GET || head) {
+        metrics::counter!("switchboard_http3_too_early_total").increment(1);
+        too_early(&mut stream).await;
+        return;
+    }
+    let (mut send, recv) = stream.split();
+    let body = Body::from_stream(futures_util::stream::unfold(
+        Some(recv),
+        |recv| async move {
+            let mut recv = recv?;
+            match recv.recv_data().await {
+                Ok(Some(mut buf)) => Some((Ok(buf.copy_to_bytes(buf.remaining())), Some(recv))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        },
+    ));
+    let mut req = req.map(|()| body);
+    req.extensions_mut().insert(ConnectInfo(peer));
+    let response = match router.call(req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    let (mut parts, mut body) = response.into_parts();
+    for h in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::HeaderName::from_static("keep-alive"),
+        header::HeaderName::from_static("proxy-connection"),
+    ] {
+        parts.headers.remove(h);
+    }
+    if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {
+        tracing::debug!(%peer, error = %e, "HTTP/3 response not sent");
+        return;
+    }
+    if !head {
+        while let Some(frame) = body.frame().await {
+            let sent = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => Ok(()),
+                    Ok(data) => send.send_data(data).await,
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => send.send_trailers(trailers).await,
+                        Err(_) => Ok(()),
+                    },
+                },
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "response body failed");
+                    send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                    return;
+                }
+            };
+            if let Err(e) = sent {
+                // The client went away (or stopped the stream): drop the body, which ends an
+                // SSE subscription or a long-poll.
+                tracing::debug!(%peer, error = %e, "HTTP/3 client stopped reading");
+                return;
+            }
+        }
+    }
+    let _ = send.finish().await;
+}
+
+/// `425 Too Early` (RFC 8470): the request may be replayed, so it is not processed.
+async fn too_early(stream: &mut Stream) {
+    let body = Bytes::from_static(
+        br#"{"error":{"code":425,"message":"too early: only GET and HEAD are served in 0-RTT; retry after the handshake"}}"#,
+    );
+    let Ok(resp) = Response::builder()
+        .status(StatusCode::TOO_EARLY)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(())
+    else {
+        return;
+    };
+    if stream.send_response(resp).await.is_ok() && stream.send_data(body).await.is_ok() {
+        let _ = stream.finish().await;
+    }
+}
+
+/// h3-quinn's connection, plus one fact h3 cannot see: which request streams the client opened
+/// before the handshake completed, i.e. in 0-RTT. A stream counts as early when the handshake
+/// had not completed at the moment it was accepted (the same test as quinn's
+/// `RecvStream::is_0rtt`, and never later than it, so a race errs on the side of 425).
+struct EarlyAware {
+    inner: h3_quinn::Connection,
+    handshake: Option<Pin<Box<quinn::ZeroRttAccepted>>>,
+    handshaking: Option<Count>,
+    done: Arc<AtomicBool>,
+    early: EarlyStreams,
+}
+
+impl EarlyAware {
+    /// Whether the handshake has completed; the pending future registers this task's waker.
+    fn confirmed(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(f) = self.handshake.as_mut() {
+            if f.as_mut().poll(cx).is_ready() {
+                self.handshake = None;
+            }
+        }
+        if self.handshake.is_none() && self.handshaking.is_some() {
+            self.handshaking = None;
+            self.done.store(true, Ordering::Relaxed);
+        }
+        self.handshake.is_none()
+    }
+}
+
+impl quic::Connection<Bytes> for EarlyAware {
+    type RecvStream = h3_quinn::RecvStream;
+    type OpenStreams = h3_quinn::OpenStreams;
+
+    fn poll_accept_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
+        self.confirmed(cx);
+        quic::Connection::<Bytes>::poll_accept_recv(&mut self.inner, cx)
+    }
+
+    fn poll_accept_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
+        // Checked before accepting: a stream accepted after this saw "not yet" is early.
+        let confirmed = self.confirmed(cx);
+        let stream = ready!(quic::Connection::<Bytes>::poll_accept_bidi(
+            &mut self.inner,
+            cx
+        ))?;
+        if !confirmed {
+            use h3::quic::RecvStream;
+            self.early
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(stream.recv_id());
+        }
+        Poll::Ready(Ok(stream))
+    }
+
+    fn opener(&self) -> Self::OpenStreams {
+        quic::Connection::<Bytes>::opener(&self.inner)
+    }
+}
+
+impl quic::OpenStreams<Bytes> for EarlyAware {
+    type BidiStream = h3_quinn::BidiStream<Bytes>;
+    type SendStream = h3_quinn::SendStream<Bytes>;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+        self.confirmed(cx);
+        quic::OpenStreams::<Bytes>::poll_open_bidi(&mut self.inner, cx)
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+        // After a HelloRetryRequest (our key exchange preference asks for one when the client
+        // sent no share for it) the client's transport parameters, and with them the stream
+        // limits, arrive after quinn handed out the connection, and quinn wakes no one waiting
+        // to open a stream when they do. Waiting on the handshake as well gets this task polled
+        // again once it completes, when the budget is there.
+        self.confirmed(cx);
+        quic::OpenStreams::<Bytes>::poll_open_send(&mut self.inner, cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        quic::OpenStreams::<Bytes>::close(&mut self.inner, code, reason)
+    }
+}

@@ -1,0 +1,219 @@
+//! ICE servers for WebRTC clients (the shape of `RTCConfiguration.iceServers`, as Twilio's and
+//! Cloudflare's TURN APIs return it): `GET /v1/ice-servers` lists this server's `stun:`,
+//! `turn:` (UDP and TCP) and `turns:` URLs with TURN REST credentials made from the first
+//! `--turn-secret` and valid for `--credential-ttl`; authentication is the hub's (token, or
+//! anonymous where allowed). `POST /v1/ice-servers/revoke` (server API key) revokes a user's
+//! credentials before they expire — the TURN listeners consult the list.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use switchboard_hub::codes::error as code;
+use switchboard_turn::auth::rest_password_sha1;
+
+use super::{query_pairs, ApiError, Ctx};
+use crate::config::Settings;
+use crate::turn_io::Core;
+use crate::ListenerInfo;
+
+/// What the ICE endpoints need, fixed at start-up.
+pub(crate) struct Ice {
+    core: Arc<Core>,
+    secret: Option<Vec<u8>>,
+    ttl: u64,
+    host: String,
+    udp: Option<u16>,
+    tcp: Option<u16>,
+    tls: Option<u16>,
+}
+
+impl Ice {
+    /// From the settings and the bound listeners (their real ports, also when 0 was asked for).
+    pub(crate) fn new(settings: &Settings, core: Arc<Core>, listeners: &[ListenerInfo]) -> Self {
+        let port = |transport: &str| {
+            listeners
+                .iter()
+                .find(|l| l.protocol == "stun" && l.transport == transport && l.note.is_empty())
+                .map(|l| l.addr.port())
+        };
+        let turn_on = !settings.turn.realm.is_empty();
+        Ice {
+            core,
+            secret: settings
+                .turn
+                .secrets
+                .first()
+                .filter(|_| turn_on)
+                .map(|s| s.as_bytes().to_vec()),
+            ttl: settings.turn.credential_ttl.max(60),
+            host: settings.turn.ice_host.clone(),
+            udp: port("udp"),
+            tcp: port("tcp"),
+            tls: port("tls"),
+        }
+    }
+}
+
+/// The host part of a `Host` header (`example.org:8080`, `[::1]:8080`), for URLs.
+fn host_of(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        format!("[{}]", rest.split(']').next()?)
+    } else {
+        host.rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(host)
+            .to_string()
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c));
+    valid.then_some(name)
+}
+
+pub(crate) async fn ice_servers(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(ice) = ctx.ice.as_ref() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            code::NOT_AVAILABLE,
+            "no STUN/TURN here",
+        )
+        .into_response();
+    };
+    let pairs = query_pairs(query.as_deref());
+    let session = match ctx.connect_http(&headers, &pairs, "http", Some(peer)) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let user = if session.user().is_empty() {
+        format!("anonymous-{}", session.client_id())
+    } else {
+        session.user().to_string()
+    };
+    session.close().await;
+    if ice.core.is_revoked(&user) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            code::PERMISSION_DENIED,
+            "TURN credentials of this user are revoked",
+        )
+        .into_response();
+    }
+    let host = if ice.host.is_empty() {
+        host_of(&headers).unwrap_or_else(|| "localhost".to_string())
+    } else {
+        ice.host.clone()
+    };
+    let mut servers = Vec::new();
+    if let Some(p) = ice.udp {
+        servers.push(serde_json::json!({ "urls": [format!("stun:{host}:{p}")] }));
+    }
+    if let Some(secret) = &ice.secret {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let username = format!("{}:{user}", now + ice.ttl);
+        let credential = rest_password_sha1(secret, &username);
+        let mut turn = Vec::new();
+        if let Some(p) = ice.udp {
+            turn.push(format!("turn:{host}:{p}?transport=udp"));
+        }
+        if let Some(p) = ice.tcp {
+            turn.push(format!("turn:{host}:{p}?transport=tcp"));
+        }
+        if !turn.is_empty() {
+            servers.push(
+                serde_json::json!({ "urls": turn, "username": username, "credential": credential }),
+            );
+        }
+        if let Some(p) = ice.tls {
+            servers.push(serde_json::json!({
+                "urls": [format!("turns:{host}:{p}?transport=tcp")],
+                "username": username,
+                "credential": credential,
+            }));
+        }
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "iceServers": servers, "ttl": ice.ttl })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeRequest {
+    user: String,
+}
+
+pub(crate) async fn revoke(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !ctx.api_key_ok(auth) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            "server API key required: Authorization: apikey KEY",
+        )
+        .into_response();
+    }
+    let Some(ice) = ctx.ice.as_ref() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            code::NOT_AVAILABLE,
+            "no STUN/TURN here",
+        )
+        .into_response();
+    };
+    let request: RevokeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad_request(format!("expected {{\"user\": \"...\"}}: {e}"))
+                .into_response()
+        }
+    };
+    if request.user.is_empty() || request.user.len() > 512 {
+        return ApiError::bad_request("user must be 1 to 512 bytes").into_response();
+    }
+    ice.core.revoke(&request.user);
+    Json(serde_json::json!({ "revoked": request.user })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_forms() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, v.parse().unwrap());
+            host_of(&m)
+        };
+        assert_eq!(h("example.org:8080").as_deref(), Some("example.org"));
+        assert_eq!(h("example.org").as_deref(), Some("example.org"));
+        assert_eq!(h("[::1]:8443").as_deref(), Some("[::1]"));
+        assert_eq!(h("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
+        assert_eq!(h("bad host\"><:1"), None);
+    }
+}
