@@ -2,6 +2,9 @@
 //! HTTP/3). `--connections` QUIC connections, each with `--streams` requests in flight (one
 //! worker per stream, each sending its next request when the previous response ends); stops at
 //! `--requests` responses or after `--duration` seconds. Prints requests/s and errors.
+//! The client's key exchange groups are rustls' defaults (X25519 first, so the server's
+//! ML-KEM preference costs a HelloRetryRequest per connection); `SB_BENCH_X25519=1` offers
+//! X25519 only, `SB_BENCH_PQ_FIRST=1` offers X25519MLKEM768 first.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
