@@ -11,22 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{need, run, text, Server};
+use common::{need, peer_script, run, text, venv_python, Server};
 
 const API_KEY: &str = "h3-test-key";
 
-fn venv_python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/test (scripts/test-deps creates the venv)",
-        p.display()
-    );
-    p
-}
-
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/http3_checks.py")
+    peer_script("http3_checks.py")
 }
 
 /// A server with only the HTTP stack, plain and TLS (+ QUIC), on ephemeral loopback ports.

@@ -6,29 +6,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{http_get, run, text, Server};
+use common::{http_get, peer_script, run, text, venv_python, Server};
 
 const JWT_SECRET: &str = "hub-test-secret";
 const API_KEY: &str = "hub-test-key";
 
-fn venv_python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/test (scripts/test-deps creates the venv)",
-        p.display()
-    );
-    p
-}
-
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/peers")
-        .join(name)
+    peer_script(name)
 }
 
 /// A server with only the HTTP stack (plain and TLS) on ephemeral loopback ports.

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run, text, Server};
+use common::{repo_root, run, text, venv_python, Server};
 
 #[test]
 fn write_delay_keeps_every_publication_in_order() {
@@ -30,11 +29,9 @@ fn write_delay_keeps_every_publication_in_order() {
         "wd-key",
     ]);
     let addr = server.addr("http", "tcp").to_string();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "run scripts/test (it creates .venv)");
+    let root = repo_root();
     let out = run(
-        Command::new(python)
+        Command::new(venv_python())
             .arg(root.join("tests/peers/hub_write_delay.py"))
             .args([addr.as_str(), "wd-key", "300", "25"])
             .current_dir(root.join("tests/peers")),

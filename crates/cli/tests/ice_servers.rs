@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run, text, Server};
+use common::{repo_root, run, text, venv_python, Server};
 
 #[test]
 fn ice_servers_credentials_work_until_revoked() {
@@ -30,12 +29,10 @@ fn ice_servers_credentials_work_until_revoked() {
         "--jwt-hmac-secret",
         "ice-jwt",
     ]);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "run scripts/test (it creates .venv)");
+    let root = repo_root();
     let addr = server.addr("http", "tcp").to_string();
     let out = run(
-        Command::new(python)
+        Command::new(venv_python())
             .arg(root.join("tests/peers/ice_servers.py"))
             .args([addr.as_str(), "ice-key", "ice-jwt"])
             .current_dir(root.join("tests/peers")),

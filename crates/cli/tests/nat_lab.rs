@@ -9,7 +9,7 @@ mod lab;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{need, run, text, BIN};
+use common::{need, repo_root, run, text, venv_python, BIN};
 use lab::{Lab, NatKind, Site, SERVER_IP};
 use serde_json::Value;
 
@@ -371,14 +371,8 @@ fn traversal_matrix() {
     for tool in ["ip", "nft"] {
         need(tool);
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
-    let agent = root.join("tests/lab/ice_agent.py");
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/test-deps (installs aioice into .venv)",
-        python.display()
-    );
+    let python = venv_python();
+    let agent = repo_root().join("tests/lab/ice_agent.py");
     let started = Instant::now();
     let mut lab = Lab::new();
     // Two routers of each type: the controlling agents behind the first four, the controlled

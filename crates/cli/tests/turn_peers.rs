@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port_pair, need, run, text, Server};
+use common::{free_port_pair, need, peer_script, run, text, venv_python, Server};
 
 /// A turnutils_peer UDP echo peer on 127.0.0.1; killed on drop.
 struct Peer {
@@ -295,20 +294,10 @@ fn loopback_peer_refused_without_allow_peer() {
     );
 }
 
-fn venv_python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/test (scripts/test-deps creates the venv)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn aioice_gathers_a_relay_candidate() {
     let server = turn_server(&[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/aioice_relay.py");
+    let script = peer_script("aioice_relay.py");
     for (transport, listener) in [("udp", "udp"), ("tcp", "tcp")] {
         let addr = server.addr("stun", listener);
         let out = run(
