@@ -381,3 +381,102 @@ mod tests {
         assert_eq!(header_transaction_id(&b), None);
     }
 }
+
+/// Support for tests and fuzzing outside this crate.
+#[doc(hidden)]
+pub mod testing {
+    use crate::{attr, Message};
+
+    /// Calls every accessor and typed getter of `m` and verifies its integrity with a fixed key,
+    /// discarding the results: the property tests and the fuzz target use it to prove that no
+    /// input, however malformed, makes any of them panic.
+    pub fn exercise(m: &Message<'_>) {
+        let _ = (
+            m.class(),
+            m.method(),
+            m.transaction_id(),
+            m.cookie(),
+            m.is_rfc3489(),
+            m.raw_type(),
+        );
+        let _ = (m.as_bytes(), m.len(), m.is_empty());
+        for a in m.attributes() {
+            let _ = (
+                a.typ,
+                a.value,
+                a.offset,
+                a.is_comprehension_required(),
+                attr::name(a.typ),
+            );
+            let _ = m.get(a.typ);
+        }
+        let _ = m.unknown_comprehension_required(attr::is_known).as_slice();
+        let _ = m.check_fingerprint();
+        let _ = m.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt");
+        let _ = m.verify_integrity_sha256(b"VOkJxbRl1RmTxUk/WvJxBt");
+        let _ = (
+            m.xor_mapped_address(),
+            m.mapped_address(),
+            m.xor_peer_address(),
+            m.xor_relayed_address(),
+        );
+        let _ = m.xor_peer_addresses().count();
+        let _ = m.xor_relayed_addresses().count();
+        let _ = (
+            m.username(),
+            m.realm(),
+            m.nonce(),
+            m.software(),
+            m.alternate_domain(),
+        );
+        let _ = (
+            m.error_code(),
+            m.lifetime(),
+            m.requested_transport(),
+            m.channel_number(),
+            m.data(),
+        );
+        let _ = (
+            m.even_port(),
+            m.reservation_token(),
+            m.dont_fragment(),
+            m.requested_address_family(),
+        );
+        let _ = (
+            m.additional_address_family(),
+            m.address_error_code(),
+            m.icmp(),
+            m.change_request(),
+        );
+        let _ = (
+            m.response_port(),
+            m.padding(),
+            m.response_origin(),
+            m.other_address(),
+        );
+        let _ = (
+            m.changed_address(),
+            m.source_address(),
+            m.response_address(),
+            m.reflected_from(),
+        );
+        let _ = (
+            m.priority(),
+            m.use_candidate(),
+            m.ice_controlled(),
+            m.ice_controlling(),
+        );
+        let _ = (
+            m.password_algorithm(),
+            m.userhash(),
+            m.alternate_server(),
+            m.connection_id(),
+        );
+        if let Ok(Some(it)) = m.password_algorithms() {
+            let _ = it.count();
+        }
+        if let Ok(Some(it)) = m.unknown_attributes() {
+            let _ = it.count();
+        }
+    }
+}
