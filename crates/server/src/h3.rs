@@ -2,6 +2,11 @@
 //! the same axum [`Router`] the TCP listeners serve, so every endpoint (health, metrics, SSE,
 //! long-poll, publish, server API) answers over HTTP/3 too. WebSocket stays on HTTP/1.1 and h2.
 //!
+//! WebTransport: an extended CONNECT with `:protocol = webtransport` to `/v1/wt` turns the
+//! connection into one WebTransport session (h3-webtransport). Each bidirectional stream the
+//! client opens on it is a hub connection ([`crate::hub::webtransport`]); ordinary requests on
+//! the same connection keep going to the router.
+//!
 //! QUIC behaviour (docs/http3.md): connection migration on, idle timeout and keep-alive from
 //! `[http3]`, limits on streams and connections, address validation with Retry when asked
 //! (`--quic-retry`) or when many handshakes are in progress, certificates from the
@@ -24,14 +29,18 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::Router;
 use bytes::{Buf, Bytes};
+use h3::ext::Protocol;
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming};
+use h3_webtransport::server::{AcceptedBi, WebTransportSession};
 use http_body_util::BodyExt;
+use switchboard_hub::codes::error as code;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::Service;
 
 use crate::config::Http3Settings;
+use crate::hub;
 use crate::quic_tls::PreferringConfig;
 use crate::tls::{CertStore, TlsError};
 use crate::ServerError;
@@ -44,6 +53,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request header section accepted, bytes.
 const MAX_FIELD_SECTION: u64 = 16 * 1024;
+
+/// QUIC datagram buffers (HTTP/3 datagrams are required by WebTransport; the hub sends none and
+/// reads none, so received ones are dropped once this fills).
+const DATAGRAM_BUFFER: usize = 64 * 1024;
 
 /// Binds the TCP listener and the UDP socket of one HTTPS address on the same port. With port
 /// 0 the TCP port is picked first and UDP takes the same number (retried if it is taken).
@@ -96,12 +109,18 @@ struct Shared {
     handshaking: AtomicUsize,
 }
 
+/// What an HTTP/3 connection serves: requests go to `router`, WebTransport streams to the hub.
+pub(crate) struct Endpoints {
+    pub router: Router,
+    pub hub: hub::Ctx,
+}
+
 /// Serves HTTP/3 on `udp` until shutdown.
 pub(crate) fn spawn(
     udp: std::net::UdpSocket,
     addr: SocketAddr,
     certs: &Arc<CertStore>,
-    router: Router,
+    endpoints: Endpoints,
     settings: &Http3Settings,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
@@ -117,7 +136,9 @@ pub(crate) fn spawn(
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(
             (settings.keep_alive > 0).then(|| Duration::from_secs(settings.keep_alive)),
-        );
+        )
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER);
     server
         .transport_config(Arc::new(transport))
         .migration(true)
@@ -141,6 +162,7 @@ pub(crate) fn spawn(
     });
     let mut stop = shutdown.clone();
     let conn_stop = shutdown.clone();
+    let Endpoints { router, hub } = endpoints;
     tasks.spawn(async move {
         let mut conns = JoinSet::new();
         loop {
@@ -169,6 +191,7 @@ pub(crate) fn spawn(
                 incoming,
                 shared.clone(),
                 router.clone(),
+                hub.clone(),
                 conn_stop.clone(),
             ));
         }
@@ -205,6 +228,7 @@ async fn connection(
     incoming: quinn::Incoming,
     shared: Arc<Shared>,
     router: Router,
+    hub: hub::Ctx,
     mut stop: watch::Receiver<bool>,
 ) {
     let _open = Count::new(&shared, |s| &s.open);
@@ -243,6 +267,10 @@ async fn connection(
     };
     let mut h3c = match h3::server::builder()
         .max_field_section_size(MAX_FIELD_SECTION)
+        .enable_webtransport(true)
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .max_webtransport_sessions(1)
         .build::<_, Bytes>(quic)
         .await
     {
@@ -257,7 +285,10 @@ async fn connection(
     tokio::pin!(deadline);
     let mut path = conn.remote_address();
     let mut requests = JoinSet::new();
-    loop {
+    // A request task that finds a WebTransport CONNECT hands it here: the session takes over
+    // the connection.
+    let (wt_tx, mut wt_rx) = mpsc::channel::<(Request, Stream)>(1);
+    let upgrade = loop {
         tokio::select! {
             _ = crate::stopped(&mut stop) => {
                 // GOAWAY: no new requests; those in flight get a moment to finish.
@@ -266,6 +297,7 @@ async fn connection(
                 let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
                 return;
             }
+            Some(connect) = wt_rx.recv() => break Some(connect),
             _ = &mut deadline, if !done.load(Ordering::Relaxed) => {
                 // The condition was read when this select! started; the handshake may have
                 // completed since.
@@ -287,15 +319,40 @@ async fn connection(
                         tracing::debug!(from = %path, to = %now, "QUIC connection migrated");
                         path = now;
                     }
-                    requests.spawn(request(resolver, router.clone(), now, early.clone()));
+                    requests.spawn(request(
+                        resolver,
+                        router.clone(),
+                        now,
+                        early.clone(),
+                        wt_tx.clone(),
+                    ));
                 }
-                Ok(None) => break,
+                Ok(None) => break None,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
-                    break;
+                    break None;
                 }
             },
         }
+    };
+    // Later CONNECTs find the channel closed and are refused.
+    drop(wt_rx);
+    drop(wt_tx);
+    if let Some((req, stream)) = upgrade {
+        let session = match WebTransportSession::accept(req, stream, h3c).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "WebTransport session not accepted");
+                return;
+            }
+        };
+        metrics::counter!("switchboard_webtransport_sessions_total").increment(1);
+        tracing::trace!(%peer, "WebTransport session");
+        webtransport(&session, &conn, router, hub, early, &mut requests, stop).await;
+        // Dropping the session closes the connection: requests in flight finish first.
+        let drain = async { while requests.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        return;
     }
     let drain = async { while requests.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
@@ -313,17 +370,118 @@ fn tls_failure(e: &quinn::ConnectionError) {
 
 type Resolver = h3::server::RequestResolver<EarlyAware, Bytes>;
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type Request = axum::http::Request<()>;
+type Session = WebTransportSession<EarlyAware, Bytes>;
+/// Where a WebTransport CONNECT goes; closed once the connection has its session.
+type WtConnect = mpsc::Sender<(Request, Stream)>;
 
-/// Serves one request: HTTP/3 in, the router's response out (streamed frame by frame, so SSE
-/// and long-poll behave as on TCP).
-async fn request(resolver: Resolver, mut router: Router, peer: SocketAddr, early: EarlyStreams) {
-    let (req, mut stream) = match resolver.resolve_request().await {
+/// Runs the WebTransport session that took over the connection: client-opened bidirectional
+/// streams become hub connections, requests go to the router, until the connection ends or the
+/// server stops.
+async fn webtransport(
+    session: &Session,
+    conn: &quinn::Connection,
+    router: Router,
+    hub: hub::Ctx,
+    early: EarlyStreams,
+    requests: &mut JoinSet<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let id = session.session_id();
+    let peer = conn.remote_address();
+    // `accept_bi` is not cancel-safe (it reads the first frame of the stream), so it runs in
+    // one future polled across the loop's iterations, never dropped mid-way.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let accept = async move {
+        loop {
+            match session.accept_bi().await {
+                Ok(Some(accepted)) => {
+                    if tx.send(accepted).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "WebTransport session ended");
+                    return;
+                }
+            }
+        }
+    };
+    tokio::pin!(accept);
+    let mut streams = JoinSet::new();
+    let stopping = loop {
+        tokio::select! {
+            _ = crate::stopped(&mut stop) => break true,
+            () = &mut accept => break false,
+            Some(accepted) = rx.recv() => match accepted {
+                AcceptedBi::Request(req, stream) => {
+                    let (closed, _) = mpsc::channel(1);
+                    let peer = conn.remote_address();
+                    requests.spawn(serve(req, stream, router.clone(), peer, early.clone(), closed));
+                }
+                AcceptedBi::BidiStream(sid, mut stream) => {
+                    if sid == id {
+                        streams.spawn(hub::webtransport::serve(
+                            hub.clone(),
+                            stream,
+                            conn.remote_address(),
+                        ));
+                    } else {
+                        // Only one session per connection: a stream for another is refused.
+                        use h3::quic::{RecvStream, SendStream};
+                        stream.stop_sending(WT_SESSION_GONE);
+                        stream.reset(WT_SESSION_GONE);
+                    }
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+        }
+    };
+    // On shutdown every hub connection writes its disconnect (3001) and finishes its stream.
+    let drain = async { while streams.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    if stopping {
+        // Closing the connection discards stream data not yet sent or acknowledged: give the
+        // final frames a few round trips (or until the client closes).
+        let linger = (conn.rtt() * 4 + Duration::from_millis(50)).min(Duration::from_secs(1));
+        let _ = tokio::time::timeout(linger, conn.closed()).await;
+    }
+}
+
+/// WT_SESSION_GONE (draft-ietf-webtrans-http3): the stream names no session of ours.
+const WT_SESSION_GONE: u64 = 0x170d_7b68;
+
+/// Resolves one request stream and serves it.
+async fn request(
+    resolver: Resolver,
+    router: Router,
+    peer: SocketAddr,
+    early: EarlyStreams,
+    wt: WtConnect,
+) {
+    let (req, stream) = match resolver.resolve_request().await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "bad HTTP/3 request");
             return;
         }
     };
+    serve(req, stream, router, peer, early, wt).await;
+}
+
+/// Serves one request: HTTP/3 in, the router's response out (streamed frame by frame, so SSE
+/// and long-poll behave as on TCP). A WebTransport CONNECT to `/v1/wt` is handed to the
+/// connection through `wt`.
+async fn serve(
+    req: Request,
+    mut stream: Stream,
+    mut router: Router,
+    peer: SocketAddr,
+    early: EarlyStreams,
+    wt: WtConnect,
+) {
     metrics::counter!("switchboard_http3_requests_total").increment(1);
     tracing::trace!(%peer, method = %req.method(), uri = %req.uri(), "HTTP/3 request");
     let was_early = early
@@ -334,6 +492,33 @@ async fn request(resolver: Resolver, mut router: Router, peer: SocketAddr, early
     if was_early && !(req.method() == Method::GET || head) {
         metrics::counter!("switchboard_http3_too_early_total").increment(1);
         too_early(&mut stream).await;
+        return;
+    }
+    if req.method() == Method::CONNECT
+        && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT)
+    {
+        if req.uri().path() != hub::webtransport::PATH {
+            let message = format!("no WebTransport endpoint at {}", req.uri().path());
+            refuse(
+                &mut stream,
+                StatusCode::NOT_FOUND,
+                code::METHOD_NOT_FOUND,
+                &message,
+            )
+            .await;
+            return;
+        }
+        if let Err(e) = wt.try_send((req, stream)) {
+            let (_, mut stream) = e.into_inner();
+            let message = "one WebTransport session per connection";
+            refuse(
+                &mut stream,
+                StatusCode::CONFLICT,
+                code::BAD_REQUEST,
+                message,
+            )
+            .await;
+        }
         return;
     }
     let (mut send, recv) = stream.split();
@@ -401,8 +586,18 @@ async fn too_early(stream: &mut Stream) {
     let body = Bytes::from_static(
         br#"{"error":{"code":425,"message":"too early: only GET and HEAD are served in 0-RTT; retry after the handshake"}}"#,
     );
+    respond(stream, StatusCode::TOO_EARLY, body).await;
+}
+
+/// An error response in the hub's JSON shape, `{"error":{"code","message"}}`.
+async fn refuse(stream: &mut Stream, status: StatusCode, code: u32, message: &str) {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    respond(stream, status, Bytes::from(body)).await;
+}
+
+async fn respond(stream: &mut Stream, status: StatusCode, body: Bytes) {
     let Ok(resp) = Response::builder()
-        .status(StatusCode::TOO_EARLY)
+        .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_LENGTH, body.len())
         .body(())
@@ -476,6 +671,19 @@ impl quic::Connection<Bytes> for EarlyAware {
 
     fn opener(&self) -> Self::OpenStreams {
         quic::Connection::<Bytes>::opener(&self.inner)
+    }
+}
+
+impl h3_datagram::quic_traits::DatagramConnectionExt<Bytes> for EarlyAware {
+    type SendDatagramHandler = h3_quinn::datagram::SendDatagramHandler;
+    type RecvDatagramHandler = h3_quinn::datagram::RecvDatagramHandler;
+
+    fn send_datagram_handler(&self) -> Self::SendDatagramHandler {
+        h3_datagram::quic_traits::DatagramConnectionExt::<Bytes>::send_datagram_handler(&self.inner)
+    }
+
+    fn recv_datagram_handler(&self) -> Self::RecvDatagramHandler {
+        h3_datagram::quic_traits::DatagramConnectionExt::<Bytes>::recv_datagram_handler(&self.inner)
     }
 }
 

@@ -311,7 +311,10 @@ impl Server {
                     udp,
                     addr,
                     &certs,
-                    router.clone(),
+                    h3::Endpoints {
+                        router: router.clone(),
+                        hub: ctx.clone(),
+                    },
                     &settings.http3,
                     &rx,
                     &mut tasks,

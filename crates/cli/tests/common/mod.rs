@@ -36,6 +36,13 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::start_command(cmd)
+    }
+
+    /// Starts a prepared `switchboard serve` command (for example inside a network namespace)
+    /// and waits for its start-up lines.
+    pub fn start_command(mut cmd: Command) -> Server {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn switchboard");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");

@@ -15,12 +15,11 @@
 //! routes are never touched.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::common::Server;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 pub const PREFIX: &str = "sbnat-";
 /// The server's primary and alternate addresses on the public segment.
@@ -434,63 +433,17 @@ impl Drop for Lab {
     }
 }
 
-/// `switchboard serve` running in the lab; killed on drop.
-pub struct LabServer {
-    pub child: Child,
-    pub lines: Vec<String>,
-}
+/// `switchboard serve` running in the lab; killed on drop (by the wrapped [`Server`]).
+pub struct LabServer(pub Server);
 
 impl LabServer {
-    fn start(mut cmd: Command) -> LabServer {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn switchboard");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut sink);
-            if std::env::var_os("SB_TEST_LOGS").is_some() {
-                eprintln!("{sink}");
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = LabServer {
-            child,
-            lines: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    let done = line.starts_with("tls   cert");
-                    server.lines.push(line);
-                    if done {
-                        return server;
-                    }
-                }
-                Err(_) => panic!(
-                    "switchboard did not start in the lab (exit {:?}); printed {:?}",
-                    server.child.try_wait().ok().flatten(),
-                    server.lines
-                ),
-            }
-        }
+    fn start(cmd: Command) -> LabServer {
+        LabServer(Server::start_command(cmd))
     }
 
     /// The first listener line for `protocol transport`.
     pub fn line(&self, protocol: &str, transport: &str) -> Option<&str> {
-        self.lines.iter().map(String::as_str).find(|l| {
+        self.0.lines.iter().map(String::as_str).find(|l| {
             let mut f = l.split_whitespace();
             f.next() == Some(protocol) && f.next() == Some(transport)
         })
@@ -500,12 +453,5 @@ impl LabServer {
         self.line(protocol, transport)
             .and_then(|l| l.split_whitespace().nth(2))
             .and_then(|a| a.parse().ok())
-    }
-}
-
-impl Drop for LabServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

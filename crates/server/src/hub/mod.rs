@@ -9,9 +9,10 @@
 //! | `poll.rs` | `GET /v1/poll?channel=...&since=...` |
 //! | `rest.rs` | `POST /v1/publish`, `POST /v1/api/<method>` |
 //! | `grpc.rs` | gRPC `switchboard.v1.Hub` and `switchboard.v1.HubApi` |
+//! | `webtransport.rs` | WebTransport `/v1/wt` over HTTP/3 (session in `crate::h3`) |
 //!
-//! `stream.rs` holds the run loop shared by the two framed, bidirectional transports
-//! (WebSocket and the gRPC `Connect` stream).
+//! `stream.rs` holds the run loop shared by the framed, bidirectional transports (WebSocket,
+//! the gRPC `Connect` stream, WebTransport streams).
 
 mod grpc;
 pub(crate) mod ice;
@@ -21,6 +22,7 @@ mod sse;
 mod stream;
 #[cfg(test)]
 mod tests;
+pub(crate) mod webtransport;
 mod ws;
 
 use std::net::SocketAddr;

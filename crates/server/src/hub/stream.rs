@@ -1,7 +1,8 @@
-//! The run loop of a framed bidirectional connection (WebSocket, gRPC `Connect`): the first
-//! command must be `connect`; then commands go to [`Session::handle`] and their replies out,
-//! pushes go out as they come, pings keep the connection alive, and the session's final
-//! `Disconnect` push is written (and becomes the WebSocket close code) before closing.
+//! The run loop of a framed bidirectional connection (WebSocket, gRPC `Connect`, WebTransport
+//! streams): the first command must be `connect`; then commands go to [`Session::handle`] and
+//! their replies out, pushes go out as they come, pings keep the connection alive, and the
+//! session's final `Disconnect` push is written (and becomes the WebSocket close code) before
+//! closing.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,113 @@
+//! WebTransport over HTTP/3 as a hub transport, driven by aioquic
+//! (tests/peers/webtransport_check.py): extended CONNECT to `/v1/wt`, bidirectional streams
+//! carrying length-prefixed protobuf frames, a publication made through the server API over
+//! HTTP/3 on the session's own connection, independent hub connections per stream, disconnect
+//! 3501 for a malformed frame, 404 / 409 for a wrong path / a second session, JWT auth in the
+//! connect command, and disconnect 3001 on every stream when the server stops.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{peer_script, run, text, venv_python, Server};
+
+const API_KEY: &str = "wt-test-key";
+const JWT_SECRET: &str = "wt-test-secret";
+
+fn server() -> Server {
+    Server::start(&[
+        "--stun-udp",
+        "off",
+        "--stun-tcp",
+        "off",
+        "--stun-tls",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "127.0.0.1:0",
+        "--api-key",
+        API_KEY,
+        "--jwt-hmac-secret",
+        JWT_SECRET,
+    ])
+}
+
+#[test]
+fn hub_over_webtransport() {
+    let server = server();
+    let https = server.addr("https", "udp").to_string();
+    let out = run(
+        Command::new(venv_python())
+            .arg(peer_script("webtransport_check.py"))
+            .args([&https, API_KEY, JWT_SECRET]),
+        Duration::from_secs(120),
+    );
+    let t = text(&out);
+    for name in [
+        "subscribe",
+        "streams",
+        "bad_frame",
+        "wrong_path",
+        "second_session",
+        "auth",
+    ] {
+        assert!(
+            t.lines().any(|l| l == format!("OK {name}")),
+            "check {name} did not pass:\n{t}"
+        );
+    }
+    assert!(t.contains("DONE 0 failed") && out.status.success(), "{t}");
+}
+
+#[test]
+fn shutdown_disconnects_webtransport_streams_with_3001() {
+    let server = server();
+    let https = server.addr("https", "udp").to_string();
+    let mut peer = Command::new(venv_python())
+        .arg(peer_script("webtransport_check.py"))
+        .args([&https, API_KEY, "shutdown"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn webtransport_check.py");
+    let stdout = peer.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let ready = line == "READY shutdown";
+                lines.push(line);
+                if ready {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = peer.kill();
+                panic!("peer never became ready: {lines:?}");
+            }
+        }
+    }
+    let status = server.stop();
+    assert!(status.success(), "server exit {status:?}");
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        lines.push(line);
+    }
+    let exit = peer.wait().expect("peer exit");
+    assert!(
+        lines.iter().any(|l| l == "OK shutdown") && exit.success(),
+        "{lines:?}"
+    );
+}
