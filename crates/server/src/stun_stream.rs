@@ -247,11 +247,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(Err(_)) => return Err("read failed"),
             Err(_) => {
                 // Idle means idle both ways: relayed data flowing to the client keeps it open.
-                let since_write =
-                    started.elapsed().as_millis() as u64 - last_write.load(Ordering::Relaxed);
-                if last_write.load(Ordering::Relaxed) == 0
-                    || since_write >= ctx.idle.as_millis() as u64
-                {
+                // The writer may store a newer time between the two reads: saturate.
+                let last = last_write.load(Ordering::Relaxed);
+                let since_write = (started.elapsed().as_millis() as u64).saturating_sub(last);
+                if last == 0 || since_write >= ctx.idle.as_millis() as u64 {
                     return Err("idle timeout");
                 }
             }
