@@ -376,6 +376,57 @@ async def errors(http, https, secret, key):
             except grpc.aio.AioRpcError as e:
                 expect(e.code() == grpc.StatusCode.OUT_OF_RANGE, e.code())
 
+    async def signaling_room():
+        # alice speaks protobuf, bob JSON: rooms ride on Session::handle, so both codecs meet.
+        sdp = (
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+            "a=ice-ufrag:EsAw\r\na=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r\n"
+            "a=fingerprint:sha-256 DA:39:A3:EE:5E:6B:4B:0D:32:55:BF:EF:95:60:18:90:AF:D8:07:09:DA:39:A3:EE:5E:6B:4B:0D:32:55:BF:EF\r\n"
+            "a=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n"
+        )
+        alice = await Ws(url, "proto").open()
+        bob = await Ws(url, "json").open()
+        try:
+            await alice.connect(good)
+            await bob.connect(jwt(secret, "bob"))
+            r = await alice.call("roomJoin", {"room": "call:py", "peerId": "alice", "data": {"n": 1}})
+            expect("roomJoin" in r and not r["roomJoin"].get("polite"), r)
+            r = await bob.call("roomJoin", {"room": "call:py", "peerId": "bob", "data": {"n": 2}})
+            j = r["roomJoin"]
+            expect(j.get("polite") is True, r)
+            expect([m["peerId"] for m in j["members"]] == ["alice"] and j["members"][0]["data"] == {"n": 1}, r)
+            p = await alice.next_push()
+            expect(p["roomJoin"]["peer"]["peerId"] == "bob" and p["roomJoin"]["peer"]["data"] == {"n": 2}, p)
+            r = await bob.call(
+                "offer", {"room": "call:py", "to": "alice", "description": {"type": "offer", "sdp": sdp}}
+            )
+            expect(r["offer"].get("delivered") == 1, r)
+            p = (await alice.next_push())["signal"]
+            expect(p["from"] == "bob" and p["offer"]["sdp"] == sdp, p)
+            r = await bob.call(
+                "candidate",
+                {
+                    "room": "call:py",
+                    "candidate": {"candidate": "candidate:1 1 UDP 2122260223 192.0.2.7 54400 typ host", "sdpMid": "0"},
+                },
+            )
+            expect(r["candidate"].get("delivered") == 1, r)
+            p = (await alice.next_push())["signal"]
+            expect(p["candidate"]["candidate"] == "candidate:1 1 udp 2122260223 192.0.2.7 54400 typ host", p)
+            r = await bob.call(
+                "offer", {"room": "call:py", "to": "alice", "description": {"type": "offer", "sdp": "v=0\r\nx\r\n"}}
+            )
+            expect(r["error"]["code"] == 107, r)
+            r = await bob.call("offer", {"room": "call:other", "description": {"type": "offer", "sdp": sdp}})
+            expect(r["error"]["code"] == 102, r)
+            await bob.close()
+            p = (await alice.next_push())["roomLeave"]
+            expect(p["peerId"] == "bob" and p["room"] == "call:py", p)
+        finally:
+            await alice.close()
+            await bob.close()
+
     await check("unknown-subprotocol-400", unknown_subprotocol())
     await check("malformed-json-frame-3501", bad_frame("json", "{not json"))
     await check("malformed-proto-frame-3501", bad_frame("proto", b"\xff\xff\xff\xff\x0f"))
@@ -399,6 +450,7 @@ async def errors(http, https, secret, key):
     await check("api-key-required-401", api_key())
     await check("grpc-bad-jwt-101-3500", grpc_bad_token())
     await check("grpc-oversized-113-out-of-range", grpc_oversized())
+    await check("ws-signaling-room", signaling_room())
 
 
 # ---------------------------------------------------------------- limits

@@ -169,7 +169,7 @@ class Ws:
 def proto_command(cid, method, body):
     """A protobuf Command from a JSON-mapping-like dict (the subset the tests use)."""
     cmd = pb.Command(id=cid)
-    sub = getattr(cmd, method)
+    sub = getattr(cmd, snake(method))
     sub.SetInParent()
     for k, v in body.items():
         if k == "data":

@@ -191,6 +191,7 @@ fn bad_input_gets_its_code() {
             "api-key-required-401",
             "grpc-bad-jwt-101-3500",
             "grpc-oversized-113-out-of-range",
+            "ws-signaling-room",
         ],
     );
     // Still serving, and nothing panicked.

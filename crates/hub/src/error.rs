@@ -80,6 +80,13 @@ pub enum HubError {
     /// 116: the session was disconnected.
     #[error("connection closed")]
     SessionClosed,
+    /// A refused signaling-room command: 107 for invalid input (SDP, candidate, bye, room name,
+    /// peer id, self-addressed), 113 for an over-large SDP or join metadata, 106 for a full room
+    /// or too many rooms, 105 for a peer id already in the room, 102 for an unknown room, a
+    /// sender not in the room or an unknown recipient (one code and text for the three, so a
+    /// client cannot probe other rooms).
+    #[error("{}", signal_text(.0))]
+    Signal(switchboard_signal::Error),
     /// 100: the broker failed.
     #[error("internal error: {0}")]
     Broker(#[from] BrokerError),
@@ -104,6 +111,7 @@ impl HubError {
             Self::ConnectionLimit => code::CONNECTION_LIMIT,
             Self::SessionClosed => code::SESSION_CLOSED,
             Self::Broker(_) => code::INTERNAL,
+            Self::Signal(e) => signal_code(e),
         }
     }
 
@@ -137,6 +145,31 @@ impl HubError {
             _ => return None,
         };
         Some(codes::disconnect_message(code))
+    }
+}
+
+/// The protocol code of a signaling failure (docs/signaling.md).
+fn signal_code(e: &switchboard_signal::Error) -> u32 {
+    use switchboard_signal::{Error as E, RoomError, SdpError};
+    match e {
+        E::Sdp(SdpError::TooLarge { .. }) | E::Room(RoomError::MetadataTooLarge) => {
+            code::MESSAGE_TOO_LARGE
+        }
+        E::Room(RoomError::RoomFull | RoomError::TooManyRooms) => code::LIMIT_EXCEEDED,
+        E::Room(RoomError::DuplicatePeer) => code::ALREADY_SUBSCRIBED,
+        E::Room(RoomError::UnknownRoom | RoomError::NotInRoom | RoomError::UnknownRecipient) => {
+            code::UNKNOWN_CHANNEL
+        }
+        _ => code::BAD_REQUEST,
+    }
+}
+
+/// The error text of a signaling failure: the unknown-room family shares one text.
+fn signal_text(e: &switchboard_signal::Error) -> String {
+    if signal_code(e) == code::UNKNOWN_CHANNEL {
+        "unknown room or peer".to_owned()
+    } else {
+        e.to_string()
     }
 }
 

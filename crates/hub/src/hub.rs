@@ -15,6 +15,7 @@ use crate::config::{HubConfig, NamespaceOptions};
 use crate::error::{AuthFailure, ConfigError, HubError};
 use crate::memory::MemoryBroker;
 use crate::queue::{Offer, PushQueue};
+use crate::rooms::SignalHub;
 use crate::session::Session;
 use crate::util::{lock, random_hex, shard_of};
 
@@ -59,6 +60,8 @@ pub(crate) struct HubInner {
     pub(crate) registry: Mutex<Registry>,
     pub(crate) shards: Box<[ChannelShard]>,
     pending: Mutex<Vec<Cleanup>>,
+    /// WebRTC signaling rooms.
+    pub(crate) signal: SignalHub,
 }
 
 #[derive(Default)]
@@ -119,6 +122,8 @@ pub(crate) struct SessionShared {
     pub(crate) queue: PushQueue,
     /// Channels subscribed or being subscribed.
     pub(crate) subscriptions: Mutex<HashSet<String>>,
+    /// Signaling rooms joined: room → peer id.
+    pub(crate) rooms: Mutex<HashMap<String, String>>,
 }
 
 impl SessionShared {
@@ -244,6 +249,7 @@ impl Hub {
                 })
                 .collect(),
             pending: Mutex::new(Vec::new()),
+            signal: SignalHub::new(started_ms),
         });
         let weak: Weak<HubInner> = Arc::downgrade(&inner);
         let handler: Weak<dyn BrokerHandler> = weak;
@@ -304,6 +310,7 @@ impl Hub {
             client_version: request.version.clone(),
             queue: PushQueue::new(limits.queue_max_messages, limits.queue_max_bytes),
             subscriptions: Mutex::new(HashSet::new()),
+            rooms: Mutex::new(HashMap::new()),
         });
         {
             let mut reg = lock(&inner.registry);
@@ -471,10 +478,11 @@ impl Hub {
 
     /// Housekeeping, to call every [`Hub::maintenance_interval`]: refreshes presence of live
     /// subscriptions, finishes cleanups that could not be spawned (no runtime at drop time),
-    /// drops node interest in channels left without subscribers, and lets the broker sweep
-    /// expired entries.
+    /// drops node interest in channels left without subscribers, removes signaling-room peers
+    /// silent longer than the room timeout, and lets the broker sweep expired entries.
     pub async fn maintain(&self) {
         let inner = &self.inner;
+        inner.room_expire();
         let pending = std::mem::take(&mut *lock(&inner.pending));
         for cleanup in pending {
             inner.run_cleanup(cleanup).await;
@@ -509,6 +517,11 @@ impl Hub {
             inner.release_interest(&channel).await;
         }
         inner.broker.maintain().await;
+    }
+
+    /// Number of WebRTC signaling rooms on this node.
+    pub fn room_count(&self) -> usize {
+        self.inner.signal.room_count()
     }
 
     /// Number of connections on this node.

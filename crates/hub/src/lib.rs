@@ -61,6 +61,7 @@ mod error;
 mod hub;
 mod memory;
 mod queue;
+mod rooms;
 mod session;
 mod util;
 

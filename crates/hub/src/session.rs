@@ -12,6 +12,10 @@ use crate::error::HubError;
 use crate::hub::{Cleanup, Delivery, HubInner, SessionShared, SubState, Subscriber};
 use crate::util::lock;
 
+fn signal_error(e: impl Into<switchboard_signal::Error>) -> HubError {
+    HubError::Signal(e.into())
+}
+
 /// One connected client, returned by [`crate::Hub::connect`].
 ///
 /// Commands are methods (`subscribe`, `publish`, ... or [`Session::handle`] for a protocol
@@ -189,6 +193,7 @@ impl Session {
             }
             metrics::gauge!("switchboard_hub_connections").set(reg.sessions.len() as f64);
         }
+        self.hub.room_release(s);
         let channels: Vec<String> = lock(&s.subscriptions).drain().collect();
         let mut cleanups = Vec::with_capacity(channels.len());
         for channel in channels {
@@ -517,9 +522,15 @@ impl Session {
 
     /// Executes a protocol command and returns its reply (same `id`). A second `connect`
     /// is a 107 bad request; a command without a known method is 104.
+    ///
+    /// Signaling-room commands (`room_join`, `room_leave`, `offer`, `answer`, `candidate`,
+    /// `bye`) are validated and relayed to the peers of the sender's room as `signal` pushes;
+    /// every command counts as a sign of life of this session's room peers.
     pub async fn handle(&self, command: proto::Command) -> proto::Reply {
         use proto::command::Method;
         use proto::reply::Result as R;
+        let hub = &self.hub;
+        hub.room_touch(&self.shared);
         let result = match command.method {
             None => Err(HubError::MethodNotFound),
             Some(Method::Connect(_)) => Err(HubError::BadRequest("already connected")),
@@ -538,6 +549,40 @@ impl Session {
             }
             Some(Method::History(r)) => self.history(&r).await.map(R::History),
             Some(Method::Ping(_)) => self.ping().map(R::Ping),
+            Some(Method::RoomJoin(r)) => hub.room_join(&self.shared, r).map(R::RoomJoin),
+            Some(Method::RoomLeave(r)) => hub.room_leave(&self.shared, &r.room).map(R::RoomLeave),
+            Some(Method::Offer(r)) => {
+                let d = r.description.unwrap_or_default();
+                hub.room_signal(&self.shared, &r.room, &r.to, |v| {
+                    v.offer(&d.r#type, &d.sdp).map_err(signal_error)
+                })
+                .map(R::Offer)
+            }
+            Some(Method::Answer(r)) => {
+                let d = r.description.unwrap_or_default();
+                hub.room_signal(&self.shared, &r.room, &r.to, |v| {
+                    v.answer(&d.r#type, &d.sdp).map_err(signal_error)
+                })
+                .map(R::Answer)
+            }
+            Some(Method::Candidate(r)) => {
+                let c = r.candidate.unwrap_or_default();
+                hub.room_signal(&self.shared, &r.room, &r.to, |v| {
+                    v.candidate(
+                        &c.candidate,
+                        c.sdp_mid.as_deref(),
+                        c.sdp_m_line_index,
+                        c.username_fragment.as_deref(),
+                    )
+                    .map_err(signal_error)
+                })
+                .map(R::Candidate)
+            }
+            Some(Method::Bye(r)) => hub
+                .room_signal(&self.shared, &r.room, &r.to, |v| {
+                    v.bye(&r.reason).map_err(signal_error)
+                })
+                .map(R::Bye),
         };
         proto::Reply {
             id: command.id,

@@ -246,3 +246,42 @@ mod props {
         }
     }
 }
+
+#[test]
+fn signaling_commands_and_pushes_use_the_mapping() {
+    let text = r#"{"id":3,"roomJoin":{"room":"call:1","peerId":"alice","data":{"name":"A"}}}"#;
+    let cmd: Command = json::from_str(text).unwrap();
+    let Some(command::Method::RoomJoin(j)) = &cmd.method else {
+        panic!("{cmd:?}")
+    };
+    assert_eq!((j.room.as_str(), j.peer_id.as_str()), ("call:1", "alice"));
+    assert_eq!(j.data, br#"{"name":"A"}"#);
+    let back: Command = json::from_str(&json::to_string(&cmd).unwrap()).unwrap();
+    assert_eq!(back, cmd);
+    assert!(json::to_string(&cmd)
+        .unwrap()
+        .contains(r#""data":{"name":"A"}"#));
+
+    let text = r#"{"id":4,"candidate":{"room":"call:1","to":"bob","candidate":{"candidate":"","sdpMid":"0","sdpMLineIndex":0}}}"#;
+    let cmd: Command = json::from_str(text).unwrap();
+    let Some(command::Method::Candidate(c)) = &cmd.method else {
+        panic!("{cmd:?}")
+    };
+    let ice = c.candidate.as_ref().unwrap();
+    assert_eq!(ice.sdp_mid.as_deref(), Some("0"));
+    assert_eq!(ice.sdp_m_line_index, Some(0));
+
+    let push = switchboard_proto::v1::Push {
+        push: Some(switchboard_proto::v1::push::Push::Signal(
+            switchboard_proto::v1::Signal {
+                room: "call:1".into(),
+                from: "bob".into(),
+                message: Some(switchboard_proto::v1::signal::Message::Bye("done".into())),
+            },
+        )),
+    };
+    assert_eq!(
+        json::to_string(&push).unwrap(),
+        r#"{"signal":{"bye":"done","from":"bob","room":"call:1"}}"#
+    );
+}

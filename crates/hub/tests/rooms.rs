@@ -1,0 +1,418 @@
+//! WebRTC signaling rooms over `Session::handle`: join, relay of offer/answer/candidate/bye as
+//! pushes, isolation between rooms, refusals with their codes, leave on close and on timeout.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use switchboard_hub::{codes, proto, Session};
+
+use proto::command::Method;
+use proto::push::Push;
+use proto::reply::Result as R;
+
+const OFFER: &str = "v=0\r
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r
+s=-\r
+t=0 0\r
+a=group:BUNDLE 0\r
+a=msid-semantic: WMS\r
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r
+c=IN IP4 0.0.0.0\r
+a=ice-ufrag:EsAw\r
+a=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r
+a=ice-options:trickle\r
+a=fingerprint:sha-256 DA:39:A3:EE:5E:6B:4B:0D:32:55:BF:EF:95:60:18:90:AF:D8:07:09:DA:39:A3:EE:5E:6B:4B:0D:32:55:BF:EF\r
+a=setup:actpass\r
+a=mid:0\r
+a=sctp-port:5000\r
+a=max-message-size:262144\r
+";
+
+fn answer_sdp() -> String {
+    OFFER.replace("a=setup:actpass", "a=setup:active")
+}
+
+async fn call(s: &Session, method: Method) -> R {
+    let reply = s
+        .handle(proto::Command {
+            id: 7,
+            method: Some(method),
+        })
+        .await;
+    assert_eq!(reply.id, 7);
+    reply.result.expect("a result")
+}
+
+async fn join(s: &Session, room: &str, peer: &str) -> proto::RoomJoinResult {
+    match call(
+        s,
+        Method::RoomJoin(proto::RoomJoinRequest {
+            room: room.into(),
+            peer_id: peer.into(),
+            data: br#"{"name":"x"}"#.to_vec(),
+        }),
+    )
+    .await
+    {
+        R::RoomJoin(r) => r,
+        other => panic!("join refused: {other:?}"),
+    }
+}
+
+fn error_code(r: &R) -> u32 {
+    match r {
+        R::Error(e) => e.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn offer(room: &str, to: &str, kind: &str, sdp: &str) -> Method {
+    Method::Offer(proto::OfferRequest {
+        room: room.into(),
+        to: to.into(),
+        description: Some(proto::SessionDescription {
+            r#type: kind.into(),
+            sdp: sdp.into(),
+        }),
+    })
+}
+
+fn pushes(s: &Session) -> Vec<Arc<proto::Push>> {
+    std::iter::from_fn(|| s.try_recv()).collect()
+}
+
+fn signal(push: &proto::Push) -> &proto::Signal {
+    match &push.push {
+        Some(Push::Signal(sig)) => sig,
+        other => panic!("expected a signal push, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_peers_join_and_relay_offer_answer_candidate_bye() {
+    let t = hub();
+    let a = t.connect("ann");
+    let b = t.connect("bob");
+
+    let ja = join(&a, "call:1", "alice").await;
+    assert!(ja.members.is_empty() && !ja.polite);
+    let jb = join(&b, "call:1", "bob").await;
+    assert!(jb.polite);
+    assert_eq!(jb.members.len(), 1);
+    assert_eq!(jb.members[0].peer_id, "alice");
+    assert_eq!(jb.members[0].data, br#"{"name":"x"}"#);
+    assert_eq!(jb.members[0].info.as_ref().unwrap().user, "ann");
+    assert_eq!(t.hub.room_count(), 1);
+
+    // alice is told about bob.
+    let p = pushes(&a);
+    assert!(
+        matches!(&p[..], [p] if matches!(&p.push, Some(Push::RoomJoin(j)) if j.room == "call:1" && j.peer.as_ref().unwrap().peer_id == "bob")),
+        "{p:?}"
+    );
+    assert!(pushes(&b).is_empty());
+
+    // bob (the newcomer) offers to alice: normalized SDP arrives as a signal push.
+    let r = call(
+        &b,
+        offer("call:1", "alice", "offer", &OFFER.replace("\r\n", "\n")),
+    )
+    .await;
+    assert!(
+        matches!(r, R::Offer(proto::SignalResult { delivered: 1 })),
+        "{r:?}"
+    );
+    let p = pushes(&a);
+    assert_eq!(p.len(), 1);
+    let sig = signal(&p[0]);
+    assert_eq!((sig.room.as_str(), sig.from.as_str()), ("call:1", "bob"));
+    assert!(
+        matches!(&sig.message, Some(proto::signal::Message::Offer(d)) if d.r#type == "offer" && d.sdp == OFFER)
+    );
+
+    // alice answers to everyone else (empty `to`).
+    let r = call(
+        &a,
+        Method::Answer(proto::AnswerRequest {
+            room: "call:1".into(),
+            to: String::new(),
+            description: Some(proto::SessionDescription {
+                r#type: "answer".into(),
+                sdp: answer_sdp(),
+            }),
+        }),
+    )
+    .await;
+    assert!(
+        matches!(r, R::Answer(proto::SignalResult { delivered: 1 })),
+        "{r:?}"
+    );
+    let p = pushes(&b);
+    assert!(
+        matches!(&signal(&p[0]).message, Some(proto::signal::Message::Answer(d)) if d.sdp == answer_sdp())
+    );
+
+    // A candidate is relayed in its normalized form; an empty one is end-of-candidates.
+    let cand = |c: &str| {
+        Method::Candidate(proto::CandidateRequest {
+            room: "call:1".into(),
+            to: "bob".into(),
+            candidate: Some(proto::IceCandidate {
+                candidate: c.into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+                username_fragment: None,
+            }),
+        })
+    };
+    let r = call(
+        &a,
+        cand("a=candidate:1 1 UDP 2122260223 192.0.2.7 54400 typ host"),
+    )
+    .await;
+    assert!(
+        matches!(r, R::Candidate(proto::SignalResult { delivered: 1 })),
+        "{r:?}"
+    );
+    let r = call(&a, cand("")).await;
+    assert!(matches!(r, R::Candidate(_)), "{r:?}");
+    let p = pushes(&b);
+    assert_eq!(p.len(), 2);
+    let Some(proto::signal::Message::Candidate(c)) = &signal(&p[0]).message else {
+        panic!("{p:?}")
+    };
+    assert_eq!(
+        c.candidate,
+        "candidate:1 1 udp 2122260223 192.0.2.7 54400 typ host"
+    );
+    assert_eq!(c.sdp_mid.as_deref(), Some("0"));
+    let Some(proto::signal::Message::Candidate(end)) = &signal(&p[1]).message else {
+        panic!("{p:?}")
+    };
+    assert!(end.candidate.is_empty());
+
+    // bye
+    let r = call(
+        &b,
+        Method::Bye(proto::ByeRequest {
+            room: "call:1".into(),
+            to: "alice".into(),
+            reason: "hangup".into(),
+        }),
+    )
+    .await;
+    assert!(matches!(r, R::Bye(_)), "{r:?}");
+    let p = pushes(&a);
+    assert!(
+        matches!(&signal(&p[0]).message, Some(proto::signal::Message::Bye(r)) if r == "hangup")
+    );
+
+    // leave: alice is told, the room survives with alice.
+    let r = call(
+        &b,
+        Method::RoomLeave(proto::RoomLeaveRequest {
+            room: "call:1".into(),
+        }),
+    )
+    .await;
+    assert!(matches!(r, R::RoomLeave(_)), "{r:?}");
+    let p = pushes(&a);
+    assert!(
+        matches!(&p[..], [p] if matches!(&p.push, Some(Push::RoomLeave(l)) if l.peer_id == "bob" && !l.timed_out)),
+        "{p:?}"
+    );
+    assert_eq!(t.hub.room_count(), 1);
+}
+
+#[tokio::test]
+async fn rooms_are_isolated() {
+    let t = hub();
+    let a = t.connect("ann");
+    let b = t.connect("bob");
+    let c = t.connect("cat");
+    join(&a, "call:1", "alice").await;
+    join(&b, "call:1", "bob").await;
+    join(&c, "call:2", "carol").await;
+    pushes(&a);
+
+    // carol cannot reach alice (another room), nor send into a room she is not in.
+    let r = call(&c, offer("call:2", "alice", "offer", OFFER)).await;
+    assert_eq!(error_code(&r), codes::error::UNKNOWN_CHANNEL);
+    let r = call(&c, offer("call:1", "", "offer", OFFER)).await;
+    assert_eq!(error_code(&r), codes::error::UNKNOWN_CHANNEL);
+    // A broadcast in call:1 reaches bob only.
+    let r = call(&a, offer("call:1", "", "offer", OFFER)).await;
+    assert!(
+        matches!(r, R::Offer(proto::SignalResult { delivered: 1 })),
+        "{r:?}"
+    );
+    assert_eq!(pushes(&b).len(), 1);
+    assert!(pushes(&c).is_empty());
+    // The same peer id in another room is another peer.
+    join(&c, "call:3", "alice").await;
+    assert!(pushes(&a).is_empty());
+}
+
+#[tokio::test]
+async fn refusals_carry_their_codes() {
+    let t = hub();
+    let a = t.connect("ann");
+    let b = t.connect("bob");
+    join(&a, "call:1", "alice").await;
+    join(&b, "call:1", "bob").await;
+    pushes(&a);
+
+    // Bad SDP: 107 with the parser's text; wrong type: 107; too large: 113.
+    let r = call(&b, offer("call:1", "alice", "offer", "v=0\r\nnonsense\r\n")).await;
+    assert_eq!(error_code(&r), codes::error::BAD_REQUEST);
+    let R::Error(e) = &r else { unreachable!() };
+    assert!(!e.message.is_empty());
+    let r = call(&b, offer("call:1", "alice", "answer", OFFER)).await;
+    assert_eq!(error_code(&r), codes::error::BAD_REQUEST);
+    let big = format!("{OFFER}{}", "a=x-pad:0\r\n".repeat(8000));
+    let r = call(&b, offer("call:1", "alice", "offer", &big)).await;
+    assert_eq!(error_code(&r), codes::error::MESSAGE_TOO_LARGE);
+    // An answer offering actpass is refused.
+    let r = call(
+        &a,
+        Method::Answer(proto::AnswerRequest {
+            room: "call:1".into(),
+            to: "bob".into(),
+            description: Some(proto::SessionDescription {
+                r#type: "answer".into(),
+                sdp: OFFER.into(),
+            }),
+        }),
+    )
+    .await;
+    assert_eq!(error_code(&r), codes::error::BAD_REQUEST);
+    // Bad candidate.
+    let r = call(
+        &b,
+        Method::Candidate(proto::CandidateRequest {
+            room: "call:1".into(),
+            to: "alice".into(),
+            candidate: Some(proto::IceCandidate {
+                candidate: "candidate:1 1 UDP 0 example.com 1 typ host".into(),
+                sdp_mid: Some("0".into()),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await;
+    assert_eq!(error_code(&r), codes::error::BAD_REQUEST);
+    // Nothing refused reached alice.
+    assert!(pushes(&a).is_empty());
+
+    // Self-addressed, unknown recipient, duplicate peer, bad names.
+    let r = call(&b, offer("call:1", "bob", "offer", OFFER)).await;
+    assert_eq!(error_code(&r), codes::error::BAD_REQUEST);
+    let r = call(&b, offer("call:1", "zed", "offer", OFFER)).await;
+    assert_eq!(error_code(&r), codes::error::UNKNOWN_CHANNEL);
+    let c = t.connect("cat");
+    let dup = |room: &str, peer: &str| {
+        Method::RoomJoin(proto::RoomJoinRequest {
+            room: room.into(),
+            peer_id: peer.into(),
+            data: Vec::new(),
+        })
+    };
+    assert_eq!(
+        error_code(&call(&c, dup("call:1", "alice")).await),
+        codes::error::ALREADY_SUBSCRIBED
+    );
+    assert_eq!(
+        error_code(&call(&a, dup("call:1", "alice2")).await),
+        codes::error::ALREADY_SUBSCRIBED
+    );
+    assert_eq!(
+        error_code(&call(&c, dup("bad room", "x")).await),
+        codes::error::BAD_REQUEST
+    );
+    assert_eq!(
+        error_code(&call(&c, dup("call:9", "bad id")).await),
+        codes::error::BAD_REQUEST
+    );
+    // Leaving a room one is not in.
+    let r = call(
+        &c,
+        Method::RoomLeave(proto::RoomLeaveRequest {
+            room: "call:1".into(),
+        }),
+    )
+    .await;
+    assert_eq!(error_code(&r), codes::error::UNKNOWN_CHANNEL);
+}
+
+#[tokio::test]
+async fn room_full_is_limit_exceeded() {
+    let t = hub();
+    let sessions: Vec<Session> = (0..9).map(|i| t.connect(&format!("u{i}"))).collect();
+    for (i, s) in sessions.iter().take(8).enumerate() {
+        join(s, "call:full", &format!("p{i}")).await;
+    }
+    let r = call(
+        &sessions[8],
+        Method::RoomJoin(proto::RoomJoinRequest {
+            room: "call:full".into(),
+            peer_id: "p8".into(),
+            data: Vec::new(),
+        }),
+    )
+    .await;
+    assert_eq!(error_code(&r), codes::error::LIMIT_EXCEEDED);
+}
+
+#[tokio::test]
+async fn closing_a_session_leaves_its_rooms() {
+    let t = hub();
+    let a = t.connect("ann");
+    let b = t.connect("bob");
+    join(&a, "call:1", "alice").await;
+    join(&b, "call:1", "bob").await;
+    join(&b, "call:2", "bob").await;
+    pushes(&a);
+    b.close().await;
+    let p = pushes(&a);
+    assert!(
+        matches!(&p[..], [p] if matches!(&p.push, Some(Push::RoomLeave(l)) if l.room == "call:1" && l.peer_id == "bob" && !l.timed_out)),
+        "{p:?}"
+    );
+    // call:2 vanished with its last peer.
+    assert_eq!(t.hub.room_count(), 1);
+    // Dropping works too.
+    drop(a);
+    assert_eq!(t.hub.room_count(), 0);
+}
+
+#[tokio::test]
+async fn silent_peers_time_out_at_maintain_and_commands_keep_them_alive() {
+    let t = hub();
+    let a = t.connect("ann");
+    let b = t.connect("bob");
+    join(&a, "call:1", "alice").await;
+    join(&b, "call:1", "bob").await;
+    pushes(&a);
+    t.clock.advance(Duration::from_secs(20));
+    // Any command is a sign of life.
+    let r = call(&a, Method::Ping(proto::PingRequest {})).await;
+    assert!(matches!(r, R::Ping(_)));
+    t.clock.advance(Duration::from_secs(20));
+    t.hub.maintain().await;
+    // bob was silent 40 s: gone, and both are told.
+    let p = pushes(&a);
+    assert!(
+        matches!(&p[..], [p] if matches!(&p.push, Some(Push::RoomLeave(l)) if l.peer_id == "bob" && l.timed_out)),
+        "{p:?}"
+    );
+    let p = pushes(&b);
+    assert!(
+        matches!(&p[..], [p] if matches!(&p.push, Some(Push::RoomLeave(l)) if l.peer_id == "bob" && l.timed_out)),
+        "{p:?}"
+    );
+    // bob may join again (as a newcomer: polite).
+    assert!(join(&b, "call:1", "bob").await.polite);
+}
