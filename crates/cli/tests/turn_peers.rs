@@ -60,31 +60,30 @@ fn turn_server(extra: &[&str]) -> Server {
 
 /// Runs turnutils_uclient and returns its output; `flags` select transport and mode.
 fn uclient(server: &Server, peer: &Peer, flags: &[&str], transport: &str) -> String {
-    need("turnutils_uclient");
     let addr = server.addr("stun", transport);
-    let mut cmd = Command::new("turnutils_uclient");
-    cmd.args([
-        "-m",
-        "4",
-        "-n",
-        "100",
-        "-l",
-        "170",
-        "-z",
-        "5",
-        "-e",
-        "127.0.0.1",
-    ])
-    .args([
-        "-r",
-        &peer.port.to_string(),
-        "-g",
-        "-p",
-        &addr.port().to_string(),
-    ])
-    .args(flags)
-    .arg("127.0.0.1");
+    let mut cmd = uclient_cmd(peer, addr.port(), 4, 100, 5, flags);
     text(&run(&mut cmd, Duration::from_secs(60)))
+}
+
+/// A turnutils_uclient run of `m` clients sending `n` 170-byte messages `z` ms apart to `peer`
+/// through the TURN server on 127.0.0.1:`port`, with extra `flags` (transport, mode, user).
+fn uclient_cmd(peer: &Peer, port: u16, m: u32, n: u32, z: u32, flags: &[&str]) -> Command {
+    need("turnutils_uclient");
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-m", &m.to_string(), "-n", &n.to_string(), "-l", "170"])
+        .args([
+            "-z",
+            &z.to_string(),
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer.port.to_string(),
+            "-g",
+        ])
+        .args(["-p", &port.to_string()])
+        .args(flags)
+        .arg("127.0.0.1");
+    cmd
 }
 
 /// The final (sent, received) message totals a uclient run reports.
@@ -188,32 +187,8 @@ fn uclient_tls_channels_and_send_indications() {
         let mut outputs = Vec::new();
         let mut ok = false;
         for _ in 0..12 {
-            let mut cmd = Command::new("turnutils_uclient");
-            cmd.args([
-                "-m",
-                "1",
-                "-n",
-                "50",
-                "-l",
-                "170",
-                "-z",
-                "5",
-                "-e",
-                "127.0.0.1",
-            ])
-            .args([
-                "-r",
-                &peer.port.to_string(),
-                "-g",
-                "-t",
-                "-S",
-                mode,
-                "-u",
-                "alice",
-                "-w",
-                "wonderland",
-            ])
-            .args(["-p", &addr.port().to_string(), "127.0.0.1"]);
+            let flags = ["-t", "-S", mode, "-u", "alice", "-w", "wonderland"];
+            let mut cmd = uclient_cmd(&peer, addr.port(), 1, 50, 5, &flags);
             let out = text(&run(&mut cmd, Duration::from_secs(60)));
             let complete = matches!(totals(&out), Some((sent, recv)) if sent >= 50 && sent == recv);
             if out.contains("Total lost packets 0 (0.000000%)") && complete {
@@ -344,34 +319,9 @@ fn sighup_reloads_users_without_dropping_allocations() {
         "--http",
         "off",
     ]);
-    let port = server.addr("stun", "udp").port().to_string();
+    let port = server.addr("stun", "udp").port();
     // A long-running session for alice: 1 client, 600 messages 10 ms apart (about 6 s).
-    let long = Command::new("turnutils_uclient")
-        .args([
-            "-m",
-            "1",
-            "-n",
-            "600",
-            "-l",
-            "170",
-            "-z",
-            "10",
-            "-c",
-            "-e",
-            "127.0.0.1",
-        ])
-        .args([
-            "-r",
-            &peer.port.to_string(),
-            "-g",
-            "-u",
-            "alice",
-            "-w",
-            "one",
-            "-p",
-            &port,
-            "127.0.0.1",
-        ])
+    let long = uclient_cmd(&peer, port, 1, 600, 10, &["-c", "-u", "alice", "-w", "one"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -388,32 +338,7 @@ fn sighup_reloads_users_without_dropping_allocations() {
     std::thread::sleep(Duration::from_millis(500));
 
     let short = |user: &str, pass: &str| {
-        let mut cmd = Command::new("turnutils_uclient");
-        cmd.args([
-            "-m",
-            "1",
-            "-n",
-            "20",
-            "-l",
-            "170",
-            "-z",
-            "5",
-            "-c",
-            "-e",
-            "127.0.0.1",
-        ])
-        .args([
-            "-r",
-            &peer.port.to_string(),
-            "-g",
-            "-u",
-            user,
-            "-w",
-            pass,
-            "-p",
-            &port,
-            "127.0.0.1",
-        ]);
+        let mut cmd = uclient_cmd(&peer, port, 1, 20, 5, &["-c", "-u", user, "-w", pass]);
         text(&run(&mut cmd, Duration::from_secs(60)))
     };
     let bob = short("bob", "two");

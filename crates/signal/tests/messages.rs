@@ -4,23 +4,8 @@ use switchboard_signal::{
     ByeError, CandidateMessageError, Limits, MediaRef, Message, SdpError, SdpKind, Validator,
 };
 
-const OFFER: &str = "v=0\r
-o=- 4611731400430051336 2 IN IP4 127.0.0.1\r
-s=-\r
-t=0 0\r
-a=group:BUNDLE 0\r
-a=msid-semantic: WMS\r
-m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r
-c=IN IP4 0.0.0.0\r
-a=ice-ufrag:EsAw\r
-a=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r
-a=ice-options:trickle\r
-a=fingerprint:sha-256 DA:39:A3:EE:5E:6B:4B:0D:32:55:BF:EF:95:60:18:90:AF:D8:07:09:DA:39:A3:EE:5E:6B:4B:0D:32:55:BF:EF\r
-a=setup:actpass\r
-a=mid:0\r
-a=sctp-port:5000\r
-a=max-message-size:262144\r
-";
+/// A data-channel-only offer as a browser makes it (shared with the other crate's tests).
+const OFFER: &str = include_str!("fixtures/datachannel-offer.sdp");
 
 fn answer_sdp() -> String {
     OFFER.replace("a=setup:actpass", "a=setup:active")
