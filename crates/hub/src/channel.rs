@@ -7,26 +7,9 @@
 
 use crate::error::HubError;
 
-/// Whether `b` may appear in a channel name.
+/// Whether `b` may appear in a channel name (the alphabet shared with signaling rooms).
 pub fn is_channel_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'_' | b'-'
-                | b'.'
-                | b':'
-                | b'@'
-                | b'/'
-                | b'='
-                | b'+'
-                | b'#'
-                | b'$'
-                | b'!'
-                | b'~'
-                | b';'
-                | b','
-                | b'|'
-        )
+    switchboard_signal::rooms::is_name_byte(b)
 }
 
 /// Checks a channel name (107 bad request on failure).

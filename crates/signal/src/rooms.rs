@@ -71,8 +71,9 @@ pub enum RoomError {
     SelfAddressed,
 }
 
-/// Whether `b` may appear in a room name (the hub's channel-name alphabet).
-fn is_room_byte(b: u8) -> bool {
+/// Whether `b` may appear in a room name. Rooms ride on hub channels, so this is the one
+/// definition of the name alphabet `[A-Za-z0-9_-.:@/=+#$!~;,|]`; the hub's channel names use it.
+pub fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -96,7 +97,7 @@ fn is_room_byte(b: u8) -> bool {
 /// Checks a room name with the hub's channel-name rules: 1..=`max_len` bytes of
 /// `[A-Za-z0-9_-.:@/=+#$!~;,|]`, and neither side of the first `:` empty.
 pub fn validate_room_name(name: &str, max_len: usize) -> Result<(), RoomError> {
-    if name.is_empty() || name.len() > max_len || !name.bytes().all(is_room_byte) {
+    if name.is_empty() || name.len() > max_len || !name.bytes().all(is_name_byte) {
         return Err(RoomError::BadRoomName);
     }
     if let Some((ns, rest)) = name.split_once(':') {
