@@ -71,19 +71,32 @@ impl Group {
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// A non-blocking UDP socket bound to `addr` (IPv6 sockets v6-only), with `buffer` bytes of
+/// kernel send and receive buffer (capped by rmem_max/wmem_max); `reuse_port` lets several
+/// worker sockets share the address. Listener and relay sockets are both made here.
+pub(crate) fn bind_udp(
+    addr: SocketAddr,
+    reuse_port: bool,
+    buffer: usize,
+) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
-    sock.set_reuse_port(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     sock.set_nonblocking(true)?;
-    // Bigger kernel buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
-    let _ = sock.set_recv_buffer_size(4 << 20);
-    let _ = sock.set_send_buffer_size(4 << 20);
+    let _ = sock.set_recv_buffer_size(buffer);
+    let _ = sock.set_send_buffer_size(buffer);
     sock.bind(&addr.into())?;
     Ok(sock.into())
+}
+
+/// A listener socket: shared by the workers (SO_REUSEPORT), 4 MiB buffers to absorb bursts.
+fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_udp(addr, true, 4 << 20)
 }
 
 /// Registers a bound socket with the current runtime's reactor.

@@ -418,17 +418,9 @@ fn unspecified(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A relay socket: one per allocation, 1 MiB buffers.
 fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_nonblocking(true)?;
-    let _ = sock.set_recv_buffer_size(1 << 20);
-    let _ = sock.set_send_buffer_size(1 << 20);
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
+    crate::stun_udp::bind_udp(addr, false, 1 << 20)
 }
 
 /// Sets the DF bit on everything a relay socket sends (DONT-FRAGMENT, RFC 8656 §14.8).
