@@ -427,6 +427,61 @@ async def errors(http, https, secret, key):
             await alice.close()
             await bob.close()
 
+    async def room_permission():
+        ws = await Ws(url, "json").open()
+        try:
+            await ws.connect(jwt(secret, "perm"))
+            r = await ws.call("roomJoin", {"room": "nowhere:x", "peerId": "p"})
+            expect(r.get("error", {}).get("code") == 102, r)
+            r = await ws.call("roomJoin", {"room": "locked:x", "peerId": "p"})
+            expect(r.get("error", {}).get("code") == 103, r)
+            r = await ws.call("roomJoin", {"room": "call:ok", "peerId": "p"})
+            expect("roomJoin" in r, r)
+        finally:
+            await ws.close()
+
+    async def signaling_flood():
+        # The server runs with [hub.rooms] max_commands_per_second = 5, command_burst = 10.
+        await wait_idle(http)
+        cand = {"candidate": "candidate:1 1 UDP 2122260223 192.0.2.7 54400 typ host", "sdpMid": "0"}
+        names = ["fa", "fb", "ca", "cb"]
+        peers = [await Ws(url, "json").open() for _ in names]
+        try:
+            for w, n in zip(peers, names):
+                await w.connect(jwt(secret, n))
+            fa, fb, ca, cb = peers
+            await fa.call("roomJoin", {"room": "call:flood", "peerId": "fa"})
+            await fb.call("roomJoin", {"room": "call:flood", "peerId": "fb"})
+            await ca.call("roomJoin", {"room": "call:calm", "peerId": "ca"})
+            await cb.call("roomJoin", {"room": "call:calm", "peerId": "cb"})
+            await fa.next_push()  # fb joined
+            await ca.next_push()  # cb joined
+            codes_seen = []
+            for _ in range(30):
+                r = await fb.call("candidate", {"room": "call:flood", "to": "fa", "candidate": cand})
+                codes_seen.append(r["error"]["code"] if "error" in r else 0)
+            limited = codes_seen.count(111)
+            expect(limited >= 15 and set(codes_seen) <= {0, 111}, codes_seen)
+            # fa got exactly the accepted ones.
+            for _ in range(codes_seen.count(0)):
+                expect("signal" in await fa.next_push(), "relayed candidate")
+            # The calm room is not disturbed.
+            r = await cb.call("candidate", {"room": "call:calm", "to": "ca", "candidate": cand})
+            expect(r.get("candidate", {}).get("delivered") == 1, r)
+            expect("signal" in await ca.next_push(), "calm room delivery")
+            async with http_client(f"http://{http}") as c:
+                m = (await c.get("/metrics")).text
+            line = next(
+                (l for l in m.splitlines() if l.startswith('switchboard_hub_signal_refused_total{reason="rate_limited"}')),
+                None,
+            )
+            expect(line is not None and float(line.split()[-1]) >= limited, line)
+        finally:
+            for w in peers:
+                await w.close()
+
+    await check("ws-room-permission-102-103", room_permission())
+    await check("ws-signaling-flood-111", signaling_flood())
     await check("unknown-subprotocol-400", unknown_subprotocol())
     await check("malformed-json-frame-3501", bad_frame("json", "{not json"))
     await check("malformed-proto-frame-3501", bad_frame("proto", b"\xff\xff\xff\xff\x0f"))

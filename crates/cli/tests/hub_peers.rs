@@ -74,7 +74,8 @@ fn limits_config() -> PathBuf {
         &file,
         "[hub.limits]\nmax_message_size = 4096\nmax_channels_per_connection = 3\n\
          max_connections_per_user = 2\nmax_connections = 8\nqueue_max_messages = 32\n\
-         queue_max_bytes = 65536\n",
+         queue_max_bytes = 65536\n[hub.namespaces.call]\nallow_subscribe_for_client = true\n\
+         [hub.namespaces.locked]\n[hub.rooms]\nmax_commands_per_second = 5\ncommand_burst = 10\n",
     )
     .unwrap();
     file
@@ -192,6 +193,8 @@ fn bad_input_gets_its_code() {
             "grpc-bad-jwt-101-3500",
             "grpc-oversized-113-out-of-range",
             "ws-signaling-room",
+            "ws-room-permission-102-103",
+            "ws-signaling-flood-111",
         ],
     );
     // Still serving, and nothing panicked.

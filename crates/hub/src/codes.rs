@@ -27,6 +27,8 @@ pub mod error {
     pub const NOT_AVAILABLE: u32 = 108;
     /// The connection token has expired: get a new one and connect again.
     pub const TOKEN_EXPIRED: u32 = 109;
+    /// Too many requests: the connection exceeded a rate limit (signaling commands). Temporary.
+    pub const TOO_MANY_REQUESTS: u32 = 111;
     /// A history `since` position from another epoch.
     pub const UNRECOVERABLE_POSITION: u32 = 112;
     /// Publication data larger than `limits.max_message_size`.

@@ -61,6 +61,8 @@ pub struct HubConfig {
     /// before writing them together: fewer, larger writes under heavy fan-out, at the price
     /// of up to this much extra latency. 0 (default) writes at once.
     pub write_delay_ms: u64,
+    /// WebRTC signaling rooms.
+    pub rooms: RoomSettings,
 }
 
 impl Default for HubConfig {
@@ -75,6 +77,7 @@ impl Default for HubConfig {
             limits: Limits::default(),
             jwt: JwtConfig::default(),
             write_delay_ms: 0,
+            rooms: RoomSettings::default(),
         }
     }
 }
@@ -93,7 +96,8 @@ impl HubConfig {
             }
             ns.validate(name)?;
         }
-        self.limits.validate()
+        self.limits.validate()?;
+        self.rooms.validate()
     }
 
     /// The idempotency window.
@@ -249,6 +253,85 @@ impl Limits {
             }
         }
         Ok(())
+    }
+}
+
+/// Signaling-room settings (docs/signaling.md). Joining room `ns:name` needs subscribe
+/// permission on the channel of the same name, so namespaces and token `channels` claims govern
+/// rooms too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomSettings {
+    /// Most peers in one room (106). Default 8 (a full mesh of 8 is 28 peer connections).
+    pub max_peers_per_room: usize,
+    /// Most rooms on this node (106). Default 100000.
+    pub max_rooms: usize,
+    /// A peer silent this long (no command on its connection) leaves its rooms. Default 30.
+    pub peer_timeout_secs: u64,
+    /// Largest join metadata in bytes (113). Default 4096.
+    pub max_metadata_bytes: usize,
+    /// Largest SDP offer or answer in bytes (113). Default 65536.
+    pub max_sdp_bytes: usize,
+    /// Signaling commands (join, leave, offer, answer, candidate, bye) one connection may send
+    /// per second on average (111 beyond it). Default 50.
+    pub max_commands_per_second: u32,
+    /// Burst allowance above that rate. Default 200 (a browser trickles dozens of candidates
+    /// at once).
+    pub command_burst: u32,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self {
+            max_peers_per_room: 8,
+            max_rooms: 100_000,
+            peer_timeout_secs: 30,
+            max_metadata_bytes: 4096,
+            max_sdp_bytes: 65536,
+            max_commands_per_second: 50,
+            command_burst: 200,
+        }
+    }
+}
+
+impl RoomSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("rooms.max_peers_per_room", self.max_peers_per_room),
+            ("rooms.max_rooms", self.max_rooms),
+            ("rooms.peer_timeout_secs", self.peer_timeout_secs as usize),
+            ("rooms.max_sdp_bytes", self.max_sdp_bytes),
+            (
+                "rooms.max_commands_per_second",
+                self.max_commands_per_second as usize,
+            ),
+            ("rooms.command_burst", self.command_burst as usize),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Limit(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sans-IO room limits.
+    pub fn rooms_config(&self) -> switchboard_signal::RoomsConfig {
+        switchboard_signal::RoomsConfig {
+            max_peers_per_room: self.max_peers_per_room,
+            max_rooms: self.max_rooms,
+            max_metadata_bytes: self.max_metadata_bytes,
+            peer_timeout: Duration::from_secs(self.peer_timeout_secs),
+            ..switchboard_signal::RoomsConfig::default()
+        }
+    }
+
+    /// The message validation limits.
+    pub fn message_limits(&self) -> switchboard_signal::Limits {
+        switchboard_signal::Limits {
+            max_sdp_bytes: self.max_sdp_bytes,
+            ..switchboard_signal::Limits::default()
+        }
     }
 }
 

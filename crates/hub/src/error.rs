@@ -80,6 +80,10 @@ pub enum HubError {
     /// 116: the session was disconnected.
     #[error("connection closed")]
     SessionClosed,
+    /// 111: the connection sends signaling commands faster than `rooms.max_commands_per_second`
+    /// (beyond the burst). Temporary: slow down and retry.
+    #[error("too many requests")]
+    TooManyRequests,
     /// A refused signaling-room command: 107 for invalid input (SDP, candidate, bye, room name,
     /// peer id, self-addressed), 113 for an over-large SDP or join metadata, 106 for a full room
     /// or too many rooms, 105 for a peer id already in the room, 102 for an unknown room, a
@@ -110,6 +114,7 @@ impl HubError {
             Self::UserConnectionLimit => code::USER_CONNECTION_LIMIT,
             Self::ConnectionLimit => code::CONNECTION_LIMIT,
             Self::SessionClosed => code::SESSION_CLOSED,
+            Self::TooManyRequests => code::TOO_MANY_REQUESTS,
             Self::Broker(_) => code::INTERNAL,
             Self::Signal(e) => signal_code(e),
         }
@@ -117,7 +122,10 @@ impl HubError {
 
     /// Whether retrying the same request later may succeed.
     pub fn temporary(&self) -> bool {
-        matches!(self, Self::Broker(_) | Self::ConnectionLimit)
+        matches!(
+            self,
+            Self::Broker(_) | Self::ConnectionLimit | Self::TooManyRequests
+        )
     }
 
     /// The protocol `Error` message.

@@ -124,6 +124,8 @@ pub(crate) struct SessionShared {
     pub(crate) subscriptions: Mutex<HashSet<String>>,
     /// Signaling rooms joined: room → peer id.
     pub(crate) rooms: Mutex<HashMap<String, String>>,
+    /// Rate limit of the session's signaling commands.
+    pub(crate) signal_budget: Mutex<crate::rooms::Budget>,
 }
 
 impl SessionShared {
@@ -142,6 +144,18 @@ impl SessionShared {
         self.channels
             .as_ref()
             .is_none_or(|ps| ps.iter().any(|p| p.matches(channel)))
+    }
+
+    /// Whether namespace options and token claims let this session subscribe to `channel`
+    /// (also the permission to join the signaling room of that name).
+    pub(crate) fn may_subscribe(&self, ns: &NamespaceOptions, channel: &str) -> bool {
+        if self.anonymous && !ns.allow_subscribe_for_anonymous {
+            return false;
+        }
+        match &self.channels {
+            Some(patterns) => patterns.iter().any(|p| p.matches(channel)),
+            None => ns.allow_subscribe_for_client,
+        }
     }
 
     pub(crate) fn is_subscribed(&self, channel: &str) -> bool {
@@ -233,6 +247,7 @@ impl Hub {
         config.validate()?;
         let verifier = JwtVerifier::from_config(&config.jwt)?;
         let started_ms = clock.now_millis();
+        let signal = SignalHub::new(started_ms, &config.rooms);
         let inner = Arc::new_cyclic(|me| HubInner {
             me: me.clone(),
             config,
@@ -249,7 +264,7 @@ impl Hub {
                 })
                 .collect(),
             pending: Mutex::new(Vec::new()),
-            signal: SignalHub::new(started_ms),
+            signal,
         });
         let weak: Weak<HubInner> = Arc::downgrade(&inner);
         let handler: Weak<dyn BrokerHandler> = weak;
@@ -311,6 +326,7 @@ impl Hub {
             queue: PushQueue::new(limits.queue_max_messages, limits.queue_max_bytes),
             subscriptions: Mutex::new(HashSet::new()),
             rooms: Mutex::new(HashMap::new()),
+            signal_budget: Mutex::new(inner.signal.budget(inner.clock.now_millis())),
         });
         {
             let mut reg = lock(&inner.registry);

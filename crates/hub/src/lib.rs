@@ -71,7 +71,7 @@ pub use broker::{
     PresenceStats, PublishOptions, PublishOutcome,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{HubConfig, JwtConfig, Limits, NamespaceOptions};
+pub use config::{HubConfig, JwtConfig, Limits, NamespaceOptions, RoomSettings};
 pub use error::{AuthFailure, BrokerError, ConfigError, HubError};
 pub use hub::{Hub, ServerPublish};
 pub use memory::MemoryBroker;

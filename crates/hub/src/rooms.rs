@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchboard_proto::v1 as proto;
-use switchboard_signal::{
-    Event, LeaveReason, Message, RoomError, Rooms, RoomsConfig, Target, Validator,
-};
+use switchboard_signal::{Event, LeaveReason, Message, RoomError, Rooms, Target, Validator};
 
+use crate::config::RoomSettings;
 use crate::error::HubError;
 use crate::hub::{HubInner, SessionShared};
 use crate::queue::Offer;
@@ -23,6 +22,9 @@ use crate::util::lock;
 pub(crate) struct SignalHub {
     state: Mutex<SignalState>,
     validator: Validator,
+    /// Signaling commands per second per connection, and the burst above it.
+    rate: u32,
+    burst: u32,
     /// `Rooms` runs on `Instant`s; the hub clock (milliseconds) is mapped onto them from here.
     epoch: Instant,
     epoch_ms: u64,
@@ -82,13 +84,15 @@ fn signal_message(message: &Message) -> Option<proto::signal::Message> {
 }
 
 impl SignalHub {
-    pub(crate) fn new(epoch_ms: u64) -> Self {
+    pub(crate) fn new(epoch_ms: u64, settings: &RoomSettings) -> Self {
         Self {
             state: Mutex::new(SignalState {
-                rooms: Rooms::new(RoomsConfig::default()),
+                rooms: Rooms::new(settings.rooms_config()),
                 peers: HashMap::new(),
             }),
-            validator: Validator::default(),
+            validator: Validator::new(settings.message_limits()),
+            rate: settings.max_commands_per_second,
+            burst: settings.command_burst,
             epoch: Instant::now(),
             epoch_ms,
         }
@@ -102,6 +106,40 @@ impl SignalHub {
     pub(crate) fn room_count(&self) -> usize {
         lock(&self.state).rooms.room_count()
     }
+
+    /// A full command budget for a new session.
+    pub(crate) fn budget(&self, now_ms: u64) -> Budget {
+        Budget {
+            tokens: f64::from(self.burst),
+            at_ms: now_ms,
+        }
+    }
+}
+
+/// A token bucket of signaling commands: refilled at `rate` per second up to `burst`.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    tokens: f64,
+    at_ms: u64,
+}
+
+impl Budget {
+    /// Takes one token at `now_ms`; false when the bucket is empty.
+    fn take(&mut self, now_ms: u64, rate: u32, burst: u32) -> bool {
+        let elapsed = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
+        self.at_ms = self.at_ms.max(now_ms);
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn rooms_gauge(state: &SignalState) {
+    metrics::gauge!("switchboard_hub_rooms").set(state.rooms.room_count() as f64);
 }
 
 impl SignalState {
@@ -168,11 +206,27 @@ impl HubInner {
             .ok_or_else(|| signal_error(RoomError::NotInRoom))
     }
 
+    /// Spends one signaling command of `session`'s budget: 111 when it is exhausted.
+    pub(crate) fn room_admit(&self, session: &SessionShared) -> Result<(), HubError> {
+        let now = self.clock.now_millis();
+        let (rate, burst) = (self.signal.rate, self.signal.burst);
+        if lock(&session.signal_budget).take(now, rate, burst) {
+            Ok(())
+        } else {
+            Err(HubError::TooManyRequests)
+        }
+    }
+
     pub(crate) fn room_join(
         &self,
         session: &Arc<SessionShared>,
         request: proto::RoomJoinRequest,
     ) -> Result<proto::RoomJoinResult, HubError> {
+        // Joining room `ns:x` needs subscribe permission on channel `ns:x`.
+        let ns = self.namespace(&request.room)?;
+        if !session.may_subscribe(ns, &request.room) {
+            return Err(HubError::PermissionDenied);
+        }
         let now = self.signal_now();
         let mut state = lock(&self.signal.state);
         // Checked under the state lock: a session releasing its rooms closes its queue first.
@@ -202,6 +256,7 @@ impl HubInner {
             })
             .collect();
         state.deliver_event(&joined.event, None);
+        rooms_gauge(&state);
         metrics::counter!("switchboard_hub_room_joins_total").increment(1);
         Ok(proto::RoomJoinResult {
             members,
@@ -221,6 +276,7 @@ impl HubInner {
         state.peers.remove(&(room.to_owned(), peer));
         lock(&session.rooms).remove(room);
         state.deliver_event(&event, None);
+        rooms_gauge(&state);
         Ok(proto::RoomLeaveResult {})
     }
 
@@ -292,6 +348,7 @@ impl HubInner {
                 state.deliver_event(&event, None);
             }
         }
+        rooms_gauge(&state);
     }
 
     /// Removes peers silent longer than the room timeout; they and their rooms are told.
@@ -309,5 +366,6 @@ impl HubInner {
             metrics::counter!("switchboard_hub_room_timeouts_total").increment(1);
             state.deliver_event(&event, session.as_deref());
         }
+        rooms_gauge(&state);
     }
 }

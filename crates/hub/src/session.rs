@@ -221,14 +221,7 @@ impl Session {
     }
 
     fn can_subscribe(&self, ns: &NamespaceOptions, channel: &str) -> bool {
-        let s = &self.shared;
-        if s.anonymous && !ns.allow_subscribe_for_anonymous {
-            return false;
-        }
-        match &s.channels {
-            Some(patterns) => patterns.iter().any(|p| p.matches(channel)),
-            None => ns.allow_subscribe_for_client,
-        }
+        self.shared.may_subscribe(ns, channel)
     }
 
     /// Subscribes to `channel`. With `recover` (the last position the client saw), the result
@@ -531,6 +524,16 @@ impl Session {
         use proto::reply::Result as R;
         let hub = &self.hub;
         hub.room_touch(&self.shared);
+        let kind = command.method.as_ref().and_then(signal_kind);
+        if kind.is_some() {
+            if let Err(e) = hub.room_admit(&self.shared) {
+                count_signal_refusal(&e);
+                return proto::Reply {
+                    id: command.id,
+                    result: Some(R::Error(e.to_proto())),
+                };
+            }
+        }
         let result = match command.method {
             None => Err(HubError::MethodNotFound),
             Some(Method::Connect(_)) => Err(HubError::BadRequest("already connected")),
@@ -584,11 +587,48 @@ impl Session {
                 })
                 .map(R::Bye),
         };
+        if let Some(kind) = kind {
+            match &result {
+                Ok(_) => metrics::counter!("switchboard_hub_signal_messages_total", "kind" => kind)
+                    .increment(1),
+                Err(e) => count_signal_refusal(e),
+            }
+        }
         proto::Reply {
             id: command.id,
             result: Some(result.unwrap_or_else(|e| R::Error(e.to_proto()))),
         }
     }
+}
+
+/// The metric label of a signaling-room command, `None` for other commands.
+fn signal_kind(method: &proto::command::Method) -> Option<&'static str> {
+    use proto::command::Method;
+    Some(match method {
+        Method::RoomJoin(_) => "join",
+        Method::RoomLeave(_) => "leave",
+        Method::Offer(_) => "offer",
+        Method::Answer(_) => "answer",
+        Method::Candidate(_) => "candidate",
+        Method::Bye(_) => "bye",
+        _ => return None,
+    })
+}
+
+/// Counts a refused signaling command by the class of its error code.
+fn count_signal_refusal(e: &HubError) {
+    use crate::codes::error as code;
+    let reason = match e.code() {
+        code::BAD_REQUEST => "invalid",
+        code::MESSAGE_TOO_LARGE => "too_large",
+        code::UNKNOWN_CHANNEL => "unknown_room",
+        code::LIMIT_EXCEEDED => "limit",
+        code::ALREADY_SUBSCRIBED => "duplicate_peer",
+        code::PERMISSION_DENIED => "permission",
+        code::TOO_MANY_REQUESTS => "rate_limited",
+        _ => "other",
+    };
+    metrics::counter!("switchboard_hub_signal_refused_total", "reason" => reason).increment(1);
 }
 
 impl Drop for Session {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use switchboard_hub::{codes, proto, Session};
+use switchboard_hub::{codes, proto, HubConfig, NamespaceOptions, Session};
 
 use proto::command::Method;
 use proto::push::Push;
@@ -15,6 +15,24 @@ use proto::reply::Result as R;
 
 /// A data-channel-only offer as a browser makes it (shared with the other crate's tests).
 const OFFER: &str = include_str!("../../signal/tests/fixtures/datachannel-offer.sdp");
+
+/// The common test config plus namespace `call` (rooms `call:*`): subscribe allowed for
+/// clients, nothing else; namespace `locked` where clients may not subscribe.
+fn room_config() -> HubConfig {
+    let mut c = config();
+    let call = NamespaceOptions {
+        allow_subscribe_for_client: true,
+        ..Default::default()
+    };
+    c.namespaces.insert("call".into(), call);
+    c.namespaces
+        .insert("locked".into(), NamespaceOptions::default());
+    c
+}
+
+fn rooms_hub() -> TestHub {
+    hub_with(room_config())
+}
 
 fn answer_sdp() -> String {
     OFFER.replace("a=setup:actpass", "a=setup:active")
@@ -78,7 +96,7 @@ fn signal(push: &proto::Push) -> &proto::Signal {
 
 #[tokio::test]
 async fn two_peers_join_and_relay_offer_answer_candidate_bye() {
-    let t = hub();
+    let t = rooms_hub();
     let a = t.connect("ann");
     let b = t.connect("bob");
 
@@ -214,7 +232,7 @@ async fn two_peers_join_and_relay_offer_answer_candidate_bye() {
 
 #[tokio::test]
 async fn rooms_are_isolated() {
-    let t = hub();
+    let t = rooms_hub();
     let a = t.connect("ann");
     let b = t.connect("bob");
     let c = t.connect("cat");
@@ -243,7 +261,7 @@ async fn rooms_are_isolated() {
 
 #[tokio::test]
 async fn refusals_carry_their_codes() {
-    let t = hub();
+    let t = rooms_hub();
     let a = t.connect("ann");
     let b = t.connect("bob");
     join(&a, "call:1", "alice").await;
@@ -334,7 +352,7 @@ async fn refusals_carry_their_codes() {
 
 #[tokio::test]
 async fn room_full_is_limit_exceeded() {
-    let t = hub();
+    let t = rooms_hub();
     let sessions: Vec<Session> = (0..9).map(|i| t.connect(&format!("u{i}"))).collect();
     for (i, s) in sessions.iter().take(8).enumerate() {
         join(s, "call:full", &format!("p{i}")).await;
@@ -353,7 +371,7 @@ async fn room_full_is_limit_exceeded() {
 
 #[tokio::test]
 async fn closing_a_session_leaves_its_rooms() {
-    let t = hub();
+    let t = rooms_hub();
     let a = t.connect("ann");
     let b = t.connect("bob");
     join(&a, "call:1", "alice").await;
@@ -375,7 +393,7 @@ async fn closing_a_session_leaves_its_rooms() {
 
 #[tokio::test]
 async fn silent_peers_time_out_at_maintain_and_commands_keep_them_alive() {
-    let t = hub();
+    let t = rooms_hub();
     let a = t.connect("ann");
     let b = t.connect("bob");
     join(&a, "call:1", "alice").await;
@@ -400,4 +418,156 @@ async fn silent_peers_time_out_at_maintain_and_commands_keep_them_alive() {
     );
     // bob may join again (as a newcomer: polite).
     assert!(join(&b, "call:1", "bob").await.polite);
+}
+
+fn join_method(room: &str, peer: &str) -> Method {
+    Method::RoomJoin(proto::RoomJoinRequest {
+        room: room.into(),
+        peer_id: peer.into(),
+        data: Vec::new(),
+    })
+}
+
+fn candidate(room: &str, to: &str) -> Method {
+    Method::Candidate(proto::CandidateRequest {
+        room: room.into(),
+        to: to.into(),
+        candidate: Some(proto::IceCandidate {
+            candidate: "candidate:1 1 UDP 2122260223 192.0.2.7 54400 typ host".into(),
+            sdp_mid: Some("0".into()),
+            ..Default::default()
+        }),
+    })
+}
+
+#[tokio::test]
+async fn joining_a_room_needs_subscribe_permission_on_its_channel() {
+    let t = rooms_hub();
+    let a = t.connect("ann");
+    // Unknown namespace: 102; namespace without subscribe permission: 103.
+    let r = call(&a, join_method("nowhere:1", "alice")).await;
+    assert_eq!(error_code(&r), codes::error::UNKNOWN_CHANNEL);
+    let r = call(&a, join_method("locked:1", "alice")).await;
+    assert_eq!(error_code(&r), codes::error::PERMISSION_DENIED);
+    // The default namespace allows subscribing in this config: plain names are rooms too.
+    join(&a, "lobby", "alice").await;
+    // A token `channels` claim governs rooms as it governs channels.
+    let claims = serde_json::json!({
+        "sub": "tia", "exp": T0 / 1000 + 3600, "channels": ["call:mine*"]
+    });
+    let req = proto::ConnectRequest {
+        token: hs256(claims),
+        ..Default::default()
+    };
+    let limited = t.hub.connect(&req, "test").expect("connect");
+    join(&limited, "call:mine-1", "tia").await;
+    let r = call(&limited, join_method("call:other", "tia")).await;
+    assert_eq!(error_code(&r), codes::error::PERMISSION_DENIED);
+    assert_eq!(t.hub.room_count(), 2);
+}
+
+#[tokio::test]
+async fn room_limits_come_from_the_config() {
+    let mut c = room_config();
+    c.rooms.max_peers_per_room = 2;
+    c.rooms.max_rooms = 2;
+    c.rooms.max_sdp_bytes = 256;
+    c.rooms.max_metadata_bytes = 16;
+    let t = hub_with(c);
+    let s: Vec<Session> = (0..4).map(|i| t.connect(&format!("u{i}"))).collect();
+    join(&s[0], "call:a", "p0").await;
+    join(&s[1], "call:a", "p1").await;
+    let r = call(&s[2], join_method("call:a", "p2")).await;
+    assert_eq!(
+        error_code(&r),
+        codes::error::LIMIT_EXCEEDED,
+        "room full at 2"
+    );
+    join(&s[2], "call:b", "p2").await;
+    let r = call(&s[3], join_method("call:c", "p3")).await;
+    assert_eq!(
+        error_code(&r),
+        codes::error::LIMIT_EXCEEDED,
+        "2 rooms at most"
+    );
+    let r = call(
+        &s[3],
+        Method::RoomJoin(proto::RoomJoinRequest {
+            room: "call:b".into(),
+            peer_id: "p3".into(),
+            data: b"0123456789abcdefghij".to_vec(),
+        }),
+    )
+    .await;
+    assert_eq!(error_code(&r), codes::error::MESSAGE_TOO_LARGE);
+    // The offer fixture is over 256 bytes.
+    assert!(OFFER.len() > 256);
+    let r = call(&s[1], offer("call:a", "p0", "offer", OFFER)).await;
+    assert_eq!(error_code(&r), codes::error::MESSAGE_TOO_LARGE);
+    // A config with a zero limit is refused at start-up.
+    let mut bad = room_config();
+    bad.rooms.max_commands_per_second = 0;
+    let e = switchboard_hub::Hub::new(bad, t.broker.clone(), t.clock.clone())
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("max_commands_per_second"), "{e}");
+}
+
+#[tokio::test]
+async fn a_flooding_connection_is_rate_limited_without_disturbing_other_rooms() {
+    let mut c = room_config();
+    c.rooms.max_commands_per_second = 10;
+    c.rooms.command_burst = 20;
+    let t = hub_with(c);
+    let (a, b, x, y) = (
+        t.connect("ann"),
+        t.connect("bob"),
+        t.connect("xav"),
+        t.connect("yan"),
+    );
+    join(&a, "call:flood", "alice").await;
+    join(&b, "call:flood", "bob").await;
+    join(&x, "call:calm", "xav").await;
+    join(&y, "call:calm", "yan").await;
+    pushes(&a);
+    pushes(&x);
+    // bob has 19 tokens left after joining: 19 candidates pass, then 111.
+    let mut passed = 0;
+    let mut limited = 0;
+    for _ in 0..40 {
+        match call(&b, candidate("call:flood", "alice")).await {
+            R::Candidate(_) => passed += 1,
+            r => {
+                assert_eq!(error_code(&r), codes::error::TOO_MANY_REQUESTS);
+                let R::Error(e) = &r else { unreachable!() };
+                assert!(e.temporary, "111 is temporary");
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!((passed, limited), (19, 21));
+    assert_eq!(pushes(&a).len(), 19, "nothing refused was relayed");
+    // Other connections and rooms are not affected.
+    let r = call(&y, candidate("call:calm", "xav")).await;
+    assert!(
+        matches!(r, R::Candidate(proto::SignalResult { delivered: 1 })),
+        "{r:?}"
+    );
+    assert_eq!(pushes(&x).len(), 1);
+    // Non-signaling commands are not counted; the budget refills with time.
+    assert!(matches!(
+        call(&b, Method::Ping(proto::PingRequest {})).await,
+        R::Ping(_)
+    ));
+    t.advance(Duration::from_millis(500));
+    let mut again = 0;
+    for _ in 0..10 {
+        if matches!(
+            call(&b, candidate("call:flood", "alice")).await,
+            R::Candidate(_)
+        ) {
+            again += 1;
+        }
+    }
+    assert_eq!(again, 5, "10/s for 0.5 s");
 }
