@@ -240,4 +240,11 @@ pub trait Broker: Send + Sync + 'static {
     fn maintain(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// Whether the backend is reachable right now (an embedded broker always is). A networked
+    /// broker reports its outages here (see [`crate::RedisBroker::health`]); the hub exposes it
+    /// as [`crate::Hub::broker_healthy`] for health checks.
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }

@@ -188,6 +188,12 @@ pub enum BrokerError {
     /// The backend failed.
     #[error("broker backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend cannot be reached right now (e.g. Redis is down, or did not answer within
+    /// its timeout): nothing was done, or the outcome is unknown. Clients see
+    /// `100 "internal error: broker unavailable: ..."` with `temporary = true`: retry later (a
+    /// publish with an idempotency key can be retried safely).
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
     /// The broker was shut down.
     #[error("broker closed")]
     Closed,

@@ -15,7 +15,7 @@ use crate::config::{HubConfig, NamespaceOptions};
 use crate::error::{AuthFailure, ConfigError, HubError};
 use crate::memory::MemoryBroker;
 use crate::queue::{Offer, PushQueue};
-use crate::rooms::SignalHub;
+use crate::rooms::{SignalHub, ROOM_PREFIX};
 use crate::session::Session;
 use crate::util::{lock, random_hex, shard_of};
 
@@ -62,6 +62,8 @@ pub(crate) struct HubInner {
     pending: Mutex<Vec<Cleanup>>,
     /// WebRTC signaling rooms.
     pub(crate) signal: SignalHub,
+    /// Internal node-to-node topics.
+    pub(crate) bus: crate::bus::Bus,
 }
 
 #[derive(Default)]
@@ -107,6 +109,12 @@ pub(crate) enum Cleanup {
         info: proto::ClientInfo,
         presence: bool,
         leave: bool,
+    },
+    /// A peer of a closed session left its signaling room.
+    RoomLeft {
+        room: String,
+        peer: String,
+        user: String,
     },
 }
 
@@ -265,6 +273,7 @@ impl Hub {
                 .collect(),
             pending: Mutex::new(Vec::new()),
             signal,
+            bus: crate::bus::Bus::default(),
         });
         let weak: Weak<HubInner> = Arc::downgrade(&inner);
         let handler: Weak<dyn BrokerHandler> = weak;
@@ -498,7 +507,7 @@ impl Hub {
     /// silent longer than the room timeout, and lets the broker sweep expired entries.
     pub async fn maintain(&self) {
         let inner = &self.inner;
-        inner.room_expire();
+        inner.room_maintain().await;
         let pending = std::mem::take(&mut *lock(&inner.pending));
         for cleanup in pending {
             inner.run_cleanup(cleanup).await;
@@ -533,6 +542,12 @@ impl Hub {
             inner.release_interest(&channel).await;
         }
         inner.broker.maintain().await;
+    }
+
+    /// Whether the broker's backend is reachable (always true with the [`MemoryBroker`]; with
+    /// a [`crate::RedisBroker`], false while Redis is unreachable). For health checks.
+    pub fn broker_healthy(&self) -> bool {
+        self.inner.broker.is_healthy()
     }
 
     /// Number of WebRTC signaling rooms on this node.
@@ -679,12 +694,18 @@ impl HubInner {
     }
 
     pub(crate) async fn run_cleanup(&self, cleanup: Cleanup) {
-        let Cleanup::Unsubscribed {
-            channel,
-            info,
-            presence,
-            leave,
-        } = cleanup;
+        let (channel, info, presence, leave) = match cleanup {
+            Cleanup::Unsubscribed {
+                channel,
+                info,
+                presence,
+                leave,
+            } => (channel, info, presence, leave),
+            Cleanup::RoomLeft { room, peer, user } => {
+                self.room_left(&room, &peer, &user, false).await;
+                return;
+            }
+        };
         if presence
             && self
                 .broker
@@ -820,10 +841,19 @@ impl HubInner {
 
 impl BrokerHandler for HubInner {
     fn on_publication(&self, channel: &str, publication: proto::Publication) {
+        if let Some(room) = channel.strip_prefix(ROOM_PREFIX) {
+            return self.on_room_signal(room, &publication);
+        }
+        if let Some(topic) = channel.strip_prefix(crate::bus::BUS_PREFIX) {
+            return self.on_bus_message(topic, &publication);
+        }
         self.fan_out(channel, &publication_push(publication));
     }
 
     fn on_join(&self, channel: &str, info: proto::ClientInfo) {
+        if let Some(room) = channel.strip_prefix(ROOM_PREFIX) {
+            return self.on_room_join(room, &info);
+        }
         let push = proto::Push {
             push: Some(proto::push::Push::Join(proto::Join {
                 channel: channel.to_owned(),
@@ -834,6 +864,9 @@ impl BrokerHandler for HubInner {
     }
 
     fn on_leave(&self, channel: &str, info: proto::ClientInfo) {
+        if let Some(room) = channel.strip_prefix(ROOM_PREFIX) {
+            return self.on_room_leave(room, &info);
+        }
         let push = proto::Push {
             push: Some(proto::push::Push::Leave(proto::Leave {
                 channel: channel.to_owned(),

@@ -9,11 +9,12 @@
 //!   without bound.
 //! * Channels `ns:name` take their options from namespace `ns` ([`NamespaceOptions`]): history
 //!   size/TTL with offsets and epochs, presence, join/leave, permissions.
-//! * [`Broker`] is the storage and fan-out seam; [`MemoryBroker`] is the embedded one. Time is
-//!   injected ([`Clock`]) so expiry is testable.
+//! * [`Broker`] is the storage and fan-out seam; [`MemoryBroker`] is the embedded one,
+//!   [`RedisBroker`] lets several nodes share channels, history and presence through Redis.
+//!   Time is injected ([`Clock`]) so expiry is testable.
 //!
-//! No sockets here: tokio is used only for its sync primitives (and to spawn cleanup tasks when
-//! a runtime is current).
+//! No sockets here, except the [`RedisBroker`]'s connections to Redis: tokio is otherwise used
+//! only for its sync primitives (and to spawn cleanup tasks when a runtime is current).
 //!
 //! # A transport's run loop
 //!
@@ -53,6 +54,7 @@
 mod api;
 pub mod auth;
 pub mod broker;
+mod bus;
 pub mod channel;
 pub mod clock;
 pub mod codes;
@@ -61,15 +63,18 @@ mod error;
 mod hub;
 mod memory;
 mod queue;
+mod redis;
 mod rooms;
 mod session;
 mod util;
 
+pub use crate::redis::{RedisBroker, RedisConfig, RedisHealth};
 pub use auth::{Identity, JwtVerifier};
 pub use broker::{
     BoxFuture, Broker, BrokerHandler, Control, HistoryPage, HistoryQuery, HistoryRetention,
     PresenceStats, PublishOptions, PublishOutcome,
 };
+pub use bus::BusHandler;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{HubConfig, JwtConfig, Limits, NamespaceOptions, RoomSettings};
 pub use error::{AuthFailure, BrokerError, ConfigError, HubError};

@@ -1,43 +1,81 @@
-//! WebRTC signaling rooms on the hub: the sans-IO [`switchboard_signal::Rooms`] state behind a
-//! mutex, a registry from (room, peer) to the session whose push queue delivers to that peer,
-//! and the conversions between protocol messages and validated signaling messages.
+//! WebRTC signaling rooms on the hub, spanning every node that shares the broker.
 //!
-//! Every hub transport reaches this through [`crate::Session::handle`]: commands come in on the
-//! sender's session, deliveries and room events go out as pushes on the recipients' sessions.
+//! Two layers:
+//! * **This node's peers** live in the sans-IO [`switchboard_signal::Rooms`] (names, metadata
+//!   size, the node's room limit, liveness) plus a registry from (room, peer) to the session
+//!   whose push queue delivers to that peer.
+//! * **The room as a whole** lives in the broker, on the internal channel `$room:NAME` (no
+//!   client can subscribe to it: `$room` can never be a configured namespace): its presence
+//!   is the member list (entry key = peer id, refreshed by [`crate::Hub::maintain`], so a dead
+//!   node's peers expire), join/leave messages announce members, and signals addressed to
+//!   peers on other nodes are publications (no history) with the recipient in the `to` tag.
+//!   Every node with a peer in a room subscribes to its channel.
+//!
+//! With the in-memory broker this is one node; with Redis the same code spans nodes.
+//! A signal to a peer on the sender's own node is delivered directly, without the broker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use switchboard_proto::prost::Message as _;
 use switchboard_proto::v1 as proto;
-use switchboard_signal::{Event, LeaveReason, Message, RoomError, Rooms, Target, Validator};
+use switchboard_signal::{Event, Message, RoomError, Rooms, Validator};
 
+use crate::broker::{HistoryRetention, PublishOptions};
 use crate::config::RoomSettings;
 use crate::error::HubError;
-use crate::hub::{HubInner, SessionShared};
+use crate::hub::{Cleanup, HubInner, SessionShared};
 use crate::queue::Offer;
 use crate::util::lock;
+
+/// Prefix of the broker channel of a room.
+pub(crate) const ROOM_PREFIX: &str = "$room:";
+
+/// `conn_info` of a leave message for a peer that timed out.
+const TIMED_OUT: &[u8] = b"timeout";
+
+fn room_channel(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}")
+}
 
 /// The hub's signaling state. Lock order: `state` before a session's `rooms`.
 pub(crate) struct SignalHub {
     state: Mutex<SignalState>,
     validator: Validator,
+    /// Most peers in a room, cluster-wide.
+    max_peers: usize,
     /// Signaling commands per second per connection, and the burst above it.
     rate: u32,
     burst: u32,
+    /// Serializes joins and leaves with the broker subscribe/unsubscribe decisions.
+    interest: tokio::sync::Mutex<()>,
     /// `Rooms` runs on `Instant`s; the hub clock (milliseconds) is mapped onto them from here.
     epoch: Instant,
     epoch_ms: u64,
 }
 
 struct SignalState {
+    /// This node's peers.
     rooms: Rooms,
-    /// (room, peer id) → the session that joined as that peer.
-    peers: HashMap<(String, String), Arc<SessionShared>>,
+    /// (room, peer id) → the local peer.
+    peers: HashMap<(String, String), LocalPeer>,
+    /// Rooms whose broker channel this node subscribes to.
+    subscribed: HashSet<String>,
+}
+
+struct LocalPeer {
+    session: Arc<SessionShared>,
+    /// How the room sees it (also its presence entry).
+    member: proto::RoomMember,
 }
 
 fn signal_error(e: impl Into<switchboard_signal::Error>) -> HubError {
     HubError::Signal(e.into())
+}
+
+fn count_broker_error() {
+    metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
 }
 
 fn offer_push(session: &SessionShared, push: Arc<proto::Push>) {
@@ -54,6 +92,25 @@ fn leave_push(room: &str, peer: &str, timed_out: bool) -> Arc<proto::Push> {
             timed_out,
         })),
     })
+}
+
+/// The presence entry and join message of a member: keyed by peer id, the member inside.
+fn member_info(member: &proto::RoomMember) -> proto::ClientInfo {
+    proto::ClientInfo {
+        user: member
+            .info
+            .as_ref()
+            .map(|i| i.user.clone())
+            .unwrap_or_default(),
+        client_id: member.peer_id.clone(),
+        conn_info: member.encode_to_vec(),
+    }
+}
+
+fn decode_member(info: &proto::ClientInfo) -> Option<proto::RoomMember> {
+    proto::RoomMember::decode(info.conn_info.as_slice())
+        .ok()
+        .filter(|m| m.peer_id == info.client_id)
 }
 
 /// The protocol form of a validated message (`None` for kinds this protocol cannot carry).
@@ -89,10 +146,13 @@ impl SignalHub {
             state: Mutex::new(SignalState {
                 rooms: Rooms::new(settings.rooms_config()),
                 peers: HashMap::new(),
+                subscribed: HashSet::new(),
             }),
             validator: Validator::new(settings.message_limits()),
+            max_peers: settings.max_peers_per_room,
             rate: settings.max_commands_per_second,
             burst: settings.command_burst,
+            interest: tokio::sync::Mutex::new(()),
             epoch: Instant::now(),
             epoch_ms,
         }
@@ -102,7 +162,7 @@ impl SignalHub {
         self.epoch + Duration::from_millis(now_ms.saturating_sub(self.epoch_ms))
     }
 
-    /// Number of rooms (tests, info).
+    /// Number of rooms with a peer on this node.
     pub(crate) fn room_count(&self) -> usize {
         lock(&self.state).rooms.room_count()
     }
@@ -138,58 +198,30 @@ impl Budget {
     }
 }
 
-fn rooms_gauge(state: &SignalState) {
-    metrics::gauge!("switchboard_hub_rooms").set(state.rooms.room_count() as f64);
-}
-
 impl SignalState {
-    /// Pushes `event` to the sessions it names, and (for a timeout) to the expired peer too.
-    fn deliver_event(&self, event: &Event, expired: Option<&SessionShared>) {
-        match event {
-            Event::Joined {
-                room,
-                peer,
-                metadata,
-                notify,
-            } => {
-                let info = self
-                    .peers
-                    .get(&(room.clone(), peer.clone()))
-                    .map(|s| s.info.clone());
-                let push = Arc::new(proto::Push {
-                    push: Some(proto::push::Push::RoomJoin(proto::RoomJoin {
-                        room: room.clone(),
-                        peer: Some(proto::RoomMember {
-                            peer_id: peer.clone(),
-                            data: metadata.clone(),
-                            info,
-                        }),
-                    })),
-                });
-                self.push_to(room, notify, &push);
+    fn gauge(&self) {
+        metrics::gauge!("switchboard_hub_rooms").set(self.rooms.room_count() as f64);
+    }
+
+    /// Pushes to every local peer of `room` except `except`.
+    fn push_room(&self, room: &str, except: &str, push: &Arc<proto::Push>) {
+        for peer in self.rooms.members(room) {
+            if peer == except {
+                continue;
             }
-            Event::Left {
-                room,
-                peer,
-                reason,
-                notify,
-            } => {
-                let timed_out = *reason == LeaveReason::TimedOut;
-                let push = leave_push(room, peer, timed_out);
-                self.push_to(room, notify, &push);
-                if let Some(s) = expired {
-                    offer_push(s, push);
-                }
+            if let Some(p) = self.peers.get(&(room.to_owned(), peer)) {
+                offer_push(&p.session, Arc::clone(push));
             }
         }
     }
 
-    fn push_to(&self, room: &str, peers: &[String], push: &Arc<proto::Push>) {
-        for peer in peers {
-            if let Some(s) = self.peers.get(&(room.to_owned(), peer.clone())) {
-                offer_push(s, Arc::clone(push));
-            }
+    /// Forgets a local peer (after `Rooms` let it go).
+    fn forget(&mut self, room: &str, peer: &str) -> Option<LocalPeer> {
+        let local = self.peers.remove(&(room.to_owned(), peer.to_owned()));
+        if let Some(p) = &local {
+            lock(&p.session.rooms).remove(room);
         }
+        local
     }
 }
 
@@ -217,7 +249,7 @@ impl HubInner {
         }
     }
 
-    pub(crate) fn room_join(
+    pub(crate) async fn room_join(
         &self,
         session: &Arc<SessionShared>,
         request: proto::RoomJoinRequest,
@@ -227,61 +259,141 @@ impl HubInner {
         if !session.may_subscribe(ns, &request.room) {
             return Err(HubError::PermissionDenied);
         }
-        let now = self.signal_now();
-        let mut state = lock(&self.signal.state);
-        // Checked under the state lock: a session releasing its rooms closes its queue first.
-        session.ensure_open()?;
-        if lock(&session.rooms).contains_key(&request.room) {
-            return Err(signal_error(RoomError::DuplicatePeer));
+        let room = request.room;
+        let peer = request.peer_id;
+        let member = proto::RoomMember {
+            peer_id: peer.clone(),
+            data: request.data,
+            info: Some(session.info.clone()),
+            joined_at: self.clock.now_millis(),
+        };
+        let _interest = self.signal.interest.lock().await;
+        let subscribe = {
+            let mut state = lock(&self.signal.state);
+            // Checked under the state lock: a session releasing its rooms closes its queue first.
+            session.ensure_open()?;
+            if lock(&session.rooms).contains_key(&room) {
+                return Err(signal_error(RoomError::DuplicatePeer));
+            }
+            // Validates names and metadata, and this node's own limits.
+            state
+                .rooms
+                .join(&room, &peer, &member.data, self.signal_now())
+                .map_err(signal_error)?;
+            state.peers.insert(
+                (room.clone(), peer.clone()),
+                LocalPeer {
+                    session: Arc::clone(session),
+                    member: member.clone(),
+                },
+            );
+            lock(&session.rooms).insert(room.clone(), peer.clone());
+            state.gauge();
+            !state.subscribed.contains(&room)
+        };
+        match self.room_join_cluster(&room, &member, subscribe).await {
+            Ok(members) => {
+                metrics::counter!("switchboard_hub_room_joins_total").increment(1);
+                Ok(proto::RoomJoinResult {
+                    polite: !members.is_empty(),
+                    members,
+                })
+            }
+            Err(e) => {
+                let unsubscribe = {
+                    let mut state = lock(&self.signal.state);
+                    let _ = state.rooms.leave(&room, &peer);
+                    state.forget(&room, &peer);
+                    state.gauge();
+                    state.rooms.members(&room).is_empty() && state.subscribed.remove(&room)
+                };
+                if unsubscribe && self.broker.unsubscribe(&room_channel(&room)).await.is_err() {
+                    count_broker_error();
+                }
+                Err(e)
+            }
         }
-        let joined = state
-            .rooms
-            .join(&request.room, &request.peer_id, &request.data, now)
-            .map_err(signal_error)?;
-        state.peers.insert(
-            (request.room.clone(), request.peer_id.clone()),
-            Arc::clone(session),
-        );
-        lock(&session.rooms).insert(request.room.clone(), request.peer_id.clone());
-        let members = joined
-            .members
-            .into_iter()
-            .map(|m| proto::RoomMember {
-                info: state
-                    .peers
-                    .get(&(request.room.clone(), m.peer.clone()))
-                    .map(|s| s.info.clone()),
-                peer_id: m.peer,
-                data: m.metadata,
-            })
-            .collect();
-        state.deliver_event(&joined.event, None);
-        rooms_gauge(&state);
-        metrics::counter!("switchboard_hub_room_joins_total").increment(1);
-        Ok(proto::RoomJoinResult {
-            members,
-            polite: joined.polite,
-        })
     }
 
-    pub(crate) fn room_leave(
+    /// The broker part of a join: subscribe the node, check the room as a whole, announce.
+    async fn room_join_cluster(
+        &self,
+        room: &str,
+        member: &proto::RoomMember,
+        subscribe: bool,
+    ) -> Result<Vec<proto::RoomMember>, HubError> {
+        let channel = room_channel(room);
+        if subscribe {
+            self.broker.subscribe(&channel).await?;
+            lock(&self.signal.state).subscribed.insert(room.to_owned());
+        }
+        let present = self.broker.presence(&channel).await?;
+        if present.contains_key(&member.peer_id) {
+            return Err(signal_error(RoomError::DuplicatePeer));
+        }
+        if present.len() >= self.signal.max_peers {
+            return Err(signal_error(RoomError::RoomFull));
+        }
+        let mut members: Vec<proto::RoomMember> =
+            present.values().filter_map(decode_member).collect();
+        members.sort_by(|a, b| (a.joined_at, &a.peer_id).cmp(&(b.joined_at, &b.peer_id)));
+        let info = member_info(member);
+        self.broker
+            .add_presence(&channel, info.clone(), self.config.presence_ttl())
+            .await?;
+        self.broker.publish_join(&channel, info).await?;
+        Ok(members)
+    }
+
+    pub(crate) async fn room_leave(
         &self,
         session: &SessionShared,
         room: &str,
     ) -> Result<proto::RoomLeaveResult, HubError> {
         session.ensure_open()?;
-        let mut state = lock(&self.signal.state);
-        let peer = Self::peer_of(session, room)?;
-        let event = state.rooms.leave(room, &peer).map_err(signal_error)?;
-        state.peers.remove(&(room.to_owned(), peer));
-        lock(&session.rooms).remove(room);
-        state.deliver_event(&event, None);
-        rooms_gauge(&state);
+        let peer = {
+            let mut state = lock(&self.signal.state);
+            let peer = Self::peer_of(session, room)?;
+            state.rooms.leave(room, &peer).map_err(signal_error)?;
+            state.forget(room, &peer);
+            state.gauge();
+            peer
+        };
+        self.room_left(room, &peer, &session.info.user, false).await;
         Ok(proto::RoomLeaveResult {})
     }
 
+    /// Tells the room (through the broker) that a local peer has gone, and drops the node's
+    /// subscription to the room when it was the last local peer.
+    pub(crate) async fn room_left(&self, room: &str, peer: &str, user: &str, timed_out: bool) {
+        let channel = room_channel(room);
+        if self.broker.remove_presence(&channel, peer).await.is_err() {
+            count_broker_error();
+        }
+        let info = proto::ClientInfo {
+            user: user.to_owned(),
+            client_id: peer.to_owned(),
+            conn_info: if timed_out {
+                TIMED_OUT.to_vec()
+            } else {
+                Vec::new()
+            },
+        };
+        if self.broker.publish_leave(&channel, info).await.is_err() {
+            count_broker_error();
+        }
+        let _interest = self.signal.interest.lock().await;
+        let unsubscribe = {
+            let mut state = lock(&self.signal.state);
+            state.rooms.members(room).is_empty() && state.subscribed.remove(room)
+        };
+        if unsubscribe && self.broker.unsubscribe(&channel).await.is_err() {
+            count_broker_error();
+        }
+    }
+
     /// Validates one signaling command and relays it within the sender's room.
-    pub(crate) fn room_signal(
+    pub(crate) async fn room_signal(
         &self,
         session: &SessionShared,
         room: &str,
@@ -293,32 +405,48 @@ impl HubInner {
         let Some(payload) = signal_message(&message) else {
             return Err(HubError::BadRequest("unsupported signaling message"));
         };
-        let state = lock(&self.signal.state);
         let from = Self::peer_of(session, room)?;
-        let target = if to.is_empty() {
-            Target::Others
-        } else {
-            Target::Peer(to)
+        if to == from {
+            return Err(signal_error(RoomError::SelfAddressed));
+        }
+        let signal = proto::Signal {
+            room: room.to_owned(),
+            from: from.clone(),
+            message: Some(payload),
         };
-        let deliveries = state
-            .rooms
-            .relay(room, &from, target, message)
-            .map_err(signal_error)?;
-        let push = Arc::new(proto::Push {
-            push: Some(proto::push::Push::Signal(proto::Signal {
-                room: room.to_owned(),
-                from,
-                message: Some(payload),
-            })),
-        });
-        let mut delivered = 0u32;
-        for d in &deliveries {
-            if let Some(s) = state.peers.get(&(d.room.clone(), d.to.clone())) {
-                offer_push(s, Arc::clone(&push));
-                delivered += 1;
+        if !to.is_empty() {
+            // A peer on this node: straight to its queue.
+            let state = lock(&self.signal.state);
+            if let Some(p) = state.peers.get(&(room.to_owned(), to.to_owned())) {
+                offer_push(&p.session, signal_push(signal));
+                return Ok(proto::SignalResult { delivered: 1 });
             }
         }
-        Ok(proto::SignalResult { delivered })
+        let channel = room_channel(room);
+        let present = self.broker.presence(&channel).await?;
+        let delivered = if to.is_empty() {
+            present.keys().filter(|p| **p != from).count()
+        } else if present.contains_key(to) {
+            1
+        } else {
+            return Err(signal_error(RoomError::UnknownRecipient));
+        };
+        if delivered > 0 {
+            let publication = proto::Publication {
+                data: signal.encode_to_vec(),
+                tags: HashMap::from([("to".to_owned(), to.to_owned())]),
+                ..Default::default()
+            };
+            let options = PublishOptions {
+                history: HistoryRetention::NONE,
+                idempotency_key: None,
+                idempotency_window: Duration::ZERO,
+            };
+            self.broker.publish(&channel, publication, &options).await?;
+        }
+        Ok(proto::SignalResult {
+            delivered: u32::try_from(delivered).unwrap_or(u32::MAX),
+        })
     }
 
     /// A sign of life of every peer of `session`.
@@ -338,34 +466,115 @@ impl HubInner {
         }
     }
 
-    /// The session ended: its peers leave their rooms (the others get leave events).
-    pub(crate) fn room_release(&self, session: &SessionShared) {
+    /// The session ended: its peers leave their rooms here at once; the rest of the room is
+    /// told by the returned cleanups.
+    pub(crate) fn room_release(&self, session: &SessionShared) -> Vec<Cleanup> {
         let mut state = lock(&self.signal.state);
         let rooms: Vec<(String, String)> = lock(&session.rooms).drain().collect();
+        let mut cleanups = Vec::with_capacity(rooms.len());
         for (room, peer) in rooms {
             state.peers.remove(&(room.clone(), peer.clone()));
-            if let Ok(event) = state.rooms.leave(&room, &peer) {
-                state.deliver_event(&event, None);
+            if state.rooms.leave(&room, &peer).is_ok() {
+                cleanups.push(Cleanup::RoomLeft {
+                    room,
+                    peer,
+                    user: session.info.user.clone(),
+                });
             }
         }
-        rooms_gauge(&state);
+        state.gauge();
+        cleanups
     }
 
-    /// Removes peers silent longer than the room timeout; they and their rooms are told.
-    pub(crate) fn room_expire(&self) {
+    /// Removes local peers silent longer than the room timeout (they are told, and so are
+    /// their rooms), and refreshes the presence entries of the others.
+    pub(crate) async fn room_maintain(&self) {
         let now = self.signal_now();
-        let mut state = lock(&self.signal.state);
-        for event in state.rooms.expire(now) {
-            let Event::Left { room, peer, .. } = &event else {
-                continue;
-            };
-            let session = state.peers.remove(&(room.clone(), peer.clone()));
-            if let Some(s) = &session {
-                lock(&s.rooms).remove(room);
+        let (expired, live) = {
+            let mut state = lock(&self.signal.state);
+            let mut expired = Vec::new();
+            for event in state.rooms.expire(now) {
+                let Event::Left { room, peer, .. } = event else {
+                    continue;
+                };
+                if let Some(p) = state.forget(&room, &peer) {
+                    offer_push(&p.session, leave_push(&room, &peer, true));
+                    expired.push((room, peer, p.session.info.user.clone()));
+                }
+                metrics::counter!("switchboard_hub_room_timeouts_total").increment(1);
             }
-            metrics::counter!("switchboard_hub_room_timeouts_total").increment(1);
-            state.deliver_event(&event, session.as_deref());
+            state.gauge();
+            let live: Vec<(String, proto::ClientInfo)> = state
+                .peers
+                .iter()
+                .map(|((room, _), p)| (room_channel(room), member_info(&p.member)))
+                .collect();
+            (expired, live)
+        };
+        for (room, peer, user) in expired {
+            self.room_left(&room, &peer, &user, true).await;
         }
-        rooms_gauge(&state);
+        let ttl = self.config.presence_ttl();
+        for (channel, info) in live {
+            if self.broker.add_presence(&channel, info, ttl).await.is_err() {
+                count_broker_error();
+            }
+        }
     }
+
+    // ---- broker deliveries on `$room:` channels (synchronous, never blocking) ----
+
+    /// A member joined (on any node): tell this node's other peers of the room.
+    pub(crate) fn on_room_join(&self, room: &str, info: &proto::ClientInfo) {
+        let Some(member) = decode_member(info) else {
+            count_broker_error();
+            return;
+        };
+        let state = lock(&self.signal.state);
+        let push = Arc::new(proto::Push {
+            push: Some(proto::push::Push::RoomJoin(proto::RoomJoin {
+                room: room.to_owned(),
+                peer: Some(member.clone()),
+            })),
+        });
+        state.push_room(room, &member.peer_id, &push);
+    }
+
+    /// A member left or timed out (on any node): tell this node's peers of the room.
+    pub(crate) fn on_room_leave(&self, room: &str, info: &proto::ClientInfo) {
+        let timed_out = info.conn_info == TIMED_OUT;
+        let state = lock(&self.signal.state);
+        state.push_room(
+            room,
+            &info.client_id,
+            &leave_push(room, &info.client_id, timed_out),
+        );
+    }
+
+    /// A signal relayed through the broker: deliver it to its recipients on this node.
+    pub(crate) fn on_room_signal(&self, room: &str, publication: &proto::Publication) {
+        let Ok(signal) = proto::Signal::decode(publication.data.as_slice()) else {
+            count_broker_error();
+            return;
+        };
+        if signal.room != room {
+            count_broker_error();
+            return;
+        }
+        let to = publication.tags.get("to").map(String::as_str).unwrap_or("");
+        let from = signal.from.clone();
+        let push = signal_push(signal);
+        let state = lock(&self.signal.state);
+        if to.is_empty() {
+            state.push_room(room, &from, &push);
+        } else if let Some(p) = state.peers.get(&(room.to_owned(), to.to_owned())) {
+            offer_push(&p.session, push);
+        }
+    }
+}
+
+fn signal_push(signal: proto::Signal) -> Arc<proto::Push> {
+    Arc::new(proto::Push {
+        push: Some(proto::push::Push::Signal(signal)),
+    })
 }

@@ -193,9 +193,8 @@ impl Session {
             }
             metrics::gauge!("switchboard_hub_connections").set(reg.sessions.len() as f64);
         }
-        self.hub.room_release(s);
+        let mut cleanups = self.hub.room_release(s);
         let channels: Vec<String> = lock(&s.subscriptions).drain().collect();
-        let mut cleanups = Vec::with_capacity(channels.len());
         for channel in channels {
             let removed = {
                 let mut chans = lock(&self.hub.shard(&channel).channels);
@@ -552,13 +551,17 @@ impl Session {
             }
             Some(Method::History(r)) => self.history(&r).await.map(R::History),
             Some(Method::Ping(_)) => self.ping().map(R::Ping),
-            Some(Method::RoomJoin(r)) => hub.room_join(&self.shared, r).map(R::RoomJoin),
-            Some(Method::RoomLeave(r)) => hub.room_leave(&self.shared, &r.room).map(R::RoomLeave),
+            Some(Method::RoomJoin(r)) => hub.room_join(&self.shared, r).await.map(R::RoomJoin),
+            Some(Method::RoomLeave(r)) => hub
+                .room_leave(&self.shared, &r.room)
+                .await
+                .map(R::RoomLeave),
             Some(Method::Offer(r)) => {
                 let d = r.description.unwrap_or_default();
                 hub.room_signal(&self.shared, &r.room, &r.to, |v| {
                     v.offer(&d.r#type, &d.sdp).map_err(signal_error)
                 })
+                .await
                 .map(R::Offer)
             }
             Some(Method::Answer(r)) => {
@@ -566,6 +569,7 @@ impl Session {
                 hub.room_signal(&self.shared, &r.room, &r.to, |v| {
                     v.answer(&d.r#type, &d.sdp).map_err(signal_error)
                 })
+                .await
                 .map(R::Answer)
             }
             Some(Method::Candidate(r)) => {
@@ -579,12 +583,14 @@ impl Session {
                     )
                     .map_err(signal_error)
                 })
+                .await
                 .map(R::Candidate)
             }
             Some(Method::Bye(r)) => hub
                 .room_signal(&self.shared, &r.room, &r.to, |v| {
                     v.bye(&r.reason).map_err(signal_error)
                 })
+                .await
                 .map(R::Bye),
         };
         if let Some(kind) = kind {
