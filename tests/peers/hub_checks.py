@@ -480,6 +480,16 @@ async def errors(http, https, secret, key):
             for w in peers:
                 await w.close()
 
+    async def close_handshake():
+        # The server answers the client's close frame (a clean close for browsers too).
+        ws = await ws_connect(url, subprotocols=["switchboard.json"], proxy=None)
+        await ws.send(json.dumps({"id": 1, "connect": {"token": good}}))
+        await ws.recv()
+        await ws.close()
+        rcvd = ws.protocol.close_rcvd
+        expect(rcvd is not None and rcvd.code == 1000, rcvd)
+
+    await check("ws-close-handshake-1000", close_handshake())
     await check("ws-room-permission-102-103", room_permission())
     await check("ws-signaling-flood-111", signaling_flood())
     await check("unknown-subprotocol-400", unknown_subprotocol())

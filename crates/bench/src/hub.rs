@@ -27,6 +27,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// Options of one run.
 pub struct HubOptions {
     pub server: SocketAddr,
+    /// Other nodes: subscriber i connects to node i % (1 + also.len()).
+    pub also: Vec<SocketAddr>,
     pub api_key: String,
     pub subscribers: usize,
     pub channels: usize,
@@ -57,7 +59,10 @@ pub fn run(o: HubOptions) -> anyhow::Result<()> {
 async fn bench(o: HubOptions) -> anyhow::Result<()> {
     let epoch = Instant::now();
     let stats = Arc::new(Stats::default());
-    let url = format!("ws://{}/v1/ws", o.server);
+    let urls: Vec<String> = std::iter::once(&o.server)
+        .chain(&o.also)
+        .map(|a| format!("ws://{a}/v1/ws"))
+        .collect();
 
     // 1. Subscribers, a few connection attempts at a time.
     let connect_start = Instant::now();
@@ -69,7 +74,7 @@ async fn bench(o: HubOptions) -> anyhow::Result<()> {
     for i in 0..o.subscribers {
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         ready_rx.push(ready);
-        let url = url.clone();
+        let url = urls[i % urls.len()].clone();
         let channel = format!("bench-{}", i % o.channels);
         let stats = stats.clone();
         let sem = sem.clone();

@@ -86,6 +86,10 @@ enum Cmd {
         /// The server's HTTP address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         server: SocketAddr,
+        /// More nodes of the same cluster: subscribers are spread round-robin over --server
+        /// and these (publishes go to --server). Repeatable.
+        #[arg(long = "also", value_name = "ADDR")]
+        also: Vec<SocketAddr>,
         /// Server API key.
         #[arg(long)]
         api_key: String,
@@ -232,8 +236,12 @@ fn main() -> anyhow::Result<()> {
             publishers,
             duration,
             allow_remote,
+            also,
         } => {
-            if !server.ip().is_loopback() && !allow_remote {
+            let remote = std::iter::once(&server)
+                .chain(&also)
+                .any(|a| !a.ip().is_loopback());
+            if remote && !allow_remote {
                 bail!(
                     "refusing to load {server}: not loopback (pass --allow-remote if you own it)"
                 );
@@ -250,6 +258,7 @@ fn main() -> anyhow::Result<()> {
             }
             hub::run(hub::HubOptions {
                 server,
+                also,
                 api_key,
                 subscribers,
                 channels,

@@ -149,6 +149,13 @@ struct ServeArgs {
     /// TURN allocations in total (0: unlimited).
     #[arg(long, value_name = "N")]
     total_quota: Option<String>,
+    /// Over --total-quota, redirect Allocate requests here (300 Try Alternate, round robin);
+    /// repeatable.
+    #[arg(long, value_name = "ADDR")]
+    alternate_server: Vec<String>,
+    /// ALTERNATE-DOMAIN sent with redirects of TLS clients (the alternates' certificate name).
+    #[arg(long, value_name = "NAME")]
+    alternate_domain: Option<String>,
     /// Relayed bytes per second per allocation (0: unlimited).
     #[arg(long, value_name = "BYTES")]
     max_bps: Option<String>,
@@ -173,6 +180,16 @@ struct ServeArgs {
     /// Seconds between QUIC keep-alive PINGs (0: none).
     #[arg(long, value_name = "SECS")]
     http3_keep_alive: Option<String>,
+    /// Redis (or Valkey) URL shared by the nodes of a cluster, e.g. redis://10.0.0.5:6379/0
+    /// (off: this node alone, in memory).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Prefix of every Redis key and channel (default switchboard).
+    #[arg(long, value_name = "PREFIX")]
+    redis_prefix: Option<String>,
+    /// This node's name (server API info, /healthz).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Log format: json or pretty.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -196,6 +213,7 @@ impl ServeArgs {
             ("turn-secret", &self.turn_secret),
             ("allow-peer", &self.allow_peer),
             ("deny-peer", &self.deny_peer),
+            ("alternate-server", &self.alternate_server),
         ];
         for (k, list) in lists {
             if !list.is_empty() {
@@ -217,6 +235,7 @@ impl ServeArgs {
             ("external-ip", &self.external_ip),
             ("user-quota", &self.user_quota),
             ("total-quota", &self.total_quota),
+            ("alternate-domain", &self.alternate_domain),
             ("max-bps", &self.max_bps),
             ("max-lifetime", &self.max_lifetime),
             ("credential-ttl", &self.credential_ttl),
@@ -233,6 +252,9 @@ impl ServeArgs {
             ("quic-retry", &self.quic_retry),
             ("http3-idle-timeout", &self.http3_idle_timeout),
             ("http3-keep-alive", &self.http3_keep_alive),
+            ("redis", &self.redis),
+            ("redis-prefix", &self.redis_prefix),
+            ("node-name", &self.node_name),
             ("log-format", &self.log_format),
             ("log-level", &self.log_level),
         ];
@@ -289,6 +311,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some(turn) = server.turn_summary() {
             writeln!(out, "{turn}")?;
+        }
+        if let Some(cluster) = server.cluster_summary() {
+            writeln!(out, "{cluster}")?;
         }
         match server.certs().source() {
             switchboard_server::tls::CertSource::SelfSigned => writeln!(

@@ -194,6 +194,7 @@ fn bad_input_gets_its_code() {
             "grpc-oversized-113-out-of-range",
             "ws-signaling-room",
             "ws-room-permission-102-103",
+            "ws-close-handshake-1000",
             "ws-signaling-flood-111",
         ],
     );

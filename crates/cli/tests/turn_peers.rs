@@ -4,38 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port_pair, need, peer_script, run, text, venv_python, Server};
-
-/// A turnutils_peer UDP echo peer on 127.0.0.1; killed on drop.
-struct Peer {
-    child: Child,
-    port: u16,
-}
-
-impl Peer {
-    fn start() -> Peer {
-        need("turnutils_peer");
-        let port = free_port_pair();
-        let child = Command::new("turnutils_peer")
-            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn turnutils_peer");
-        std::thread::sleep(Duration::from_millis(200));
-        Peer { child, port }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{peer_script, run, text, uclient_cmd, venv_python, Server, TurnPeer};
 
 fn turn_server(extra: &[&str]) -> Server {
     let mut args = vec![
@@ -59,31 +31,10 @@ fn turn_server(extra: &[&str]) -> Server {
 }
 
 /// Runs turnutils_uclient and returns its output; `flags` select transport and mode.
-fn uclient(server: &Server, peer: &Peer, flags: &[&str], transport: &str) -> String {
+fn uclient(server: &Server, peer: &TurnPeer, flags: &[&str], transport: &str) -> String {
     let addr = server.addr("stun", transport);
     let mut cmd = uclient_cmd(peer, addr.port(), 4, 100, 5, flags);
     text(&run(&mut cmd, Duration::from_secs(60)))
-}
-
-/// A turnutils_uclient run of `m` clients sending `n` 170-byte messages `z` ms apart to `peer`
-/// through the TURN server on 127.0.0.1:`port`, with extra `flags` (transport, mode, user).
-fn uclient_cmd(peer: &Peer, port: u16, m: u32, n: u32, z: u32, flags: &[&str]) -> Command {
-    need("turnutils_uclient");
-    let mut cmd = Command::new("turnutils_uclient");
-    cmd.args(["-m", &m.to_string(), "-n", &n.to_string(), "-l", "170"])
-        .args([
-            "-z",
-            &z.to_string(),
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer.port.to_string(),
-            "-g",
-        ])
-        .args(["-p", &port.to_string()])
-        .args(flags)
-        .arg("127.0.0.1");
-    cmd
 }
 
 /// The final (sent, received) message totals a uclient run reports.
@@ -116,7 +67,7 @@ fn assert_zero_loss(out: &str) {
 
 #[test]
 fn uclient_udp_channels_and_send_indications() {
-    let peer = Peer::start();
+    let peer = TurnPeer::start();
     let server = turn_server(&["--allow-peer", "127.0.0.0/8"]);
     assert!(
         server
@@ -158,7 +109,7 @@ fn uclient_udp_channels_and_send_indications() {
 
 #[test]
 fn uclient_tcp_channels_and_send_indications() {
-    let peer = Peer::start();
+    let peer = TurnPeer::start();
     let server = turn_server(&["--allow-peer", "127.0.0.0/8"]);
     assert_zero_loss(&uclient(
         &server,
@@ -180,7 +131,7 @@ fn uclient_tls_channels_and_send_indications() {
     // TLSv1.1, which switchboard refuses by design (TLS 1.2+ only). A run succeeds when every
     // connection happened to pick TLS 1.2 or 1.3; try a bounded number of times and require one
     // complete, loss-free run per mode. Refused old-TLS handshakes are the expected failures.
-    let peer = Peer::start();
+    let peer = TurnPeer::start();
     let server = turn_server(&["--allow-peer", "127.0.0.0/8"]);
     for mode in ["-c", "-s"] {
         let addr = server.addr("stun", "tls");
@@ -211,7 +162,7 @@ fn uclient_tls_channels_and_send_indications() {
 
 #[test]
 fn uclient_rest_credentials_udp_and_tcp() {
-    let peer = Peer::start();
+    let peer = TurnPeer::start();
     let server = turn_server(&[
         "--allow-peer",
         "127.0.0.0/8",
@@ -248,7 +199,7 @@ fn uclient_rest_credentials_udp_and_tcp() {
 
 #[test]
 fn loopback_peer_refused_without_allow_peer() {
-    let peer = Peer::start();
+    let peer = TurnPeer::start();
     let server = turn_server(&[]);
     let out = uclient(
         &server,
@@ -295,7 +246,7 @@ fn aioice_gathers_a_relay_candidate() {
 
 #[test]
 fn sighup_reloads_users_without_dropping_allocations() {
-    let peer = Peer::start();
+    let peer = TurnPeer::start();
     let dir = std::env::temp_dir().join(format!("sb-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("sb.toml");

@@ -149,6 +149,23 @@ pub struct Settings {
     /// The real-time hub (`switchboard_hub::HubConfig`): namespaces, limits, JWT keys.
     #[serde(default = "default_hub")]
     pub hub: HubConfig,
+    /// Several nodes acting as one through Redis.
+    pub cluster: ClusterSettings,
+}
+
+/// Cluster settings: without `redis` the node is alone (in-memory broker).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Redis (or Valkey) URL shared by every node, e.g. `redis://127.0.0.1:6379/0`
+    /// or `redis+unix:///path` (no TLS: keep Redis on a private network). Publications, history,
+    /// presence, rooms and TURN revocations then
+    /// span every node using the same Redis and key prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel (several clusters can share one Redis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_prefix: Option<String>,
 }
 
 /// The hub settings of a server started without configuration: anonymous clients allowed
@@ -184,6 +201,7 @@ impl Default for Settings {
             turn: TurnSettings::default(),
             http3: Http3Settings::default(),
             hub: default_hub(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -304,6 +322,14 @@ pub struct TurnSettings {
     pub user_quota: usize,
     /// Allocations in total (0: unlimited).
     pub total_quota: usize,
+    /// Load shedding: once `total_quota` is reached, an Allocate is answered 300 Try Alternate
+    /// with ALTERNATE-SERVER, round robin over these addresses (client's family first), instead
+    /// of 508. Flag `--alternate-server` (repeatable).
+    pub alternate_servers: Vec<SocketAddr>,
+    /// ALTERNATE-DOMAIN sent with redirects of TLS clients: the name on the alternates'
+    /// certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alternate_domain: Option<String>,
     /// Relayed bytes per second per allocation (0: unlimited).
     pub max_bps: u64,
     /// Longest allocation lifetime granted, seconds.
@@ -328,6 +354,8 @@ impl Default for TurnSettings {
             external_ip: None,
             user_quota: 0,
             total_quota: 0,
+            alternate_servers: Vec::new(),
+            alternate_domain: None,
             max_bps: 0,
             max_lifetime: 3600,
             credential_ttl: 86_400,
@@ -425,6 +453,8 @@ pub const KEYS: &[&str] = &[
     "external-ip",
     "user-quota",
     "total-quota",
+    "alternate-server",
+    "alternate-domain",
     "max-bps",
     "max-lifetime",
     "credential-ttl",
@@ -443,6 +473,9 @@ pub const KEYS: &[&str] = &[
     "quic-retry",
     "http3-idle-timeout",
     "http3-keep-alive",
+    "redis",
+    "redis-prefix",
+    "node-name",
 ];
 
 /// Merges `over` into `base`: tables key by key (recursively), other values replaced.
@@ -588,12 +621,21 @@ impl Settings {
             "total-quota" => {
                 self.turn.total_quota = parse_one(origin, values, "a count (0: unlimited)")?
             }
+            "alternate-server" => self.turn.alternate_servers = listen(values)?.0,
+            "alternate-domain" => {
+                self.turn.alternate_domain = parse_opt(origin, values, "a DNS name or off")?
+            }
             "max-bps" => {
                 self.turn.max_bps = parse_one(origin, values, "bytes per second (0: unlimited)")?
             }
             "max-lifetime" => self.turn.max_lifetime = parse_one(origin, values, "seconds")?,
             "credential-ttl" => self.turn.credential_ttl = parse_one(origin, values, "seconds")?,
             "ice-host" => self.turn.ice_host = parse_one(origin, values, "a host name")?,
+            "redis" => self.cluster.redis = parse_opt(origin, values, "a redis:// URL or off")?,
+            "redis-prefix" => {
+                self.cluster.redis_prefix = parse_opt(origin, values, "a key prefix")?
+            }
+            "node-name" => self.hub.node_name = parse_one(origin, values, "a node name")?,
             "https" => self.http.tls_listen = listen(values)?,
             "api-key" => self.http.api_keys = split_list(values),
             "allow-anonymous" => {
@@ -667,6 +709,18 @@ impl Settings {
         self.hub
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("[hub]: {e}")))?;
+        if let Some(url) = &self.cluster.redis {
+            let scheme_ok = ["redis://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !scheme_ok {
+                return Err(ConfigError::Invalid(
+                    "--redis: expected redis://[USER:PASSWORD@]HOST:PORT[/DB] or \
+                     redis+unix:///PATH (TLS rediss:// is not supported)"
+                        .into(),
+                ));
+            }
+        }
         let h = &self.http;
         if h.api_keys.iter().any(|k| k.is_empty()) {
             return Err(ConfigError::Invalid("--api-key must not be empty".into()));
@@ -726,6 +780,36 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "--turn-secret must not be empty".into(),
             ));
+        }
+        for a in &t.alternate_servers {
+            if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
+                return Err(ConfigError::Invalid(format!(
+                    "--alternate-server {a}: needs a unicast address and a port"
+                )));
+            }
+        }
+        if !t.alternate_servers.is_empty() && t.total_quota == 0 {
+            return Err(ConfigError::Invalid(
+                "--alternate-server redirects once --total-quota is reached: set --total-quota"
+                    .into(),
+            ));
+        }
+        if let Some(d) = &t.alternate_domain {
+            let name_ok = !d.is_empty()
+                && d.len() <= switchboard_stun::MAX_DOMAIN_LEN
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !name_ok {
+                return Err(ConfigError::Invalid(format!(
+                    "--alternate-domain {d:?}: expected a DNS name of at most {} bytes",
+                    switchboard_stun::MAX_DOMAIN_LEN
+                )));
+            }
+            if t.alternate_servers.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "--alternate-domain needs --alternate-server".into(),
+                ));
+            }
         }
         let q = &self.http3;
         if q.idle_timeout == 0 || (q.keep_alive > 0 && q.keep_alive >= q.idle_timeout) {
@@ -822,6 +906,7 @@ mod tests {
                 "alt-address" => "127.0.0.2",
                 "alt-port" | "stun-max-connections" | "stun-idle-timeout" | "stun-workers" => "7",
                 "user-quota" | "total-quota" | "max-bps" | "max-lifetime" | "credential-ttl" => "7",
+                "alternate-server" => "203.0.113.2:3478",
                 "relay-ports" => "50000-50100",
                 "relay-ip" | "external-ip" => "203.0.113.9",
                 "turn-user" => "alice:pw",
@@ -936,6 +1021,58 @@ mod tests {
         assert!(st.validate().is_err());
         let mut st = Settings::default();
         st.tls.cert = Some("/c.pem".into());
+        assert!(st.validate().is_err());
+    }
+
+    #[test]
+    fn alternate_servers() {
+        let mut st = Settings::default();
+        st.set(
+            "alternate-server",
+            &s(&["203.0.113.2:3478", "[2001:db8::2]:3478"]),
+            "--alternate-server",
+        )
+        .unwrap();
+        assert_eq!(st.turn.alternate_servers.len(), 2);
+        // Redirects need a limit to trigger them.
+        let e = st.validate().unwrap_err().to_string();
+        assert!(e.contains("--total-quota"), "{e}");
+        st.turn.total_quota = 100;
+        st.validate().unwrap();
+        st.set(
+            "alternate-domain",
+            &s(&["turn.example.org"]),
+            "--alternate-domain",
+        )
+        .unwrap();
+        st.validate().unwrap();
+        st.set("alternate-domain", &s(&["bad name"]), "--alternate-domain")
+            .unwrap();
+        assert!(st.validate().is_err());
+        // The environment uses commas; `off` clears a list from the file.
+        st.apply_env([(
+            "SWITCHBOARD_ALTERNATE_SERVER".to_string(),
+            "203.0.113.3:3478,203.0.113.4:3478".to_string(),
+        )])
+        .unwrap();
+        assert_eq!(st.turn.alternate_servers[1].to_string(), "203.0.113.4:3478");
+        st.set("alternate-server", &s(&["off"]), "--alternate-server")
+            .unwrap();
+        assert!(st.turn.alternate_servers.is_empty());
+        let e = st
+            .set(
+                "alternate-server",
+                &s(&["turn.example.org"]),
+                "--alternate-server",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("--alternate-server"), "{e}");
+        let mut st = Settings::from_toml(
+            "[turn]\ntotal_quota = 1\nalternate_servers = [\"203.0.113.2:3478\"]\n",
+        )
+        .unwrap();
+        st.validate().unwrap();
+        st.turn.alternate_servers = vec!["0.0.0.0:3478".parse().unwrap()];
         assert!(st.validate().is_err());
     }
 }

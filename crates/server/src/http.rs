@@ -1,7 +1,7 @@
-//! The HTTP stack: one axum router (health, metrics, the hub's HTTP/WebSocket/SSE/long-poll
-//! endpoints and its gRPC services) served on every `--http` (HTTP/1.1 + h2c) and `--https`
-//! (TLS, ALPN h2 + http/1.1) listener by hyper-util's auto builder with upgrades, so REST,
-//! WebSocket upgrades and gRPC share each port.
+//! The HTTP stack: one axum router (health, metrics, the pages of `web.rs`, the hub's
+//! HTTP/WebSocket/SSE/long-poll endpoints and its gRPC services) served on every `--http`
+//! (HTTP/1.1 + h2c) and `--https` (TLS, ALPN h2 + http/1.1) listener by hyper-util's auto builder
+//! with upgrades, so REST, WebSocket upgrades and gRPC share each port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,14 +38,17 @@ pub(crate) struct HttpState {
     pub metrics: PrometheusHandle,
     pub listeners: Arc<Vec<ListenerInfo>>,
     pub hub: Hub,
+    /// "memory" or "redis".
+    pub broker: &'static str,
 }
 
-/// The whole application: health, metrics, hub transports, gRPC; JSON 404 for the rest.
+/// The whole application: health, metrics, pages, hub transports, gRPC; JSON 404 for the rest.
 pub(crate) fn router(state: HttpState, hub_routes: Router) -> Router {
     let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+        .merge(crate::web::routes());
     // The gRPC routes carry tonic's "unimplemented" fallback; ours replaces it.
     hub_routes
         .merge(base)
@@ -58,25 +61,34 @@ async fn healthz(State(st): State<HttpState>) -> Response {
         .listeners
         .iter()
         .map(|l| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "protocol": l.protocol,
                 "transport": l.transport,
                 "address": l.addr.to_string(),
                 "status": "ok",
-            })
+            });
+            if !l.note.is_empty() {
+                v["note"] = l.note.into();
+            }
+            v
         })
         .collect();
     let info = st.hub.info();
+    // A Redis outage degrades the hub (publishes refused, local clients kept) but not STUN/TURN:
+    // still 200, so a load balancer keeps sending relay and local traffic here.
+    let broker_up = st.hub.broker_healthy();
+    let hub_status = if broker_up { "ok" } else { "degraded" };
     Json(serde_json::json!({
-        "status": "ok",
+        "status": hub_status,
         "version": env!("CARGO_PKG_VERSION"),
         "components": {
             "stun": { "status": "ok" },
             "hub": {
-                "status": "ok",
+                "status": hub_status,
                 "node": info.name,
                 "uid": info.uid,
-                "broker": "memory",
+                "broker": st.broker,
+                "broker_status": if broker_up { "up" } else { "down" },
                 "connections": info.num_clients,
                 "users": info.num_users,
                 "channels": info.num_channels,

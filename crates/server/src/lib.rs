@@ -25,6 +25,7 @@ mod stun_stream;
 mod stun_udp;
 pub mod tls;
 mod turn_io;
+mod web;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -104,6 +105,7 @@ pub struct Server {
     listeners: Vec<ListenerInfo>,
     core: Arc<turn_io::Core>,
     turn_summary: Option<String>,
+    cluster_summary: Option<String>,
     certs: Arc<CertStore>,
     hub: switchboard_hub::Hub,
     shutdown: watch::Sender<bool>,
@@ -241,8 +243,45 @@ impl Server {
             }
         }
 
-        let hub = switchboard_hub::Hub::with_memory_broker(settings.hub.clone())
-            .map_err(|e| ServerError::Hub(e.to_string()))?;
+        let hub = match &settings.cluster.redis {
+            None => switchboard_hub::Hub::with_memory_broker(settings.hub.clone())
+                .map_err(|e| ServerError::Hub(e.to_string()))?,
+            Some(url) => {
+                let mut config = switchboard_hub::RedisConfig::new(url.clone());
+                if let Some(prefix) = &settings.cluster.redis_prefix {
+                    config.prefix = prefix.clone();
+                }
+                let broker = switchboard_hub::RedisBroker::connect(config)
+                    .await
+                    .map_err(|e| ServerError::Hub(format!("--redis {}: {e}", redact_url(url))))?;
+                tasks.spawn(watch_redis(broker.health_changes(), rx.clone()));
+                let clock: Arc<dyn switchboard_hub::Clock> = Arc::new(switchboard_hub::SystemClock);
+                switchboard_hub::Hub::new(settings.hub.clone(), broker, clock)
+                    .map_err(|e| ServerError::Hub(e.to_string()))?
+            }
+        };
+        if core.turn_enabled() {
+            // TURN revocations reach every node, and nodes starting later still find them.
+            let keep = Duration::from_secs(settings.turn.credential_ttl.max(60));
+            let c = core.clone();
+            let stored = hub
+                .bus_subscribe(
+                    turn_io::REVOCATIONS_TOPIC,
+                    keep,
+                    Arc::new(move |m: &[u8]| {
+                        if let Ok(user) = std::str::from_utf8(m) {
+                            c.revoke(user);
+                        }
+                    }),
+                )
+                .await
+                .map_err(|e| ServerError::Hub(format!("reading TURN revocations: {e}")))?;
+            for m in stored {
+                if let Ok(user) = std::str::from_utf8(&m) {
+                    core.revoke(user);
+                }
+            }
+        }
         let mut http_listeners = Vec::new();
         let http_lists = [
             ("http", &settings.http.listen, HTTP_NOTE),
@@ -290,6 +329,11 @@ impl Server {
                     metrics,
                     listeners: Arc::new(listeners.clone()),
                     hub: hub.clone(),
+                    broker: if settings.cluster.redis.is_some() {
+                        "redis"
+                    } else {
+                        "memory"
+                    },
                 },
                 hub::routes(ctx.clone()),
             );
@@ -343,10 +387,23 @@ impl Server {
                 }
             )
         });
+        let cluster_summary = settings.cluster.redis.as_ref().map(|url| {
+            format!(
+                "hub   broker redis {} (prefix {:?}, node {:?})",
+                redact_url(url),
+                settings
+                    .cluster
+                    .redis_prefix
+                    .as_deref()
+                    .unwrap_or("switchboard"),
+                settings.hub.node_name
+            )
+        });
         Ok(Server {
             listeners,
             core,
             turn_summary,
+            cluster_summary,
             certs,
             hub,
             shutdown,
@@ -367,6 +424,11 @@ impl Server {
     /// The certificate store (fingerprint, reload).
     pub fn certs(&self) -> &Arc<CertStore> {
         &self.certs
+    }
+
+    /// One line describing the cluster broker when `--redis` is set.
+    pub fn cluster_summary(&self) -> Option<&str> {
+        self.cluster_summary.as_deref()
     }
 
     /// One line describing the TURN relay when TURN is on.
@@ -433,4 +495,42 @@ async fn watch_cert_files(
 /// Resolves once shutdown has been signalled (or the sender is gone).
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// A Redis URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Logs every change of the Redis connection's health.
+async fn watch_redis(
+    mut health: watch::Receiver<switchboard_hub::RedisHealth>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = health.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let h = health.borrow_and_update().clone();
+                if h.up {
+                    tracing::info!(outages = h.outages, "Redis reachable: cluster broker up");
+                } else {
+                    tracing::warn!(
+                        error = h.last_error.as_deref().unwrap_or(""),
+                        pubsub = h.pubsub,
+                        commands = h.commands,
+                        "Redis unreachable: publishes are refused (100, temporary) until it is back"
+                    );
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }

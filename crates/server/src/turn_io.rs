@@ -75,6 +75,9 @@ struct IoStats {
     relays_open: Gauge,
 }
 
+/// The node-bus topic of TURN revocations (one user name per message).
+pub(crate) const REVOCATIONS_TOPIC: &str = "turn.revoked";
+
 /// Shared by every STUN listener.
 pub(crate) struct Core {
     binding: BindingService,
@@ -160,8 +163,11 @@ impl Core {
             bandwidth: t.max_bps,
             external_ip: t.external_ip,
             peer_filter: peer_filter(settings, relay_ip.or(relay_ip6)),
+            alternate_servers: t.alternate_servers.clone(),
+            alternate_domain: t.alternate_domain.clone(),
             ..TurnConfig::default()
         };
+        log_alternates(t);
         let (lo, hi) = t.port_range().unwrap_or((49152, 65535));
         let seed = u16::from_be_bytes([secret[0], secret[1]]);
         let span = hi - lo + 1;
@@ -217,7 +223,8 @@ impl Core {
         self.turn().turn_enabled()
     }
 
-    /// Hot reload: new users, secrets and peer policy; live allocations stay.
+    /// Hot reload: new users, secrets, peer policy and alternate servers; live allocations
+    /// stay.
     pub(crate) fn reload(&self, settings: &Settings) {
         let filter = peer_filter(settings, self.relay_ip.or(self.relay_ip6));
         *self.turn_settings.lock().unwrap_or_else(|e| e.into_inner()) = settings.turn.clone();
@@ -228,6 +235,12 @@ impl Core {
         let mut t = self.turn();
         t.set_credentials(creds);
         t.set_peer_filter(filter);
+        t.set_alternates(
+            settings.turn.alternate_servers.clone(),
+            settings.turn.alternate_domain.clone(),
+        );
+        drop(t);
+        log_alternates(&settings.turn);
     }
 
     /// Revokes TURN REST credentials before they expire: `who` is a user (every credential
@@ -236,7 +249,9 @@ impl Core {
     pub(crate) fn revoke(&self, who: &str) {
         let creds = {
             let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.insert(who.to_string());
+            if !revoked.insert(who.to_string()) {
+                return;
+            }
             let t = self.turn_settings.lock().unwrap_or_else(|e| e.into_inner());
             credentials(&t, &revoked)
         };
@@ -408,6 +423,19 @@ impl Core {
                 },
             );
         Ok(())
+    }
+}
+
+/// Logs the load-shedding redirect targets, if any.
+fn log_alternates(t: &TurnSettings) {
+    if !t.alternate_servers.is_empty() {
+        let list: Vec<String> = t.alternate_servers.iter().map(|a| a.to_string()).collect();
+        tracing::info!(
+            total_quota = t.total_quota,
+            alternates = %list.join(","),
+            domain = t.alternate_domain.as_deref().unwrap_or(""),
+            "TURN load shedding: over the allocation limit, Allocate is redirected (300 Try Alternate)"
+        );
     }
 }
 
@@ -606,6 +634,7 @@ pub(crate) struct TurnCounters {
     auth_failures: Counter,
     dropped_to_peer: Counter,
     dropped_to_client: Counter,
+    redirects: Counter,
     refusals: Vec<Counter>,
 }
 
@@ -624,6 +653,7 @@ impl TurnCounters {
             auth_failures: counter!("switchboard_turn_auth_failures_total"),
             dropped_to_peer: counter!("switchboard_turn_dropped_total", "direction" => "to_peer"),
             dropped_to_client: counter!("switchboard_turn_dropped_total", "direction" => "to_client"),
+            redirects: counter!("switchboard_turn_redirects_total"),
             refusals: ERROR_CODES
                 .iter()
                 .map(|c| counter!("switchboard_turn_refusals_total", "code" => c.to_string()))
@@ -656,6 +686,7 @@ impl TurnCounters {
             .increment(d(before.dropped_to_peer, now.dropped_to_peer));
         self.dropped_to_client
             .increment(d(before.dropped_to_client, now.dropped_to_client));
+        self.redirects.increment(d(before.redirects, now.redirects));
         for (i, c) in self.refusals.iter().enumerate() {
             c.increment(d(before.refusals[i], now.refusals[i]));
         }

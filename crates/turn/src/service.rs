@@ -41,7 +41,9 @@ pub struct TurnConfig {
     pub nonce_lifetime: u64,
     /// Allocations per user (0: unlimited).
     pub user_quota: usize,
-    /// Allocations in total (0: unlimited).
+    /// Allocations in total (0: unlimited). Over it an Allocate gets 508, or 300 (Try
+    /// Alternate) when [`alternate_servers`](Self::alternate_servers) has one of the client's
+    /// address family.
     pub total_quota: usize,
     /// Relayed bytes per second per allocation, each direction counted (0: unlimited).
     pub bandwidth: u64,
@@ -49,6 +51,14 @@ pub struct TurnConfig {
     pub external_ip: Option<IpAddr>,
     /// Which peers relays may reach.
     pub peer_filter: PeerFilter,
+    /// Load shedding (RFC 8489 §10, RFC 8656 §7.2): servers an authenticated Allocate is
+    /// redirected to with 300 and ALTERNATE-SERVER once `total_quota` is reached, round robin
+    /// per address family. This server's own address is skipped, so every node of a pool can be
+    /// given the same list.
+    pub alternate_servers: Vec<SocketAddr>,
+    /// ALTERNATE-DOMAIN added to redirects of requests that arrived over TLS: the name the
+    /// alternates' certificates are checked against (RFC 8489 §14.16).
+    pub alternate_domain: Option<String>,
 }
 
 impl Default for TurnConfig {
@@ -65,6 +75,8 @@ impl Default for TurnConfig {
             bandwidth: 0,
             external_ip: None,
             peer_filter: PeerFilter::default(),
+            alternate_servers: Vec::new(),
+            alternate_domain: None,
         }
     }
 }
@@ -206,6 +218,9 @@ pub struct TurnStats {
     pub dropped_to_peer: u64,
     /// Peer data dropped: no permission or over bandwidth.
     pub dropped_to_client: u64,
+    /// Allocate requests redirected to an alternate server (300 Try Alternate); not counted in
+    /// [`refusals`](Self::refusals).
+    pub redirects: u64,
 }
 
 impl TurnStats {
@@ -245,14 +260,35 @@ const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// Room for the reply attributes around a relayed payload.
 pub const PEER_OVERHEAD: usize = 64;
 
-/// An error response to send: code, reason, and whether to add the auth challenge.
+/// An error response to send: code, reason, and for a 300 where to go instead.
 struct Refuse {
     code: u16,
     reason: &'static str,
+    redirect: Option<Redirect>,
 }
 
 fn refuse(code: u16, reason: &'static str) -> Refuse {
-    Refuse { code, reason }
+    Refuse {
+        code,
+        reason,
+        redirect: None,
+    }
+}
+
+/// The attributes of a 300 (Try Alternate) response (RFC 8489 §10).
+#[derive(Clone, Copy, Debug)]
+struct Redirect {
+    /// First ALTERNATE-SERVER: the client's address family, as RFC 8489 §10 requires.
+    to: SocketAddr,
+    /// Second ALTERNATE-SERVER, of the other family, when one is configured (a SHOULD).
+    other: Option<SocketAddr>,
+    /// Add ALTERNATE-DOMAIN (the request came over TLS and a domain is configured).
+    domain: bool,
+}
+
+/// Whether `addr` is IPv4, IPv4-mapped IPv6 addresses (dual-stack sockets) included.
+fn is_v4(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_ipv4()
 }
 
 /// The TURN server state machine: Binding, Allocate, Refresh, CreatePermission, ChannelBind,
@@ -268,6 +304,8 @@ pub struct TurnService {
     reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
     token_seed: [u8; 32],
     token_counter: u64,
+    /// Round-robin positions in the alternate servers: IPv4, IPv6.
+    alternate_next: [usize; 2],
     stats: TurnStats,
 }
 
@@ -298,6 +336,7 @@ impl TurnService {
             reservations: HashMap::new(),
             token_seed,
             token_counter: 0,
+            alternate_next: [0; 2],
             stats: TurnStats::default(),
         }
     }
@@ -310,6 +349,13 @@ impl TurnService {
     /// Replaces the peer policy (hot reload).
     pub fn set_peer_filter(&mut self, filter: PeerFilter) {
         self.cfg.peer_filter = filter;
+    }
+
+    /// Replaces the alternate servers and ALTERNATE-DOMAIN of load-shedding redirects (hot
+    /// reload).
+    pub fn set_alternates(&mut self, servers: Vec<SocketAddr>, domain: Option<String>) {
+        self.cfg.alternate_servers = servers;
+        self.cfg.alternate_domain = domain;
     }
 
     /// Whether TURN requests are served (a realm and a credential exist).
@@ -625,8 +671,13 @@ impl TurnService {
         match result {
             Ok(n) => Some((n?, false)),
             Err(r) => {
-                self.stats.refuse(r.code);
-                tracing::info!(client = %arrival.peer, user = %verified.username, method = msg.method().0, code = r.code, reason = r.reason, "TURN request refused");
+                if let Some(to) = r.redirect {
+                    self.stats.redirects += 1;
+                    tracing::info!(client = %arrival.peer, user = %verified.username, alternate = %to.to, other = ?to.other, "TURN allocation redirected: allocation limit reached");
+                } else {
+                    self.stats.refuse(r.code);
+                    tracing::info!(client = %arrival.peer, user = %verified.username, method = msg.method().0, code = r.code, reason = r.reason, "TURN request refused");
+                }
                 self.error(msg, out, Some(&verified), r, None)
             }
         }
@@ -657,6 +708,15 @@ impl TurnService {
     ) -> Option<(usize, bool)> {
         let mut b = MessageBuilder::response_to(out, msg, Class::Error).ok()?;
         b.error_code(r.code, r.reason).ok()?;
+        if let Some(to) = r.redirect {
+            b.alternate_server(to.to).ok()?;
+            if let Some(other) = to.other {
+                b.alternate_server(other).ok()?;
+            }
+            if let Some(domain) = self.cfg.alternate_domain.as_deref().filter(|_| to.domain) {
+                b.alternate_domain(domain).ok()?;
+            }
+        }
         if let Some(nonce) = nonce {
             b.realm(self.creds.realm()).ok()?;
             b.nonce(nonce).ok()?;
@@ -742,6 +802,15 @@ impl TurnService {
             return Err(refuse(486, "Allocation Quota Reached"));
         }
         if self.cfg.total_quota > 0 && self.allocs.len() >= self.cfg.total_quota {
+            // Load shedding: an authenticated Allocate (this runs after the credential check, so
+            // the 300 carries MESSAGE-INTEGRITY, RFC 8489 §14.8) is sent to another node.
+            if let Some(redirect) = self.redirect(five) {
+                return Err(Refuse {
+                    code: 300,
+                    reason: "Try Alternate",
+                    redirect: Some(redirect),
+                });
+            }
             return Err(refuse(
                 508,
                 "Insufficient Capacity: server allocation limit",
@@ -815,6 +884,36 @@ impl TurnService {
         *self.per_user.entry(v.username.clone()).or_insert(0) += 1;
         self.stats.allocations_created += 1;
         Ok(self.allocate_success(msg, five, advertised, lifetime, new_token, v, out))
+    }
+
+    /// Where to send a client this server cannot take: an alternate of the client's address
+    /// family (none: no redirect, RFC 8489 §10 requires that family first), then one of the
+    /// other family if configured.
+    fn redirect(&mut self, five: &FiveTuple) -> Option<Redirect> {
+        let v4 = is_v4(five.client);
+        let to = self.next_alternate(v4, five.server)?;
+        let other = self.next_alternate(!v4, five.server);
+        Some(Redirect {
+            to,
+            other,
+            domain: five.transport == Transport::Tls,
+        })
+    }
+
+    /// The next alternate server of a family, round robin, skipping this server's own address.
+    fn next_alternate(&mut self, v4: bool, own: SocketAddr) -> Option<SocketAddr> {
+        let canonical = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+        let own = canonical(own);
+        let usable = |a: &&SocketAddr| is_v4(**a) == v4 && canonical(**a) != own;
+        let all = &self.cfg.alternate_servers;
+        let n = all.iter().filter(usable).count();
+        if n == 0 {
+            return None;
+        }
+        let slot = &mut self.alternate_next[usize::from(!v4)];
+        let pick = all.iter().filter(usable).nth(*slot % n).copied();
+        *slot = (*slot + 1) % n;
+        pick
     }
 
     #[allow(clippy::too_many_arguments)]

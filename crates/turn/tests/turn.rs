@@ -1440,6 +1440,222 @@ fn e508_total_quota_no_capacity_and_unknown_token() {
     h.allocate(&mut b);
 }
 
+// ===== 300 Try Alternate (load shedding) =====
+
+const ALT1: &str = "192.0.2.50:3478";
+const ALT2: &str = "192.0.2.51:3478";
+const ALT6: &str = "[2001:db8::50]:3478";
+
+/// Every ALTERNATE-SERVER of a response, in order (plain address encoding, RFC 8489 §14.15).
+fn alternates(m: &Message<'_>) -> Vec<SocketAddr> {
+    m.get_all(attr::ALTERNATE_SERVER)
+        .map(|a| {
+            let v = a.value;
+            let port = u16::from_be_bytes([v[2], v[3]]);
+            let ip: IpAddr = match v[1] {
+                1 => <[u8; 4]>::try_from(&v[4..8]).unwrap().into(),
+                2 => <[u8; 16]>::try_from(&v[4..20]).unwrap().into(),
+                f => panic!("family {f}"),
+            };
+            SocketAddr::new(ip, port)
+        })
+        .collect()
+}
+
+fn shedding(alternates: &[&str]) -> Harness {
+    Harness::new(
+        TurnConfig {
+            total_quota: 1,
+            software: "sb-test".into(),
+            alternate_servers: alternates.iter().map(|a| addr(a)).collect(),
+            alternate_domain: Some("turn.example.org".into()),
+            ..TurnConfig::default()
+        },
+        users(),
+    )
+}
+
+/// An authenticated Allocate from `c` (logging in first if needed); the reply.
+fn try_allocate(h: &mut Harness, c: &mut Client) -> Out {
+    h.request(c, Method::ALLOCATE, |b| {
+        b.requested_transport(17).unwrap();
+    })
+}
+
+#[test]
+fn e300_redirect_after_auth_when_over_total_quota() {
+    let mut h = shedding(&[ALT1, ALT6]);
+    let mut a = Client::alice(udp(CLIENT));
+    h.allocate(&mut a);
+    let binds = h.relays.requests.len();
+
+    // Unauthenticated: the challenge, never a redirect (RFC 8489 §14.8: a 300 only answers a
+    // request with USERNAME/USERHASH and valid integrity).
+    let mut b = Client::bob(udp("198.51.100.9:40000"));
+    let req = b.unauth(Method::ALLOCATE, |x| {
+        x.requested_transport(17).unwrap();
+    });
+    let out = h.handle(&b.at, &req);
+    let m = out.error(401);
+    assert_challenge(&m);
+    assert!(alternates(&m).is_empty());
+    b.nonce = m.nonce().unwrap().unwrap().to_string();
+
+    // A wrong password is a 401 too: the redirect comes after the credential check.
+    let mut mallory = Client::new(udp("198.51.100.9:40001"), "bob", "guess");
+    mallory.nonce = b.nonce.clone();
+    let req = mallory.request(Method::ALLOCATE, |x| {
+        x.requested_transport(17).unwrap();
+    });
+    let out = h.handle(&mallory.at, &req);
+    assert!(alternates(&out.error(401)).is_empty());
+
+    // Authenticated: 300 with ALTERNATE-SERVER (client's family first, then the other family),
+    // signed with the client's key, FINGERPRINT last; no ALTERNATE-DOMAIN over UDP.
+    let out = try_allocate(&mut h, &mut b);
+    let m = out.error(300);
+    assert_eq!(m.error_code().unwrap(), Some((300, "Try Alternate")));
+    assert_eq!(m.alternate_server().unwrap(), Some(addr(ALT1)));
+    assert_eq!(alternates(&m), vec![addr(ALT1), addr(ALT6)]);
+    assert_eq!(m.alternate_domain().unwrap(), None);
+    assert_eq!(m.software().unwrap(), Some("sb-test"));
+    b.check_integrity(&m);
+    assert_eq!(m.check_fingerprint(), Some(true));
+
+    // Nothing was allocated or bound; the redirect is counted apart from the refusals.
+    assert_eq!(h.svc.allocation_count(), 1);
+    assert_eq!(h.relays.requests.len(), binds);
+    assert_eq!(h.svc.stats().redirects, 1);
+    assert_eq!(h.refusals(508), 0);
+    assert_eq!(h.svc.stats().auth_failures, 1);
+
+    // A SHA-256 client gets a 300 signed with MESSAGE-INTEGRITY-SHA256.
+    let mut b256 = Client::bob(udp("198.51.100.9:40002")).sha256();
+    let out = try_allocate(&mut h, &mut b256);
+    b256.check_integrity(&out.error(300));
+    assert_eq!(h.svc.stats().redirects, 2);
+
+    // Below the limit again, the node allocates itself.
+    h.refresh(&mut a, Some(0)).success();
+    h.allocate(&mut b);
+    assert_eq!(h.svc.stats().redirects, 2);
+}
+
+#[test]
+fn no_alternate_of_the_family_means_508() {
+    // No alternate configured: the usual 508 (total_quota is a capacity limit; 486 is the
+    // per-user quota).
+    let mut h = shedding(&[]);
+    let mut a = Client::alice(udp(CLIENT));
+    h.allocate(&mut a);
+    let mut b = Client::bob(udp("198.51.100.9:40000"));
+    let m = try_allocate(&mut h, &mut b);
+    assert!(alternates(&m.error(508)).is_empty());
+    assert_eq!((h.refusals(508), h.svc.stats().redirects), (1, 0));
+
+    // Only an IPv6 alternate for an IPv4 client: RFC 8489 §10 says the first ALTERNATE-SERVER
+    // MUST be of the request's family, so no redirect.
+    let mut h = shedding(&[ALT6]);
+    let mut a = Client::alice(udp(CLIENT));
+    h.allocate(&mut a);
+    let mut b = Client::bob(udp("198.51.100.9:40000"));
+    try_allocate(&mut h, &mut b).error(508);
+    assert_eq!(h.svc.stats().redirects, 0);
+
+    // A node listed as its own alternate never redirects to itself.
+    let mut h = shedding(&[SERVER]);
+    let mut a = Client::alice(udp(CLIENT));
+    h.allocate(&mut a);
+    let mut b = Client::bob(udp("198.51.100.9:40000"));
+    try_allocate(&mut h, &mut b).error(508);
+
+    // The per-user quota stays a 486 even when alternates exist.
+    let mut h = Harness::new(
+        TurnConfig {
+            user_quota: 1,
+            total_quota: 1,
+            alternate_servers: vec![addr(ALT1)],
+            ..TurnConfig::default()
+        },
+        users(),
+    );
+    let mut a1 = Client::alice(udp(CLIENT));
+    h.allocate(&mut a1);
+    let mut a2 = Client::alice(udp("198.51.100.7:40001"));
+    try_allocate(&mut h, &mut a2).error(486);
+    assert_eq!(h.svc.stats().redirects, 0);
+}
+
+#[test]
+fn redirects_round_robin_per_family() {
+    // SERVER is this node: skipped.
+    let mut h = shedding(&[ALT1, SERVER, ALT6, ALT2]);
+    let mut a = Client::alice(udp(CLIENT));
+    h.allocate(&mut a);
+    let mut seen = Vec::new();
+    for port in 0..4u16 {
+        let mut b = Client::bob(udp(&format!("198.51.100.9:{}", 41000 + port)));
+        let out = try_allocate(&mut h, &mut b);
+        let m = out.error(300);
+        b.check_integrity(&m);
+        let alts = alternates(&m);
+        assert_eq!(alts.len(), 2, "{alts:?}");
+        assert_eq!(alts[1], addr(ALT6), "the other family comes second");
+        seen.push(alts[0]);
+    }
+    assert_eq!(seen, [ALT1, ALT2, ALT1, ALT2].map(addr));
+
+    // An IPv6 client gets the IPv6 alternate first and the next IPv4 one second.
+    let v6 = Arrival {
+        peer: addr("[2001:db8::7]:40000"),
+        local: addr("[2001:db8::1]:3478"),
+        other: None,
+        transport: Transport::Udp,
+    };
+    let mut c = Client::bob(v6);
+    let m = try_allocate(&mut h, &mut c);
+    assert_eq!(alternates(&m.error(300)), vec![addr(ALT6), addr(ALT1)]);
+
+    // An IPv4-mapped IPv6 client (dual-stack socket) counts as IPv4, and this node's own
+    // address is recognised in its mapped form too.
+    let mapped = Arrival {
+        peer: addr("[::ffff:198.51.100.9]:40000"),
+        local: addr("[::ffff:203.0.113.1]:3478"),
+        other: None,
+        transport: Transport::Udp,
+    };
+    let mut c = Client::bob(mapped);
+    let m = try_allocate(&mut h, &mut c);
+    assert_eq!(alternates(&m.error(300)), vec![addr(ALT2), addr(ALT6)]);
+    assert_eq!(h.svc.stats().redirects, 6);
+}
+
+#[test]
+fn redirect_over_tls_carries_alternate_domain_and_reloads() {
+    let mut h = shedding(&[ALT1]);
+    let mut a = Client::alice(udp(CLIENT));
+    h.allocate(&mut a);
+    let mut t = Client::bob(at("198.51.100.9:40000", Transport::Tls));
+    let out = try_allocate(&mut h, &mut t);
+    let m = out.error(300);
+    assert_eq!(alternates(&m), vec![addr(ALT1)]);
+    assert_eq!(m.alternate_domain().unwrap(), Some("turn.example.org"));
+    t.check_integrity(&m);
+    // TCP is not TLS: no certificate to check, no ALTERNATE-DOMAIN.
+    let mut tcp = Client::bob(at("198.51.100.9:40001", Transport::Tcp));
+    let m = try_allocate(&mut h, &mut tcp);
+    assert_eq!(m.error(300).alternate_domain().unwrap(), None);
+
+    // Hot reload: a new list takes effect at once; an empty one means 508 again.
+    h.svc.set_alternates(vec![addr(ALT2)], None);
+    let m = try_allocate(&mut h, &mut t);
+    let m = m.error(300);
+    assert_eq!(alternates(&m), vec![addr(ALT2)]);
+    assert_eq!(m.alternate_domain().unwrap(), None);
+    h.svc.set_alternates(Vec::new(), None);
+    try_allocate(&mut h, &mut t).error(508);
+}
+
 // ===== lifetimes =====
 
 #[test]

@@ -242,3 +242,119 @@ pub fn venv_python() -> PathBuf {
 pub fn peer_script(name: &str) -> PathBuf {
     repo_root().join("tests/peers").join(name)
 }
+
+/// A turnutils_peer UDP echo peer on 127.0.0.1; killed on drop.
+pub struct TurnPeer {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl TurnPeer {
+    pub fn start() -> TurnPeer {
+        need("turnutils_peer");
+        let port = free_port_pair();
+        let child = Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn turnutils_peer");
+        std::thread::sleep(Duration::from_millis(200));
+        TurnPeer { child, port }
+    }
+}
+
+impl Drop for TurnPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A turnutils_uclient run of `m` clients sending `n` 170-byte messages `z` ms apart to `peer`
+/// through the TURN server on 127.0.0.1:`port`, with extra `flags` (transport, mode, user).
+pub fn uclient_cmd(peer: &TurnPeer, port: u16, m: u32, n: u32, z: u32, flags: &[&str]) -> Command {
+    need("turnutils_uclient");
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-m", &m.to_string(), "-n", &n.to_string(), "-l", "170"])
+        .args([
+            "-z",
+            &z.to_string(),
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer.port.to_string(),
+            "-g",
+        ])
+        .args(["-p", &port.to_string()])
+        .args(flags)
+        .arg("127.0.0.1");
+    cmd
+}
+
+/// A `redis-server` on a free loopback port with an append-only file in a temp dir (so its
+/// data survives a restart), daemonized with a pid file; stopped and removed in `Drop`, also
+/// when a test restarted it meanwhile (`start_command` restarts it the same way).
+#[allow(dead_code)]
+pub struct Redis {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+#[allow(dead_code)]
+impl Redis {
+    pub fn start() -> Redis {
+        need("redis-server");
+        need("redis-cli");
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("bind probe");
+            probe.local_addr().expect("addr").port()
+        };
+        let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let redis = Redis { port, dir };
+        let status = Command::new("sh")
+            .args(["-c", &redis.start_command()])
+            .status()
+            .expect("run redis-server");
+        assert!(status.success(), "redis-server did not start");
+        redis.wait_ready();
+        redis
+    }
+
+    /// The shell command that (re)starts this Redis.
+    pub fn start_command(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            "redis-server --port {} --bind 127.0.0.1 --daemonize yes --pidfile {d}/redis.pid \
+             --dir {d} --logfile {d}/redis.log --appendonly yes --appendfsync always --save ''",
+            self.port
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..100 {
+            let out = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "ping"])
+                .output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("redis.pid")) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

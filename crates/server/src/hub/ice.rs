@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -195,7 +195,26 @@ pub(crate) async fn revoke(
     if request.user.is_empty() || request.user.len() > 512 {
         return ApiError::bad_request("user must be 1 to 512 bytes").into_response();
     }
+    // At once here, then on every node (and for nodes starting later) through the hub's bus.
     ice.core.revoke(&request.user);
+    let keep = Duration::from_secs(ice.ttl.max(60));
+    let shared = ctx
+        .hub
+        .bus_publish(
+            crate::turn_io::REVOCATIONS_TOPIC,
+            request.user.clone().into_bytes(),
+            keep,
+        )
+        .await;
+    if let Err(e) = shared {
+        tracing::warn!(user = %request.user, error = %e, "TURN revocation not shared with other nodes");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::INTERNAL,
+            format!("revoked on this node only, not shared with the cluster: {e}"),
+        )
+        .into_response();
+    }
     Json(serde_json::json!({ "revoked": request.user })).into_response()
 }
 

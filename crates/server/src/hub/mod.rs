@@ -205,7 +205,9 @@ pub(crate) fn http_status(error_code: u32) -> StatusCode {
         code::ALREADY_SUBSCRIBED | code::NOT_AVAILABLE | code::UNRECOVERABLE_POSITION => {
             StatusCode::CONFLICT
         }
-        code::LIMIT_EXCEEDED | code::USER_CONNECTION_LIMIT => StatusCode::TOO_MANY_REQUESTS,
+        code::LIMIT_EXCEEDED | code::USER_CONNECTION_LIMIT | code::TOO_MANY_REQUESTS => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         code::MESSAGE_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
         code::CONNECTION_LIMIT => StatusCode::SERVICE_UNAVAILABLE,
         code::SESSION_CLOSED => StatusCode::GONE,
@@ -237,10 +239,12 @@ impl ApiError {
     }
 
     pub(crate) fn from_proto(error: proto::Error) -> Self {
-        ApiError {
-            status: http_status(error.code),
-            error,
-        }
+        let status = match error.code {
+            // The broker (Redis) is unreachable: temporary, retry later.
+            code::INTERNAL if error.temporary => StatusCode::SERVICE_UNAVAILABLE,
+            c => http_status(c),
+        };
+        ApiError { status, error }
     }
 }
 

@@ -17,7 +17,7 @@ use switchboard_hub::codes::error as code;
 use switchboard_hub::proto;
 use switchboard_proto::json;
 
-use super::{http_status, json_response, query_pairs, split, ApiError, Ctx};
+use super::{json_response, query_pairs, split, ApiError, Ctx};
 
 /// A body that could not be read (too large, broken connection) as a JSON error.
 fn body_error(e: BytesRejection) -> Response {
@@ -40,7 +40,7 @@ fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
 
 /// A response message with an `error` field, serialized with the status of that error.
 fn answer<T: Serialize>(error: Option<&proto::Error>, message: &T) -> Response {
-    let status = error.map_or(StatusCode::OK, |e| http_status(e.code));
+    let status = error.map_or(StatusCode::OK, |e| ApiError::from_proto(e.clone()).status);
     match json::to_string(message) {
         Ok(body) => json_response(status, body),
         Err(e) => ApiError::new(

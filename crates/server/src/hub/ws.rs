@@ -143,6 +143,11 @@ impl WsConn {
 impl FrameConn for WsConn {
     async fn recv(&mut self) -> Inbound {
         match self.socket.recv().await {
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite queued the close reply; flush it so the handshake completes.
+                let _ = tokio::time::timeout(self.write_timeout, self.socket.flush()).await;
+                Inbound::Closed
+            }
             Some(Ok(msg)) => self.decode(msg),
             Some(Err(e)) => {
                 // tungstenite's `Error::Capacity` ("Space limit exceeded: Message too long").

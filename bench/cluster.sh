@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Hub fan-out through Redis with 1, 2 and 3 switchboard nodes on this machine: the same
+# WebSocket subscribers spread round-robin over the nodes, the same paced publish load through
+# the first node's server API, one redis-server on loopback (no persistence). Also runs one node
+# with the in-memory broker as the anchor. Prints, per run, delivered messages/s, latency, the
+# nodes' and Redis's CPU per delivered message. Loopback only, bounded in count and time.
+# Usage: bench/cluster.sh [SUBSCRIBERS] [MESSAGES] [RATE] [CHANNELS]
+#        SB_PROFILE=debug bench/cluster.sh 200 200 100   (quick smoke run on a debug build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUBS=${1:-1000}; MSG=${2:-2000}; RATE=${3:-200}; CHANNELS=${4:-1}
+PROFILE=${SB_PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p switchboard-cli -p switchboard-bench
+else
+  cargo build -q -p switchboard-cli -p switchboard-bench
+fi
+command -v redis-server >/dev/null || { echo "redis-server is not installed (apt install redis-server)"; exit 2; }
+TARGET=${CARGO_TARGET_DIR:-target}
+SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
+ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+TMP=$(mktemp -d); PIDS=()
+stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+cleanup() { stop_all; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+KEY=bench-key
+REDIS_PORT=$((30000 + RANDOM % 5000))
+cat >"$TMP/hub.toml" <<TOML
+[hub.limits]
+max_connections = $(( SUBS * 2 + 100 ))
+TOML
+
+# start_nodes N BROKER: sets NODES (addresses) and NODE_PIDS
+start_nodes() {
+  local n=$1 broker=$2 i port
+  NODES=(); NODE_PIDS=()
+  for i in $(seq "$n"); do
+    port=$((40000 + RANDOM % 10000))
+    local extra=()
+    [ "$broker" = redis ] && extra=(--redis "redis://127.0.0.1:$REDIS_PORT/0")
+    $SB serve --config "$TMP/hub.toml" --stun-udp off --stun-tcp off --stun-tls off --https off \
+      --http 127.0.0.1:$port --api-key $KEY --node-name "node$i" --log-level warn "${extra[@]}" \
+      >"$TMP/sb$i.log" 2>&1 &
+    PIDS+=($!); NODE_PIDS+=($!)
+    for _ in $(seq 100); do grep -q '^http ' "$TMP/sb$i.log" && break; sleep 0.1; done
+    grep -q '^http ' "$TMP/sb$i.log" || { cat "$TMP/sb$i.log"; exit 1; }
+    NODES+=("127.0.0.1:$port")
+  done
+}
+
+# run NAME N BROKER
+run() {
+  local name=$1 n=$2 broker=$3 before=0 after=0 rbefore=0 rafter=0 out delivered p also=()
+  start_nodes "$n" "$broker"
+  for a in "${NODES[@]:1}"; do also+=(--also "$a"); done
+  for p in "${NODE_PIDS[@]}"; do before=$((before + $(cpu_ticks "$p"))); done
+  [ -n "${REDIS_PID:-}" ] && rbefore=$(cpu_ticks "$REDIS_PID")
+  out=$($LOAD hub --server "${NODES[0]}" "${also[@]}" --api-key $KEY --subscribers "$SUBS" \
+        --channels "$CHANNELS" --messages "$MSG" --rate "$RATE" --duration 60)
+  for p in "${NODE_PIDS[@]}"; do after=$((after + $(cpu_ticks "$p"))); done
+  [ -n "${REDIS_PID:-}" ] && rafter=$(cpu_ticks "$REDIS_PID")
+  delivered=$(sed -E 's/.* delivered=([0-9]+).*/\1/' <<<"$out")
+  awk -v t=$((after - before)) -v r=$((rafter - rbefore)) -v hz="$HZ" -v n="$delivered" \
+      -v name="$name" -v out="$out" 'BEGIN{
+    printf "%-16s %s nodes_cpu_us_per_delivery=%.2f redis_cpu_us_per_delivery=%.2f\n",
+      name, out, (n > 0 ? t / hz * 1e6 / n : 0), (n > 0 ? r / hz * 1e6 / n : 0) }'
+  stop_all
+  if [ "$broker" = redis ]; then start_redis; fi
+}
+
+start_redis() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --logfile "$TMP/redis.log" &
+  REDIS_PID=$!; PIDS+=($REDIS_PID)
+  for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return; sleep 0.05; done
+  echo "redis-server did not start"; exit 1
+}
+
+echo "machine: $(nproc) cores, $(uname -r); $SUBS WebSocket subscribers on $CHANNELS channel(s); $MSG publications at <= $RATE/s; build: $PROFILE"
+run memory-1-node 1 memory
+start_redis
+run redis-1-node 1 redis
+run redis-2-nodes 2 redis
+run redis-3-nodes 3 redis

@@ -1,0 +1,483 @@
+//! The pages served by the binary, in a real browser: Debian's Chromium, driven by
+//! playwright-core (`tests/browser/call_e2e.mjs`), calls through switchboard's signaling rooms
+//! and STUN/TURN; Python's aiortc (`tests/peers/aiortc_call.py`) calls a page too.
+//!
+//! What it proves: two `/call` pages exchange data-channel messages both ways (a) through
+//! switchboard's TURN relay only (`relay=1`: both selected pairs are `relay`, and `/metrics`
+//! counts the allocations and relayed bytes), (b) directly (selected pairs host/srflx/prflx; a
+//! taken peer id is refused on the page with 105; Leave removes the peer on the other side), (c)
+//! with fake camera and microphone (remote video decodes frames), (d) over the HTTPS listener
+//! (wss:, fetch over TLS, self-signed); (e) an independent WebRTC stack (aiortc) offers to a page
+//! and exchanges messages; and the console page polls `/healthz` and `/metrics` without error.
+//! Screenshots of `/call` and `/` land in `test-output/screenshots/`. The headers of the pages
+//! (CSP, types, caching) are checked without a browser.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{metric, repo_root, run, text, venv_python, Server};
+use serde_json::Value;
+
+/// GET over HTTP/1.0; returns (status, lower-cased headers, body).
+fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{extra}\r\n").expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp.as_str(), ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+#[test]
+fn pages_are_served_with_types_csp_and_caching() {
+    let server = Server::start(&["--stun-udp", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let http = server.addr("http", "tcp");
+    for (path, ty, marker) in [
+        ("/", "text/html; charset=utf-8", "switchboard · console"),
+        ("/call", "text/html; charset=utf-8", "switchboard · call"),
+        (
+            "/call?room=demo&join=1",
+            "text/html; charset=utf-8",
+            "call.js",
+        ),
+        (
+            "/assets/call.js",
+            "text/javascript; charset=utf-8",
+            "switchboardCall",
+        ),
+        (
+            "/assets/console.js",
+            "text/javascript; charset=utf-8",
+            "parseMetrics",
+        ),
+        (
+            "/assets/common.js",
+            "text/javascript; charset=utf-8",
+            "wsUrl",
+        ),
+        ("/assets/style.css", "text/css; charset=utf-8", ":root"),
+        ("/assets/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let (status, headers, body) = get(http, path, "");
+        assert_eq!(status, 200, "GET {path}: {headers:?}");
+        assert_eq!(header(&headers, "content-type"), ty, "GET {path}");
+        assert!(
+            body.contains(marker),
+            "GET {path}: no {marker:?} in the body"
+        );
+        let csp = header(&headers, "content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self' ws: wss:",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "GET {path}: CSP {csp:?}");
+        }
+        assert!(!csp.contains("unsafe-"), "GET {path}: CSP {csp:?}");
+        assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&headers, "cache-control"), "no-cache");
+        let etag = header(&headers, "etag").to_string();
+        assert!(
+            etag.starts_with('"') && etag.len() > 2,
+            "GET {path}: ETag {etag:?}"
+        );
+        let (status, headers, body) = get(http, path, &format!("If-None-Match: {etag}\r\n"));
+        assert_eq!(status, 304, "GET {path} with If-None-Match");
+        assert!(body.is_empty());
+        assert_eq!(header(&headers, "etag"), etag);
+    }
+    let (status, _, body) = get(http, "/assets/../Cargo.toml", "");
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = get(http, "/assets/nope.js", "");
+    assert_eq!(status, 404);
+    assert!(body.contains("\"code\":104"), "{body}");
+    // The pages sit beside the API: these still answer as before.
+    let (status, _, body) = get(http, "/healthz", "");
+    assert!(status == 200 && body.contains("listeners"), "{body}");
+    let (status, _, _) = get(http, "/nope", "");
+    assert_eq!(status, 404);
+}
+
+/// Everything the browser test needs, or a message saying how to get it.
+fn prerequisites() -> (String, PathBuf) {
+    let chromium = std::env::var("SB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "{chromium} is missing: run scripts/test (scripts/test-deps installs Debian's chromium and chromium-driver)"
+    );
+    common::need("node");
+    let browser = repo_root().join("tests/browser");
+    assert!(
+        browser
+            .join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "{}/node_modules/playwright-core is missing: run scripts/test (scripts/test-deps runs npm ci there)",
+        browser.display()
+    );
+    (chromium, browser.join("call_e2e.mjs"))
+}
+
+/// The JSON after `prefix` on the last line that starts with it.
+fn tagged_json(out: &str, prefix: &str) -> Option<Value> {
+    out.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|j| serde_json::from_str(j.trim()).ok())
+}
+
+/// A running node script: stdout lines through a channel, stderr collected; killed on drop.
+struct Script {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Script {
+    fn spawn(cmd: &mut Command) -> Script {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Script {
+            child,
+            lines: rx,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+
+    fn output(&self) -> String {
+        let err = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        format!("stdout:\n{}\nstderr:\n{err}", self.stdout.join("\n"))
+    }
+
+    /// The next stdout line starting with `prefix`, within `limit`.
+    fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {prefix:?} line from the browser script within {limit:?}\n{}",
+                    self.output()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the exit (and the rest of stdout) within `limit`.
+    fn finish(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Drain what is left.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.stdout.push(line);
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the browser script did not finish within {limit:?}\n{}",
+                self.output()
+            );
+            while let Ok(line) = self.lines.try_recv() {
+                self.stdout.push(line);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(chromium: &str, script: &Path, base: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(script)
+        .args(["--base", base, "--chromium", chromium])
+        .arg("--out")
+        .arg(repo_root().join("test-output/screenshots"))
+        .args(extra)
+        .current_dir(repo_root().join("tests/browser"));
+    cmd
+}
+
+fn local_type(side: &Value) -> &str {
+    side["selectedPair"]["local"]["candidateType"]
+        .as_str()
+        .unwrap_or("")
+}
+
+fn received(side: &Value) -> Vec<&str> {
+    side["received"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
+    let started = Instant::now();
+    let (chromium, script) = prerequisites();
+    let python = venv_python();
+    let server = Server::start(&[
+        "--stun-udp",
+        "127.0.0.1:0",
+        "--stun-tcp",
+        "127.0.0.1:0",
+        // No TURN over TLS: the self-signed certificate would only make Chromium try and fail.
+        "--stun-tls",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "127.0.0.1:0",
+        "--turn-realm",
+        "browser.test",
+        "--turn-secret",
+        "browser-secret",
+        // Relays may reach the pages' loopback candidates.
+        "--allow-peer",
+        "127.0.0.0/8",
+    ]);
+    let http = server.addr("http", "tcp");
+    let base = format!("http://{http}");
+    let https_base = format!("https://{}", server.addr("https", "tcp"));
+
+    // (a) relay only, first and alone, so /metrics tells what the relay run did.
+    let out = run(
+        &mut node(
+            &chromium,
+            &script,
+            &base,
+            &["--scenarios", "relay", "--deadline-ms", "45000"],
+        ),
+        Duration::from_secs(60),
+    );
+    let t = text(&out);
+    let result = tagged_json(&t, "RESULT ").unwrap_or(Value::Null);
+    assert!(
+        out.status.success() && result["ok"] == true,
+        "relay run failed:\n{t}"
+    );
+    let relay = &result["scenarios"]["relay"];
+    for side in [&relay["a"], &relay["b"]] {
+        assert_eq!(local_type(side), "relay", "relay run: {side}");
+        // Chromium allocates over both TURN URLs it is given (UDP and TCP) and may pick either.
+        let via = side["selectedPair"]["local"]["relayProtocol"].as_str();
+        assert!(matches!(via, Some("udp" | "tcp")), "{side}");
+        assert_eq!(received(side).len(), 1, "relay run: {side}");
+    }
+    let (_, metrics) = common::http_get(http, "/metrics");
+    let created = metric(&metrics, "switchboard_turn_allocations_created_total");
+    let to_peer = metric(
+        &metrics,
+        "switchboard_turn_relayed_bytes_total{direction=\"to_peer\"}",
+    );
+    let to_client = metric(
+        &metrics,
+        "switchboard_turn_relayed_bytes_total{direction=\"to_client\"}",
+    );
+    assert!(
+        created >= 2.0,
+        "relay run: {created} TURN allocations created, expected one per page at least"
+    );
+    // DTLS handshake + SCTP + the messages went through the relay both ways.
+    assert!(
+        to_peer > 1000.0 && to_client > 1000.0,
+        "relay run relayed {to_peer} bytes to peers and {to_client} to clients"
+    );
+
+    // (b)-(e): direct, media, HTTPS, aiortc, then the console screenshot, in one browser.
+    let mut browser = Script::spawn(&mut node(
+        &chromium,
+        &script,
+        &base,
+        &[
+            "--https-base",
+            &https_base,
+            "--scenarios",
+            "direct,media,https,aiortc,console",
+            "--deadline-ms",
+            "90000",
+        ],
+    ));
+    let ready = browser.wait_line("READY ", Duration::from_secs(60));
+    let ready: Value =
+        serde_json::from_str(ready.trim_start_matches("READY ")).unwrap_or_else(|e| {
+            panic!(
+                "READY line is not JSON ({e}): {ready}\n{}",
+                browser.output()
+            )
+        });
+    let room = ready["room"].as_str().unwrap_or_default().to_string();
+    let py = run(
+        Command::new(&python)
+            .arg(common::peer_script("aiortc_call.py"))
+            .args(["--base", &base, "--room", &room, "--peer", "aiortc"])
+            .args(["--expect", "browser"]),
+        Duration::from_secs(75),
+    );
+    let py_text = text(&py);
+    assert!(
+        py.status.success(),
+        "aiortc peer failed:\n{py_text}\nbrowser:\n{}",
+        browser.output()
+    );
+    let status = browser.finish(Duration::from_secs(100));
+    let all = browser.stdout.join("\n");
+    let result = tagged_json(&all, "RESULT ").unwrap_or(Value::Null);
+    assert!(
+        status.success() && result["ok"] == true,
+        "browser run failed ({status}):\n{}",
+        browser.output()
+    );
+    let s = &result["scenarios"];
+
+    for side in [&s["direct"]["a"], &s["direct"]["b"]] {
+        let ty = local_type(side);
+        assert!(
+            ["host", "srflx", "prflx"].contains(&ty),
+            "direct run went through {ty:?}: {side}"
+        );
+        assert_eq!(received(side).len(), 1, "direct run: {side}");
+    }
+    assert_eq!(
+        s["direct"]["duplicate"]["code"], 105,
+        "a taken peer id must be refused on the page: {}",
+        s["direct"]
+    );
+    assert_eq!(s["direct"]["left"], true, "{}", s["direct"]);
+    for side in [&s["media"]["a"], &s["media"]["b"]] {
+        let frames = side["video"]["framesDecoded"].as_u64().unwrap_or(0);
+        let width = side["video"]["videoWidth"].as_u64().unwrap_or(0);
+        assert!(
+            frames > 0 && width > 0,
+            "media run, no remote video: {side}"
+        );
+    }
+    for side in [&s["https"]["a"], &s["https"]["b"]] {
+        assert_eq!(received(side).len(), 1, "https run: {side}");
+    }
+    assert!(
+        s["https"]["origin"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("https://")),
+        "{}",
+        s["https"]
+    );
+
+    // aiortc: both directions, seen from both ends.
+    let py_json = String::from_utf8_lossy(&py.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    let py_received: Vec<&str> = received(&py_json);
+    assert!(
+        py_received
+            .iter()
+            .any(|m| m.starts_with("hello from browser"))
+            && py_received.contains(&"ack"),
+        "aiortc did not get the page's messages: {py_json}"
+    );
+    assert!(
+        received(&s["aiortc"]).contains(&"hello from aiortc"),
+        "the page did not get aiortc's message: {}",
+        s["aiortc"]
+    );
+    assert!(
+        !s["aiortc"]["selectedPair"]["local"]["candidateType"].is_null(),
+        "{}",
+        s["aiortc"]
+    );
+
+    let console = &s["console"];
+    assert!(
+        console["listeners"]
+            .as_array()
+            .is_some_and(|l| l.len() >= 4),
+        "console: {console}"
+    );
+    for shot in result["screenshots"].as_array().into_iter().flatten() {
+        let path = shot.as_str().unwrap_or_default();
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "screenshot {path} is missing or tiny");
+        eprintln!("screenshot: {path}");
+    }
+    assert_eq!(
+        result["screenshots"].as_array().map(Vec::len),
+        Some(2),
+        "{result}"
+    );
+    eprintln!(
+        "relay: {created} allocations, {to_peer} B to peers, {to_client} B to clients; \
+         direct: {} / {}; aiortc pair: {}; {:?} in all",
+        local_type(&s["direct"]["a"]),
+        local_type(&s["direct"]["b"]),
+        s["aiortc"]["selectedPair"],
+        started.elapsed()
+    );
+    assert!(server.stop().success(), "switchboard did not exit cleanly");
+}
