@@ -27,7 +27,7 @@ trap cleanup EXIT
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 KEY=bench-key
-REDIS_PORT=$((30000 + RANDOM % 5000))
+REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$TMP/hub.toml" <<TOML
 [hub.limits]
 max_connections = $(( SUBS * 2 + 100 ))
@@ -35,19 +35,18 @@ TOML
 
 # start_nodes N BROKER: sets NODES (addresses) and NODE_PIDS
 start_nodes() {
-  local n=$1 broker=$2 i port
+  local n=$1 broker=$2 i
   NODES=(); NODE_PIDS=()
   for i in $(seq "$n"); do
-    port=$((40000 + RANDOM % 10000))
     local extra=()
     [ "$broker" = redis ] && extra=(--redis "redis://127.0.0.1:$REDIS_PORT/0")
     $SB serve --config "$TMP/hub.toml" --stun-udp off --stun-tcp off --stun-tls off --https off \
-      --http 127.0.0.1:$port --api-key $KEY --node-name "node$i" --log-level warn "${extra[@]}" \
+      --http 127.0.0.1:0 --api-key $KEY --node-name "node$i" --log-level warn "${extra[@]}" \
       >"$TMP/sb$i.log" 2>&1 &
     PIDS+=($!); NODE_PIDS+=($!)
     for _ in $(seq 100); do grep -q '^http ' "$TMP/sb$i.log" && break; sleep 0.1; done
     grep -q '^http ' "$TMP/sb$i.log" || { cat "$TMP/sb$i.log"; exit 1; }
-    NODES+=("127.0.0.1:$port")
+    NODES+=("$(awk '/^http /{print $3; exit}' "$TMP/sb$i.log")")
   done
 }
 
