@@ -11,6 +11,10 @@
 //! and exchanges messages; and the console page polls `/healthz` and `/metrics` without error.
 //! Screenshots of `/call` and `/` land in `test-output/screenshots/`. The headers of the pages
 //! (CSP, types, caching) are checked without a browser.
+//!
+//! The call test runs in a network namespace of its own with only loopback (its thread
+//! unshares, so the server, Chromium and aiortc it starts are all inside): nothing can reach
+//! beyond the machine, and "direct" means loopback host candidates. Needs root, as CI has.
 
 mod common;
 
@@ -276,10 +280,31 @@ fn received(side: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// Moves this test's thread — and so every process it starts — into a new network namespace
+/// that has only a loopback interface; the namespace goes away with them.
+fn isolate_network() {
+    // SAFETY: unshare(2) takes no pointers; CLONE_NEWNET changes only the calling thread's
+    // network namespace (other tests run on other threads and are not affected).
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {} — the browser test runs in its own loopback-only network \
+         namespace and needs root (CI runs as root)",
+        std::io::Error::last_os_error()
+    );
+    let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    assert!(
+        up.is_ok_and(|s| s.success()),
+        "ip link set lo up failed in the test's namespace"
+    );
+}
+
 #[test]
 fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
     let started = Instant::now();
     let (chromium, script) = prerequisites();
+    isolate_network();
     let python = venv_python();
     let server = Server::start(&[
         "--stun-udp",
