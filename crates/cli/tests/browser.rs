@@ -293,7 +293,9 @@ fn isolate_network() {
          namespace and needs root (CI runs as root)",
         std::io::Error::last_os_error()
     );
-    let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
     assert!(
         up.is_ok_and(|s| s.success()),
         "ip link set lo up failed in the test's namespace"
