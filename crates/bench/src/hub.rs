@@ -268,7 +268,11 @@ async fn subscribe(url: &str, channel: &str) -> anyhow::Result<Ws> {
         "sec-websocket-protocol",
         HeaderValue::from_static("switchboard.proto"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    // A small read buffer: tungstenite zero-fills up to this much on every read attempt, and
+    // the default 128 KiB would make the load client (on the same cores) burn CPU on memset.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
         .await
         .with_context(|| format!("WebSocket {url}"))?;
     let commands = [

@@ -81,7 +81,12 @@ pub(crate) async fn handler(
     };
     let mut upgrade = upgrade
         .max_message_size(ctx.max_frame)
-        .max_frame_size(ctx.max_frame);
+        .max_frame_size(ctx.max_frame)
+        // tungstenite zero-fills up to this much of its read buffer on *every* read attempt,
+        // including the ones that find nothing (each wake-up of a connection's task polls for
+        // input): at the default 128 KiB that memset was half the server's CPU under fan-out.
+        // Clients send small commands; a larger frame just takes a few more reads.
+        .read_buffer_size(READ_BUFFER);
     if chosen.is_some() {
         let name = if codec == Codec::Json { JSON } else { PROTO };
         upgrade.set_selected_protocol(HeaderValue::from_static(name));
@@ -139,6 +144,9 @@ impl WsConn {
         }
     }
 }
+
+/// Bytes tungstenite reads at most per read call (see the upgrade).
+const READ_BUFFER: usize = 4096;
 
 impl FrameConn for WsConn {
     async fn recv(&mut self) -> Inbound {
