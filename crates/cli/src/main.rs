@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use switchboard_server::config::{LogFormat, Settings, DEFAULT_TOML};
 use switchboard_server::Server;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod nat_check;
 
 #[derive(Parser)]
