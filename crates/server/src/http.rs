@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -36,7 +36,7 @@ pub(crate) const HTTPS_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub metrics: PrometheusHandle,
-    pub listeners: Arc<Vec<ListenerInfo>>,
+    pub listeners_json: Arc<str>,
     pub hub: Hub,
     /// "memory" or "redis".
     pub broker: &'static str,
@@ -56,9 +56,9 @@ pub(crate) fn router(state: HttpState, hub_routes: Router) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-async fn healthz(State(st): State<HttpState>) -> Response {
-    let listeners: Vec<_> = st
-        .listeners
+/// The `listeners` array of `/healthz` (fixed once the server is up, so serialized once).
+pub(crate) fn listeners_json(listeners: &[ListenerInfo]) -> Arc<str> {
+    let list: Vec<_> = listeners
         .iter()
         .map(|l| {
             let mut v = serde_json::json!({
@@ -73,32 +73,41 @@ async fn healthz(State(st): State<HttpState>) -> Response {
             v
         })
         .collect();
+    serde_json::Value::from(list).to_string().into()
+}
+
+async fn healthz(State(st): State<HttpState>) -> Response {
     let info = st.hub.info();
     // A Redis outage degrades the hub (publishes refused, local clients kept) but not STUN/TURN:
     // still 200, so a load balancer keeps sending relay and local traffic here.
     let broker_up = st.hub.broker_healthy();
-    let hub_status = if broker_up { "ok" } else { "degraded" };
-    Json(serde_json::json!({
-        "status": hub_status,
-        "version": env!("CARGO_PKG_VERSION"),
-        "components": {
-            "stun": { "status": "ok" },
-            "hub": {
-                "status": hub_status,
-                "node": info.name,
-                "uid": info.uid,
-                "broker": st.broker,
-                "broker_status": if broker_up { "up" } else { "down" },
-                "connections": info.num_clients,
-                "users": info.num_users,
-                "channels": info.num_channels,
-                "subscriptions": info.num_subs,
-                "uptime_secs": info.uptime,
-            },
-            "listeners": listeners,
-        },
-    }))
-    .into_response()
+    let status = if broker_up { "ok" } else { "degraded" };
+    // Written directly (no intermediate JSON tree): this is what load balancers poll.
+    let node = serde_json::Value::from(info.name).to_string();
+    let uid = serde_json::Value::from(info.uid).to_string();
+    let body = format!(
+        concat!(
+            r#"{{"status":"{status}","version":"{version}","components":{{"#,
+            r#""stun":{{"status":"ok"}},"#,
+            r#""hub":{{"status":"{status}","node":{node},"uid":{uid},"broker":"{broker}","#,
+            r#""broker_status":"{broker_status}","connections":{connections},"users":{users},"#,
+            r#""channels":{channels},"subscriptions":{subscriptions},"uptime_secs":{uptime}}},"#,
+            r#""listeners":{listeners}}}}}"#
+        ),
+        status = status,
+        version = env!("CARGO_PKG_VERSION"),
+        node = node,
+        uid = uid,
+        broker = st.broker,
+        broker_status = if broker_up { "up" } else { "down" },
+        connections = info.num_clients,
+        users = info.num_users,
+        channels = info.num_channels,
+        subscriptions = info.num_subs,
+        uptime = info.uptime,
+        listeners = st.listeners_json,
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {

@@ -327,7 +327,7 @@ impl Server {
             let router = http::router(
                 http::HttpState {
                     metrics,
-                    listeners: Arc::new(listeners.clone()),
+                    listeners_json: http::listeners_json(&listeners),
                     hub: hub.clone(),
                     broker: if settings.cluster.redis.is_some() {
                         "redis"
