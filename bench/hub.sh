@@ -26,7 +26,6 @@ trap cleanup EXIT
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 KEY=bench-key
-PORT=$((40000 + RANDOM % 10000))
 cat >"$TMP/hub.toml" <<TOML
 [hub]
 write_delay_ms = ${WRITE_DELAY_MS:-0}
@@ -35,15 +34,17 @@ write_delay_ms = ${WRITE_DELAY_MS:-0}
 max_connections = $(( SUBS * 2 + 100 ))
 TOML
 $SB serve --config "$TMP/hub.toml" --stun-udp off --stun-tcp off --stun-tls off --https off \
-  --http 127.0.0.1:$PORT --api-key $KEY --log-level warn >"$TMP/sb.log" 2>&1 &
+  --http 127.0.0.1:0 --api-key $KEY --log-level warn >"$TMP/sb.log" 2>&1 &
 PIDS+=($!); SB_PID=$!
 for _ in $(seq 100); do grep -q '^http ' "$TMP/sb.log" && break; sleep 0.1; done
+grep -q '^http ' "$TMP/sb.log" || { cat "$TMP/sb.log"; exit 1; }
+ADDR=$(awk '/^http /{print $3; exit}' "$TMP/sb.log")
 
 # scenario NAME CHANNELS MESSAGES RATE
 scenario() {
   local name=$1 channels=$2 messages=$3 rate=$4 before after out delivered
   before=$(cpu_ticks "$SB_PID")
-  out=$($LOAD hub --server 127.0.0.1:$PORT --api-key $KEY --subscribers "$SUBS" --channels "$channels" \
+  out=$($LOAD hub --server $ADDR --api-key $KEY --subscribers "$SUBS" --channels "$channels" \
         --messages "$messages" --rate "$rate" --duration 60)
   after=$(cpu_ticks "$SB_PID")
   delivered=$(sed -E 's/.* delivered=([0-9]+).*/\1/' <<<"$out")
