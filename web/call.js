@@ -421,14 +421,22 @@ function onPush(push) {
   if (push.roomJoin) {
     const j = push.roomJoin;
     if (j.room !== state.room || !j.peer) return;
-    // A newcomer: it will offer; we are impolite towards it.
+    // Normally a newcomer: it will offer and we are impolite towards it. `polite` is true only
+    // when it joined at the same moment on another cluster node and neither join listed the
+    // other: the room's tie-break then makes us the polite side, and we offer, as a newcomer.
     const id = j.peer.peerId;
+    const polite = Boolean(j.polite);
     const old = state.peers.get(id);
+    if (old && old.polite === polite && old.pc && old.pc.connectionState !== "failed" &&
+        old.pc.connectionState !== "closed") {
+      return; // already negotiating with it in this role
+    }
     if (old) {
       old.close();
       state.peers.delete(id);
     }
-    peer(id, false, j.peer.data);
+    const p = peer(id, polite, j.peer.data);
+    if (polite) p.connection(true);
     addMessage(null, `${id} joined`);
     render();
   } else if (push.roomLeave) {

@@ -263,6 +263,46 @@ async def signaling(c):
             await w.close()
 
 
+async def simultaneous_joins(c):
+    """Two peers join one room at the same moment on two nodes, 20 times: each time exactly one
+    of them is told to make the first offer (its join result lists the other, or a roomJoin
+    push says polite: true), never both, never neither."""
+    a = await c.ws(0, "race-a")
+    b = await c.ws(1, "race-b")
+    races = 0
+    try:
+        for i in range(20):
+            room = f"call:race{i}"
+            ra, rb = await asyncio.gather(
+                a.call("roomJoin", {"room": room, "peerId": "a"}),
+                b.call("roomJoin", {"room": room, "peerId": "b"}),
+            )
+            await asyncio.sleep(0.3)
+            pushes = {}
+            for name, w in (("a", a), ("b", b)):
+                got = []
+                while not w.pushes.empty():
+                    got.append(w.pushes.get_nowait())
+                pushes[name] = [p["roomJoin"] for p in got if "roomJoin" in p]
+            listed_a = [m["peerId"] for m in ra["roomJoin"].get("members", [])]
+            listed_b = [m["peerId"] for m in rb["roomJoin"].get("members", [])]
+            offers_a = "b" in listed_a or any(p.get("polite") for p in pushes["a"])
+            offers_b = "a" in listed_b or any(p.get("polite") for p in pushes["b"])
+            expect(offers_a != offers_b, (i, ra, rb, pushes))
+            if not listed_a and not listed_b:
+                races += 1
+            await a.call("roomLeave", {"room": room})
+            await b.call("roomLeave", {"room": room})
+            await asyncio.sleep(0.05)
+            for w in (a, b):
+                while not w.pushes.empty():
+                    w.pushes.get_nowait()
+        print(f"INFO simultaneous-joins: {races} of 20 were real races", flush=True)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def redis_restart(c):
     """redis-server stops: publishes are refused with a temporary error, health says degraded,
     local clients stay; it restarts: every node resubscribes and publications flow again, with
@@ -432,6 +472,7 @@ async def main():
     await check("recover-on-another-node", recover_elsewhere(c))
     await check("cluster-presence-join-leave", presence(c))
     await check("cross-node-signaling", signaling(c))
+    await check("simultaneous-joins-one-initiator", simultaneous_joins(c))
     await check("turn-credentials-and-revocation-across-nodes", turn_across_nodes(c))
     await check("redis-stop-and-restart", redis_restart(c), limit=90)
     await check("pubsub-cut-no-loss", pubsub_cut(c), limit=90)

@@ -98,6 +98,7 @@ fn three_nodes_on_one_redis_act_as_one() {
         "recover-on-another-node",
         "cluster-presence-join-leave",
         "cross-node-signaling",
+        "simultaneous-joins-one-initiator",
         "turn-credentials-and-revocation-across-nodes",
         "redis-stop-and-restart",
         "pubsub-cut-no-loss",

@@ -68,6 +68,28 @@ struct LocalPeer {
     session: Arc<SessionShared>,
     /// How the room sees it (also its presence entry).
     member: proto::RoomMember,
+    /// The peers its join result listed (it is polite towards them and offered to them).
+    saw: HashSet<String>,
+}
+
+/// How `me` (a local peer) is told about `other`, which just joined: `None` when `me` already
+/// knows it (its join result listed `other`: it is the newcomer of the pair and offered);
+/// otherwise `Some(polite)`: `false` in the normal case (`other`'s join listed `me`, so `other`
+/// is the polite newcomer), and in a race — two joins on different nodes, neither listing the
+/// other — a tie-break both sides compute alike: the later `(joined_at, peer id)` is polite.
+fn join_role(
+    me: &proto::RoomMember,
+    i_saw_other: bool,
+    other: &proto::RoomMember,
+    other_saw_me: bool,
+) -> Option<bool> {
+    if i_saw_other {
+        return None;
+    }
+    if other_saw_me {
+        return Some(false);
+    }
+    Some((me.joined_at, &me.peer_id) > (other.joined_at, &other.peer_id))
 }
 
 fn signal_error(e: impl Into<switchboard_signal::Error>) -> HubError {
@@ -111,6 +133,24 @@ fn decode_member(info: &proto::ClientInfo) -> Option<proto::RoomMember> {
     proto::RoomMember::decode(info.conn_info.as_slice())
         .ok()
         .filter(|m| m.peer_id == info.client_id)
+}
+
+/// The join message of a member: the member and whom its join saw.
+fn announce_info(member: &proto::RoomMember, saw: Vec<String>) -> proto::ClientInfo {
+    let announce = proto::RoomAnnounce {
+        member: Some(member.clone()),
+        saw,
+    };
+    proto::ClientInfo {
+        conn_info: announce.encode_to_vec(),
+        ..member_info(member)
+    }
+}
+
+fn decode_announce(info: &proto::ClientInfo) -> Option<(proto::RoomMember, HashSet<String>)> {
+    let a = proto::RoomAnnounce::decode(info.conn_info.as_slice()).ok()?;
+    let member = a.member.filter(|m| m.peer_id == info.client_id)?;
+    Some((member, a.saw.into_iter().collect()))
 }
 
 /// The protocol form of a validated message (`None` for kinds this protocol cannot carry).
@@ -285,6 +325,7 @@ impl HubInner {
                 LocalPeer {
                     session: Arc::clone(session),
                     member: member.clone(),
+                    saw: HashSet::new(),
                 },
             );
             lock(&session.rooms).insert(room.clone(), peer.clone());
@@ -337,11 +378,19 @@ impl HubInner {
         let mut members: Vec<proto::RoomMember> =
             present.values().filter_map(decode_member).collect();
         members.sort_by(|a, b| (a.joined_at, &a.peer_id).cmp(&(b.joined_at, &b.peer_id)));
-        let info = member_info(member);
+        let saw: Vec<String> = members.iter().map(|m| m.peer_id.clone()).collect();
+        if let Some(p) = lock(&self.signal.state)
+            .peers
+            .get_mut(&(room.to_owned(), member.peer_id.clone()))
+        {
+            p.saw = saw.iter().cloned().collect();
+        }
         self.broker
-            .add_presence(&channel, info.clone(), self.config.presence_ttl())
+            .add_presence(&channel, member_info(member), self.config.presence_ttl())
             .await?;
-        self.broker.publish_join(&channel, info).await?;
+        self.broker
+            .publish_join(&channel, announce_info(member, saw))
+            .await?;
         Ok(members)
     }
 
@@ -524,20 +573,38 @@ impl HubInner {
 
     // ---- broker deliveries on `$room:` channels (synchronous, never blocking) ----
 
-    /// A member joined (on any node): tell this node's other peers of the room.
+    /// A member joined (on any node): tell this node's other peers of the room, each with its
+    /// role towards the newcomer (see [`join_role`]).
     pub(crate) fn on_room_join(&self, room: &str, info: &proto::ClientInfo) {
-        let Some(member) = decode_member(info) else {
+        let Some((member, saw)) = decode_announce(info) else {
             count_broker_error();
             return;
         };
         let state = lock(&self.signal.state);
-        let push = Arc::new(proto::Push {
-            push: Some(proto::push::Push::RoomJoin(proto::RoomJoin {
-                room: room.to_owned(),
-                peer: Some(member.clone()),
-            })),
-        });
-        state.push_room(room, &member.peer_id, &push);
+        for peer in state.rooms.members(room) {
+            if peer == member.peer_id {
+                continue;
+            }
+            let Some(p) = state.peers.get(&(room.to_owned(), peer)) else {
+                continue;
+            };
+            let role = join_role(
+                &p.member,
+                p.saw.contains(&member.peer_id),
+                &member,
+                saw.contains(&p.member.peer_id),
+            );
+            if let Some(polite) = role {
+                let push = Arc::new(proto::Push {
+                    push: Some(proto::push::Push::RoomJoin(proto::RoomJoin {
+                        room: room.to_owned(),
+                        peer: Some(member.clone()),
+                        polite,
+                    })),
+                });
+                offer_push(&p.session, push);
+            }
+        }
     }
 
     /// A member left or timed out (on any node): tell this node's peers of the room.
@@ -577,4 +644,46 @@ fn signal_push(signal: proto::Signal) -> Arc<proto::Push> {
     Arc::new(proto::Push {
         push: Some(proto::push::Push::Signal(signal)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: &str, at: u64) -> proto::RoomMember {
+        proto::RoomMember {
+            peer_id: id.into(),
+            joined_at: at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn join_roles_are_consistent_on_both_sides() {
+        let (a, b) = (m("a", 10), m("b", 20));
+        // Normal: b joined later and listed a. a is told (impolite); b is not told again.
+        assert_eq!(join_role(&a, false, &b, true), Some(false));
+        assert_eq!(join_role(&b, true, &a, false), None);
+        // Race: neither listed the other. The later joiner is polite, on both sides alike.
+        assert_eq!(join_role(&a, false, &b, false), Some(false));
+        assert_eq!(join_role(&b, false, &a, false), Some(true));
+        // Same millisecond: the greater peer id is polite.
+        let (c, d) = (m("c", 5), m("d", 5));
+        assert_eq!(join_role(&c, false, &d, false), Some(false));
+        assert_eq!(join_role(&d, false, &c, false), Some(true));
+    }
+
+    #[test]
+    fn announcements_round_trip_and_refuse_mismatched_ids() {
+        let a = m("a", 1);
+        let info = announce_info(&a, vec!["x".into()]);
+        let (back, saw) = decode_announce(&info).expect("decodes");
+        assert_eq!(back, a);
+        assert!(saw.contains("x"));
+        let forged = proto::ClientInfo {
+            client_id: "b".into(),
+            ..info
+        };
+        assert!(decode_announce(&forged).is_none());
+    }
 }
