@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use switchboard_proto::v1 as proto;
@@ -157,6 +157,29 @@ pub trait BrokerHandler: Send + Sync + 'static {
     fn on_leave(&self, channel: &str, info: proto::ClientInfo);
     /// A control command for every node.
     fn on_control(&self, control: Control) -> BoxFuture<'_, ()>;
+}
+
+/// Where a broker keeps its node's handler: a weak reference, set once by the hub.
+#[derive(Default)]
+pub(crate) struct HandlerSlot(RwLock<Option<Weak<dyn BrokerHandler>>>);
+
+impl HandlerSlot {
+    /// Stores the handler ([`Broker::set_handler`]).
+    pub(crate) fn set(&self, handler: Weak<dyn BrokerHandler>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+    }
+
+    /// The handler, while the hub is alive.
+    pub(crate) fn get(&self) -> Option<Arc<dyn BrokerHandler>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .and_then(Weak::upgrade)
+    }
 }
 
 /// Storage and inter-node fan-out behind the hub. See the module docs for the contract.

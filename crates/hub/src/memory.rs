@@ -1,14 +1,14 @@
 //! [`MemoryBroker`]: the embedded, single-node broker.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use switchboard_proto::v1 as proto;
 
 use crate::broker::{
-    BoxFuture, Broker, BrokerHandler, Control, HistoryPage, HistoryQuery, HistoryRetention,
-    PresenceStats, PublishOptions, PublishOutcome,
+    BoxFuture, Broker, BrokerHandler, Control, HandlerSlot, HistoryPage, HistoryQuery,
+    HistoryRetention, PresenceStats, PublishOptions, PublishOutcome,
 };
 use crate::clock::Clock;
 use crate::error::BrokerError;
@@ -25,7 +25,7 @@ const MAX_IDEMPOTENCY_KEYS_PER_SHARD: usize = 8192;
 /// futures it returns are ready immediately.
 pub struct MemoryBroker {
     clock: Arc<dyn Clock>,
-    handler: RwLock<Option<Weak<dyn BrokerHandler>>>,
+    handler: HandlerSlot,
     shards: Box<[Mutex<Shard>]>,
 }
 
@@ -148,7 +148,7 @@ impl MemoryBroker {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            handler: RwLock::new(None),
+            handler: HandlerSlot::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
@@ -158,11 +158,7 @@ impl MemoryBroker {
     }
 
     fn handler(&self) -> Option<Arc<dyn BrokerHandler>> {
-        self.handler
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .and_then(Weak::upgrade)
+        self.handler.get()
     }
 
     fn publish_now(
@@ -261,10 +257,7 @@ impl MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn set_handler(&self, handler: Weak<dyn BrokerHandler>) {
-        *self
-            .handler
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+        self.handler.set(handler);
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
@@ -14,8 +14,8 @@ use switchboard_proto::v1 as proto;
 use tokio::sync::watch;
 
 use crate::broker::{
-    BoxFuture, Broker, BrokerHandler, Control, HistoryPage, HistoryQuery, HistoryRetention,
-    PresenceStats, PublishOptions, PublishOutcome,
+    BoxFuture, Broker, BrokerHandler, Control, HandlerSlot, HistoryPage, HistoryQuery,
+    HistoryRetention, PresenceStats, PublishOptions, PublishOutcome,
 };
 use crate::codes;
 use crate::error::BrokerError;
@@ -403,7 +403,7 @@ struct Shared {
     /// Commands (scripts, PUBLISH): one multiplexed connection, reconnected on demand.
     commands: ConnectionManager,
     scripts: Scripts,
-    handler: RwLock<Option<Weak<dyn BrokerHandler>>>,
+    handler: HandlerSlot,
     /// The pub/sub connection's command side: `None` while it is down. Held across
     /// (un)subscribe round trips so they and resubscription after a reconnect never interleave.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
@@ -602,7 +602,7 @@ impl RedisBroker {
             client,
             commands,
             scripts: Scripts::new(),
-            handler: RwLock::new(None),
+            handler: HandlerSlot::default(),
             sink: tokio::sync::Mutex::new(None),
             tracked: Mutex::new(HashMap::new()),
             kick: tokio::sync::Notify::new(),
@@ -677,11 +677,7 @@ async fn reader(shared: Arc<Shared>, mut live: Option<Live>) {
 
 impl Shared {
     fn handler(&self) -> Option<Arc<dyn BrokerHandler>> {
-        self.handler
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .and_then(Weak::upgrade)
+        self.handler.get()
     }
 
     // ---- health ----
@@ -1310,11 +1306,7 @@ fn split_at_dash(id: &[u8]) -> Option<&[u8]> {
 
 impl Broker for RedisBroker {
     fn set_handler(&self, handler: Weak<dyn BrokerHandler>) {
-        *self
-            .shared
-            .handler
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+        self.shared.handler.set(handler);
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {

@@ -3,6 +3,7 @@
 //! on the `RedisBroker` with two nodes.
 
 #[path = "common/contract.rs"]
+#[macro_use]
 mod contract;
 
 use std::sync::Arc;
@@ -21,25 +22,4 @@ fn memory() -> contract::Env {
     })
 }
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                contract::$name(&memory()).await;
-            }
-        )*
-    };
-}
-
-contract!(
-    numbering_and_epochs,
-    history_reads,
-    reading_creates_the_stream,
-    remove_history_keeps_the_position,
-    retention_ttl_and_meta_ttl,
-    idempotency,
-    delivery,
-    presence,
-    read_only_streams_expire_unless_watched,
-);
+contract_tests!(memory());

@@ -12,6 +12,7 @@
 
 mod common;
 #[path = "common/contract.rs"]
+#[macro_use]
 mod contract;
 #[path = "common/redis_server.rs"]
 mod redis_server;
@@ -606,28 +607,7 @@ async fn redis_env() -> contract::Env {
     .keep(redis)
 }
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod contract_on_redis {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    contract::$name(&redis_env().await).await;
-                }
-            )*
-        }
-    };
+mod contract_on_redis {
+    use super::*;
+    contract_tests!(redis_env().await);
 }
-
-contract!(
-    numbering_and_epochs,
-    history_reads,
-    reading_creates_the_stream,
-    remove_history_keeps_the_position,
-    retention_ttl_and_meta_ttl,
-    idempotency,
-    delivery,
-    presence,
-    read_only_streams_expire_unless_watched,
-);

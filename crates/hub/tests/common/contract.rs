@@ -816,3 +816,30 @@ pub async fn read_only_streams_expire_unless_watched(env: &Env) {
         used.position
     );
 }
+
+/// One `#[tokio::test]` per contract check, each on a fresh environment made by `$env` (an
+/// expression evaluated inside the async test, so it may `.await`). The one list of checks for
+/// every broker.
+macro_rules! contract_tests {
+    ($env:expr) => {
+        contract_tests!(@each $env;
+            numbering_and_epochs,
+            history_reads,
+            reading_creates_the_stream,
+            remove_history_keeps_the_position,
+            retention_ttl_and_meta_ttl,
+            idempotency,
+            delivery,
+            presence,
+            read_only_streams_expire_unless_watched,
+        );
+    };
+    (@each $env:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                contract::$name(&$env).await;
+            }
+        )*
+    };
+}
