@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{http_get, peer_script, run, text, venv_python, Server};
+use common::{assert_checks, http_get, peer_script, run, text, venv_python, Server};
 
 const JWT_SECRET: &str = "hub-test-secret";
 const API_KEY: &str = "hub-test-key";
@@ -52,18 +52,6 @@ fn peer(args: &[&str], limit: Duration) -> String {
     let t = text(&out);
     assert!(out.status.success(), "{args:?} failed:\n{t}");
     t
-}
-
-/// Asserts that every named check printed OK and none failed.
-fn assert_checks(output: &str, names: &[&str]) {
-    for name in names {
-        assert!(
-            output.lines().any(|l| l == format!("OK {name}")),
-            "check {name} did not pass:\n{output}"
-        );
-    }
-    assert!(!output.contains("FAIL "), "{output}");
-    assert!(output.contains("DONE 0 failed"), "{output}");
 }
 
 fn limits_config() -> PathBuf {

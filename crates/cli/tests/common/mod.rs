@@ -358,3 +358,17 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Asserts that a peer script printed `OK name` for every named check, no `FAIL`, and its
+/// `DONE 0 failed` summary.
+#[allow(dead_code)]
+pub fn assert_checks(output: &str, names: &[&str]) {
+    for name in names {
+        assert!(
+            output.lines().any(|l| l == format!("OK {name}")),
+            "check {name} did not pass:\n{output}"
+        );
+    }
+    assert!(!output.contains("FAIL "), "{output}");
+    assert!(output.contains("DONE 0 failed"), "{output}");
+}
