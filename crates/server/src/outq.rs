@@ -1,8 +1,14 @@
 //! A bounded byte queue between a connection's producers (replies, relayed data) and its writer
 //! task. Frames are appended into one ring buffer, so a warmed-up queue relays without allocating;
 //! relayed data that does not fit is dropped (as UDP would), replies wait for room.
+//!
+//! With a [`Direct`] sink (plain TCP), a frame pushed while nothing is queued or being written
+//! goes straight to the socket with a non-blocking write from the producer's thread — no wake-up
+//! of the writer task, which is what dominated the cost of relaying to TCP clients. Order is
+//! kept: the direct path is only taken while the queue is empty and the writer holds no bytes.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -11,9 +17,22 @@ use tokio::sync::Notify;
 /// Bytes a connection may have queued before relayed data is dropped.
 pub(crate) const QUEUE_BYTES: usize = 256 * 1024;
 
+/// A socket a producer may write to directly (non-blocking; `WouldBlock` when it cannot).
+pub(crate) trait Direct: Send + Sync {
+    /// Writes a prefix of `buf` without blocking; returns how much.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+struct State {
+    bytes: VecDeque<u8>,
+    /// The writer took bytes out and has not finished writing them.
+    writing: bool,
+}
+
 /// The queue; shared by producers and the writer through an `Arc`.
 pub(crate) struct OutQueue {
-    buf: Mutex<VecDeque<u8>>,
+    buf: Mutex<State>,
+    direct: Option<Box<dyn Direct>>,
     data: Notify,
     room: Notify,
     closed: AtomicBool,
@@ -21,29 +40,58 @@ pub(crate) struct OutQueue {
 
 impl OutQueue {
     pub(crate) fn new() -> Self {
+        Self::with_direct(None)
+    }
+
+    /// A queue whose producers write straight to `direct` when nothing is pending.
+    pub(crate) fn with_direct(direct: Option<Box<dyn Direct>>) -> Self {
         OutQueue {
-            buf: Mutex::new(VecDeque::with_capacity(16 * 1024)),
+            buf: Mutex::new(State {
+                bytes: VecDeque::with_capacity(16 * 1024),
+                writing: false,
+            }),
+            direct,
             data: Notify::new(),
             room: Notify::new(),
             closed: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<u8>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `frame` if it fits; false (dropped) otherwise or after close.
+    /// Appends `frame` if it fits (or writes it directly, see the module docs); false (dropped)
+    /// otherwise or after close.
     pub(crate) fn try_push(&self, frame: &[u8]) -> bool {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
         {
             let mut q = self.lock();
-            if q.len() + frame.len() > QUEUE_BYTES {
-                return false;
+            let mut rest = frame;
+            if let Some(direct) = &self.direct {
+                if q.bytes.is_empty() && !q.writing {
+                    // Under the lock, so the writer cannot start in between.
+                    match direct.try_write(frame) {
+                        Ok(n) if n == frame.len() => return true,
+                        Ok(n) => rest = &frame[n..],
+                        // WouldBlock, or an error the writer will meet too: queue it.
+                        Err(_) => {}
+                    }
+                }
             }
-            q.extend(frame);
+            if q.bytes.len() + rest.len() > QUEUE_BYTES {
+                if rest.len() < frame.len() {
+                    // Part of the frame is on the wire: the rest must follow, whatever the
+                    // bound (at most one frame over it).
+                    q.bytes.extend(rest);
+                } else {
+                    return false;
+                }
+            } else {
+                q.bytes.extend(rest);
+            }
         }
         self.data.notify_one();
         true
@@ -64,16 +112,18 @@ impl OutQueue {
     }
 
     /// Moves up to `max` queued bytes into `out` (cleared first), waiting for data; an empty
-    /// `out` means the queue is closed and drained.
+    /// `out` means the queue is closed and drained. The writer calls [`OutQueue::written`] once
+    /// it has written them.
     pub(crate) async fn pop_into(&self, out: &mut Vec<u8>, max: usize) {
         out.clear();
         loop {
             let data = self.data.notified();
             {
                 let mut q = self.lock();
-                if !q.is_empty() {
-                    let n = q.len().min(max);
-                    out.extend(q.drain(..n));
+                if !q.bytes.is_empty() {
+                    let n = q.bytes.len().min(max);
+                    out.extend(q.bytes.drain(..n));
+                    q.writing = true;
                     drop(q);
                     self.room.notify_waiters();
                     return;
@@ -84,6 +134,11 @@ impl OutQueue {
             }
             data.await;
         }
+    }
+
+    /// The writer has written everything [`OutQueue::pop_into`] gave it.
+    pub(crate) fn written(&self) {
+        self.lock().writing = false;
     }
 
     /// No more frames; the writer drains what is queued and stops.
@@ -119,6 +174,57 @@ mod tests {
         q.pop_into(&mut out, 10).await;
         assert!(out.is_empty(), "closed and drained");
         assert!(!q.try_push(b"y"));
+    }
+
+    /// A socket that takes `take` bytes per call, or refuses with WouldBlock when 0.
+    struct Sink {
+        got: std::sync::Mutex<Vec<u8>>,
+        take: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Direct for std::sync::Arc<Sink> {
+        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+            let n = self.take.load(Ordering::Relaxed).min(buf.len());
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.got.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    #[tokio::test]
+    async fn direct_writes_only_while_nothing_is_pending_so_order_holds() {
+        let sink = std::sync::Arc::new(Sink {
+            got: Default::default(),
+            take: 100.into(),
+        });
+        let q = OutQueue::with_direct(Some(Box::new(sink.clone())));
+        assert!(q.try_push(b"one"));
+        assert_eq!(*sink.got.lock().unwrap(), b"one", "written directly");
+        // The socket takes only part: the rest is queued, and later frames queue behind it.
+        sink.take.store(2, Ordering::Relaxed);
+        assert!(q.try_push(b"two"));
+        sink.take.store(100, Ordering::Relaxed);
+        assert!(q.try_push(b"three"));
+        assert_eq!(*sink.got.lock().unwrap(), b"onetw");
+        let mut out = Vec::new();
+        q.pop_into(&mut out, 100).await;
+        assert_eq!(out, b"othree");
+        // While the writer holds bytes, producers queue even though the ring is empty.
+        assert!(q.try_push(b"four"));
+        assert_eq!(*sink.got.lock().unwrap(), b"onetw");
+        q.written();
+        q.pop_into(&mut out, 100).await;
+        assert_eq!(out, b"four");
+        q.written();
+        // Nothing pending again: direct; and WouldBlock falls back to the queue.
+        assert!(q.try_push(b"five"));
+        assert_eq!(*sink.got.lock().unwrap(), b"onetwfive");
+        sink.take.store(0, Ordering::Relaxed);
+        assert!(q.try_push(b"six"));
+        q.pop_into(&mut out, 100).await;
+        assert_eq!(out, b"six");
     }
 
     #[tokio::test]

@@ -107,7 +107,7 @@ async fn connection(tcp: tokio::net::TcpStream, arrival: Arrival, ctx: &StreamCt
     let result = match &ctx.tls {
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
         {
-            Ok(Ok(tls)) => serve(tls, arrival, ctx).await,
+            Ok(Ok(tls)) => serve_stream(tls, arrival, ctx).await,
             Ok(Err(e)) => {
                 ctx.stats.handshake_failures.increment(1);
                 tracing::debug!(peer = %arrival.peer, error = %e, "TLS handshake failed");
@@ -119,7 +119,7 @@ async fn connection(tcp: tokio::net::TcpStream, arrival: Arrival, ctx: &StreamCt
                 return;
             }
         },
-        None => serve(tcp, arrival, ctx).await,
+        None => serve_tcp(tcp, arrival, ctx).await,
     };
     if let Err(reason) = result {
         ctx.stats.closed_fault.increment(1);
@@ -127,25 +127,65 @@ async fn connection(tcp: tokio::net::TcpStream, arrival: Arrival, ctx: &StreamCt
     }
 }
 
-/// Reads frames and answers them until EOF (Ok) or a fault (Err with the reason). Replies and
-/// relayed data share one bounded writer queue, so they reach the client in order.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+/// When the connection last wrote (for the idle timeout, which counts both directions).
+struct WriteClock {
+    started: Instant,
+    /// Milliseconds since `started` of the last write; 0 = never.
+    last: AtomicU64,
+}
+
+impl WriteClock {
+    fn new() -> Arc<Self> {
+        Arc::new(WriteClock {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether nothing was written for `idle` (or ever).
+    fn idle_for(&self, idle: Duration) -> bool {
+        // The writer may store a newer time between the two reads: saturate.
+        let last = self.last.load(Ordering::Relaxed);
+        let since = (self.started.elapsed().as_millis() as u64).saturating_sub(last);
+        last == 0 || since >= idle.as_millis() as u64
+    }
+}
+
+/// Plain TCP: producers (replies, relayed data from any thread) write to the socket directly
+/// while nothing is queued, so relaying to a TCP client costs no writer wake-up.
+async fn serve_tcp(
+    tcp: tokio::net::TcpStream,
+    arrival: Arrival,
+    ctx: &StreamCtx,
+) -> Result<(), &'static str> {
+    let (mut rd, wr) = tcp.into_split();
+    let wr = Arc::new(wr);
+    let clock = WriteClock::new();
+    let direct = TcpDirect {
+        wr: wr.clone(),
+        clock: clock.clone(),
+    };
+    let queue = Arc::new(OutQueue::with_direct(Some(Box::new(direct))));
+    let writer = tokio::spawn(write_tcp(wr, queue.clone(), clock.clone()));
+    run(&mut rd, arrival, ctx, queue, writer, &clock).await
+}
+
+/// Any other stream (TLS): one writer task owns the write half.
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     io: S,
     arrival: Arrival,
     ctx: &StreamCtx,
 ) -> Result<(), &'static str> {
     let (mut rd, mut wr) = tokio::io::split(io);
+    let clock = WriteClock::new();
     let queue = Arc::new(OutQueue::new());
-    let five = FiveTuple {
-        client: arrival.peer,
-        server: arrival.local,
-        transport: arrival.transport,
-    };
-    ctx.core.register_stream(five, queue.clone());
-    let last_write = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let writer_clock = last_write.clone();
     let writer_queue = queue.clone();
+    let writer_clock = clock.clone();
     let writer = tokio::spawn(async move {
         let mut chunk = Vec::with_capacity(64 * 1024);
         loop {
@@ -153,11 +193,77 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             if chunk.is_empty() || wr.write_all(&chunk).await.is_err() {
                 break;
             }
-            writer_clock.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            writer_clock.touch();
+            writer_queue.written();
         }
+        writer_queue.close();
         let _ = wr.shutdown().await;
     });
-    let result = read_loop(&mut rd, &arrival, ctx, &queue, &last_write, started).await;
+    run(&mut rd, arrival, ctx, queue, writer, &clock).await
+}
+
+/// A TCP write half shared by the writer task and the producers' direct writes.
+struct TcpDirect {
+    wr: Arc<tokio::net::tcp::OwnedWriteHalf>,
+    clock: Arc<WriteClock>,
+}
+
+impl crate::outq::Direct for TcpDirect {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.wr.try_write(buf)?;
+        self.clock.touch();
+        Ok(n)
+    }
+}
+
+/// Writes what the queue holds until it closes; the socket's write side shuts down when the
+/// last reference (this task's or the queue's direct sink) goes.
+async fn write_tcp(
+    wr: Arc<tokio::net::tcp::OwnedWriteHalf>,
+    queue: Arc<OutQueue>,
+    clock: Arc<WriteClock>,
+) {
+    let mut chunk = Vec::with_capacity(64 * 1024);
+    'chunks: loop {
+        queue.pop_into(&mut chunk, 64 * 1024).await;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut off = 0;
+        while off < chunk.len() {
+            if wr.writable().await.is_err() {
+                break 'chunks;
+            }
+            match wr.try_write(&chunk[off..]) {
+                Ok(0) => break 'chunks,
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break 'chunks,
+            }
+        }
+        clock.touch();
+        queue.written();
+    }
+    queue.close();
+}
+
+/// Reads frames and answers them until EOF (Ok) or a fault (Err with the reason). Replies and
+/// relayed data share one bounded writer queue, so they reach the client in order.
+async fn run<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    arrival: Arrival,
+    ctx: &StreamCtx,
+    queue: Arc<OutQueue>,
+    writer: tokio::task::JoinHandle<()>,
+    clock: &WriteClock,
+) -> Result<(), &'static str> {
+    let five = FiveTuple {
+        client: arrival.peer,
+        server: arrival.local,
+        transport: arrival.transport,
+    };
+    ctx.core.register_stream(five, queue.clone());
+    let result = read_loop(rd, &arrival, ctx, &queue, clock).await;
     // The allocation ends with the connection; then let the writer flush what is queued.
     ctx.core.stream_closed(&five);
     queue.close();
@@ -170,8 +276,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     arrival: &Arrival,
     ctx: &StreamCtx,
     queue: &OutQueue,
-    last_write: &AtomicU64,
-    started: Instant,
+    clock: &WriteClock,
 ) -> Result<(), &'static str> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0usize;
@@ -247,10 +352,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(Err(_)) => return Err("read failed"),
             Err(_) => {
                 // Idle means idle both ways: relayed data flowing to the client keeps it open.
-                // The writer may store a newer time between the two reads: saturate.
-                let last = last_write.load(Ordering::Relaxed);
-                let since_write = (started.elapsed().as_millis() as u64).saturating_sub(last);
-                if last == 0 || since_write >= ctx.idle.as_millis() as u64 {
+                if clock.idle_for(ctx.idle) {
                     return Err("idle timeout");
                 }
             }
