@@ -1,6 +1,6 @@
 """Three switchboard nodes sharing one Redis act as one hub (crates/cli/tests/cluster.rs).
 
-usage: cluster_checks.py NODES SECRET APIKEY REDIS_PORT REDIS_START_COMMAND
+usage: cluster_checks.py NODES SECRET APIKEY REDIS_PORT REDIS_START_COMMAND VICTIM_ADDR VICTIM_PID
 
 NODES is a comma-separated list of the nodes' plain HTTP addresses (HOST:PORT). The checks use
 third-party clients only (websockets, httpx, grpcio): publications between clients on different
@@ -9,6 +9,9 @@ join/leave, a WebRTC signaling exchange across nodes, and Redis faults: a stop a
 redis-server (publishes refused with a clear temporary error meanwhile, health degraded, local
 clients kept, everything back afterwards) and a cut of every pub/sub connection (no publication
 lost: missed ones come back through the hub's gap detection and history recovery).
+
+A fourth node (VICTIM) is killed with SIGKILL mid-way: its clients' presence entries and room
+peers expire cluster-wide (the servers run with presence_ttl_secs = 3).
 
 Prints "OK name" / "FAIL name: why" per check and "DONE n failed".
 """
@@ -303,6 +306,49 @@ async def simultaneous_joins(c):
         await b.close()
 
 
+async def dead_node(c, victim_addr, victim_pid):
+    """A node dies without a word (SIGKILL): its room peer is reported as timed out to a peer
+    on another node, and its subscriber leaves the channel's presence, once the entries expire."""
+    import signal
+
+    dave = await c.ws(0, "dave")
+    carol = await Ws(f"ws://{victim_addr}/v1/ws", "json").open()
+    try:
+        r = await carol.connect(jwt(c.secret, "carol-v"))
+        expect("connect" in r, r)
+        r = await carol.call("roomJoin", {"room": "call:dead", "peerId": "carol"})
+        expect("roomJoin" in r, r)
+        r = await carol.call("subscribe", {"channel": "chat:dead"})
+        expect("subscribe" in r, r)
+        r = await dave.call("roomJoin", {"room": "call:dead", "peerId": "dave"})
+        expect([m["peerId"] for m in r["roomJoin"]["members"]] == ["carol"], r)
+        r = await dave.call("subscribe", {"channel": "chat:dead"})
+        r = await dave.call("presence", {"channel": "chat:dead"})
+        users = sorted(i["user"] for i in r["presence"]["presence"].values())
+        expect(users == ["carol-v", "dave"], r)
+        os.kill(victim_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        left = None
+        while left is None:
+            p = await dave.next_push(max(0.1, deadline - time.monotonic()))
+            if "roomLeave" in p:
+                left = p["roomLeave"]
+            # keep the room peer alive meanwhile
+            await dave.call("ping", {})
+        expect(left["peerId"] == "carol" and left.get("timedOut") is True, left)
+        deadline = time.monotonic() + 20
+        while True:
+            r = await dave.call("presence", {"channel": "chat:dead"})
+            users = sorted(i["user"] for i in r["presence"]["presence"].values())
+            if users == ["dave"]:
+                break
+            expect(time.monotonic() < deadline, f"carol still present: {users}")
+            await asyncio.sleep(0.2)
+    finally:
+        carol.abort()
+        await dave.close()
+
+
 async def redis_restart(c):
     """redis-server stops: publishes are refused with a temporary error, health says degraded,
     local clients stay; it restarts: every node resubscribes and publications flow again, with
@@ -468,12 +514,14 @@ async def turn_across_nodes(c):
 async def main():
     nodes = sys.argv[1].split(",")
     c = Cluster(nodes, sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    victim_addr, victim_pid = sys.argv[6], int(sys.argv[7])
     await check("cross-node-fanout", fanout(c))
     await check("recover-on-another-node", recover_elsewhere(c))
     await check("cluster-presence-join-leave", presence(c))
     await check("cross-node-signaling", signaling(c))
     await check("simultaneous-joins-one-initiator", simultaneous_joins(c))
     await check("turn-credentials-and-revocation-across-nodes", turn_across_nodes(c))
+    await check("dead-node-peers-time-out", dead_node(c, victim_addr, victim_pid))
     await check("redis-stop-and-restart", redis_restart(c), limit=90)
     await check("pubsub-cut-no-loss", pubsub_cut(c), limit=90)
     print(f"DONE {failures} failed", flush=True)

@@ -22,7 +22,7 @@ fn config_file() -> std::path::PathBuf {
     let file = dir.join("cluster.toml");
     std::fs::write(
         &file,
-        "[hub.namespaces.chat]\npresence = true\njoin_leave = true\nhistory_size = 10\n\
+        "[hub]\npresence_ttl_secs = 3\n[hub.namespaces.chat]\npresence = true\njoin_leave = true\nhistory_size = 10\n\
          history_ttl_secs = 60\nallow_subscribe_for_client = true\nallow_publish_for_client = true\n\
          allow_presence_for_subscriber = true\n\
          [hub.namespaces.call]\nallow_subscribe_for_client = true\n",
@@ -81,6 +81,10 @@ fn three_nodes_on_one_redis_act_as_one() {
         assert!(body.contains("\"broker\":\"redis\""), "{body}");
         assert!(body.contains("\"broker_status\":\"up\""), "{body}");
     }
+    // A fourth node that the checks kill (SIGKILL) to see its entries expire cluster-wide.
+    let victim = node(&redis, "victim", &config);
+    let victim_addr = victim.addr("http", "tcp").to_string();
+    let victim_pid = victim.child.id().to_string();
     let out = run(
         Command::new(venv_python())
             .arg(peer_script("cluster_checks.py"))
@@ -90,6 +94,8 @@ fn three_nodes_on_one_redis_act_as_one() {
                 API_KEY,
                 &redis.port.to_string(),
                 &redis.start_command(),
+                &victim_addr,
+                &victim_pid,
             ])
             .current_dir(repo_root().join("tests/peers")),
         Duration::from_secs(400),
@@ -104,6 +110,7 @@ fn three_nodes_on_one_redis_act_as_one() {
             "cross-node-signaling",
             "simultaneous-joins-one-initiator",
             "turn-credentials-and-revocation-across-nodes",
+            "dead-node-peers-time-out",
             "redis-stop-and-restart",
             "pubsub-cut-no-loss",
         ],

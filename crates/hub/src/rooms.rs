@@ -62,6 +62,10 @@ struct SignalState {
     peers: HashMap<(String, String), LocalPeer>,
     /// Rooms whose broker channel this node subscribes to.
     subscribed: HashSet<String>,
+    /// Per room with local peers: the members on other nodes this node's peers were told
+    /// about. A node that dies publishes no leave; when its peers' presence entries expire,
+    /// `room_maintain` notices here and tells the local peers (`timed_out`).
+    remote: HashMap<String, HashSet<String>>,
 }
 
 struct LocalPeer {
@@ -187,6 +191,7 @@ impl SignalHub {
                 rooms: Rooms::new(settings.rooms_config()),
                 peers: HashMap::new(),
                 subscribed: HashSet::new(),
+                remote: HashMap::new(),
             }),
             validator: Validator::new(settings.message_limits()),
             max_peers: settings.max_peers_per_room,
@@ -379,11 +384,21 @@ impl HubInner {
             present.values().filter_map(decode_member).collect();
         members.sort_by(|a, b| (a.joined_at, &a.peer_id).cmp(&(b.joined_at, &b.peer_id)));
         let saw: Vec<String> = members.iter().map(|m| m.peer_id.clone()).collect();
-        if let Some(p) = lock(&self.signal.state)
-            .peers
-            .get_mut(&(room.to_owned(), member.peer_id.clone()))
         {
-            p.saw = saw.iter().cloned().collect();
+            let mut state = lock(&self.signal.state);
+            let state = &mut *state;
+            if let Some(p) = state
+                .peers
+                .get_mut(&(room.to_owned(), member.peer_id.clone()))
+            {
+                p.saw = saw.iter().cloned().collect();
+            }
+            let remote = state.remote.entry(room.to_owned()).or_default();
+            for id in &saw {
+                if !state.peers.contains_key(&(room.to_owned(), id.clone())) {
+                    remote.insert(id.clone());
+                }
+            }
         }
         self.broker
             .add_presence(&channel, member_info(member), self.config.presence_ttl())
@@ -434,7 +449,11 @@ impl HubInner {
         let _interest = self.signal.interest.lock().await;
         let unsubscribe = {
             let mut state = lock(&self.signal.state);
-            state.rooms.members(room).is_empty() && state.subscribed.remove(room)
+            let empty = state.rooms.members(room).is_empty();
+            if empty {
+                state.remote.remove(room);
+            }
+            empty && state.subscribed.remove(room)
         };
         if unsubscribe && self.broker.unsubscribe(&channel).await.is_err() {
             count_broker_error();
@@ -563,10 +582,52 @@ impl HubInner {
         for (room, peer, user) in expired {
             self.room_left(&room, &peer, &user, true).await;
         }
+        self.room_expire_remote().await;
         let ttl = self.config.presence_ttl();
         for (channel, info) in live {
             if self.broker.add_presence(&channel, info, ttl).await.is_err() {
                 count_broker_error();
+            }
+        }
+    }
+
+    /// Members on other nodes whose presence entry expired (their node died or lost Redis for
+    /// longer than the presence TTL, so nobody published their leave): tell this node's peers,
+    /// as a timeout.
+    async fn room_expire_remote(&self) {
+        let rooms: Vec<String> = {
+            let state = lock(&self.signal.state);
+            state
+                .remote
+                .iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|(room, _)| room.clone())
+                .collect()
+        };
+        for room in rooms {
+            let Ok(present) = self.broker.presence(&room_channel(&room)).await else {
+                // Redis unreachable: nothing can be concluded about anyone.
+                count_broker_error();
+                continue;
+            };
+            let mut state = lock(&self.signal.state);
+            let gone: Vec<String> = match state.remote.get_mut(&room) {
+                Some(ids) => {
+                    let gone: Vec<String> = ids
+                        .iter()
+                        .filter(|id| !present.contains_key(*id))
+                        .cloned()
+                        .collect();
+                    for id in &gone {
+                        ids.remove(id);
+                    }
+                    gone
+                }
+                None => Vec::new(),
+            };
+            for id in gone {
+                metrics::counter!("switchboard_hub_room_timeouts_total").increment(1);
+                state.push_room(&room, &id, &leave_push(&room, &id, true));
             }
         }
     }
@@ -580,7 +641,15 @@ impl HubInner {
             count_broker_error();
             return;
         };
-        let state = lock(&self.signal.state);
+        let mut state = lock(&self.signal.state);
+        let local = state
+            .peers
+            .contains_key(&(room.to_owned(), member.peer_id.clone()));
+        if !local {
+            if let Some(remote) = state.remote.get_mut(room) {
+                remote.insert(member.peer_id.clone());
+            }
+        }
         for peer in state.rooms.members(room) {
             if peer == member.peer_id {
                 continue;
@@ -610,7 +679,10 @@ impl HubInner {
     /// A member left or timed out (on any node): tell this node's peers of the room.
     pub(crate) fn on_room_leave(&self, room: &str, info: &proto::ClientInfo) {
         let timed_out = info.conn_info == TIMED_OUT;
-        let state = lock(&self.signal.state);
+        let mut state = lock(&self.signal.state);
+        if let Some(remote) = state.remote.get_mut(room) {
+            remote.remove(&info.client_id);
+        }
         state.push_room(
             room,
             &info.client_id,

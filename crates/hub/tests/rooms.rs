@@ -571,3 +571,67 @@ async fn a_flooding_connection_is_rate_limited_without_disturbing_other_rooms() 
     }
     assert_eq!(again, 5, "10/s for 0.5 s");
 }
+
+/// A member on another node (simulated through the broker: a presence entry and a join
+/// announcement on the room's internal channel) whose node dies: no leave is ever published, but
+/// once its presence entry expires the local peers are told it timed out.
+#[tokio::test]
+async fn a_remote_member_whose_node_died_times_out_when_its_presence_expires() {
+    use switchboard_hub::Broker;
+    use switchboard_proto::prost::Message as _;
+    let t = rooms_hub();
+    let a = t.connect("ann");
+    join(&a, "call:far", "alice").await;
+    let remote = proto::RoomMember {
+        peer_id: "zed".into(),
+        joined_at: T0 + 1,
+        info: Some(proto::ClientInfo {
+            user: "zed".into(),
+            client_id: "c-zed".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let announce = proto::RoomAnnounce {
+        member: Some(remote.clone()),
+        saw: vec!["alice".into()],
+    };
+    let channel = "$room:call:far";
+    let ttl = Duration::from_secs(60);
+    let entry = |conn_info: Vec<u8>| proto::ClientInfo {
+        user: "zed".into(),
+        client_id: "zed".into(),
+        conn_info,
+    };
+    t.broker
+        .add_presence(channel, entry(remote.encode_to_vec()), ttl)
+        .await
+        .unwrap();
+    t.broker
+        .publish_join(channel, entry(announce.encode_to_vec()))
+        .await
+        .unwrap();
+    let p = pushes(&a);
+    assert!(
+        matches!(&p[..], [p] if matches!(&p.push, Some(Push::RoomJoin(j)) if j.peer.as_ref().unwrap().peer_id == "zed" && !j.polite)),
+        "{p:?}"
+    );
+    // Within the TTL nothing happens (alice stays alive by pinging)...
+    t.advance(Duration::from_secs(25));
+    call(&a, Method::Ping(proto::PingRequest {})).await;
+    t.hub.maintain().await;
+    assert!(pushes(&a).is_empty());
+    // ...then zed's entry expires, unrefreshed: alice is told it timed out, once.
+    t.advance(Duration::from_secs(25));
+    call(&a, Method::Ping(proto::PingRequest {})).await;
+    t.advance(Duration::from_secs(15));
+    call(&a, Method::Ping(proto::PingRequest {})).await;
+    t.hub.maintain().await;
+    let p = pushes(&a);
+    assert!(
+        matches!(&p[..], [p] if matches!(&p.push, Some(Push::RoomLeave(l)) if l.peer_id == "zed" && l.timed_out)),
+        "{p:?}"
+    );
+    t.hub.maintain().await;
+    assert!(pushes(&a).is_empty(), "told once");
+}
