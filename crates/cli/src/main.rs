@@ -191,6 +191,9 @@ struct ServeArgs {
     /// Prefix of every Redis key and channel (default switchboard).
     #[arg(long, value_name = "PREFIX")]
     redis_prefix: Option<String>,
+    /// For rediss://: PEM file with the CA certificate(s) of Redis's certificate.
+    #[arg(long, value_name = "FILE")]
+    redis_ca: Option<String>,
     /// This node's name (server API info, /healthz).
     #[arg(long, value_name = "NAME")]
     node_name: Option<String>,
@@ -258,6 +261,7 @@ impl ServeArgs {
             ("http3-keep-alive", &self.http3_keep_alive),
             ("redis", &self.redis),
             ("redis-prefix", &self.redis_prefix),
+            ("redis-ca", &self.redis_ca),
             ("node-name", &self.node_name),
             ("log-format", &self.log_format),
             ("log-level", &self.log_level),

@@ -161,3 +161,143 @@ fn hs256_token(sub: &str) -> String {
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Runs a shell command, asserting success.
+fn sh(cmd: &str) {
+    let out = run(
+        Command::new("sh").args(["-c", cmd]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{cmd}: {}", text(&out));
+}
+
+/// A POST with a JSON body over HTTP/1.0 (curl); returns the response body.
+fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
+    let out = run(
+        Command::new("curl").args([
+            "-s",
+            "-H",
+            &format!("Authorization: apikey {API_KEY}"),
+            "-d",
+            body,
+            &format!("http://{addr}{path}"),
+        ]),
+        Duration::from_secs(10),
+    );
+    text(&out)
+}
+
+#[test]
+fn nodes_share_a_redis_over_tls_with_a_private_ca() {
+    common::need("openssl");
+    common::need("redis-server");
+    let dir = std::env::temp_dir().join(format!("sb-redis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    // A private CA and a certificate for 127.0.0.1 signed by it.
+    sh(&format!(
+        "cd {d} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+         -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem && \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+         -keyout server.key -out server.csr && \
+         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext.cnf && \
+         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+         -extfile ext.cnf -out server.pem"
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    sh(&format!(
+        "redis-server --port 0 --tls-port {port} --bind 127.0.0.1 --tls-cert-file {d}/server.pem \
+         --tls-key-file {d}/server.key --tls-ca-cert-file {d}/ca.pem --tls-auth-clients no \
+         --save '' --daemonize yes --pidfile {d}/redis.pid --logfile {d}/redis.log"
+    ));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(self.0.join("redis.pid")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let ca = format!("{d}/ca.pem");
+    let mut ready = false;
+    for _ in 0..50 {
+        if dir.join("redis.pid").is_file() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ready, "redis-server with TLS did not start");
+    let node = |name: &str| {
+        Server::start(&[
+            "--redis",
+            &url,
+            "--redis-ca",
+            &ca,
+            "--node-name",
+            name,
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "off",
+            "--stun-udp",
+            "off",
+            "--stun-tcp",
+            "off",
+            "--stun-tls",
+            "off",
+            "--api-key",
+            API_KEY,
+        ])
+    };
+    let a = node("tls-a");
+    let b = node("tls-b");
+    for s in [&a, &b] {
+        let (_, body) = http_get(s.addr("http", "tcp"), "/healthz");
+        assert!(body.contains("\"broker_status\":\"up\""), "{body}");
+    }
+    // Published through node a, read back from node b: one Redis, over TLS.
+    let r = post(
+        a.addr("http", "tcp"),
+        "/v1/api/publish",
+        r#"{"channel":"news","data":{"n":7}}"#,
+    );
+    assert!(r.contains("\"offset\":\"1\""), "{r}");
+    let r = post(
+        b.addr("http", "tcp"),
+        "/v1/api/history",
+        r#"{"channel":"news","limit":10}"#,
+    );
+    assert!(r.contains("\"n\":7"), "{r}");
+    // Without the private CA the certificate is refused, and the node says so.
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_switchboard")).args([
+            "serve",
+            "--redis",
+            &url,
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "off",
+            "--stun-udp",
+            "off",
+            "--stun-tcp",
+            "off",
+            "--stun-tls",
+            "off",
+        ]),
+        Duration::from_secs(20),
+    );
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("Redis") && t.contains("UnknownIssuer"),
+        "{t}"
+    );
+}

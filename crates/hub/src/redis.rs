@@ -47,6 +47,9 @@ pub struct RedisConfig {
     pub ping_interval: Duration,
     /// Longest wait between reconnection attempts (the wait doubles from 100 ms up to this).
     pub reconnect_max_delay: Duration,
+    /// For `rediss://` URLs: PEM certificates of the CA(s) that signed Redis's certificate,
+    /// trusted instead of the system's roots (managed Redis services and private CAs).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisConfig {
@@ -58,6 +61,7 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_secs(2),
+            ca_pem: None,
         }
     }
 }
@@ -569,8 +573,17 @@ impl RedisBroker {
     /// [`BrokerError::Unavailable`] when Redis cannot be reached, and with
     /// [`BrokerError::Backend`] for a bad URL or a Redis older than 6.2.
     pub async fn connect(config: RedisConfig) -> Result<Arc<Self>, BrokerError> {
-        let client = ::redis::Client::open(config.url.as_str())
-            .map_err(|e| BrokerError::Backend(Box::new(e)))?;
+        let client = match &config.ca_pem {
+            None => ::redis::Client::open(config.url.as_str()),
+            Some(ca) => ::redis::Client::build_with_tls(
+                config.url.as_str(),
+                ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+        }
+        .map_err(|e| BrokerError::Backend(Box::new(e)))?;
         let addr = client.get_connection_info().addr().to_string();
         let failed =
             |e: String| BrokerError::Unavailable(format!("cannot connect to Redis at {addr}: {e}"));

@@ -158,7 +158,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
     /// Redis (or Valkey) URL shared by every node, e.g. `redis://127.0.0.1:6379/0`
-    /// or `redis+unix:///path` (no TLS: keep Redis on a private network). Publications, history,
+    /// `rediss://...` for TLS, or `redis+unix:///path`. Publications, history,
     /// presence, rooms and TURN revocations then
     /// span every node using the same Redis and key prefix.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,6 +166,10 @@ pub struct ClusterSettings {
     /// Prefix of every Redis key and pub/sub channel (several clusters can share one Redis).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_prefix: Option<String>,
+    /// For `rediss://`: a PEM file with the CA certificate(s) that signed Redis's certificate
+    /// (default: the system's trusted roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca: Option<PathBuf>,
 }
 
 /// The hub settings of a server started without configuration: anonymous clients allowed
@@ -475,6 +479,7 @@ pub const KEYS: &[&str] = &[
     "http3-keep-alive",
     "redis",
     "redis-prefix",
+    "redis-ca",
     "node-name",
 ];
 
@@ -635,6 +640,7 @@ impl Settings {
             "redis-prefix" => {
                 self.cluster.redis_prefix = parse_opt(origin, values, "a key prefix")?
             }
+            "redis-ca" => self.cluster.redis_ca = parse_opt(origin, values, "a PEM file path")?,
             "node-name" => self.hub.node_name = parse_one(origin, values, "a node name")?,
             "https" => self.http.tls_listen = listen(values)?,
             "api-key" => self.http.api_keys = split_list(values),
@@ -710,13 +716,13 @@ impl Settings {
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("[hub]: {e}")))?;
         if let Some(url) = &self.cluster.redis {
-            let scheme_ok = ["redis://", "redis+unix://", "unix://"]
+            let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
                 .iter()
                 .any(|s| url.starts_with(s));
             if !scheme_ok {
                 return Err(ConfigError::Invalid(
-                    "--redis: expected redis://[USER:PASSWORD@]HOST:PORT[/DB] or \
-                     redis+unix:///PATH (TLS rediss:// is not supported)"
+                    "--redis: expected redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss://... (TLS) \
+                     or redis+unix:///PATH"
                         .into(),
                 ));
             }

@@ -251,6 +251,12 @@ impl Server {
                 if let Some(prefix) = &settings.cluster.redis_prefix {
                     config.prefix = prefix.clone();
                 }
+                if let Some(ca) = &settings.cluster.redis_ca {
+                    let pem = std::fs::read(ca).map_err(|e| {
+                        ServerError::Hub(format!("--redis-ca {}: {e}", ca.display()))
+                    })?;
+                    config.ca_pem = Some(pem);
+                }
                 let broker = switchboard_hub::RedisBroker::connect(config)
                     .await
                     .map_err(|e| ServerError::Hub(format!("--redis {}: {e}", redact_url(url))))?;
