@@ -120,6 +120,16 @@ enum Cmd {
     },
 }
 
+/// Refuses to load anything but loopback unless `--allow-remote`.
+fn loopback_only(targets: &[SocketAddr], allow_remote: bool) -> anyhow::Result<()> {
+    if let Some(t) = targets.iter().find(|t| !t.ip().is_loopback()) {
+        if !allow_remote {
+            bail!("refusing to load {t}: not loopback (pass --allow-remote if you own it)");
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Totals {
     sent: AtomicU64,
@@ -203,11 +213,7 @@ fn main() -> anyhow::Result<()> {
             duration,
             allow_remote,
         } => {
-            if !server.ip().is_loopback() && !allow_remote {
-                bail!(
-                    "refusing to load {server}: not loopback (pass --allow-remote if you own it)"
-                );
-            }
+            loopback_only(&[server], allow_remote)?;
             let sane = (1..=256).contains(&connections)
                 && (1..=100).contains(&streams)
                 && (1..=10_000_000).contains(&requests)
@@ -238,14 +244,8 @@ fn main() -> anyhow::Result<()> {
             allow_remote,
             also,
         } => {
-            let remote = std::iter::once(&server)
-                .chain(&also)
-                .any(|a| !a.ip().is_loopback());
-            if remote && !allow_remote {
-                bail!(
-                    "refusing to load {server}: not loopback (pass --allow-remote if you own it)"
-                );
-            }
+            let targets: Vec<SocketAddr> = std::iter::once(server).chain(also.clone()).collect();
+            loopback_only(&targets, allow_remote)?;
             let sane = (1..=20_000).contains(&subscribers)
                 && (1..=subscribers).contains(&channels)
                 && (1..=10_000_000).contains(&messages)
@@ -277,11 +277,7 @@ fn main() -> anyhow::Result<()> {
             duration,
             allow_remote,
         } => {
-            if !server.ip().is_loopback() && !allow_remote {
-                bail!(
-                    "refusing to load {server}: not loopback (pass --allow-remote if you own it)"
-                );
-            }
+            loopback_only(&[server], allow_remote)?;
             if !(0.1..=600.0).contains(&duration) || sockets == 0 || window == 0 {
                 bail!("--duration must be 0.1..600 s, --sockets and --window at least 1");
             }
