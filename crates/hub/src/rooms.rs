@@ -260,6 +260,16 @@ impl SignalState {
         }
     }
 
+    /// When `room` has no local peer left: forgets what this node knew of it, and says whether
+    /// the node should unsubscribe from its broker channel.
+    fn release_room(&mut self, room: &str) -> bool {
+        if !self.rooms.members(room).is_empty() {
+            return false;
+        }
+        self.remote.remove(room);
+        self.subscribed.remove(room)
+    }
+
     /// Forgets a local peer (after `Rooms` let it go).
     fn forget(&mut self, room: &str, peer: &str) -> Option<LocalPeer> {
         let local = self.peers.remove(&(room.to_owned(), peer.to_owned()));
@@ -351,7 +361,7 @@ impl HubInner {
                     let _ = state.rooms.leave(&room, &peer);
                     state.forget(&room, &peer);
                     state.gauge();
-                    state.rooms.members(&room).is_empty() && state.subscribed.remove(&room)
+                    state.release_room(&room)
                 };
                 if unsubscribe && self.broker.unsubscribe(&room_channel(&room)).await.is_err() {
                     count_broker_error();
@@ -447,14 +457,7 @@ impl HubInner {
             count_broker_error();
         }
         let _interest = self.signal.interest.lock().await;
-        let unsubscribe = {
-            let mut state = lock(&self.signal.state);
-            let empty = state.rooms.members(room).is_empty();
-            if empty {
-                state.remote.remove(room);
-            }
-            empty && state.subscribed.remove(room)
-        };
+        let unsubscribe = { lock(&self.signal.state).release_room(room) };
         if unsubscribe && self.broker.unsubscribe(&channel).await.is_err() {
             count_broker_error();
         }

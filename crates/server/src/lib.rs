@@ -274,18 +274,12 @@ impl Server {
                 .bus_subscribe(
                     turn_io::REVOCATIONS_TOPIC,
                     keep,
-                    Arc::new(move |m: &[u8]| {
-                        if let Ok(user) = std::str::from_utf8(m) {
-                            c.revoke(user);
-                        }
-                    }),
+                    Arc::new(move |m: &[u8]| apply_revocation(&c, m)),
                 )
                 .await
                 .map_err(|e| ServerError::Hub(format!("reading TURN revocations: {e}")))?;
             for m in stored {
-                if let Ok(user) = std::str::from_utf8(&m) {
-                    core.revoke(user);
-                }
+                apply_revocation(&core, &m);
             }
         }
         let mut http_listeners = Vec::new();
@@ -501,6 +495,13 @@ async fn watch_cert_files(
 /// Resolves once shutdown has been signalled (or the sender is gone).
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// A revocation from the node bus: one user name, UTF-8.
+fn apply_revocation(core: &turn_io::Core, message: &[u8]) {
+    if let Ok(user) = std::str::from_utf8(message) {
+        core.revoke(user);
+    }
 }
 
 /// A Redis URL without its password, for messages.
