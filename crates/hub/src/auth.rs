@@ -1,10 +1,14 @@
 //! Connection tokens: JWTs signed with HS256, RS256 or ES256.
 //!
-//! Claims read: `sub` (user id; empty = anonymous), `exp` (seconds since the epoch, optional),
-//! `channels` (optional list of channels or `prefix*` patterns the connection may subscribe to),
-//! `info` (optional JSON, delivered to others as `ClientInfo.conn_info`), plus `aud`/`iss` when
-//! configured. Expiry is checked against the hub's [`Clock`](crate::Clock), not the system time,
-//! so it is testable.
+//! Claims read: `sub` (user id; empty = anonymous), `exp` and `nbf` (seconds since the epoch,
+//! optional), `channels` (optional list of channels or `prefix*` patterns the connection may
+//! subscribe to), `info` (optional JSON, delivered to others as `ClientInfo.conn_info`), plus
+//! `aud`/`iss` when configured. `exp` and `nbf` are checked against the hub's
+//! [`Clock`](crate::Clock), not the system time (so it is testable), with the same leeway.
+//!
+//! A header `crit` (RFC 7515 §4.1.11: extensions the recipient must understand) is refused
+//! whatever it lists: this verifier implements no JWS extension, and jsonwebtoken parses `crit`
+//! without enforcing it.
 
 use std::path::Path;
 
@@ -49,6 +53,8 @@ struct Claims {
     sub: String,
     #[serde(default)]
     exp: Option<serde_json::Number>,
+    #[serde(default)]
+    nbf: Option<serde_json::Number>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
@@ -154,10 +160,17 @@ impl JwtVerifier {
         let unauthorized = HubError::Unauthorized;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| unauthorized(AuthFailure::Malformed))?;
+        // RFC 7515 §4.1.11: a recipient must refuse a JWS whose `crit` lists an extension it does
+        // not understand. No extension is understood here (an empty list is invalid too).
+        if header.crit.is_some() {
+            return Err(unauthorized(AuthFailure::CriticalHeader));
+        }
         let key = self.key_for(header.alg, header.kid.as_deref())?;
         let mut validation = Validation::new(header.alg);
         validation.required_spec_claims.clear();
+        // `exp` and `nbf` are checked below on the hub clock, not jsonwebtoken's system time.
         validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.leeway = self.leeway;
         validation.validate_aud = self.audience.is_some();
         if let Some(aud) = &self.audience {
@@ -185,21 +198,15 @@ impl JwtVerifier {
             })
         })?;
         let claims = data.claims;
-        let expires_at = match &claims.exp {
-            None => None,
-            Some(n) => Some(
-                n.as_u64()
-                    .or_else(|| {
-                        n.as_f64()
-                            .filter(|f| f.is_finite() && *f >= 0.0)
-                            .map(|f| f as u64)
-                    })
-                    .ok_or(unauthorized(AuthFailure::InvalidClaims))?,
-            ),
-        };
+        let expires_at = claims.exp.as_ref().map(seconds).transpose()?;
         if let Some(exp) = expires_at {
             if now_secs >= exp.saturating_add(self.leeway) {
                 return Err(HubError::TokenExpired);
+            }
+        }
+        if let Some(nbf) = claims.nbf.as_ref().map(seconds).transpose()? {
+            if now_secs.saturating_add(self.leeway) < nbf {
+                return Err(unauthorized(AuthFailure::NotYetValid));
             }
         }
         let channels = match claims.channels {
@@ -246,6 +253,17 @@ impl JwtVerifier {
             (_, None) => from_jwks(None).ok_or(unsupported),
         }
     }
+}
+
+/// A NumericDate claim (`exp`, `nbf`): whole or fractional non-negative seconds.
+fn seconds(n: &serde_json::Number) -> Result<u64, HubError> {
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        })
+        .ok_or(HubError::Unauthorized(AuthFailure::InvalidClaims))
 }
 
 /// Parses a JWKS, keeping its RSA (RS256) and P-256 EC (ES256) keys.

@@ -368,6 +368,6 @@ pub struct JwtConfig {
     /// Required `iss` (when set, tokens must carry it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Clock skew tolerated on `exp`, in seconds. Default 0.
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds. Default 0.
     pub leeway_secs: u64,
 }

@@ -27,6 +27,13 @@ pub enum AuthFailure {
     /// The claims are invalid: wrong audience or issuer, bad `channels`, bad types.
     #[error("invalid token claims")]
     InvalidClaims,
+    /// The `nbf` (not before) claim is still in the future, beyond the leeway.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The header has a `crit` parameter: it names extensions this server does not
+    /// understand (RFC 7515 §4.1.11), so the token must be refused.
+    #[error("token header has unsupported critical extensions")]
+    CriticalHeader,
 }
 
 /// What a hub operation can fail with. [`HubError::code`] is the protocol error code.

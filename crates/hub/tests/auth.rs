@@ -328,3 +328,98 @@ async fn anonymous_access_only_when_allowed() {
     let anon2 = connect(&t, hs256(serde_json::json!({"sub": ""}))).unwrap();
     assert_eq!(anon2.user(), "");
 }
+
+#[tokio::test]
+async fn not_before_is_checked_on_hub_time_with_the_exp_leeway() {
+    let now = T0 / 1000;
+    let t = hub();
+    let early = hs256(serde_json::json!({"sub": "ann", "nbf": now + 30, "exp": now + 600}));
+    let e = connect(&t, early.clone()).unwrap_err();
+    assert!(
+        matches!(e, HubError::Unauthorized(AuthFailure::NotYetValid)),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), codes::error::UNAUTHORIZED);
+    assert_eq!(
+        e.connect_disconnect().map(|d| d.code),
+        Some(codes::disconnect::INVALID_TOKEN)
+    );
+    t.advance(Duration::from_secs(29));
+    assert!(connect(&t, early.clone()).is_err(), "one second early");
+    t.advance(Duration::from_secs(1));
+    assert!(connect(&t, early).is_ok(), "valid from nbf on");
+    // Fractional NumericDate, and a non-number.
+    let t = hub();
+    let fractional = hs256(serde_json::json!({"sub": "ann", "nbf": (now + 5) as f64 + 0.5}));
+    assert!(connect(&t, fractional).is_err());
+    let e = connect(&t, hs256(serde_json::json!({"sub": "ann", "nbf": "soon"}))).unwrap_err();
+    assert!(
+        matches!(e, HubError::Unauthorized(AuthFailure::InvalidClaims)),
+        "{e:?}"
+    );
+
+    // The leeway that applies to `exp` applies to `nbf`.
+    let mut c = config();
+    c.jwt.leeway_secs = 10;
+    let t = hub_with(c);
+    let within = hs256(serde_json::json!({"sub": "ann", "nbf": now + 10}));
+    assert!(connect(&t, within).is_ok());
+    let beyond = hs256(serde_json::json!({"sub": "ann", "nbf": now + 11}));
+    assert!(matches!(
+        connect(&t, beyond).unwrap_err(),
+        HubError::Unauthorized(AuthFailure::NotYetValid)
+    ));
+}
+
+/// Signs `header_json` + `claims` with the test HMAC secret, bypassing jsonwebtoken's `Header`
+/// (so any header can be forged).
+fn forge_hs256(header_json: &str, claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header_json),
+        b64.encode(claims.to_string())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{signing_input}.{signature}")
+}
+
+#[tokio::test]
+async fn critical_header_extensions_are_refused() {
+    let t = hub();
+    let good = claims("ann");
+    // Correctly signed: only the header differs.
+    assert!(connect(&t, forge_hs256(r#"{"alg":"HS256","typ":"JWT"}"#, &good)).is_ok());
+    for header in [
+        // RFC 7797 unencoded payload: not understood here.
+        r#"{"alg":"HS256","b64":false,"crit":["b64"]}"#,
+        r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+        r#"{"alg":"HS256","crit":["urn:example:must-understand"]}"#,
+        // Invalid per RFC 7515 (empty list), refused as well.
+        r#"{"alg":"HS256","crit":[]}"#,
+    ] {
+        let e = connect(&t, forge_hs256(header, &good)).unwrap_err();
+        assert!(
+            matches!(e, HubError::Unauthorized(AuthFailure::CriticalHeader)),
+            "{header}: {e:?}"
+        );
+        assert_eq!(e.code(), codes::error::UNAUTHORIZED);
+    }
+    // `crit` of the wrong type: the header does not parse.
+    let e = connect(&t, forge_hs256(r#"{"alg":"HS256","crit":"b64"}"#, &good)).unwrap_err();
+    assert!(
+        matches!(e, HubError::Unauthorized(AuthFailure::Malformed)),
+        "{e:?}"
+    );
+    // Through jsonwebtoken's own header type too.
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["b64".into()]);
+    let token = encode(&header, &good, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+    assert!(connect(&t, token).is_err());
+}
