@@ -20,6 +20,7 @@
 //! [hub.limits]
 //! max_message_size = 65536
 //! max_connections_per_user = 10
+//! max_publications_per_second = 50
 //!
 //! [hub.jwt]
 //! hmac_secret = "change-me"
@@ -63,6 +64,12 @@ pub struct HubConfig {
     pub write_delay_ms: u64,
     /// WebRTC signaling rooms.
     pub rooms: RoomSettings,
+    /// Memory for history of the embedded (memory) broker, in MiB: payloads plus a fixed
+    /// overhead per publication, all channels together. Beyond it the oldest publications
+    /// (node-wide) are evicted first; recovering past an evicted publication reports
+    /// `recovered = false`. The Redis broker keeps history in Redis (bounded by its
+    /// `maxmemory`) and ignores this. Default 256.
+    pub history_memory_mib: usize,
 }
 
 impl Default for HubConfig {
@@ -78,6 +85,7 @@ impl Default for HubConfig {
             jwt: JwtConfig::default(),
             write_delay_ms: 0,
             rooms: RoomSettings::default(),
+            history_memory_mib: 256,
         }
     }
 }
@@ -96,8 +104,16 @@ impl HubConfig {
             }
             ns.validate(name)?;
         }
+        if self.history_memory_mib == 0 {
+            return Err(ConfigError::Positive("history_memory_mib"));
+        }
         self.limits.validate()?;
         self.rooms.validate()
+    }
+
+    /// The history memory budget in bytes.
+    pub fn history_memory_bytes(&self) -> usize {
+        self.history_memory_mib.saturating_mul(1 << 20)
     }
 
     /// The idempotency window.
@@ -217,6 +233,22 @@ pub struct Limits {
     /// Bytes (encoded size) queued for one session before it is disconnected as a slow
     /// consumer (3008). Default 4 MiB.
     pub queue_max_bytes: usize,
+    /// Channels this node holds in memory at most: channels with subscribers on this node, and
+    /// (memory broker) channel streams — each counted separately against this number. A
+    /// request needing one more is refused with 106 and `temporary = true` (the memory broker
+    /// first drops the least recently used idle stream without publications, if any).
+    /// Default 100000.
+    pub max_channels: usize,
+    /// Client publications per second of one publisher on this node: a user (all its
+    /// connections and HTTP publishes together), or all anonymous connections together
+    /// (111, temporary). 0 = unlimited. The server API is not limited. Default 50.
+    pub max_publications_per_second: u32,
+    /// Publications a publisher may send at once above that rate. Default 100.
+    pub publication_burst: u32,
+    /// Publication `data` bytes per second of one publisher (same publishers as above; 111,
+    /// temporary). The burst is one second's worth, at least `max_message_size`. 0 =
+    /// unlimited. Default 1 MiB.
+    pub max_publish_bytes_per_second: usize,
 }
 
 impl Default for Limits {
@@ -230,6 +262,10 @@ impl Default for Limits {
             max_idempotency_key_length: 128,
             queue_max_messages: 1024,
             queue_max_bytes: 4 << 20,
+            max_channels: 100_000,
+            max_publications_per_second: 50,
+            publication_burst: 100,
+            max_publish_bytes_per_second: 1 << 20,
         }
     }
 }
@@ -246,11 +282,15 @@ impl Limits {
             ("max_channel_length", self.max_channel_length),
             ("queue_max_messages", self.queue_max_messages),
             ("queue_max_bytes", self.queue_max_bytes),
+            ("max_channels", self.max_channels),
         ];
         for (name, value) in positive {
             if value == 0 {
                 return Err(ConfigError::Limit(name));
             }
+        }
+        if self.max_publications_per_second > 0 && self.publication_burst == 0 {
+            return Err(ConfigError::Limit("publication_burst"));
         }
         Ok(())
     }
@@ -278,6 +318,11 @@ pub struct RoomSettings {
     /// Burst allowance above that rate. Default 200 (a browser trickles dozens of candidates
     /// at once).
     pub command_burst: u32,
+    /// Rooms one connection may be in at once (106). Default 16.
+    pub max_rooms_per_connection: usize,
+    /// Rooms the connections of one user on this node may be in at once, together (106);
+    /// anonymous connections count per connection only. Default 64.
+    pub max_rooms_per_user: usize,
 }
 
 impl Default for RoomSettings {
@@ -290,6 +335,8 @@ impl Default for RoomSettings {
             max_sdp_bytes: 65536,
             max_commands_per_second: 50,
             command_burst: 200,
+            max_rooms_per_connection: 16,
+            max_rooms_per_user: 64,
         }
     }
 }
@@ -306,6 +353,11 @@ impl RoomSettings {
                 self.max_commands_per_second as usize,
             ),
             ("rooms.command_burst", self.command_burst as usize),
+            (
+                "rooms.max_rooms_per_connection",
+                self.max_rooms_per_connection,
+            ),
+            ("rooms.max_rooms_per_user", self.max_rooms_per_user),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -98,9 +98,94 @@ pub enum HubError {
     /// client cannot probe other rooms).
     #[error("{}", signal_text(.0))]
     Signal(switchboard_signal::Error),
+    /// A node or per-client bound refused the request: 106 or 111, see [`Limit`].
+    #[error("{0}")]
+    Limit(Limit),
     /// 100: the broker failed.
     #[error("internal error: {0}")]
-    Broker(#[from] BrokerError),
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for HubError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::ChannelLimit => Self::Limit(Limit::NodeChannels),
+            other => Self::Broker(other),
+        }
+    }
+}
+
+/// Which bound refused a request ([`HubError::Limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// 106, temporary: the node holds `limits.max_channels` channels (subscribed channels, or
+    /// channel streams of the memory broker) and this request needs a new one.
+    NodeChannels,
+    /// 111, temporary: the publisher exceeded `limits.max_publications_per_second` (beyond
+    /// `limits.publication_burst`).
+    PublishRate,
+    /// 111, temporary: the publisher exceeded `limits.max_publish_bytes_per_second`.
+    PublishBytes,
+    /// 106: the connection is in `rooms.max_rooms_per_connection` rooms.
+    RoomsPerConnection,
+    /// 106: the user's connections on this node are in `rooms.max_rooms_per_user` rooms.
+    RoomsPerUser,
+}
+
+impl Limit {
+    /// The protocol error code.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::PublishRate | Self::PublishBytes => code::TOO_MANY_REQUESTS,
+            Self::NodeChannels | Self::RoomsPerConnection | Self::RoomsPerUser => {
+                code::LIMIT_EXCEEDED
+            }
+        }
+    }
+
+    /// Whether retrying later (without doing anything else first) may succeed.
+    pub fn temporary(self) -> bool {
+        matches!(
+            self,
+            Self::NodeChannels | Self::PublishRate | Self::PublishBytes
+        )
+    }
+
+    /// The metric label value of this refusal (see [`crate::metric`]).
+    pub fn reason(self) -> &'static str {
+        use crate::metric::reason;
+        match self {
+            Self::NodeChannels => reason::NODE_CHANNELS,
+            Self::PublishRate => reason::PUBLISH_RATE,
+            Self::PublishBytes => reason::PUBLISH_BYTES,
+            Self::RoomsPerConnection => "rooms_per_connection",
+            Self::RoomsPerUser => "rooms_per_user",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NodeChannels => {
+                "limit exceeded: too many channels on this node (limits.max_channels), retry later"
+            }
+            Self::PublishRate => {
+                "too many requests: publication rate limit (limits.max_publications_per_second)"
+            }
+            Self::PublishBytes => {
+                "too many requests: publication byte rate limit \
+                 (limits.max_publish_bytes_per_second)"
+            }
+            Self::RoomsPerConnection => {
+                "limit exceeded: too many rooms for connection (rooms.max_rooms_per_connection)"
+            }
+            Self::RoomsPerUser => {
+                "limit exceeded: too many rooms for user (rooms.max_rooms_per_user)"
+            }
+        })
+    }
 }
 
 impl HubError {
@@ -122,6 +207,7 @@ impl HubError {
             Self::ConnectionLimit => code::CONNECTION_LIMIT,
             Self::SessionClosed => code::SESSION_CLOSED,
             Self::TooManyRequests => code::TOO_MANY_REQUESTS,
+            Self::Limit(l) => l.code(),
             Self::Broker(_) => code::INTERNAL,
             Self::Signal(e) => signal_code(e),
         }
@@ -129,10 +215,11 @@ impl HubError {
 
     /// Whether retrying the same request later may succeed.
     pub fn temporary(&self) -> bool {
-        matches!(
-            self,
-            Self::Broker(_) | Self::ConnectionLimit | Self::TooManyRequests
-        )
+        match self {
+            Self::Broker(_) | Self::ConnectionLimit | Self::TooManyRequests => true,
+            Self::Limit(l) => l.temporary(),
+            _ => false,
+        }
     }
 
     /// The protocol `Error` message.
@@ -204,6 +291,10 @@ pub enum BrokerError {
     /// The broker was shut down.
     #[error("broker closed")]
     Closed,
+    /// The broker holds as many channels as it may (the memory broker's `max_streams`) and the
+    /// request needs a new one. Clients see 106 with `temporary = true`.
+    #[error("too many channels")]
+    ChannelLimit,
 }
 
 /// A configuration problem found at start-up.
@@ -219,6 +310,9 @@ pub enum ConfigError {
     /// A limit is zero where zero makes no sense.
     #[error("limits.{0} must be greater than 0")]
     Limit(&'static str),
+    /// A hub setting is zero where zero makes no sense.
+    #[error("hub.{0} must be greater than 0")]
+    Positive(&'static str),
     /// A key file could not be read.
     #[error("reading {path}: {source}")]
     KeyFile {

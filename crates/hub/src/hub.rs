@@ -1,18 +1,19 @@
 //! [`Hub`]: the one API every transport calls, and its shared state.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use switchboard_proto::v1 as proto;
 
 use crate::auth::{Identity, JwtVerifier};
 use crate::broker::{BoxFuture, Broker, BrokerHandler, Control, HistoryQuery, PublishOptions};
+use crate::budget::{PublishBudget, PublishRates};
 use crate::channel::{namespace_of, validate_channel, ChannelPattern};
 use crate::clock::{Clock, SystemClock};
 use crate::codes;
 use crate::config::{HubConfig, NamespaceOptions};
-use crate::error::{AuthFailure, ConfigError, HubError};
+use crate::error::{AuthFailure, ConfigError, HubError, Limit};
 use crate::memory::MemoryBroker;
 use crate::queue::{Offer, PushQueue};
 use crate::rooms::{SignalHub, ROOM_PREFIX};
@@ -64,6 +65,10 @@ pub(crate) struct HubInner {
     pub(crate) signal: SignalHub,
     /// Internal node-to-node topics.
     pub(crate) bus: crate::bus::Bus,
+    /// The client publish budgets' rates.
+    pub(crate) publish_rates: PublishRates,
+    /// Entries of every shard's `channels` (bounded by `limits.max_channels`).
+    channel_count: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -71,6 +76,10 @@ pub(crate) struct Registry {
     pub(crate) sessions: HashMap<String, Arc<SessionShared>>,
     /// Non-anonymous user → client ids.
     pub(crate) users: HashMap<String, HashSet<String>>,
+    /// Publish budgets: per user, `""` for all anonymous connections together. Shared by the
+    /// publisher's sessions; kept after the last one ends until the budget is full again, so
+    /// reconnecting (or one-request HTTP publishes) does not refill it.
+    pub(crate) publishers: HashMap<String, Arc<Mutex<PublishBudget>>>,
 }
 
 pub(crate) struct ChannelShard {
@@ -133,7 +142,9 @@ pub(crate) struct SessionShared {
     /// Signaling rooms joined: room → peer id.
     pub(crate) rooms: Mutex<HashMap<String, String>>,
     /// Rate limit of the session's signaling commands.
-    pub(crate) signal_budget: Mutex<crate::rooms::Budget>,
+    pub(crate) signal_budget: Mutex<crate::budget::TokenBucket>,
+    /// The publish budget of the session's publisher (its user, or every anonymous session).
+    pub(crate) publish_budget: Arc<Mutex<PublishBudget>>,
 }
 
 impl SessionShared {
@@ -215,7 +226,7 @@ impl Subscriber {
                         codes::disconnect_message(codes::disconnect::SLOW_CONSUMER),
                         true,
                     ) {
-                        metrics::counter!("switchboard_hub_slow_consumer_disconnects_total")
+                        metrics::counter!(crate::metric::SLOW_CONSUMER_DISCONNECTS_TOTAL)
                             .increment(1);
                     }
                 } else {
@@ -236,8 +247,7 @@ impl Subscriber {
                     }
                 }
                 if self.session.queue.offer(Arc::clone(push)) == Offer::Overflow {
-                    metrics::counter!("switchboard_hub_slow_consumer_disconnects_total")
-                        .increment(1);
+                    metrics::counter!(crate::metric::SLOW_CONSUMER_DISCONNECTS_TOTAL).increment(1);
                 }
                 Delivery::Done
             }
@@ -256,6 +266,7 @@ impl Hub {
         let verifier = JwtVerifier::from_config(&config.jwt)?;
         let started_ms = clock.now_millis();
         let signal = SignalHub::new(started_ms, &config.rooms);
+        let publish_rates = PublishRates::new(&config.limits);
         let inner = Arc::new_cyclic(|me| HubInner {
             me: me.clone(),
             config,
@@ -274,6 +285,8 @@ impl Hub {
             pending: Mutex::new(Vec::new()),
             signal,
             bus: crate::bus::Bus::default(),
+            publish_rates,
+            channel_count: AtomicUsize::new(0),
         });
         let weak: Weak<HubInner> = Arc::downgrade(&inner);
         let handler: Weak<dyn BrokerHandler> = weak;
@@ -320,6 +333,13 @@ impl Hub {
             return Err(HubError::Unauthorized(AuthFailure::AnonymousNotAllowed));
         }
         let limits = &inner.config.limits;
+        let now_ms = inner.clock.now_millis();
+        let publish_budget = Arc::clone(
+            lock(&inner.registry)
+                .publishers
+                .entry(identity.user.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(inner.publish_rates.budget(now_ms)))),
+        );
         let shared = Arc::new(SessionShared {
             info: proto::ClientInfo {
                 user: identity.user.clone(),
@@ -335,7 +355,8 @@ impl Hub {
             queue: PushQueue::new(limits.queue_max_messages, limits.queue_max_bytes),
             subscriptions: Mutex::new(HashSet::new()),
             rooms: Mutex::new(HashMap::new()),
-            signal_budget: Mutex::new(inner.signal.budget(inner.clock.now_millis())),
+            signal_budget: Mutex::new(inner.signal.budget(now_ms)),
+            publish_budget,
         });
         {
             let mut reg = lock(&inner.registry);
@@ -357,9 +378,9 @@ impl Hub {
                     .or_default()
                     .insert(shared.client_id().to_owned());
             }
-            metrics::gauge!("switchboard_hub_connections").set(reg.sessions.len() as f64);
+            metrics::gauge!(crate::metric::CONNECTIONS).set(reg.sessions.len() as f64);
         }
-        metrics::counter!("switchboard_hub_connects_total", "transport" => transport.to_owned())
+        metrics::counter!(crate::metric::CONNECTS_TOTAL, "transport" => transport.to_owned())
             .increment(1);
         Ok(Session {
             shared,
@@ -507,6 +528,7 @@ impl Hub {
     /// silent longer than the room timeout, and lets the broker sweep expired entries.
     pub async fn maintain(&self) {
         let inner = &self.inner;
+        inner.forget_idle_publishers();
         inner.room_maintain().await;
         let pending = std::mem::take(&mut *lock(&inner.pending));
         for cleanup in pending {
@@ -535,7 +557,7 @@ impl Hub {
                 .await
                 .is_err()
             {
-                metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
+                metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
             }
         }
         for channel in idle {
@@ -562,6 +584,66 @@ impl Hub {
 }
 
 impl HubInner {
+    /// Drops the publish budgets no session holds that are full again.
+    fn forget_idle_publishers(&self) {
+        let now = self.clock.now_millis();
+        let rates = &self.publish_rates;
+        lock(&self.registry)
+            .publishers
+            .retain(|_, b| Arc::strong_count(b) > 1 || !rates.is_full(b, now));
+    }
+
+    /// Counts one more channel in the shards' `channels` maps; false (nothing counted) when
+    /// the node holds `limits.max_channels` already.
+    pub(crate) fn reserve_channel(&self) -> bool {
+        let max = self.config.limits.max_channels;
+        if self.channel_count.fetch_add(1, Ordering::Relaxed) >= max {
+            self.channel_count.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(crate::metric::REFUSED_TOTAL, "reason" => Limit::NodeChannels.reason())
+                .increment(1);
+            return false;
+        }
+        true
+    }
+
+    /// Checks what every publish must satisfy (size, idempotency key), before anything is
+    /// spent on it.
+    pub(crate) fn check_publication(
+        &self,
+        data: &[u8],
+        idempotency_key: &str,
+    ) -> Result<(), HubError> {
+        let limits = &self.config.limits;
+        if data.len() > limits.max_message_size {
+            return Err(HubError::MessageTooLarge {
+                size: data.len(),
+                max: limits.max_message_size,
+            });
+        }
+        if idempotency_key.len() > limits.max_idempotency_key_length {
+            return Err(HubError::BadRequest("idempotency key too long"));
+        }
+        Ok(())
+    }
+
+    /// Spends one client publication of `size` bytes from `session`'s publisher budget (111
+    /// when it is short, counted by reason).
+    pub(crate) fn spend_publish_budget(
+        &self,
+        session: &SessionShared,
+        size: usize,
+    ) -> Result<(), HubError> {
+        let now = self.clock.now_millis();
+        self.publish_rates
+            .spend(&session.publish_budget, now, size)
+            .inspect_err(|e| {
+                if let HubError::Limit(limit) = e {
+                    metrics::counter!(crate::metric::REFUSED_TOTAL, "reason" => limit.reason())
+                        .increment(1);
+                }
+            })
+    }
+
     pub(crate) fn shard(&self, channel: &str) -> &ChannelShard {
         &self.shards[shard_of(channel, self.shards.len())]
     }
@@ -588,16 +670,7 @@ impl HubInner {
         idempotency_key: &str,
         tags: HashMap<String, String>,
     ) -> Result<proto::PublishResult, HubError> {
-        let limits = &self.config.limits;
-        if data.len() > limits.max_message_size {
-            return Err(HubError::MessageTooLarge {
-                size: data.len(),
-                max: limits.max_message_size,
-            });
-        }
-        if idempotency_key.len() > limits.max_idempotency_key_length {
-            return Err(HubError::BadRequest("idempotency key too long"));
-        }
+        self.check_publication(&data, idempotency_key)?;
         let publication = proto::Publication {
             channel: channel.to_owned(),
             offset: 0,
@@ -613,7 +686,7 @@ impl HubInner {
         };
         let outcome = self.broker.publish(channel, publication, &options).await?;
         if !outcome.suppressed {
-            metrics::counter!("switchboard_hub_publications_total").increment(1);
+            metrics::counter!(crate::metric::PUBLICATIONS_TOTAL).increment(1);
         }
         Ok(proto::PublishResult {
             offset: outcome.position.offset,
@@ -713,10 +786,10 @@ impl HubInner {
                 .await
                 .is_err()
         {
-            metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
+            metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
         }
         if leave && self.broker.publish_leave(&channel, info).await.is_err() {
-            metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
+            metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
         }
         self.release_interest(&channel).await;
     }
@@ -731,13 +804,14 @@ impl HubInner {
                 Some(cs) if cs.subs.is_empty() => {
                     let was = cs.broker_subscribed;
                     chans.remove(channel);
+                    self.channel_count.fetch_sub(1, Ordering::Relaxed);
                     was
                 }
                 _ => false,
             }
         };
         if subscribed && self.broker.unsubscribe(channel).await.is_err() {
-            metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
+            metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
         }
     }
 
@@ -770,7 +844,7 @@ impl HubInner {
             .collect();
         for id in gaps {
             if let Some(sub) = cs.subs.remove(&id) {
-                metrics::counter!("switchboard_hub_insufficient_state_total").increment(1);
+                metrics::counter!(crate::metric::INSUFFICIENT_STATE_TOTAL).increment(1);
                 self.kick(
                     channel,
                     sub,

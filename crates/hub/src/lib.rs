@@ -54,6 +54,7 @@
 mod api;
 pub mod auth;
 pub mod broker;
+mod budget;
 mod bus;
 pub mod channel;
 pub mod clock;
@@ -62,6 +63,7 @@ pub mod config;
 mod error;
 mod hub;
 mod memory;
+pub mod metric;
 mod queue;
 mod redis;
 mod rooms;
@@ -77,7 +79,7 @@ pub use broker::{
 pub use bus::BusHandler;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{HubConfig, JwtConfig, Limits, NamespaceOptions, RoomSettings};
-pub use error::{AuthFailure, BrokerError, ConfigError, HubError};
+pub use error::{AuthFailure, BrokerError, ConfigError, HubError, Limit};
 pub use hub::{Hub, ServerPublish};
 pub use memory::MemoryBroker;
 pub use session::Session;

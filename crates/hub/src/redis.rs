@@ -564,7 +564,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 fn count_error(op: &'static str) {
-    metrics::counter!("switchboard_hub_broker_errors_total", "broker" => "redis", "op" => op)
+    metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL, "broker" => "redis", "op" => op)
         .increment(1);
 }
 
@@ -626,7 +626,7 @@ impl RedisBroker {
         shared.check_version().await?;
         let (sink, stream) = shared.open_pubsub().await.map_err(failed)?;
         shared.install(sink.clone()).await.map_err(failed)?;
-        metrics::gauge!("switchboard_hub_broker_up").set(1.0);
+        metrics::gauge!(crate::metric::BROKER_UP).set(1.0);
         let reader = tokio::spawn(reader(Arc::clone(&shared), Some(Live { sink, stream })));
         Ok(Arc::new(Self { shared, reader }))
     }
@@ -703,7 +703,7 @@ impl Shared {
             if h.up == was {
                 return false;
             }
-            metrics::gauge!("switchboard_hub_broker_up").set(if h.up { 1.0 } else { 0.0 });
+            metrics::gauge!(crate::metric::BROKER_UP).set(if h.up { 1.0 } else { 0.0 });
             if !h.up {
                 h.outages += 1;
             }

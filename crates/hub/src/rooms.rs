@@ -23,8 +23,9 @@ use switchboard_proto::v1 as proto;
 use switchboard_signal::{Event, Message, RoomError, Rooms, Validator};
 
 use crate::broker::{HistoryRetention, PublishOptions};
+use crate::budget::TokenBucket;
 use crate::config::RoomSettings;
-use crate::error::HubError;
+use crate::error::{HubError, Limit};
 use crate::hub::{Cleanup, HubInner, SessionShared};
 use crate::queue::Offer;
 use crate::util::lock;
@@ -48,6 +49,9 @@ pub(crate) struct SignalHub {
     /// Signaling commands per second per connection, and the burst above it.
     rate: u32,
     burst: u32,
+    /// Rooms one connection, and the connections of one user, may be in.
+    max_per_connection: usize,
+    max_per_user: usize,
     /// Serializes joins and leaves with the broker subscribe/unsubscribe decisions.
     interest: tokio::sync::Mutex<()>,
     /// `Rooms` runs on `Instant`s; the hub clock (milliseconds) is mapped onto them from here.
@@ -66,6 +70,8 @@ struct SignalState {
     /// about. A node that dies publishes no leave; when its peers' presence entries expire,
     /// `room_maintain` notices here and tells the local peers (`timed_out`).
     remote: HashMap<String, HashSet<String>>,
+    /// Rooms joined per (non-anonymous) user on this node, for `max_rooms_per_user`.
+    user_rooms: HashMap<String, usize>,
 }
 
 struct LocalPeer {
@@ -101,12 +107,12 @@ fn signal_error(e: impl Into<switchboard_signal::Error>) -> HubError {
 }
 
 fn count_broker_error() {
-    metrics::counter!("switchboard_hub_broker_errors_total").increment(1);
+    metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
 }
 
 fn offer_push(session: &SessionShared, push: Arc<proto::Push>) {
     if session.queue.offer(push) == Offer::Overflow {
-        metrics::counter!("switchboard_hub_slow_consumer_disconnects_total").increment(1);
+        metrics::counter!(crate::metric::SLOW_CONSUMER_DISCONNECTS_TOTAL).increment(1);
     }
 }
 
@@ -192,11 +198,14 @@ impl SignalHub {
                 peers: HashMap::new(),
                 subscribed: HashSet::new(),
                 remote: HashMap::new(),
+                user_rooms: HashMap::new(),
             }),
             validator: Validator::new(settings.message_limits()),
             max_peers: settings.max_peers_per_room,
             rate: settings.max_commands_per_second,
             burst: settings.command_burst,
+            max_per_connection: settings.max_rooms_per_connection,
+            max_per_user: settings.max_rooms_per_user,
             interest: tokio::sync::Mutex::new(()),
             epoch: Instant::now(),
             epoch_ms,
@@ -213,39 +222,14 @@ impl SignalHub {
     }
 
     /// A full command budget for a new session.
-    pub(crate) fn budget(&self, now_ms: u64) -> Budget {
-        Budget {
-            tokens: f64::from(self.burst),
-            at_ms: now_ms,
-        }
-    }
-}
-
-/// A token bucket of signaling commands: refilled at `rate` per second up to `burst`.
-#[derive(Debug)]
-pub(crate) struct Budget {
-    tokens: f64,
-    at_ms: u64,
-}
-
-impl Budget {
-    /// Takes one token at `now_ms`; false when the bucket is empty.
-    fn take(&mut self, now_ms: u64, rate: u32, burst: u32) -> bool {
-        let elapsed = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
-        self.at_ms = self.at_ms.max(now_ms);
-        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+    pub(crate) fn budget(&self, now_ms: u64) -> TokenBucket {
+        TokenBucket::full(f64::from(self.burst), now_ms)
     }
 }
 
 impl SignalState {
     fn gauge(&self) {
-        metrics::gauge!("switchboard_hub_rooms").set(self.rooms.room_count() as f64);
+        metrics::gauge!(crate::metric::ROOMS).set(self.rooms.room_count() as f64);
     }
 
     /// Pushes to every local peer of `room` except `except`.
@@ -275,8 +259,22 @@ impl SignalState {
         let local = self.peers.remove(&(room.to_owned(), peer.to_owned()));
         if let Some(p) = &local {
             lock(&p.session.rooms).remove(room);
+            self.uncount(&p.session);
         }
         local
+    }
+
+    /// One room fewer for the user of `session` (see `user_rooms`).
+    fn uncount(&mut self, session: &SessionShared) {
+        if session.anonymous {
+            return;
+        }
+        if let Some(n) = self.user_rooms.get_mut(&session.info.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.user_rooms.remove(&session.info.user);
+            }
+        }
     }
 }
 
@@ -296,8 +294,8 @@ impl HubInner {
     /// Spends one signaling command of `session`'s budget: 111 when it is exhausted.
     pub(crate) fn room_admit(&self, session: &SessionShared) -> Result<(), HubError> {
         let now = self.clock.now_millis();
-        let (rate, burst) = (self.signal.rate, self.signal.burst);
-        if lock(&session.signal_budget).take(now, rate, burst) {
+        let (rate, burst) = (f64::from(self.signal.rate), f64::from(self.signal.burst));
+        if lock(&session.signal_budget).take(now, rate, burst, 1.0) {
             Ok(())
         } else {
             Err(HubError::TooManyRequests)
@@ -327,8 +325,21 @@ impl HubInner {
             let mut state = lock(&self.signal.state);
             // Checked under the state lock: a session releasing its rooms closes its queue first.
             session.ensure_open()?;
-            if lock(&session.rooms).contains_key(&room) {
-                return Err(signal_error(RoomError::DuplicatePeer));
+            let joined = {
+                let rooms = lock(&session.rooms);
+                if rooms.contains_key(&room) {
+                    return Err(signal_error(RoomError::DuplicatePeer));
+                }
+                rooms.len()
+            };
+            if joined >= self.signal.max_per_connection {
+                return Err(HubError::Limit(Limit::RoomsPerConnection));
+            }
+            let user = &session.info.user;
+            if !session.anonymous
+                && state.user_rooms.get(user).copied().unwrap_or(0) >= self.signal.max_per_user
+            {
+                return Err(HubError::Limit(Limit::RoomsPerUser));
             }
             // Validates names and metadata, and this node's own limits.
             state
@@ -344,12 +355,15 @@ impl HubInner {
                 },
             );
             lock(&session.rooms).insert(room.clone(), peer.clone());
+            if !session.anonymous {
+                *state.user_rooms.entry(user.clone()).or_default() += 1;
+            }
             state.gauge();
             !state.subscribed.contains(&room)
         };
         match self.room_join_cluster(&room, &member, subscribe).await {
             Ok(members) => {
-                metrics::counter!("switchboard_hub_room_joins_total").increment(1);
+                metrics::counter!(crate::metric::ROOM_JOINS_TOTAL).increment(1);
                 Ok(proto::RoomJoinResult {
                     polite: !members.is_empty(),
                     members,
@@ -544,7 +558,9 @@ impl HubInner {
         let rooms: Vec<(String, String)> = lock(&session.rooms).drain().collect();
         let mut cleanups = Vec::with_capacity(rooms.len());
         for (room, peer) in rooms {
-            state.peers.remove(&(room.clone(), peer.clone()));
+            if state.peers.remove(&(room.clone(), peer.clone())).is_some() {
+                state.uncount(session);
+            }
             if state.rooms.leave(&room, &peer).is_ok() {
                 cleanups.push(Cleanup::RoomLeft {
                     room,
@@ -572,7 +588,7 @@ impl HubInner {
                     offer_push(&p.session, leave_push(&room, &peer, true));
                     expired.push((room, peer, p.session.info.user.clone()));
                 }
-                metrics::counter!("switchboard_hub_room_timeouts_total").increment(1);
+                metrics::counter!(crate::metric::ROOM_TIMEOUTS_TOTAL).increment(1);
             }
             state.gauge();
             let live: Vec<(String, proto::ClientInfo)> = state
@@ -629,7 +645,7 @@ impl HubInner {
                 None => Vec::new(),
             };
             for id in gone {
-                metrics::counter!("switchboard_hub_room_timeouts_total").increment(1);
+                metrics::counter!(crate::metric::ROOM_TIMEOUTS_TOTAL).increment(1);
                 state.push_room(&room, &id, &leave_push(&room, &id, true));
             }
         }

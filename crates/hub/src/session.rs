@@ -8,7 +8,7 @@ use switchboard_proto::v1 as proto;
 use crate::broker::HistoryQuery;
 use crate::codes;
 use crate::config::NamespaceOptions;
-use crate::error::HubError;
+use crate::error::{HubError, Limit};
 use crate::hub::{Cleanup, Delivery, HubInner, SessionShared, SubState, Subscriber};
 use crate::util::lock;
 
@@ -191,7 +191,7 @@ impl Session {
                     }
                 }
             }
-            metrics::gauge!("switchboard_hub_connections").set(reg.sessions.len() as f64);
+            metrics::gauge!(crate::metric::CONNECTIONS).set(reg.sessions.len() as f64);
         }
         let mut cleanups = self.hub.room_release(s);
         let channels: Vec<String> = lock(&s.subscriptions).drain().collect();
@@ -229,7 +229,8 @@ impl Session {
     /// Publications after the returned position are queued, none lost or duplicated.
     ///
     /// Errors: 107 bad channel, 102 unknown namespace, 103 permission denied, 105 already
-    /// subscribed, 106 too many channels, 100 broker failure.
+    /// subscribed, 106 too many channels (on the connection; or on the node, temporary), 100
+    /// broker failure.
     pub async fn subscribe(
         &self,
         channel: &str,
@@ -265,6 +266,9 @@ impl Session {
                 let mut chans = lock(&shard.channels);
                 if s.queue.is_closed() {
                     return Err(HubError::SessionClosed);
+                }
+                if !chans.contains_key(channel) && !hub.reserve_channel() {
+                    return Err(HubError::Limit(Limit::NodeChannels));
                 }
                 let cs = chans.entry(channel.to_owned()).or_default();
                 cs.subs
@@ -361,7 +365,7 @@ impl Session {
         }
         if gap {
             if let Some(sub) = cs.subs.remove(s.client_id()) {
-                metrics::counter!("switchboard_hub_insufficient_state_total").increment(1);
+                metrics::counter!(crate::metric::INSUFFICIENT_STATE_TOTAL).increment(1);
                 hub.kick(
                     channel,
                     sub,
@@ -419,7 +423,9 @@ impl Session {
     /// Publishes `data` into `channel` as this client. A non-empty `idempotency_key` seen
     /// within the idempotency window returns the first result without publishing again.
     ///
-    /// Errors: 103 permission denied, 113 message too large, 107, 102, 100.
+    /// Errors: 103 permission denied, 113 message too large, 111 over the publisher's rate or
+    /// byte budget (temporary), 106 (temporary) no room for a new channel on the node, 107,
+    /// 102, 100.
     pub async fn publish(
         &self,
         channel: &str,
@@ -435,6 +441,8 @@ impl Session {
         if !allowed {
             return Err(HubError::PermissionDenied);
         }
+        self.hub.check_publication(&data, idempotency_key)?;
+        self.hub.spend_publish_budget(s, data.len())?;
         let info = Some(s.info.clone());
         self.hub
             .publish(channel, ns, data, info, idempotency_key, Default::default())
@@ -595,7 +603,7 @@ impl Session {
         };
         if let Some(kind) = kind {
             match &result {
-                Ok(_) => metrics::counter!("switchboard_hub_signal_messages_total", "kind" => kind)
+                Ok(_) => metrics::counter!(crate::metric::SIGNAL_MESSAGES_TOTAL, "kind" => kind)
                     .increment(1),
                 Err(e) => count_signal_refusal(e),
             }
@@ -624,6 +632,11 @@ fn signal_kind(method: &proto::command::Method) -> Option<&'static str> {
 /// Counts a refused signaling command by the class of its error code.
 fn count_signal_refusal(e: &HubError) {
     use crate::codes::error as code;
+    if let HubError::Limit(limit) = e {
+        metrics::counter!(crate::metric::SIGNAL_REFUSED_TOTAL, "reason" => limit.reason())
+            .increment(1);
+        return;
+    }
     let reason = match e.code() {
         code::BAD_REQUEST => "invalid",
         code::MESSAGE_TOO_LARGE => "too_large",
@@ -634,7 +647,7 @@ fn count_signal_refusal(e: &HubError) {
         code::TOO_MANY_REQUESTS => "rate_limited",
         _ => "other",
     };
-    metrics::counter!("switchboard_hub_signal_refused_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metric::SIGNAL_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
 
 impl Drop for Session {
