@@ -76,6 +76,8 @@ pub struct Allocation {
     pub advertised: SocketAddr,
     /// Who authenticated the Allocate.
     pub username: String,
+    /// Whom the allocation counts against in the per-user quota ([`crate::auth::Verified::user`]).
+    pub user: String,
     /// The key that signed the Allocate (later requests must use the same credentials).
     pub(crate) key: Vec<u8>,
     /// When it expires unless refreshed.
@@ -111,6 +113,7 @@ impl Allocation {
         relay: SocketAddr,
         advertised: SocketAddr,
         username: String,
+        user: String,
         key: Vec<u8>,
         lifetime: Duration,
         tid: TransactionId,
@@ -122,6 +125,7 @@ impl Allocation {
             relay,
             advertised,
             username,
+            user,
             key,
             expires: now + lifetime,
             allocate_tid: tid,

@@ -2,6 +2,11 @@
 //! ephemeral credentials (coturn's `use-auth-secret`: username `EXPIRY[:USER]`, password
 //! base64(HMAC(secret, username)) with SHA-1, or SHA-256 as a variant), stateless nonces with the
 //! RFC 8489 nonce cookie, PASSWORD-ALGORITHMS negotiation, and a revocation list.
+//!
+//! What a failed check tells the client is deliberately the same for every cause (one 401 with
+//! REALM, a fresh NONCE and PASSWORD-ALGORITHMS): the cause ([`Reject::Unauthorized`]'s text)
+//! is for the server's log only. Expiry and revocation of a REST credential are looked at only
+//! once its MAC is valid, so they cannot be told apart from a wrong password either.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -13,6 +18,9 @@ use sha2::Sha256;
 use switchboard_stun::{
     long_term_key_md5, long_term_key_sha256, password_algorithm, userhash, Message,
 };
+
+use crate::allocation::FiveTuple;
+use crate::binding::Transport;
 
 /// A long-term key in one or both algorithms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +65,7 @@ pub enum KeyAlgorithm {
     Sha256,
 }
 
-/// Which integrity attribute protected the request (responses use the same).
+/// An integrity attribute kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Integrity {
     /// MESSAGE-INTEGRITY (HMAC-SHA1).
@@ -71,9 +79,14 @@ pub enum Integrity {
 pub struct Verified {
     /// The USERNAME (or the name USERHASH resolved to).
     pub username: String,
+    /// Whom quotas count against (and revocations name): USER of a TURN REST username
+    /// `EXPIRY:USER`, so that a fresh expiry is still the same user; the whole name otherwise.
+    pub user: String,
     /// The key, 16 (MD5) or 32 (SHA-256) bytes.
     pub key: Vec<u8>,
-    /// Integrity attribute kind of the request.
+    /// The integrity attribute responses carry (RFC 8489 §9.2.4): MESSAGE-INTEGRITY-SHA256 when
+    /// the request used PASSWORD-ALGORITHM(S), MESSAGE-INTEGRITY when it was processed as MD5
+    /// because it had neither — whichever attribute the request itself was signed with.
     pub integrity: Integrity,
     /// Whether the request used USERHASH instead of USERNAME.
     pub userhash: bool,
@@ -89,7 +102,8 @@ pub enum Reject {
     BadRequest(&'static str),
     /// 438: nonce expired or not ours.
     StaleNonce,
-    /// 401: unknown user, wrong realm, wrong key, expired or revoked REST credential.
+    /// 401: unknown user, wrong realm, wrong key, expired or revoked REST credential. The text
+    /// says which, for the server's log; on the wire every 401 looks the same.
     Unauthorized(&'static str),
 }
 
@@ -173,22 +187,22 @@ impl Credentials {
         if self.revoked.is_empty() {
             return false;
         }
-        let user_part = username.split_once(':').map(|x| x.1).unwrap_or(username);
-        self.revoked.contains(username) || self.revoked.contains(user_part)
+        self.revoked.contains(username) || self.revoked.contains(rest_user(username))
     }
 
-    /// Verifies a request's long-term credentials at `unix` seconds. `nonces` checks NONCE.
+    /// Verifies a request's long-term credentials at `unix` seconds. `nonces` checks NONCE, which
+    /// must have been issued to the request's 5-tuple `five`.
     pub fn verify(
         &self,
         msg: &Message<'_>,
         nonces: &NonceIssuer,
-        client: IpAddr,
+        five: &FiveTuple,
         unix: u64,
     ) -> Result<Verified, Reject> {
-        let integrity = if msg.has_integrity_sha256() {
-            Integrity::Sha256
+        let signed_sha256 = if msg.has_integrity_sha256() {
+            true
         } else if msg.has_integrity() {
-            Integrity::Sha1
+            false
         } else {
             return Err(Reject::Challenge);
         };
@@ -206,13 +220,16 @@ impl Credentials {
                 "USERNAME or USERHASH is required with MESSAGE-INTEGRITY",
             ));
         }
-        if !nonces.check(nonce, client, unix) {
+        if !nonces.check(nonce, five, unix) {
             return Err(Reject::StaleNonce);
         }
         if realm != self.realm {
             return Err(Reject::Unauthorized("wrong realm"));
         }
-        let algorithm = match msg.password_algorithm() {
+        // RFC 8489 §9.2.4: the response is signed with MESSAGE-INTEGRITY-SHA256 unless the
+        // request was processed as MD5 because it had neither PASSWORD-ALGORITHM nor
+        // PASSWORD-ALGORITHMS; then with MESSAGE-INTEGRITY.
+        let (algorithm, integrity) = match msg.password_algorithm() {
             // RFC 8489 §9.2.4: PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM is a 400 too.
             Ok(None)
                 if msg
@@ -223,7 +240,7 @@ impl Credentials {
                     "PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM",
                 ))
             }
-            Ok(None) => KeyAlgorithm::Md5,
+            Ok(None) => (KeyAlgorithm::Md5, Integrity::Sha1),
             Ok(Some((alg, _))) => {
                 // RFC 8489 §9.2.4: PASSWORD-ALGORITHMS must echo exactly what we offered.
                 let echoed = msg
@@ -235,8 +252,8 @@ impl Credentials {
                     ));
                 }
                 match alg {
-                    password_algorithm::MD5 => KeyAlgorithm::Md5,
-                    password_algorithm::SHA256 => KeyAlgorithm::Sha256,
+                    password_algorithm::MD5 => (KeyAlgorithm::Md5, Integrity::Sha256),
+                    password_algorithm::SHA256 => (KeyAlgorithm::Sha256, Integrity::Sha256),
                     _ => return Err(Reject::BadRequest("unsupported PASSWORD-ALGORITHM")),
                 }
             }
@@ -246,19 +263,16 @@ impl Credentials {
             (Some(u), _) => (u.to_string(), false),
             (None, Some(h)) => match self.by_userhash.get(h) {
                 Some(n) => (n.clone(), true),
-                None => return Err(Reject::Unauthorized("unknown user")),
+                None => return Err(Reject::Unauthorized("unknown USERHASH")),
             },
             (None, None) => return Err(Reject::BadRequest("USERNAME or USERHASH is required")),
         };
-        let check = |key: &[u8]| match integrity {
-            Integrity::Sha256 => msg.verify_integrity_sha256(key).is_ok(),
-            Integrity::Sha1 => msg.verify_integrity(key).is_ok(),
-        };
-        let ok = |key: Vec<u8>| Verified {
-            username: name.clone(),
-            key,
-            integrity,
-            userhash: from_hash,
+        let check = |key: &[u8]| {
+            if signed_sha256 {
+                msg.verify_integrity_sha256(key).is_ok()
+            } else {
+                msg.verify_integrity(key).is_ok()
+            }
         };
 
         if let Some(user) = self.users.get(&name) {
@@ -269,46 +283,68 @@ impl Credentials {
                     None => return Err(Reject::Unauthorized("no SHA-256 key for this user")),
                 },
             };
-            return if check(&key) {
-                Ok(ok(key))
-            } else {
-                Err(Reject::Unauthorized("wrong credentials"))
-            };
+            if !check(&key) {
+                return Err(Reject::Unauthorized("wrong password"));
+            }
+            return Ok(Verified {
+                user: name.clone(),
+                username: name,
+                key,
+                integrity,
+                userhash: from_hash,
+            });
         }
 
         if self.secrets.is_empty() || from_hash {
             return Err(Reject::Unauthorized("unknown user"));
         }
-        let expiry: u64 = name
+        let Ok(expiry) = name
             .split_once(':')
             .map(|x| x.0)
             .unwrap_or(&name)
-            .parse()
-            .map_err(|_| Reject::Unauthorized("unknown user"))?;
+            .parse::<u64>()
+        else {
+            return Err(Reject::Unauthorized("unknown user (not EXPIRY[:USER])"));
+        };
+        let key = self.secrets.iter().find_map(|secret| {
+            [
+                rest_password_sha1(secret, &name),
+                rest_password_sha256(secret, &name),
+            ]
+            .into_iter()
+            .map(|password| match algorithm {
+                KeyAlgorithm::Md5 => long_term_key_md5(&name, &self.realm, &password).to_vec(),
+                KeyAlgorithm::Sha256 => {
+                    long_term_key_sha256(&name, &self.realm, &password).to_vec()
+                }
+            })
+            .find(|key| check(key))
+        });
+        let Some(key) = key else {
+            return Err(Reject::Unauthorized("wrong REST password"));
+        };
+        // Only a correctly signed credential learns nothing more than a wrong one would: expiry
+        // and revocation are checked after the MAC, and answered with the same 401.
         if expiry < unix {
             return Err(Reject::Unauthorized("expired REST credential"));
         }
         if self.is_revoked(&name) {
             return Err(Reject::Unauthorized("revoked credential"));
         }
-        for secret in &self.secrets {
-            for password in [
-                rest_password_sha1(secret, &name),
-                rest_password_sha256(secret, &name),
-            ] {
-                let key = match algorithm {
-                    KeyAlgorithm::Md5 => long_term_key_md5(&name, &self.realm, &password).to_vec(),
-                    KeyAlgorithm::Sha256 => {
-                        long_term_key_sha256(&name, &self.realm, &password).to_vec()
-                    }
-                };
-                if check(&key) {
-                    return Ok(ok(key));
-                }
-            }
-        }
-        Err(Reject::Unauthorized("wrong credentials"))
+        Ok(Verified {
+            user: rest_user(&name).to_string(),
+            username: name,
+            key,
+            integrity,
+            userhash: from_hash,
+        })
     }
+}
+
+/// The USER of a TURN REST username `EXPIRY:USER` (the whole name when it has no colon): what
+/// revocations name and quotas count.
+pub fn rest_user(username: &str) -> &str {
+    username.split_once(':').map(|x| x.1).unwrap_or(username)
 }
 
 /// The TURN REST password for `username`: base64(HMAC-SHA1(secret, username)) (coturn's
@@ -344,9 +380,13 @@ fn parse_hex16(hex: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Issues and checks stateless nonces: `obMatJos2` + security features + hex(expiry) +
-/// hex(HMAC-SHA256(secret, expiry ‖ client IP)[..8]). Nothing is stored per client, so a flood of
-/// unauthenticated requests costs no memory.
+/// Issues and checks stateless nonces: the nonce cookie ([`NONCE_COOKIE`]) then base64 of
+/// expiry (u32, Unix seconds) ‖ HMAC-SHA256(secret, expiry ‖ 5-tuple)[..8], 29 characters in
+/// all. The 5-tuple is the client's address and port, the server address it reached and the
+/// transport, so no two clients share a nonce (RFC 8489 §9.2.4: the server "MUST NOT choose the
+/// same NONCE for two requests unless they have the same source IP address and port") and a
+/// nonce is only accepted from the 5-tuple it was issued to. Nothing is stored per client, so a
+/// flood of unauthenticated requests costs no memory.
 #[derive(Clone)]
 pub struct NonceIssuer {
     secret: [u8; 32],
@@ -361,12 +401,32 @@ impl std::fmt::Debug for NonceIssuer {
     }
 }
 
-/// RFC 8489 §9.2 nonce cookie: "obMatJos2" and the 24-bit STUN Security Features in base64, with
-/// only "Password algorithms" (bit 0) set. Bits count from the least significant one, as in the
-/// RFC 8489 Appendix B.1 sample, whose "AAAC" (0x000002) is bit 1, "Username anonymity"; so bit 0
-/// alone is 0x000001, "AAAB". Username anonymity is not advertised: USERHASH is accepted for static
-/// users but cannot work for TURN REST names, which are not known in advance.
-const NONCE_PREFIX: &str = "obMatJos2AAAB";
+/// STUN Security Feature "Password algorithms" (RFC 8489 §18.1): bit 0.
+pub const FEATURE_PASSWORD_ALGORITHMS: u32 = 0;
+
+/// The three bytes of a STUN Security Feature set with the given bit numbers set. RFC 8489 §9.2:
+/// "The 24-bit Security Feature set is encoded as 3 bytes, with bit 0 as the most significant
+/// bit of the first byte and bit 23 as the least significant bit of the third byte" (so also
+/// §18.1: "Bit 0 is the leftmost bit").
+pub const fn security_features(bits: &[u32]) -> [u8; 3] {
+    let mut set = 0u32;
+    let mut i = 0;
+    while i < bits.len() {
+        set |= 1 << (23 - bits[i]);
+        i += 1;
+    }
+    [(set >> 16) as u8, (set >> 8) as u8, set as u8]
+}
+
+/// The RFC 8489 §9.2 nonce cookie every NONCE starts with: "obMatJos2" and the base64 of the
+/// security features, here only "Password algorithms" (bit 0, [`security_features`]:
+/// 0x80 0x00 0x00 = "gAAA"; a unit test recomputes it). Username anonymity is not advertised:
+/// USERHASH is accepted for static users but cannot work for TURN REST names, which are not
+/// known in advance.
+pub const NONCE_COOKIE: &str = "obMatJos2gAAA";
+
+/// Bytes after the cookie, before base64: expiry (4) and tag (8).
+const NONCE_BODY: usize = 12;
 
 impl NonceIssuer {
     /// A nonce issuer with a random `secret` and nonces valid for `lifetime` seconds.
@@ -377,65 +437,89 @@ impl NonceIssuer {
         }
     }
 
-    fn tag(&self, expiry: u64, client: IpAddr) -> [u8; 8] {
+    fn tag(&self, expiry: u32, five: &FiveTuple) -> [u8; 8] {
+        fn addr(mac: &mut Hmac<Sha256>, a: std::net::SocketAddr) {
+            match a.ip() {
+                IpAddr::V4(v4) => {
+                    mac.update(&[4]);
+                    mac.update(&v4.octets());
+                }
+                IpAddr::V6(v6) => {
+                    mac.update(&[6]);
+                    mac.update(&v6.octets());
+                }
+            }
+            mac.update(&a.port().to_be_bytes());
+        }
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable_hmac());
+        mac.update(b"nonce");
         mac.update(&expiry.to_be_bytes());
-        match client {
-            IpAddr::V4(v4) => mac.update(&v4.octets()),
-            IpAddr::V6(v6) => mac.update(&v6.octets()),
-        }
+        addr(&mut mac, five.client);
+        addr(&mut mac, five.server);
+        mac.update(&[match five.transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        }]);
         let full = mac.finalize().into_bytes();
         let mut tag = [0u8; 8];
         tag.copy_from_slice(&full[..8]);
         tag
     }
 
-    /// A fresh nonce for `client` at `unix` seconds.
-    pub fn issue(&self, client: IpAddr, unix: u64) -> String {
-        let expiry = unix.saturating_add(self.lifetime);
-        let mut s = String::with_capacity(NONCE_PREFIX.len() + 32);
-        s.push_str(NONCE_PREFIX);
-        push_hex(&mut s, &expiry.to_be_bytes());
-        push_hex(&mut s, &self.tag(expiry, client));
+    /// A fresh nonce for the client of `five` at `unix` seconds.
+    pub fn issue(&self, five: &FiveTuple, unix: u64) -> String {
+        let expiry = u32::try_from(unix.saturating_add(self.lifetime)).unwrap_or(u32::MAX);
+        let mut body = [0u8; NONCE_BODY];
+        body[..4].copy_from_slice(&expiry.to_be_bytes());
+        body[4..].copy_from_slice(&self.tag(expiry, five));
+        let mut s = String::with_capacity(NONCE_COOKIE.len() + 16);
+        s.push_str(NONCE_COOKIE);
+        base64::engine::general_purpose::STANDARD.encode_string(body, &mut s);
         s
     }
 
-    /// Whether `nonce` is one of ours, for this client, and not expired.
-    pub fn check(&self, nonce: &str, client: IpAddr, unix: u64) -> bool {
-        let Some(rest) = nonce.strip_prefix(NONCE_PREFIX) else {
+    /// Whether `nonce` is one of ours, issued to this 5-tuple, and not expired.
+    pub fn check(&self, nonce: &str, five: &FiveTuple, unix: u64) -> bool {
+        let Some(rest) = nonce.strip_prefix(NONCE_COOKIE) else {
             return false;
         };
-        if rest.len() != 32 {
-            return false;
+        let mut body = [0u8; NONCE_BODY];
+        match base64::engine::general_purpose::STANDARD.decode_slice(rest, &mut body) {
+            Ok(NONCE_BODY) => {}
+            _ => return false,
         }
-        let (Some(exp_hex), Some(tag_hex)) = (rest.get(..16), rest.get(16..)) else {
-            return false;
-        };
-        let Ok(expiry) = u64::from_str_radix(exp_hex, 16) else {
-            return false;
-        };
-        let mut want = String::with_capacity(16);
-        push_hex(&mut want, &self.tag(expiry, client));
-        // Constant-time enough: both are fixed-length hex of a MAC.
+        let mut expiry = [0u8; 4];
+        expiry.copy_from_slice(&body[..4]);
+        let expiry = u32::from_be_bytes(expiry);
+        let want = self.tag(expiry, five);
+        // Constant time: both are 8-byte MACs.
         let same = want
-            .bytes()
-            .zip(tag_hex.bytes())
+            .iter()
+            .zip(&body[4..])
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-        same && unix <= expiry
-    }
-}
-
-fn push_hex(s: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
+        same && unix <= u64::from(expiry)
     }
 }
 
 /// The wire value of PASSWORD-ALGORITHMS the server offers.
 pub fn offered_algorithms() -> &'static [(u16, &'static [u8])] {
     &OFFERED_ALGORITHMS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_cookie_is_the_password_algorithms_feature() {
+        let mut want = String::from("obMatJos2");
+        base64::engine::general_purpose::STANDARD
+            .encode_string(security_features(&[FEATURE_PASSWORD_ALGORITHMS]), &mut want);
+        assert_eq!(NONCE_COOKIE, want);
+        assert_eq!(security_features(&[0]), [0x80, 0, 0]);
+        assert_eq!(security_features(&[23]), [0, 0, 1]);
+    }
 }

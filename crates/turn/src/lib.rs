@@ -38,10 +38,12 @@ mod allocation;
 pub mod auth;
 mod binding;
 pub mod peer_filter;
+mod ports;
 mod service;
 
 pub use allocation::{Allocation, FiveTuple};
 pub use binding::{Action, Arrival, BindingService, DropReason, Transport, Via, MAX_REPLY};
+pub use ports::{Parity, PortPicker, RANDOM_TRIES};
 pub use service::{
     Family, Now, Output, PeerDrop, PeerOutput, RelayBinding, RelayError, RelayProvider,
     RelayRequest, TurnConfig, TurnService, TurnStats, ERROR_CODES, PEER_OVERHEAD,

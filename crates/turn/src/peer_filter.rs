@@ -2,9 +2,10 @@
 //!
 //! By default every address that is not a public unicast address is refused: loopback, private
 //! (RFC 1918, RFC 4193), shared (RFC 6598), link-local, multicast, broadcast, unspecified,
-//! reserved ranges, IPv4-mapped and translated forms of those, and the server's own addresses.
-//! `allow` entries take precedence over every refusal (like coturn's allowed-peer-ip); `deny`
-//! entries add to the defaults.
+//! reserved ranges, IPv4-mapped and translated forms of those, and the server's own addresses:
+//! those it was configured with and, refreshed by the I/O layer, every address of the host's
+//! interfaces (a wildcard listener answers on all of them). `allow` entries take precedence over
+//! every refusal (like coturn's allowed-peer-ip); `deny` entries add to the defaults.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -91,12 +92,29 @@ pub struct PeerFilter {
     allow: Vec<Cidr>,
     deny: Vec<Cidr>,
     own: Vec<IpAddr>,
+    /// The host's interface addresses, refused like `own`.
+    local: Vec<IpAddr>,
 }
 
 impl PeerFilter {
     /// A filter with `allow` exceptions, extra `deny` entries and the server's `own` addresses.
     pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>, own: Vec<IpAddr>) -> Self {
-        PeerFilter { allow, deny, own }
+        PeerFilter {
+            allow,
+            deny,
+            own,
+            local: Vec::new(),
+        }
+    }
+
+    /// Replaces the host's interface addresses, refused as the server's own (unless allowed).
+    pub fn set_local(&mut self, local: Vec<IpAddr>) {
+        self.local = local;
+    }
+
+    /// The host's interface addresses last set.
+    pub fn local(&self) -> &[IpAddr] {
+        &self.local
     }
 
     /// `Ok(())` when a relay may reach `ip`.
@@ -108,7 +126,12 @@ impl PeerFilter {
         if self.deny.iter().any(|c| c.contains(ip)) {
             return Err(Refusal::Denied);
         }
-        if self.own.iter().any(|o| canonical(*o) == ip) {
+        if self
+            .own
+            .iter()
+            .chain(&self.local)
+            .any(|o| canonical(*o) == ip)
+        {
             return Err(Refusal::OwnAddress);
         }
         if !is_public(ip) {
@@ -236,6 +259,27 @@ mod tests {
         assert_eq!(f.check(ip("203.0.113.7")), Err(Refusal::Denied));
         assert_eq!(f.check(ip("198.51.100.10")), Err(Refusal::OwnAddress));
         assert_eq!(f.check(ip("198.51.100.11")), Ok(()));
+    }
+
+    #[test]
+    fn interface_addresses_are_own_unless_allowed() {
+        let mut f = PeerFilter::new(vec!["198.51.100.20".parse().unwrap()], vec![], vec![]);
+        assert_eq!(f.check(ip("198.51.100.10")), Ok(()));
+        f.set_local(vec![
+            ip("198.51.100.10"),
+            ip("198.51.100.20"),
+            ip("127.0.0.1"),
+        ]);
+        assert_eq!(f.check(ip("198.51.100.10")), Err(Refusal::OwnAddress));
+        assert_eq!(
+            f.check(ip("::ffff:198.51.100.10")),
+            Err(Refusal::OwnAddress)
+        );
+        assert_eq!(f.check(ip("127.0.0.1")), Err(Refusal::OwnAddress));
+        // An explicit --allow-peer still wins.
+        assert_eq!(f.check(ip("198.51.100.20")), Ok(()));
+        f.set_local(vec![]);
+        assert_eq!(f.check(ip("198.51.100.10")), Ok(()));
     }
 
     #[test]

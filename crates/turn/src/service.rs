@@ -257,6 +257,21 @@ fn known_in_turn(typ: u16) -> bool {
 /// How long an EVEN-PORT reservation is held (RFC 8656 §7.2: about 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
+/// The reason phrase of every 401 (RFC 8489 §14.8), whatever the cause: a missing credential,
+/// an unknown user, a wrong password, an expired or revoked credential all look the same on the
+/// wire. The cause goes to the log.
+const UNAUTHENTICATED: &str = "Unauthenticated";
+
+/// A port reserved by an Allocate with EVEN-PORT R=1, until a RESERVATION-TOKEN takes it or it
+/// expires. It holds a socket, so it counts in the quotas like an allocation.
+#[derive(Clone, Debug)]
+struct Reservation {
+    addr: SocketAddr,
+    expires: Instant,
+    /// Whose quota it counts against.
+    user: String,
+}
+
 /// Room for the reply attributes around a relayed payload.
 pub const PEER_OVERHEAD: usize = 64;
 
@@ -300,8 +315,9 @@ pub struct TurnService {
     binding: BindingService,
     allocs: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<SocketAddr, FiveTuple>,
+    /// Allocations and reservations per [`Verified::user`].
     per_user: HashMap<String, usize>,
-    reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
+    reservations: HashMap<[u8; 8], Reservation>,
     token_seed: [u8; 32],
     token_counter: u64,
     /// Round-robin positions in the alternate servers: IPv4, IPv6.
@@ -371,6 +387,22 @@ impl TurnService {
     /// Live allocations.
     pub fn allocation_count(&self) -> usize {
         self.allocs.len()
+    }
+
+    /// Ports held by EVEN-PORT reservations.
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Allocations and reservations `user` holds (what the per-user quota counts).
+    pub fn held_by(&self, user: &str) -> usize {
+        self.per_user.get(user).copied().unwrap_or(0)
+    }
+
+    /// Replaces the host's interface addresses in the peer policy (refused as the server's own
+    /// unless allowed); the I/O layer refreshes them as interfaces come and go.
+    pub fn set_local_addresses(&mut self, local: Vec<IpAddr>) {
+        self.cfg.peer_filter.set_local(local);
     }
 
     /// The allocation of a client 5-tuple.
@@ -559,12 +591,12 @@ impl TurnService {
         let stale: Vec<[u8; 8]> = self
             .reservations
             .iter()
-            .filter(|(_, (_, exp))| *exp <= now.mono)
+            .filter(|(_, r)| r.expires <= now.mono)
             .map(|(t, _)| *t)
             .collect();
         for t in stale {
-            if let Some((addr, _)) = self.reservations.remove(&t) {
-                relays.release(addr);
+            if let Some(r) = self.take_reservation(&t) {
+                relays.release(r.addr);
             }
         }
     }
@@ -577,15 +609,36 @@ impl TurnService {
     fn remove(&mut self, five: &FiveTuple, relays: &mut dyn RelayProvider) {
         if let Some(a) = self.allocs.remove(five) {
             self.by_relay.remove(&a.relay);
-            if let Some(n) = self.per_user.get_mut(&a.username) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.per_user.remove(&a.username);
-                }
-            }
+            self.uncount(&a.user);
             relays.release(a.relay);
             self.stats.allocations_ended += 1;
         }
+    }
+
+    /// One more allocation or reservation for `user`.
+    fn count(&mut self, user: &str) {
+        *self.per_user.entry(user.to_string()).or_insert(0) += 1;
+    }
+
+    /// One allocation or reservation of `user` less.
+    fn uncount(&mut self, user: &str) {
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+        }
+    }
+
+    fn hold_reservation(&mut self, token: [u8; 8], r: Reservation) {
+        self.count(&r.user);
+        self.reservations.insert(token, r);
+    }
+
+    fn take_reservation(&mut self, token: &[u8; 8]) -> Option<Reservation> {
+        let r = self.reservations.remove(token)?;
+        self.uncount(&r.user);
+        Some(r)
     }
 
     fn next_token(&mut self) -> [u8; 8] {
@@ -621,31 +674,30 @@ impl TurnService {
                 None,
             );
         }
-        let verified = match self
-            .creds
-            .verify(msg, &self.nonces, arrival.peer.ip(), now.unix)
-        {
+        let verified = match self.creds.verify(msg, &self.nonces, five, now.unix) {
             Ok(v) => v,
             Err(reject) => {
-                let (r, challenge) = match reject {
-                    Reject::Challenge => (refuse(401, "Unauthenticated"), true),
+                // Every 401 has the same reason phrase; `why` is for the log only.
+                let (r, why, challenge) = match reject {
+                    Reject::Challenge => (refuse(401, UNAUTHENTICATED), "no credentials", true),
                     Reject::Unauthorized(why) => {
                         self.stats.auth_failures += 1;
-                        (refuse(401, why), true)
+                        (refuse(401, UNAUTHENTICATED), why, true)
                     }
-                    Reject::StaleNonce => (refuse(438, "Stale Nonce"), true),
+                    Reject::StaleNonce => (refuse(438, "Stale Nonce"), "stale nonce", true),
                     Reject::BadRequest(why) => {
                         self.stats.auth_failures += 1;
-                        (refuse(400, why), false)
+                        (refuse(400, why), why, false)
                     }
                 };
                 self.stats.refuse(r.code);
                 if matches!(reject, Reject::Challenge | Reject::StaleNonce) {
-                    tracing::debug!(client = %arrival.peer, code = r.code, "TURN challenge");
+                    tracing::debug!(client = %arrival.peer, code = r.code, reason = why, "TURN challenge");
                 } else {
-                    tracing::info!(client = %arrival.peer, method = msg.method().0, code = r.code, reason = r.reason, "TURN authentication refused");
+                    let user = msg.username().ok().flatten().unwrap_or("");
+                    tracing::info!(client = %arrival.peer, user, method = msg.method().0, code = r.code, reason = why, "TURN authentication refused");
                 }
-                let nonce = challenge.then(|| self.nonces.issue(arrival.peer.ip(), now.unix));
+                let nonce = challenge.then(|| self.nonces.issue(five, now.unix));
                 return self.error(msg, out, None, r, nonce.as_deref());
             }
         };
@@ -657,7 +709,7 @@ impl TurnService {
                 let mut b = MessageBuilder::response_to(out, msg, Class::Error).ok()?;
                 b.error_code(420, "Unknown Attribute").ok()?;
                 b.unknown_attributes(unknown.as_slice()).ok()?;
-                self.finish(&mut b, Some(&verified))?;
+                self.finish(&mut b, msg, Some(&verified))?;
                 b.finish()
             };
             return Some((n, true));
@@ -683,18 +735,33 @@ impl TurnService {
         }
     }
 
-    /// Adds SOFTWARE, integrity (the request's kind) and FINGERPRINT.
-    fn finish(&self, b: &mut MessageBuilder<'_>, verified: Option<&Verified>) -> Option<()> {
-        if !self.cfg.software.is_empty() {
-            b.software(&self.cfg.software).ok()?;
+    /// Ends a response. Authenticated: SOFTWARE, integrity (RFC 8489 §9.2.4's kind, see
+    /// [`Verified::integrity`]) and FINGERPRINT. Unauthenticated (a 401, 438 or 400 anyone can
+    /// provoke with a spoofed source): nothing the RFC does not require, so the answer stays
+    /// small — no SOFTWARE, and FINGERPRINT only when the request carried one.
+    fn finish(
+        &self,
+        b: &mut MessageBuilder<'_>,
+        msg: &Message<'_>,
+        verified: Option<&Verified>,
+    ) -> Option<()> {
+        match verified {
+            Some(v) => {
+                if !self.cfg.software.is_empty() {
+                    b.software(&self.cfg.software).ok()?;
+                }
+                match v.integrity {
+                    Integrity::Sha1 => b.message_integrity(&v.key).ok()?,
+                    Integrity::Sha256 => b.message_integrity_sha256(&v.key).ok()?,
+                };
+                b.fingerprint().ok()?;
+            }
+            None => {
+                if msg.has_fingerprint() {
+                    b.fingerprint().ok()?;
+                }
+            }
         }
-        if let Some(v) = verified {
-            match v.integrity {
-                Integrity::Sha1 => b.message_integrity(&v.key).ok()?,
-                Integrity::Sha256 => b.message_integrity_sha256(&v.key).ok()?,
-            };
-        }
-        b.fingerprint().ok()?;
         Some(())
     }
 
@@ -722,7 +789,7 @@ impl TurnService {
             b.nonce(nonce).ok()?;
             b.password_algorithms(offered_algorithms()).ok()?;
         }
-        self.finish(&mut b, verified)?;
+        self.finish(&mut b, msg, verified)?;
         Some((b.finish(), true))
     }
 
@@ -796,12 +863,21 @@ impl TurnService {
             0 => self.cfg.default_lifetime.min(self.cfg.max_lifetime).max(1),
             l => l,
         };
+        // Quotas count relay sockets: an allocation, and the port an EVEN-PORT R=1 reserves with
+        // it. Taking a reservation (RESERVATION-TOKEN) turns a counted socket into an
+        // allocation; for the user only when the reservation was theirs.
+        let held = token.and_then(|t| self.reservations.get(&t));
+        let sockets = 1 + usize::from(even == Some(true));
+        let user_need = sockets - usize::from(held.is_some_and(|r| r.user == v.user));
+        let total_need = sockets - usize::from(held.is_some());
         if self.cfg.user_quota > 0
-            && self.per_user.get(&v.username).copied().unwrap_or(0) >= self.cfg.user_quota
+            && user_need > 0
+            && self.held_by(&v.user) + user_need > self.cfg.user_quota
         {
             return Err(refuse(486, "Allocation Quota Reached"));
         }
-        if self.cfg.total_quota > 0 && self.allocs.len() >= self.cfg.total_quota {
+        let total = self.allocs.len() + self.reservations.len();
+        if self.cfg.total_quota > 0 && total_need > 0 && total + total_need > self.cfg.total_quota {
             // Load shedding: an authenticated Allocate (this runs after the credential check, so
             // the 300 carries MESSAGE-INTEGRITY, RFC 8489 §14.8) is sent to another node.
             if let Some(redirect) = self.redirect(five) {
@@ -817,7 +893,7 @@ impl TurnService {
             ));
         }
         let reserved = match token {
-            Some(t) => match self.reservations.remove(&t) {
+            Some(t) => match self.take_reservation(&t) {
                 Some(held) => Some((t, held)),
                 None => {
                     return Err(refuse(
@@ -830,19 +906,19 @@ impl TurnService {
         };
         let req = RelayRequest {
             five: *five,
-            family: match reserved {
-                Some((_, (SocketAddr::V6(_), _))) => Family::V6,
-                Some((_, (SocketAddr::V4(_), _))) => Family::V4,
+            family: match &reserved {
+                Some((_, r)) if r.addr.is_ipv6() => Family::V6,
+                Some(_) => Family::V4,
                 None => family,
             },
             even,
-            reserved: reserved.map(|(_, (addr, _))| addr),
+            reserved: reserved.as_ref().map(|(_, r)| r.addr),
             dont_fragment: msg.dont_fragment(),
         };
         let bound = relays.bind(req);
         if let (Err(_), Some((t, held))) = (&bound, reserved) {
             // Keep the reservation so that expire() still releases the reserved socket.
-            self.reservations.insert(t, held);
+            self.hold_reservation(t, held);
         }
         let binding = match bound {
             Ok(b) => b,
@@ -863,6 +939,7 @@ impl TurnService {
             binding.addr,
             advertised,
             v.username.clone(),
+            v.user.clone(),
             v.key.clone(),
             Duration::from_secs(lifetime.into()),
             msg.transaction_id(),
@@ -872,8 +949,14 @@ impl TurnService {
         let new_token = match binding.reserved {
             Some(addr) => {
                 let t = self.next_token();
-                self.reservations
-                    .insert(t, (addr, now.mono + RESERVATION_LIFETIME));
+                self.hold_reservation(
+                    t,
+                    Reservation {
+                        addr,
+                        expires: now.mono + RESERVATION_LIFETIME,
+                        user: v.user.clone(),
+                    },
+                );
                 alloc.reserved = Some(t);
                 Some(t)
             }
@@ -881,7 +964,7 @@ impl TurnService {
         };
         self.by_relay.insert(binding.addr, *five);
         self.allocs.insert(*five, alloc);
-        *self.per_user.entry(v.username.clone()).or_insert(0) += 1;
+        self.count(&v.user);
         self.stats.allocations_created += 1;
         Ok(self.allocate_success(msg, five, advertised, lifetime, new_token, v, out))
     }
@@ -940,7 +1023,7 @@ impl TurnService {
             b.reservation_token(t).ok()?;
         }
         b.xor_mapped_address(five.client).ok()?;
-        self.finish(&mut b, Some(v))?;
+        self.finish(&mut b, msg, Some(v))?;
         Some(b.finish())
     }
 
@@ -1086,7 +1169,7 @@ impl TurnService {
         if let Some(l) = lifetime {
             b.lifetime(l).ok()?;
         }
-        self.finish(&mut b, Some(v))?;
+        self.finish(&mut b, msg, Some(v))?;
         Some(b.finish())
     }
 }

@@ -14,9 +14,9 @@ use switchboard_stun::{
 use switchboard_turn::auth::Credentials;
 use switchboard_turn::peer_filter::{Cidr, PeerFilter};
 use switchboard_turn::{
-    Arrival, DropReason, Family, FiveTuple, Now, Output, PeerDrop, PeerOutput, RelayBinding,
-    RelayError, RelayProvider, RelayRequest, Transport, TurnConfig, TurnService, Via, ERROR_CODES,
-    MAX_REPLY, PEER_OVERHEAD,
+    Arrival, DropReason, Family, FiveTuple, Now, Output, Parity, PeerDrop, PeerOutput, PortPicker,
+    RelayBinding, RelayError, RelayProvider, RelayRequest, Transport, TurnConfig, TurnService, Via,
+    ERROR_CODES, MAX_REPLY, PEER_OVERHEAD, RANDOM_TRIES,
 };
 
 const REALM: &str = "example.org";
@@ -159,13 +159,14 @@ impl Out {
         self.msg().error_code().unwrap().map(|(c, _)| c)
     }
 
-    /// Asserts an error reply with `code`; returns the message.
+    /// Asserts an error reply with `code`; returns the message. (Unauthenticated errors carry
+    /// FINGERPRINT only when the request did; every request of the harness client does.)
     fn error(&self, code: u16) -> Message<'_> {
         let m = self.msg();
         assert_eq!(m.class(), Class::Error, "{:?}", m.error_code());
         assert_eq!(self.code(), Some(code), "{:?}", m.error_code());
         assert!(matches!(self, Out::Reply { error: true, .. }));
-        assert_eq!(m.check_fingerprint(), Some(true));
+        assert_ne!(m.check_fingerprint(), Some(false));
         m
     }
 
@@ -501,9 +502,12 @@ impl Client {
         })
     }
 
-    /// The response is signed like the request, with this client's key.
+    /// The response is signed with this client's key, and with the attribute RFC 8489 §9.2.4
+    /// asks for: MESSAGE-INTEGRITY-SHA256 when the request carried PASSWORD-ALGORITHM (and
+    /// PASSWORD-ALGORITHMS), MESSAGE-INTEGRITY when it had neither and was processed as MD5 —
+    /// whichever attribute the request was signed with.
     fn check_integrity(&self, m: &Message<'_>) {
-        if self.mi256 {
+        if self.alg.is_some() {
             assert!(m.has_integrity_sha256());
             assert!(!m.has_integrity());
             assert_eq!(m.verify_integrity_sha256(self.key()), Ok(()));
@@ -541,14 +545,39 @@ fn build(
     buf
 }
 
+/// The 24 STUN Security Feature bits of a nonce cookie, decoded by hand from its four base64
+/// characters (RFC 4648 alphabet, 6 bits each, first character first), as a 24-bit number whose
+/// most significant bit is the first bit on the wire.
+fn security_features(nonce: &str) -> u32 {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert!(nonce.starts_with("obMatJos2"), "no nonce cookie: {nonce}");
+    nonce.as_bytes()[9..13].iter().fold(0u32, |set, c| {
+        let sextet = ALPHABET.iter().position(|a| a == c).unwrap() as u32;
+        (set << 6) | sextet
+    })
+}
+
+/// Whether STUN Security Feature `bit` is set, numbered as RFC 8489 §9.2 says: "The 24-bit
+/// Security Feature set is encoded as 3 bytes, with bit 0 as the most significant bit of the
+/// first byte and bit 23 as the least significant bit of the third byte" (§18.1: "Bit 0 is the
+/// leftmost bit and Bit 23 is the rightmost bit"). So bit n is 1 << (23 - n) of the number.
+fn feature_bit(nonce: &str, bit: u32) -> bool {
+    security_features(nonce) >> (23 - bit) & 1 == 1
+}
+
+/// RFC 8489 §18.1: Bit 0, "Password algorithms".
+const PASSWORD_ALGORITHMS_BIT: u32 = 0;
+
 /// A challenge (401/438) carries REALM, a fresh nonce-cookie NONCE and PASSWORD-ALGORITHMS, and no
 /// integrity.
 fn assert_challenge(m: &Message<'_>) {
     assert_eq!(m.realm().unwrap(), Some(REALM));
     let nonce = m.nonce().unwrap().unwrap();
-    assert!(nonce.starts_with("obMatJos2"), "{nonce}");
-    // 24-bit security features, base64: bit 0 (password algorithms) = 0x000001.
-    assert_eq!(&nonce[9..13], "AAAB");
+    // The cookie sets "Password algorithms", because the response has PASSWORD-ALGORITHMS
+    // (RFC 8489 §9.2.4: "it MUST set the STUN Security Feature 'Password algorithms' bit to
+    // 1"), and nothing else: no other feature is offered.
+    assert!(feature_bit(nonce, PASSWORD_ALGORITHMS_BIT), "{nonce}");
+    assert_eq!(security_features(nonce), 1 << 23, "{nonce}");
     let algs: Algs = m
         .password_algorithms()
         .unwrap()
@@ -597,7 +626,8 @@ fn challenge_then_allocate_md5() {
     assert!(matches!(out, Out::Reply { via: Via::Same, .. }));
     let m = out.error(401);
     assert_challenge(&m);
-    assert_eq!(m.software().unwrap(), Some("sb-test"));
+    // An unauthenticated answer carries nothing it need not (no SOFTWARE).
+    assert_eq!(m.software().unwrap(), None);
     assert_eq!(h.refusals(401), 1);
     // A challenge is not an authentication failure.
     assert_eq!(h.svc.stats().auth_failures, 0);
@@ -651,23 +681,77 @@ fn allocate_with_sha256_password_algorithm() {
     assert_eq!(m.lifetime().unwrap(), Some(1200));
 }
 
+/// RFC 8489 §9.2.4: a request with neither PASSWORD-ALGORITHM nor PASSWORD-ALGORITHMS "is
+/// processed as though PASSWORD-ALGORITHM were MD5", and then "the MESSAGE-INTEGRITY attribute
+/// MUST be used instead of the MESSAGE-INTEGRITY-SHA256 attribute" in the response, even when
+/// the request itself was signed with MESSAGE-INTEGRITY-SHA256.
 #[test]
-fn mi_sha256_with_md5_key_gets_mi_sha256() {
+fn mi_sha256_without_password_algorithm_gets_mi() {
     let mut h = Harness::default();
     let mut c = Client::alice(udp(CLIENT));
+    h.login(&mut c);
+    let tid = c.next_tid();
+    let req = build(Class::Request, Method::ALLOCATE, tid, |b| {
+        b.requested_transport(17).unwrap();
+        b.username("alice").unwrap();
+        b.realm(REALM).unwrap();
+        b.nonce(&c.nonce).unwrap();
+        b.message_integrity_sha256(&c.key_md5).unwrap();
+        b.fingerprint().unwrap();
+    });
+    let out = h.handle(&c.at, &req);
+    let m = out.success();
+    assert!(m.has_integrity() && !m.has_integrity_sha256());
+    assert_eq!(m.verify_integrity(&c.key_md5), Ok(()));
+    // Later requests of that allocation get the same.
     c.mi256 = true;
-    h.allocate(&mut c);
+    let m = h.refresh(&mut c, None);
+    let m = m.success();
+    assert!(m.has_integrity() && !m.has_integrity_sha256());
+    assert_eq!(m.verify_integrity(&c.key_md5), Ok(()));
     assert_eq!(h.svc.allocation_count(), 1);
 }
 
+/// RFC 8489 §9.2.4: once PASSWORD-ALGORITHM(S) are used, "Any response generated by the server
+/// MUST include the MESSAGE-INTEGRITY-SHA256 attribute" — with PASSWORD-ALGORITHM MD5 too (the
+/// MD5 key), and even when the request was signed with MESSAGE-INTEGRITY only.
 #[test]
-fn explicit_md5_password_algorithm_works() {
+fn password_algorithm_md5_gets_mi_sha256() {
     let mut h = Harness::default();
     let mut c = Client::alice(udp(CLIENT));
     c.alg = Some(password_algorithm::MD5);
     c.echo = Some(offer());
-    h.allocate(&mut c);
-    assert_eq!(h.svc.allocation_count(), 1);
+    h.login(&mut c);
+    let tid = c.next_tid();
+    let req = build(Class::Request, Method::ALLOCATE, tid, |b| {
+        b.requested_transport(17).unwrap();
+        b.username("alice").unwrap();
+        b.realm(REALM).unwrap();
+        b.nonce(&c.nonce).unwrap();
+        b.password_algorithms(&[
+            (password_algorithm::SHA256, &[][..]),
+            (password_algorithm::MD5, &[][..]),
+        ])
+        .unwrap();
+        b.password_algorithm(password_algorithm::MD5, &[]).unwrap();
+        b.message_integrity(&c.key_md5).unwrap();
+        b.fingerprint().unwrap();
+    });
+    let m = h.handle(&c.at, &req);
+    let m = m.success();
+    assert!(m.has_integrity_sha256() && !m.has_integrity());
+    assert_eq!(m.verify_integrity_sha256(&c.key_md5), Ok(()));
+    // The same with MESSAGE-INTEGRITY-SHA256 in the request (the harness client's refresh).
+    c.mi256 = true;
+    let m = h.refresh(&mut c, None);
+    let m = m.success();
+    assert!(m.has_integrity_sha256() && !m.has_integrity());
+    assert_eq!(m.verify_integrity_sha256(&c.key_md5), Ok(()));
+    // And on error responses after authentication (437 for another 5-tuple is before; a 400).
+    let out = h.request(&mut c, Method::CREATE_PERMISSION, |_| {});
+    let m = out.error(400);
+    assert!(m.has_integrity_sha256() && !m.has_integrity());
+    assert_eq!(m.verify_integrity_sha256(&c.key_md5), Ok(()));
 }
 
 #[test]
@@ -1192,25 +1276,30 @@ fn e438_nonce_of_another_client_ip_or_forged() {
         b.requested_transport(17).unwrap();
     });
     assert_challenge(&h.handle(&b.at, &req).error(438));
-    // Same IP, other port: the nonce is bound to the IP only.
-    let mut a2 = Client::alice(udp("198.51.100.7:40001"));
-    a2.nonce = a.nonce.clone();
-    h.allocate(&mut a2);
     // A forged nonce (the expiry pushed out) is not ours.
     let mut forged = a.clone();
     let (head, tail) = a.nonce.split_at(13);
-    forged.nonce = format!("{head}ffffffffffffffff{}", &tail[16..]);
+    let mut body = base64::engine::general_purpose::STANDARD
+        .decode(tail)
+        .unwrap();
+    body[..4].copy_from_slice(&[0xFF; 4]);
+    forged.nonce = format!(
+        "{head}{}",
+        base64::engine::general_purpose::STANDARD.encode(&body)
+    );
     let req = forged.request(Method::ALLOCATE, |b| {
         b.requested_transport(17).unwrap();
     });
     h.handle(&forged.at, &req).error(438);
-    // Nonces from the old "gAAA" cookie, or none at all, are stale too.
-    forged.nonce = a.nonce.replacen("AAAB", "gAAA", 1);
+    // Nonces from the old "AAAB" cookie, or none at all, are stale too.
+    forged.nonce = a.nonce.replacen("gAAA", "AAAB", 1);
     let req = forged.request(Method::ALLOCATE, |b| {
         b.requested_transport(17).unwrap();
     });
     h.handle(&forged.at, &req).error(438);
     assert_eq!(h.refusals(438), 3);
+    // The owner's nonce works.
+    h.allocate(&mut a);
     assert_eq!(h.svc.allocation_count(), 1);
 }
 
@@ -1503,7 +1592,7 @@ fn e300_redirect_after_auth_when_over_total_quota() {
 
     // A wrong password is a 401 too: the redirect comes after the credential check.
     let mut mallory = Client::new(udp("198.51.100.9:40001"), "bob", "guess");
-    mallory.nonce = b.nonce.clone();
+    h.login(&mut mallory);
     let req = mallory.request(Method::ALLOCATE, |x| {
         x.requested_transport(17).unwrap();
     });
@@ -1984,7 +2073,6 @@ fn five_tuple_isolation() {
     h.bind(&mut a, 0x4000, PEER).success();
     // Same user, same IP, other port: another 5-tuple.
     let mut other = Client::alice(udp("198.51.100.7:40001"));
-    other.nonce = a.nonce.clone();
     h.refresh(&mut other, Some(0)).error(437);
     h.request(&mut other, Method::CREATE_PERMISSION, |b| {
         b.xor_peer_address(addr(PEER2)).unwrap();
@@ -2606,4 +2694,487 @@ mod props {
             h.expire();
         }
     }
+}
+
+// ===== issue 12: RFC 8489 conformance (nonce cookie, nonce per 5-tuple, response integrity) =====
+
+/// The exact bytes of a first Allocate (RFC 8489 §9.2.3.1: no credentials): header (Allocate
+/// request, length 8, magic cookie, transaction id) and REQUESTED-TRANSPORT UDP.
+fn first_allocate(tid: u8) -> Vec<u8> {
+    let mut req = vec![0x00, 0x03, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42];
+    req.extend_from_slice(&[tid; 12]);
+    req.extend_from_slice(&[0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0]);
+    req
+}
+
+/// RFC 8489 §9.2.4: a server that adds PASSWORD-ALGORITHMS "MUST set the STUN Security Feature
+/// 'Password algorithms' bit to 1", and §9.2 numbers the 24 bits from the most significant bit
+/// of the first byte. Checked on the exact 401 to the exact first request, decoding the four
+/// base64 characters by hand (not against the server's constant).
+#[test]
+fn nonce_cookie_sets_the_password_algorithms_bit_as_rfc8489_numbers_it() {
+    let mut h = Harness::default();
+    let out = h.handle(&udp(CLIENT), &first_allocate(1));
+    let m = out.error(401);
+    let nonce = m.nonce().unwrap().unwrap();
+    assert!(m.password_algorithms().unwrap().is_some());
+    // The first base64 character carries bits 0-5: bit 0 is the top bit of the first sextet.
+    // 100000 is index 32 of the RFC 4648 alphabet, 'g'; the other 18 bits are zero: "AAA".
+    assert_eq!(&nonce[..13], "obMatJos2gAAA");
+    assert!(feature_bit(nonce, PASSWORD_ALGORITHMS_BIT));
+    // Not bit 23, which is unassigned (the old "AAAB" cookie).
+    assert!(!feature_bit(nonce, 23));
+    // Nor bit 1, "Username anonymity", which is not offered.
+    assert!(!feature_bit(nonce, 1));
+}
+
+/// RFC 8489 §9.2.4: "The server MUST NOT choose the same NONCE for two requests unless they have
+/// the same source IP address and port." Nonces are bound to the whole 5-tuple (client address and
+/// port, server address, transport), and a nonce is accepted only from the 5-tuple it was issued
+/// to.
+#[test]
+fn nonces_are_bound_to_the_five_tuple() {
+    let mut h = Harness::default();
+    let nonce_for = |h: &mut Harness, at: &Arrival, tid: u8| {
+        let out = h.handle(at, &first_allocate(tid));
+        out.error(401).nonce().unwrap().unwrap().to_string()
+    };
+    // Within one second (fake time does not move): the same 5-tuple gets the same nonce...
+    let a = nonce_for(&mut h, &udp(CLIENT), 1);
+    assert_eq!(nonce_for(&mut h, &udp(CLIENT), 2), a);
+    // ...other source ports of that IP, other transports and other server addresses do not.
+    let mut others = vec![
+        nonce_for(&mut h, &udp("198.51.100.7:40001"), 3),
+        nonce_for(&mut h, &udp("198.51.100.7:40002"), 4),
+        nonce_for(&mut h, &at(CLIENT, Transport::Tcp), 5),
+        nonce_for(&mut h, &at(CLIENT, Transport::Tls), 6),
+    ];
+    let mut other_server = udp(CLIENT);
+    other_server.local = addr("203.0.113.2:3478");
+    others.push(nonce_for(&mut h, &other_server, 7));
+    others.push(a.clone());
+    let n = others.len();
+    others.sort();
+    others.dedup();
+    assert_eq!(others.len(), n, "a nonce was shared: {others:?}");
+
+    // A nonce from one port is refused from another (438 with that port's own nonce), which
+    // then works.
+    let mut c = Client::alice(udp("198.51.100.7:40001"));
+    c.nonce = a.clone();
+    let req = c.request(Method::ALLOCATE, |b| {
+        b.requested_transport(17).unwrap();
+    });
+    let m = h.handle(&c.at, &req);
+    let m = m.error(438);
+    assert_challenge(&m);
+    let fresh = m.nonce().unwrap().unwrap().to_string();
+    assert_ne!(fresh, a);
+    c.nonce = fresh;
+    h.allocate(&mut c);
+    // And the same over TCP from the client's own address and port.
+    let mut t = Client::alice(at(CLIENT, Transport::Tcp));
+    t.nonce = a;
+    let req = t.request(Method::ALLOCATE, |b| {
+        b.requested_transport(17).unwrap();
+    });
+    h.handle(&t.at, &req).error(438);
+    assert_eq!(h.refusals(438), 2);
+}
+
+// ===== issue 12 item 6: 401s that do not leak, and do not amplify =====
+
+/// The attribute types of a message, in order.
+fn attribute_types(m: &Message<'_>) -> Vec<u16> {
+    m.attributes().map(|a| a.typ).collect()
+}
+
+/// Every 401 — no credentials, unknown user, unknown USERHASH, wrong realm, wrong password, a
+/// wrong REST password, a REST name that is not `EXPIRY:USER`, and an expired or a revoked REST
+/// credential that is correctly signed — has the same reason phrase, the same attributes and
+/// the same length: nothing tells a wrong password from an expired credential. The causes are
+/// counted (auth failures, 401 refusals) and logged, never sent.
+#[test]
+fn every_401_looks_the_same_on_the_wire() {
+    let mut creds = rest_creds();
+    creds.add_user_entry("alice:alice-pw").unwrap();
+    creds.revoke("carol");
+    let mut h = Harness::new(
+        TurnConfig {
+            software: "sb-test".into(),
+            ..TurnConfig::default()
+        },
+        creds,
+    );
+    let mut port = 41000;
+    let mut answer = |h: &mut Harness, user: &str, password: &str, f: &dyn Fn(&mut Client)| {
+        port += 1;
+        let mut c = Client::new(udp(&format!("198.51.100.7:{port}")), user, password);
+        h.login(&mut c);
+        f(&mut c);
+        let req = c.request(Method::ALLOCATE, |b| {
+            b.requested_transport(17).unwrap();
+        });
+        let out = h.handle(&c.at, &req);
+        let m = out.error(401);
+        assert_challenge(&m);
+        (
+            m.error_code().unwrap().unwrap().1.to_string(),
+            attribute_types(&m),
+            out.bytes().len(),
+        )
+    };
+    let none = |_: &mut Client| {};
+    let expired = format!("{}:bob", UNIX0 - 1);
+    let revoked = format!("{}:carol", UNIX0 + 100);
+    let answers = vec![
+        answer(&mut h, "alice", "wrong", &none),
+        answer(&mut h, "mallory", "alice-pw", &none),
+        answer(&mut h, "mallory", "alice-pw", &|c| c.userhash = true),
+        answer(&mut h, "alice", "alice-pw", &|c| {
+            c.realm = "other.example".into()
+        }),
+        answer(&mut h, &format!("{}:bob", UNIX0 + 100), "wrong", &none),
+        answer(&mut h, "no-expiry", "whatever", &none),
+        answer(&mut h, &expired, &rest_sha1(REST_SECRET, &expired), &none),
+        answer(&mut h, &expired, "wrong", &none),
+        answer(&mut h, &revoked, &rest_sha1(REST_SECRET, &revoked), &none),
+        answer(&mut h, &revoked, "wrong", &none),
+    ];
+    // The unauthenticated challenge itself looks the same too.
+    let challenge = {
+        let mut c = Client::alice(udp("198.51.100.7:42000"));
+        let req = c.unauth(Method::ALLOCATE, |b| {
+            b.requested_transport(17).unwrap();
+        });
+        let out = h.handle(&c.at, &req);
+        let m = out.error(401);
+        (
+            m.error_code().unwrap().unwrap().1.to_string(),
+            attribute_types(&m),
+            out.bytes().len(),
+        )
+    };
+    for a in &answers {
+        assert_eq!(a, &challenge);
+    }
+    assert_eq!(challenge.0, "Unauthenticated");
+    assert_eq!(
+        challenge.1,
+        vec![
+            attr::ERROR_CODE,
+            attr::REALM,
+            attr::NONCE,
+            attr::PASSWORD_ALGORITHMS,
+            attr::FINGERPRINT
+        ]
+    );
+    // Counted apart from the challenges: 10 failures, 11 challenges (logins) + 1.
+    assert_eq!(h.svc.stats().auth_failures, 10);
+    assert_eq!(h.refusals(401), 10 + 10 + 1);
+    assert_eq!(h.svc.allocation_count(), 0);
+    // The same credentials, unexpired and unrevoked, work.
+    let fine = format!("{}:bob", UNIX0 + 100);
+    let mut c = Client::new(udp(CLIENT), &fine, &rest_sha1(REST_SECRET, &fine));
+    h.allocate(&mut c);
+}
+
+/// An unauthenticated request is answered with a 401 of REALM, NONCE and PASSWORD-ALGORITHMS,
+/// which RFC 8489 §9.2.4 requires, and nothing else: no SOFTWARE, FINGERPRINT only when the
+/// request had one. A 20-byte request (a bare header, the smallest that is answered) gets 108
+/// bytes with the 11-character realm: 5.4 times its size (docs/turn.md, docs/security.md).
+#[test]
+fn unauthenticated_401_size_is_bounded_by_the_request() {
+    let mut h = Harness::new(
+        TurnConfig {
+            software: "switchboard 0.1 with a long SOFTWARE string".into(),
+            ..TurnConfig::default()
+        },
+        users(),
+    );
+    // The smallest request: a header alone.
+    let mut bare = first_allocate(1);
+    bare.truncate(20);
+    bare[3] = 0;
+    // Realm of 11 characters: 20 + ERROR-CODE 24 + REALM 16 + NONCE 36 + PASSWORD-ALGORITHMS 12.
+    for (req, with_fingerprint) in [
+        (bare.clone(), false),
+        (first_allocate(2), false),
+        (
+            build(
+                Class::Request,
+                Method::ALLOCATE,
+                TransactionId([3; 12]),
+                |b| {
+                    b.requested_transport(17).unwrap();
+                    b.fingerprint().unwrap();
+                },
+            ),
+            true,
+        ),
+    ] {
+        let out = h.handle(&udp(CLIENT), &req);
+        let m = out.error(401);
+        assert_challenge(&m);
+        assert_eq!(m.software().unwrap(), None);
+        assert_eq!(m.has_fingerprint(), with_fingerprint);
+        let len = out.bytes().len();
+        assert_eq!(len, 108 + if with_fingerprint { 8 } else { 0 });
+        // Never more than 5.4 times the request (the bare header is the worst case).
+        assert!(len * 10 <= req.len() * 54, "{len} for {}", req.len());
+    }
+    // Refresh, CreatePermission and ChannelBind answer the same way.
+    for method in [
+        Method::REFRESH,
+        Method::CREATE_PERMISSION,
+        Method::CHANNEL_BIND,
+    ] {
+        let mut req = bare.clone();
+        req[1] = method.0 as u8;
+        let out = h.handle(&udp(CLIENT), &req);
+        assert_eq!(out.error(401).method(), method);
+        assert_eq!(out.bytes().len(), 108);
+    }
+}
+
+// ===== issue 12 item 5: quotas count reservations and users =====
+
+/// An EVEN-PORT R=1 Allocate holds two relay sockets (the allocation and the reserved next
+/// port): both count against the user's quota until the reservation ends.
+#[test]
+fn even_port_reservations_count_against_the_user_quota() {
+    let mut h = Harness::new(
+        TurnConfig {
+            user_quota: 2,
+            ..TurnConfig::default()
+        },
+        users(),
+    );
+    let mut a1 = Client::alice(udp(CLIENT));
+    h.login(&mut a1);
+    let req = req_even(&mut a1);
+    let out = h.handle(&a1.at, &req);
+    let token = out.success().reservation_token().unwrap().unwrap();
+    assert_eq!(h.svc.held_by("alice"), 2);
+    assert_eq!(h.svc.reservation_count(), 1);
+    // Quota 2 is used up: a plain Allocate is refused.
+    let mut a2 = Client::alice(udp("198.51.100.7:40001"));
+    h.login(&mut a2);
+    let req = a2.request(Method::ALLOCATE, |b| {
+        b.requested_transport(17).unwrap();
+    });
+    let out = h.handle(&a2.at, &req);
+    a2.check_integrity(&out.error(486));
+    // Taking her own reservation needs no new socket: it is allowed.
+    let req = a2.request(Method::ALLOCATE, |b| {
+        b.requested_transport(17).unwrap();
+        b.reservation_token(token).unwrap();
+    });
+    h.handle(&a2.at, &req).success();
+    assert_eq!(h.svc.held_by("alice"), 2);
+    assert_eq!(h.svc.reservation_count(), 0);
+    // With one slot left, R=1 (two sockets) is refused, R=0 is not.
+    h.refresh(&mut a2, Some(0)).success();
+    assert_eq!(h.svc.held_by("alice"), 1);
+    let mut a3 = Client::alice(udp("198.51.100.7:40002"));
+    h.login(&mut a3);
+    let req = req_even(&mut a3);
+    h.handle(&a3.at, &req).error(486);
+    h.allocate_with(&mut a3, |b| {
+        b.even_port(false).unwrap();
+    });
+    assert_eq!(h.svc.held_by("alice"), 2);
+    // A reservation that expires gives its slot back.
+    h.refresh(&mut a3, Some(0)).success();
+    h.refresh(&mut a1, Some(0)).success();
+    let mut a4 = Client::alice(udp("198.51.100.7:40003"));
+    h.login(&mut a4);
+    let req = req_even(&mut a4);
+    h.handle(&a4.at, &req).success();
+    assert_eq!(h.svc.held_by("alice"), 2);
+    h.advance(31);
+    h.expire();
+    assert_eq!(h.svc.reservation_count(), 0);
+    assert_eq!(h.svc.held_by("alice"), 1);
+    assert_eq!(h.refusals(486), 2);
+}
+
+/// Reserved ports count against the total quota too (508 over it).
+#[test]
+fn even_port_reservations_count_against_the_total_quota() {
+    let mut h = Harness::new(
+        TurnConfig {
+            total_quota: 2,
+            ..TurnConfig::default()
+        },
+        users(),
+    );
+    let mut a = Client::alice(udp(CLIENT));
+    h.login(&mut a);
+    let req = req_even(&mut a);
+    let token = h
+        .handle(&a.at, &req)
+        .success()
+        .reservation_token()
+        .unwrap()
+        .unwrap();
+    let mut b = Client::bob(udp("198.51.100.9:40000"));
+    h.login(&mut b);
+    let req = b.request(Method::ALLOCATE, |x| {
+        x.requested_transport(17).unwrap();
+    });
+    b.check_integrity(&h.handle(&b.at, &req).error(508));
+    // Taking the reservation turns a counted socket into an allocation: allowed, even for
+    // another user, and the slot moves to bob.
+    let req = b.request(Method::ALLOCATE, |x| {
+        x.requested_transport(17).unwrap();
+        x.reservation_token(token).unwrap();
+    });
+    h.handle(&b.at, &req).success();
+    assert_eq!((h.svc.held_by("alice"), h.svc.held_by("bob")), (1, 1));
+    assert_eq!(h.svc.allocation_count(), 2);
+    assert_eq!(h.refusals(508), 1);
+}
+
+/// The per-user quota counts the USER of TURN REST names `EXPIRY:USER`, so a fresh expiry is
+/// still the same user (as revocation already did).
+#[test]
+fn user_quota_counts_rest_users_not_rest_usernames() {
+    let mut h = Harness::new(
+        TurnConfig {
+            user_quota: 1,
+            ..TurnConfig::default()
+        },
+        rest_creds(),
+    );
+    let first = format!("{}:alice", UNIX0 + 3600);
+    let mut c1 = Client::new(udp(CLIENT), &first, &rest_sha1(REST_SECRET, &first));
+    h.allocate(&mut c1);
+    assert_eq!(h.svc.held_by("alice"), 1);
+    assert_eq!(h.svc.allocation(&five(&c1.at)).unwrap().user, "alice");
+    let second = format!("{}:alice", UNIX0 + 3601);
+    let mut c2 = Client::new(
+        udp("198.51.100.7:40001"),
+        &second,
+        &rest_sha256(REST_SECRET2, &second),
+    );
+    h.login(&mut c2);
+    let req = c2.request(Method::ALLOCATE, |b| {
+        b.requested_transport(17).unwrap();
+    });
+    c2.check_integrity(&h.handle(&c2.at, &req).error(486));
+    // Another user is not affected.
+    let other = format!("{}:bob", UNIX0 + 3600);
+    let mut c3 = Client::new(
+        udp("198.51.100.7:40002"),
+        &other,
+        &rest_sha1(REST_SECRET, &other),
+    );
+    h.allocate(&mut c3);
+    // Once alice's first allocation ends, her new credential works.
+    h.refresh(&mut c1, Some(0)).success();
+    h.allocate(&mut c2);
+    assert_eq!(h.svc.held_by("alice"), 1);
+}
+
+// ===== issue 12 item 5: random relay ports (RFC 6056) =====
+
+#[test]
+fn relay_ports_are_drawn_at_random_from_the_range() {
+    let mut p = PortPicker::new(49152, 65535, [1; 32]);
+    let ports: Vec<u16> = (0..200)
+        .map(|_| p.pick(Parity::Any, Some).unwrap().0)
+        .collect();
+    assert!(ports.iter().all(|x| (49152..=65535).contains(x)));
+    // Not sequential: successive ports are rarely neighbours, and they spread over the range.
+    let neighbours = ports
+        .windows(2)
+        .filter(|w| w[1].abs_diff(w[0]) <= 1)
+        .count();
+    assert!(neighbours <= 2, "{neighbours} neighbours: {ports:?}");
+    let low = ports.iter().filter(|x| **x < 57344).count();
+    assert!((60..=140).contains(&low), "{low} of 200 in the lower half");
+    let mut distinct = ports.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() >= 195);
+    // Another seed, another sequence; the same seed, the same one.
+    let mut q = PortPicker::new(49152, 65535, [2; 32]);
+    assert_ne!(q.pick(Parity::Any, Some).unwrap().0, ports[0]);
+    let mut r = PortPicker::new(49152, 65535, [1; 32]);
+    assert_eq!(r.pick(Parity::Any, Some).unwrap().0, ports[0]);
+}
+
+#[test]
+fn relay_port_collisions_retry_then_scan_then_give_up() {
+    // A collision is retried at another random port.
+    let mut p = PortPicker::new(40000, 40999, [3; 32]);
+    let mut tried = Vec::new();
+    let (port, _, _) = p
+        .pick(Parity::Any, |x| {
+            tried.push(x);
+            (tried.len() == 3).then_some(())
+        })
+        .unwrap();
+    assert_eq!(tried.len(), 3);
+    assert_eq!(port, tried[2]);
+    // One free port left: the random draws miss it, the scan finds it; each port is tried
+    // at most once by the scan.
+    let mut p = PortPicker::new(40000, 40999, [4; 32]);
+    let mut tried = Vec::new();
+    let (port, _, _) = p
+        .pick(Parity::Any, |x| {
+            tried.push(x);
+            (x == 40500).then_some(())
+        })
+        .unwrap();
+    assert_eq!(port, 40500);
+    assert!(tried.len() <= RANDOM_TRIES as usize + 1000);
+    // None free: bounded work, then nothing (the I/O layer answers 508).
+    let mut calls = 0;
+    assert!(p
+        .pick(Parity::Any, |_| -> Option<()> {
+            calls += 1;
+            None
+        })
+        .is_none());
+    assert_eq!(calls, RANDOM_TRIES as usize + 1000);
+}
+
+#[test]
+fn relay_ports_even_and_even_pairs() {
+    let mut p = PortPicker::new(50001, 50100, [5; 32]);
+    for _ in 0..50 {
+        let (port, _, next) = p.pick(Parity::Even, Some).unwrap();
+        assert!(port % 2 == 0 && (50002..=50100).contains(&port) && next.is_none());
+        let (port, _, next) = p.pick(Parity::EvenPair, Some).unwrap();
+        assert!(port % 2 == 0 && (50002..=50098).contains(&port));
+        assert_eq!(next, Some(port + 1));
+    }
+    // A pair whose second port is taken is not a pair: the first is given back (dropped) and
+    // another tried.
+    let taken_odd = |x: u16| (x != 50011).then_some(x);
+    for _ in 0..50 {
+        let (port, _, _) = p.pick(Parity::EvenPair, taken_odd).unwrap();
+        assert_ne!(port, 50010);
+    }
+    // Ranges too small for the parity.
+    assert!(PortPicker::new(50001, 50001, [5; 32])
+        .pick(Parity::Even, Some)
+        .is_none());
+    assert!(PortPicker::new(50000, 50000, [5; 32])
+        .pick(Parity::EvenPair, Some)
+        .is_none());
+    assert_eq!(
+        PortPicker::new(65534, 65535, [5; 32])
+            .pick(Parity::EvenPair, Some)
+            .map(|x| (x.0, x.2)),
+        Some((65534, Some(65535)))
+    );
+    assert_eq!(
+        PortPicker::new(65535, 65535, [5; 32])
+            .pick(Parity::Any, Some)
+            .map(|x| x.0),
+        Some(65535)
+    );
 }
