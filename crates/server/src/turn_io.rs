@@ -5,7 +5,9 @@
 //!
 //! Relay sockets are read by one task each; the task waits for readiness, then drains the socket
 //! synchronously into a per-thread buffer, so an idle allocation costs a socket and a parked
-//! task, not a buffer.
+//! task, not a buffer. Relay ports are drawn at random from `--relay-ports`
+//! ([`PortPicker`]); the peer policy refuses the host's interface addresses, refreshed every
+//! [`INTERFACE_REFRESH`].
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -20,9 +22,9 @@ use switchboard_stun::HEADER_LEN;
 use switchboard_turn::auth::Credentials;
 use switchboard_turn::peer_filter::{Cidr, PeerFilter};
 use switchboard_turn::{
-    Action, Arrival, BindingService, Family, FiveTuple, Now, Output, PeerOutput, RelayBinding,
-    RelayError, RelayProvider, RelayRequest, TurnConfig, TurnService, TurnStats, ERROR_CODES,
-    PEER_OVERHEAD,
+    Action, Arrival, BindingService, Family, FiveTuple, Now, Output, Parity, PeerOutput,
+    PortPicker, RelayBinding, RelayError, RelayProvider, RelayRequest, TurnConfig, TurnService,
+    TurnStats, ERROR_CODES, PEER_OVERHEAD,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -31,6 +33,12 @@ use tokio::task::AbortHandle;
 use crate::config::{Settings, TurnSettings};
 use crate::outq::OutQueue;
 use crate::stun_udp::Sock;
+
+#[path = "interfaces.rs"]
+mod interfaces;
+
+/// How often the host's interface addresses are re-read for the peer policy.
+pub(crate) const INTERFACE_REFRESH: Duration = Duration::from_secs(30);
 
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
@@ -62,12 +70,6 @@ struct Relay {
     task: Option<AbortHandle>,
 }
 
-struct Ports {
-    lo: u16,
-    hi: u16,
-    next: u16,
-}
-
 /// Counters for the TURN data path that the I/O layer sees itself.
 struct IoStats {
     relay_send_errors: Counter,
@@ -84,7 +86,9 @@ pub(crate) struct Core {
     turn: Mutex<TurnService>,
     relays: RwLock<HashMap<SocketAddr, Relay>>,
     reserved: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
-    ports: Mutex<Ports>,
+    ports: Mutex<PortPicker>,
+    /// The host's interface addresses last read (refused as peers unless allowed).
+    local_addrs: Mutex<Vec<IpAddr>>,
     relay_ip: Option<IpAddr>,
     relay_ip6: Option<IpAddr>,
     udp_out: RwLock<HashMap<SocketAddr, Arc<Sock>>>,
@@ -112,8 +116,13 @@ fn credentials(t: &TurnSettings, revoked: &BTreeSet<String>) -> Arc<Credentials>
     Arc::new(creds)
 }
 
-/// Builds the peer policy; the server's own addresses are always refused.
-pub(crate) fn peer_filter(settings: &Settings, relay_ip: Option<IpAddr>) -> PeerFilter {
+/// Builds the peer policy; the server's own addresses are always refused: those configured here,
+/// and the interface addresses `local` (which the caller keeps current).
+pub(crate) fn peer_filter(
+    settings: &Settings,
+    relay_ip: Option<IpAddr>,
+    local: &[IpAddr],
+) -> PeerFilter {
     let t = &settings.turn;
     let parse = |v: &Vec<String>| v.iter().filter_map(|c| c.parse::<Cidr>().ok()).collect();
     let s = &settings.stun;
@@ -131,7 +140,20 @@ pub(crate) fn peer_filter(settings: &Settings, relay_ip: Option<IpAddr>) -> Peer
     own.retain(|ip| !ip.is_unspecified());
     own.sort();
     own.dedup();
-    PeerFilter::new(parse(&t.allow_peers), parse(&t.deny_peers), own)
+    let mut filter = PeerFilter::new(parse(&t.allow_peers), parse(&t.deny_peers), own);
+    filter.set_local(local.to_vec());
+    filter
+}
+
+/// The host's interface addresses, or none (logged) when they cannot be read.
+fn read_interfaces() -> Option<Vec<IpAddr>> {
+    match interfaces::local_addresses() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the interface addresses (getifaddrs); the TURN peer policy keeps the last list");
+            None
+        }
+    }
 }
 
 impl Core {
@@ -155,6 +177,7 @@ impl Core {
             .relay_ip
             .filter(|ip| ip.is_ipv6())
             .or_else(|| udp_ip(false));
+        let local = read_interfaces().unwrap_or_default();
         let cfg = TurnConfig {
             software: settings.stun.software.clone(),
             max_lifetime: t.max_lifetime.max(600),
@@ -162,15 +185,21 @@ impl Core {
             total_quota: t.total_quota,
             bandwidth: t.max_bps,
             external_ip: t.external_ip,
-            peer_filter: peer_filter(settings, relay_ip.or(relay_ip6)),
+            peer_filter: peer_filter(settings, relay_ip.or(relay_ip6), &local),
             alternate_servers: t.alternate_servers.clone(),
             alternate_domain: t.alternate_domain.clone(),
             ..TurnConfig::default()
         };
         log_alternates(t);
         let (lo, hi) = t.port_range().unwrap_or((49152, 65535));
-        let seed = u16::from_be_bytes([secret[0], secret[1]]);
-        let span = hi - lo + 1;
+        // The port draws get their own key, derived from the node secret.
+        let port_seed: [u8; 32] = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"switchboard relay ports");
+            h.update(secret);
+            h.finalize().into()
+        };
         Arc::new(Core {
             binding: BindingService::new(&settings.stun.software),
             turn: Mutex::new(TurnService::new(
@@ -182,11 +211,8 @@ impl Core {
             revoked: Mutex::new(BTreeSet::new()),
             relays: RwLock::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
-            ports: Mutex::new(Ports {
-                lo,
-                hi,
-                next: lo + seed % span,
-            }),
+            ports: Mutex::new(PortPicker::new(lo, hi, port_seed)),
+            local_addrs: Mutex::new(local),
             relay_ip,
             relay_ip6,
             udp_out: RwLock::new(HashMap::new()),
@@ -226,7 +252,10 @@ impl Core {
     /// Hot reload: new users, secrets, peer policy and alternate servers; live allocations
     /// stay.
     pub(crate) fn reload(&self, settings: &Settings) {
-        let filter = peer_filter(settings, self.relay_ip.or(self.relay_ip6));
+        let filter = {
+            let local = self.local_addrs.lock().unwrap_or_else(|e| e.into_inner());
+            peer_filter(settings, self.relay_ip.or(self.relay_ip6), &local)
+        };
         *self.turn_settings.lock().unwrap_or_else(|e| e.into_inner()) = settings.turn.clone();
         let creds = {
             let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
@@ -257,6 +286,28 @@ impl Core {
         };
         self.turn().set_credentials(creds);
         tracing::info!(who, "TURN credentials revoked");
+    }
+
+    /// Re-reads the host's interface addresses; a change reaches the peer policy at once.
+    pub(crate) fn refresh_interfaces(&self) {
+        let Some(now) = read_interfaces() else { return };
+        {
+            let mut local = self.local_addrs.lock().unwrap_or_else(|e| e.into_inner());
+            if *local == now {
+                return;
+            }
+            local.clone_from(&now);
+        }
+        let list: Vec<String> = now.iter().map(|ip| ip.to_string()).collect();
+        tracing::info!(addresses = %list.join(","), "TURN peer policy: interface addresses changed; relays refuse them");
+        self.turn().set_local_addresses(now);
+    }
+
+    /// Relay sockets open: allocations' and EVEN-PORT reservations'.
+    fn relay_sockets(&self) -> usize {
+        let relays = self.relays.read().map(|r| r.len()).unwrap_or(0);
+        let reserved = self.reserved.lock().map(|r| r.len()).unwrap_or(0);
+        relays + reserved
     }
 
     /// Whether `user` (or the REST username) is revoked.
@@ -367,38 +418,53 @@ impl Core {
             (t.stats().clone(), t.allocation_count())
         };
         counters.export(exported, &stats, active);
-        let open = self.relays.read().map(|r| r.len()).unwrap_or(0);
-        self.io_stats.relays_open.set(open as f64);
+        self.io_stats.relays_open.set(self.relay_sockets() as f64);
         *exported = stats;
     }
 
+    /// Binds a relay socket of `parity` on a random free port of the range (with
+    /// [`Parity::EvenPair`] also the next port, returned second).
+    #[allow(clippy::type_complexity)]
     fn pick_port(
         &self,
         family: Family,
-        even: bool,
-    ) -> Result<(std::net::UdpSocket, SocketAddr), RelayError> {
+        parity: Parity,
+    ) -> Result<
+        (
+            std::net::UdpSocket,
+            SocketAddr,
+            Option<(std::net::UdpSocket, SocketAddr)>,
+        ),
+        RelayError,
+    > {
         let ip = match family {
             Family::V4 => self.relay_ip,
             Family::V6 => self.relay_ip6,
         }
         .ok_or(RelayError::FamilyUnsupported)?;
+        // Ports this node already holds are known to be taken without a bind.
+        let ours = |a: &SocketAddr| {
+            self.relays
+                .read()
+                .map(|r| r.contains_key(a))
+                .unwrap_or(false)
+                || self
+                    .reserved
+                    .lock()
+                    .map(|r| r.contains_key(a))
+                    .unwrap_or(false)
+        };
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        let span = u32::from(ports.hi - ports.lo) + 1;
-        for _ in 0..span.min(4096) {
-            let port = ports.next;
-            ports.next = if ports.next >= ports.hi {
-                ports.lo
-            } else {
-                ports.next + 1
-            };
-            if even && port % 2 == 1 {
-                continue;
-            }
-            if let Ok(sock) = bind_relay(SocketAddr::new(ip, port)) {
-                return Ok((sock, SocketAddr::new(ip, port)));
-            }
-        }
-        Err(RelayError::NoCapacity)
+        let (_, (sock, addr), next) = ports
+            .pick(parity, |port| {
+                let a = SocketAddr::new(ip, port);
+                if ours(&a) {
+                    return None;
+                }
+                bind_relay(a).ok().map(|s| (s, a))
+            })
+            .ok_or(RelayError::NoCapacity)?;
+        Ok((sock, addr, next))
     }
 
     fn start_relay(
@@ -497,29 +563,16 @@ impl RelayProvider for Binder<'_> {
                     .ok_or(RelayError::NoCapacity)?;
                 (sock, addr, None)
             }
-            None => match req.even {
-                Some(true) => {
-                    // An even port whose successor is free too; keep the successor.
-                    let mut found = None;
-                    for _ in 0..64 {
-                        let (sock, addr) = core.pick_port(req.family, true)?;
-                        let next = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
-                        if let Ok(next_sock) = bind_relay(next) {
-                            found = Some((sock, addr, Some((next_sock, next))));
-                            break;
-                        }
-                    }
-                    found.ok_or(RelayError::NoCapacity)?
-                }
-                Some(false) => {
-                    let (s, a) = core.pick_port(req.family, true)?;
-                    (s, a, None)
-                }
-                None => {
-                    let (s, a) = core.pick_port(req.family, false)?;
-                    (s, a, None)
-                }
-            },
+            None => {
+                // EVEN-PORT R=1: an even port whose successor is free too; the successor is kept
+                // as the reservation.
+                let parity = match req.even {
+                    Some(true) => Parity::EvenPair,
+                    Some(false) => Parity::Even,
+                    None => Parity::Any,
+                };
+                core.pick_port(req.family, parity)?
+            }
         };
         if req.dont_fragment {
             set_dont_fragment(&sock, addr.is_ipv6());
@@ -699,10 +752,127 @@ pub(crate) async fn ticker(core: Arc<Core>, mut stop: tokio::sync::watch::Receiv
     let mut exported = TurnStats::default();
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut interfaces = tokio::time::interval(INTERFACE_REFRESH);
+    interfaces.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first tick is immediate; Core::new has just read the list.
+    interfaces.tick().await;
     loop {
         tokio::select! {
             _ = crate::stopped(&mut stop) => return,
             _ = every.tick() => core.tick(&mut exported, &counters),
+            _ = interfaces.tick() => core.refresh_interfaces(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Listen;
+    use switchboard_turn::peer_filter::Refusal;
+    use switchboard_turn::Transport;
+
+    /// TURN on wildcard listeners (0.0.0.0 and ::), relays on loopback.
+    fn wildcard() -> Settings {
+        let mut s = Settings::default();
+        s.stun.udp = Listen(vec!["0.0.0.0:3478".parse().unwrap()]);
+        s.stun.tcp = Listen(vec!["[::]:3478".parse().unwrap()]);
+        s.stun.tls = Listen(vec![]);
+        s.turn.realm = "t".into();
+        s.turn.users = vec!["u:p".into()];
+        s.turn.relay_ip = Some("127.0.0.1".parse().unwrap());
+        s
+    }
+
+    #[test]
+    fn a_wildcard_listener_refuses_every_interface_address() {
+        let core = Core::new(&wildcard(), [7; 32]);
+        let local = interfaces::local_addresses().unwrap();
+        assert!(local.contains(&"127.0.0.1".parse().unwrap()), "{local:?}");
+        let t = core.turn();
+        for ip in &local {
+            assert_eq!(t.peer_filter().check(*ip), Err(Refusal::OwnAddress), "{ip}");
+        }
+    }
+
+    #[test]
+    fn allow_peer_wins_over_interface_addresses_and_reload_keeps_them() {
+        let mut s = wildcard();
+        s.turn.allow_peers = vec!["127.0.0.0/8".into()];
+        let core = Core::new(&s, [7; 32]);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(core.turn().peer_filter().check(lo), Ok(()));
+        core.reload(&wildcard());
+        assert_eq!(
+            core.turn().peer_filter().check(lo),
+            Err(Refusal::OwnAddress)
+        );
+        // A refresh that finds the same interfaces changes nothing.
+        core.refresh_interfaces();
+        assert_eq!(
+            core.turn().peer_filter().check(lo),
+            Err(Refusal::OwnAddress)
+        );
+    }
+
+    fn request(even: Option<bool>, reserved: Option<SocketAddr>) -> RelayRequest {
+        let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        RelayRequest {
+            five: FiveTuple {
+                client: a,
+                server: a,
+                transport: Transport::Udp,
+            },
+            family: Family::V4,
+            even,
+            reserved,
+            dont_fragment: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn reserved_ports_count_as_relay_sockets() {
+        let core = Core::new(&wildcard(), [7; 32]);
+        let mut b = Binder { core: &core };
+        let first = b.bind(request(Some(true), None)).unwrap();
+        let next = first.reserved.unwrap();
+        assert_eq!(first.addr.port() % 2, 0);
+        assert_eq!(next.port(), first.addr.port() + 1);
+        // The allocation's socket and the reserved one.
+        assert_eq!(core.relay_sockets(), 2);
+        // Taking the reservation moves its socket to a relay: still two.
+        let taken = b.bind(request(None, Some(next))).unwrap();
+        assert_eq!(taken.addr, next);
+        assert_eq!(core.relay_sockets(), 2);
+        b.release(first.addr);
+        b.release(taken.addr);
+        assert_eq!(core.relay_sockets(), 0);
+        // A reservation that is released unused (expired) closes its socket too.
+        let again = b.bind(request(Some(true), None)).unwrap();
+        b.release(again.reserved.unwrap());
+        assert_eq!(core.relay_sockets(), 1);
+        b.release(again.addr);
+        assert_eq!(core.relay_sockets(), 0);
+    }
+
+    #[tokio::test]
+    async fn relay_ports_are_random_within_the_range() {
+        let mut s = wildcard();
+        s.turn.relay_ports = "40000-59999".into();
+        let core = Core::new(&s, [9; 32]);
+        let mut b = Binder { core: &core };
+        let ports: Vec<u16> = (0..16)
+            .map(|_| b.bind(request(None, None)).unwrap().addr.port())
+            .collect();
+        assert!(
+            ports.iter().all(|p| (40000..=59999).contains(p)),
+            "{ports:?}"
+        );
+        let neighbours = ports
+            .windows(2)
+            .filter(|w| w[1].abs_diff(w[0]) <= 1)
+            .count();
+        assert!(neighbours <= 1, "sequential relay ports: {ports:?}");
+        assert_eq!(core.relay_sockets(), 16);
     }
 }

@@ -399,6 +399,11 @@ impl TurnService {
         self.per_user.get(user).copied().unwrap_or(0)
     }
 
+    /// The peer policy in force.
+    pub fn peer_filter(&self) -> &PeerFilter {
+        &self.cfg.peer_filter
+    }
+
     /// Replaces the host's interface addresses in the peer policy (refused as the server's own
     /// unless allowed); the I/O layer refreshes them as interfaces come and go.
     pub fn set_local_addresses(&mut self, local: Vec<IpAddr>) {
