@@ -20,7 +20,11 @@
 //! 2. **Retention.** History keeps at most `size` publications (oldest evicted first), each for
 //!    at most `ttl`; the stream position (top offset, epoch) survives `meta_ttl` after the last
 //!    publication. Reading history of a channel without a stream creates the stream (so an
-//!    empty channel already has an epoch to recover from).
+//!    empty channel already has an epoch to recover from). A broker may evict publications
+//!    earlier to bound its memory (the memory broker evicts the node's oldest first; Redis
+//!    within its `maxmemory`), always from the front of a stream and keeping its position, so
+//!    a recovery that would need an evicted publication reports `recovered = false`. A broker
+//!    that cannot hold one more stream fails with [`BrokerError::ChannelLimit`].
 //! 3. **Delivery.** After `subscribe(channel)` has resolved, every publication made later in
 //!    that channel, on any node, is passed to [`BrokerHandler::on_publication`], in offset
 //!    order per channel. Join/leave messages are passed to `on_join`/`on_leave`, control

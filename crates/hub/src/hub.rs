@@ -257,6 +257,11 @@ impl Subscriber {
 
 impl Hub {
     /// A hub over `broker`, reading time from `clock`. Validates `config` and loads JWT keys.
+    ///
+    /// A [`MemoryBroker`] takes its memory bounds when it is built: use
+    /// [`MemoryBroker::with_limits`] with [`crate::MemoryLimits::from_config`] (as
+    /// [`Hub::with_memory_broker`] does) so `history_memory_mib` and `limits.max_channels`
+    /// apply; [`MemoryBroker::new`] uses the defaults.
     pub fn new(
         config: HubConfig,
         broker: Arc<dyn Broker>,
@@ -294,10 +299,12 @@ impl Hub {
         Ok(Self { inner })
     }
 
-    /// A hub with the embedded [`MemoryBroker`] and the system clock.
+    /// A hub with the embedded [`MemoryBroker`] (bounded by `config`'s `history_memory_mib`
+    /// and `limits.max_channels`) and the system clock.
     pub fn with_memory_broker(config: HubConfig) -> Result<Self, ConfigError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let broker = Arc::new(MemoryBroker::new(Arc::clone(&clock)));
+        let limits = crate::memory::MemoryLimits::from_config(&config);
+        let broker = Arc::new(MemoryBroker::with_limits(Arc::clone(&clock), limits));
         Self::new(config, broker, clock)
     }
 

@@ -81,7 +81,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{HubConfig, JwtConfig, Limits, NamespaceOptions, RoomSettings};
 pub use error::{AuthFailure, BrokerError, ConfigError, HubError, Limit};
 pub use hub::{Hub, ServerPublish};
-pub use memory::MemoryBroker;
+pub use memory::{MemoryBroker, MemoryLimits, HISTORY_ITEM_OVERHEAD};
 pub use session::Session;
 /// The protocol messages (`switchboard_proto::v1`).
 pub use switchboard_proto::v1 as proto;
