@@ -1,13 +1,18 @@
 //! TURN against clients nobody here wrote: coturn's turnutils_uclient (with turnutils_peer as
 //! the echo peer) over UDP, TCP and TLS, with channels and with Send indications, with static and
 //! REST credentials; aioice gathering a relay candidate; the loopback-peer refusal; hot reload.
+//! And with a raw client built on crates/stun, what only the real sockets show: relay ports
+//! drawn at random, EVEN-PORT reservations counted as relay sockets, and a wildcard listener
+//! refusing the host's own interface addresses as peers.
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{peer_script, run, text, uclient_cmd, venv_python, Server, TurnPeer};
+use switchboard_stun::{long_term_key_md5, Class, Message, MessageBuilder, Method, TransactionId};
 
 fn turn_server(extra: &[&str]) -> Server {
     let mut args = vec![
@@ -316,4 +321,205 @@ fn sighup_reloads_users_without_dropping_allocations() {
         "server exited on SIGHUP"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+// ----- a raw long-term-credential client (alice on realm switchboard.test) over UDP -----
+
+struct Raw {
+    sock: UdpSocket,
+    to: SocketAddr,
+    key: [u8; 16],
+    nonce: Option<String>,
+    serial: u32,
+}
+
+impl Raw {
+    fn new(to: SocketAddr) -> Raw {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        Raw {
+            sock,
+            to,
+            key: long_term_key_md5("alice", "switchboard.test", "wonderland"),
+            nonce: None,
+            serial: 0,
+        }
+    }
+
+    /// Sends a request (retransmitting) and returns the response bytes.
+    fn transact(&mut self, method: Method, f: &dyn Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        self.serial += 1;
+        let mut tid = [0x6Bu8; 12];
+        tid[..4].copy_from_slice(&self.serial.to_be_bytes());
+        tid[4..8].copy_from_slice(&std::process::id().to_be_bytes());
+        let tid = TransactionId(tid);
+        let mut buf = vec![0u8; 1024];
+        let n = {
+            let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid).expect("header");
+            f(&mut b);
+            if let Some(nonce) = &self.nonce {
+                b.username("alice").expect("USERNAME");
+                b.realm("switchboard.test").expect("REALM");
+                b.nonce(nonce).expect("NONCE");
+                b.message_integrity(&self.key).expect("MESSAGE-INTEGRITY");
+            }
+            b.fingerprint().expect("FINGERPRINT");
+            b.finish()
+        };
+        let mut rx = vec![0u8; 2048];
+        for _ in 0..6 {
+            self.sock.send_to(&buf[..n], self.to).expect("send");
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                let Ok((len, from)) = self.sock.recv_from(&mut rx) else {
+                    break;
+                };
+                let same = Message::parse(&rx[..len]).is_ok_and(|m| m.transaction_id() == tid);
+                if from == self.to && same {
+                    return rx[..len].to_vec();
+                }
+            }
+        }
+        panic!("no answer from {}", self.to);
+    }
+
+    /// A signed request (after the 401 challenge the first time); the response, which is
+    /// checked to be signed with alice's key.
+    fn request(&mut self, method: Method, f: &dyn Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        if self.nonce.is_none() {
+            let reply = self.transact(method, f);
+            let m = Message::parse(&reply).expect("STUN");
+            assert_eq!(m.error_code().expect("ERROR-CODE").map(|e| e.0), Some(401));
+            self.nonce = Some(m.nonce().expect("NONCE").expect("a nonce").to_string());
+        }
+        let reply = self.transact(method, f);
+        let m = Message::parse(&reply).expect("STUN");
+        assert_eq!(
+            m.verify_integrity(&self.key),
+            Ok(()),
+            "{:?}",
+            m.error_code()
+        );
+        reply
+    }
+
+    /// Allocates a UDP relay (with `even`: EVEN-PORT and its R bit); the relay address and
+    /// RESERVATION-TOKEN.
+    fn allocate(&mut self, even: Option<bool>) -> (SocketAddr, Option<[u8; 8]>) {
+        let reply = self.request(Method::ALLOCATE, &|b| {
+            b.requested_transport(17).expect("REQUESTED-TRANSPORT");
+            if let Some(r) = even {
+                b.even_port(r).expect("EVEN-PORT");
+            }
+        });
+        let m = Message::parse(&reply).expect("STUN");
+        assert_eq!(m.class(), Class::Success, "{:?}", m.error_code());
+        (
+            m.xor_relayed_address()
+                .expect("XOR-RELAYED-ADDRESS")
+                .expect("a relay"),
+            m.reservation_token().expect("RESERVATION-TOKEN"),
+        )
+    }
+}
+
+/// Waits until `series` reads `want` on the server's /metrics (exported once a second).
+fn wait_metric(server: &Server, series: &str, want: f64) {
+    let http = server.addr("http", "tcp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = common::http_get(http, "/metrics");
+        if common::metric(&body, series) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {want}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn relay_ports_are_random_and_reservations_are_relay_sockets() {
+    let server = turn_server(&["--relay-ports", "40000-59999"]);
+    let udp = server.addr("stun", "udp");
+    // EVEN-PORT with R: an even port, and the next one held for 30 s.
+    let mut first = Raw::new(udp);
+    let (relay, token) = first.allocate(Some(true));
+    assert_eq!(relay.port() % 2, 0, "{relay}");
+    assert!(token.is_some());
+    // Two sockets: the relay and the reserved port (the gauge used to say 1).
+    wait_metric(&server, "switchboard_turn_relay_sockets", 2.0);
+    wait_metric(&server, "switchboard_turn_allocations", 1.0);
+    // Plain allocations: ports drawn at random from the range, not one after the other.
+    let mut ports = vec![relay.port()];
+    for _ in 0..6 {
+        ports.push(Raw::new(udp).allocate(None).0.port());
+    }
+    assert!(
+        ports.iter().all(|p| (40000..=59999).contains(p)),
+        "{ports:?}"
+    );
+    let neighbours = ports
+        .windows(2)
+        .filter(|w| w[1].abs_diff(w[0]) <= 2)
+        .count();
+    assert!(neighbours <= 1, "sequential relay ports: {ports:?}");
+    wait_metric(&server, "switchboard_turn_relay_sockets", 8.0);
+    // Deleting the first allocation closes its relay; the reservation stays until it expires.
+    first.request(Method::REFRESH, &|b| {
+        b.lifetime(0).expect("LIFETIME");
+    });
+    wait_metric(&server, "switchboard_turn_relay_sockets", 7.0);
+}
+
+/// The address this host would send from to reach the outside (no packet is sent): an interface
+/// address other than loopback, when the host has one.
+fn outbound_address() -> Option<IpAddr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+#[test]
+fn wildcard_listener_refuses_the_hosts_own_addresses_as_peers() {
+    let server = Server::start(&[
+        "--stun-udp",
+        "0.0.0.0:0",
+        "--stun-tcp",
+        "off",
+        "--stun-tls",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--relay-ip",
+        "127.0.0.1",
+        "--turn-realm",
+        "switchboard.test",
+        "--turn-user",
+        "alice:wonderland",
+    ]);
+    let port = server.addr("stun", "udp").port();
+    let mut c = Raw::new(SocketAddr::from(([127, 0, 0, 1], port)));
+    c.allocate(None);
+    let mut own: Vec<IpAddr> = vec![[127, 0, 0, 1].into()];
+    own.extend(outbound_address());
+    for ip in own {
+        // The server's own STUN listener is one of the places such a relay would reach.
+        let peer = SocketAddr::new(ip, port);
+        let reply = c.request(Method::CREATE_PERMISSION, &|b| {
+            b.xor_peer_address(peer).expect("XOR-PEER-ADDRESS");
+        });
+        let m = Message::parse(&reply).expect("STUN");
+        let (code, reason) = m.error_code().expect("ERROR-CODE").expect("an error");
+        // Refused as the server itself, not merely as a non-public address.
+        assert_eq!(
+            (code, reason),
+            (403, "Forbidden: peer is this server"),
+            "{ip}"
+        );
+    }
 }
