@@ -699,8 +699,9 @@ impl TurnService {
                 if matches!(reject, Reject::Challenge | Reject::StaleNonce) {
                     tracing::debug!(client = %arrival.peer, code = r.code, reason = why, "TURN challenge");
                 } else {
+                    // Debug-quoted: the name is the client's, unchecked.
                     let user = msg.username().ok().flatten().unwrap_or("");
-                    tracing::info!(client = %arrival.peer, user, method = msg.method().0, code = r.code, reason = why, "TURN authentication refused");
+                    tracing::info!(client = %arrival.peer, user = ?user, method = msg.method().0, code = r.code, reason = why, "TURN authentication refused");
                 }
                 let nonce = challenge.then(|| self.nonces.issue(five, now.unix));
                 return self.error(msg, out, None, r, nonce.as_deref());
