@@ -334,9 +334,18 @@ async def errors(http, https, secret, key):
             r = await c.post("/v1/api/frobnicate", json={}, headers={"Authorization": f"apikey {key}"})
             expect(r.status_code == 404 and r.json()["error"]["code"] == 104, r.text)
             r = await c.post(
-                "/v1/api/publish", content=b"{", headers={"Authorization": f"apikey {key}"}
+                "/v1/api/publish",
+                content=b"{",
+                headers={"Authorization": f"apikey {key}", "Content-Type": "application/json"},
             )
             expect(r.status_code == 400 and r.json()["error"]["code"] == 107, r.text)
+            # A JSON body must say so: a page of another site could send text/plain unasked.
+            r = await c.post(
+                "/v1/api/publish",
+                content=json.dumps(body).encode(),
+                headers={"Authorization": f"apikey {key}", "Content-Type": "text/plain"},
+            )
+            expect(r.status_code == 415 and r.json()["error"]["code"] == 107, r.text)
             r = await c.post(
                 "/v1/api/publish",
                 json={"channel": "nope:x", "data": {}},

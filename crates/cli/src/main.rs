@@ -123,6 +123,13 @@ struct ServeArgs {
     /// Longest long-poll wait, seconds.
     #[arg(long, value_name = "SECS")]
     poll_timeout: Option<String>,
+    /// Node-wide budget for history held in memory, MiB (oldest evicted first; default 256).
+    #[arg(long, value_name = "MIB")]
+    hub_history_memory: Option<String>,
+    /// Origin whose pages may use the hub (WebSocket, publish, API) besides the server's own,
+    /// such as `https://app.example.com`, or `*` for any; repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
     /// TURN realm; TURN is on once a realm and a user or secret are set.
     #[arg(long, value_name = "REALM")]
     turn_realm: Option<String>,
@@ -216,6 +223,7 @@ impl ServeArgs {
             ("http", &self.http),
             ("https", &self.https),
             ("api-key", &self.api_key),
+            ("allow-origin", &self.allow_origin),
             ("turn-user", &self.turn_user),
             ("turn-secret", &self.turn_secret),
             ("allow-peer", &self.allow_peer),
@@ -255,6 +263,7 @@ impl ServeArgs {
             ("hub-ping-interval", &self.hub_ping_interval),
             ("hub-idle-timeout", &self.hub_idle_timeout),
             ("poll-timeout", &self.poll_timeout),
+            ("hub-history-memory", &self.hub_history_memory),
             ("http3", &self.http3),
             ("quic-retry", &self.quic_retry),
             ("http3-idle-timeout", &self.http3_idle_timeout),

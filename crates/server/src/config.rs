@@ -228,8 +228,10 @@ pub struct StunSettings {
     pub alt_port: Option<u16>,
     /// SOFTWARE attribute value (empty: none).
     pub software: String,
-    /// Maximum open TCP+TLS connections.
+    /// Maximum open TCP+TLS connections (lowered at start-up to fit the descriptor limit).
     pub max_connections: usize,
+    /// Open TCP+TLS connections per client address (IPv6: per /64), 0 = no per-address cap.
+    pub max_connections_per_ip: usize,
     /// Seconds a TCP/TLS connection may stay idle.
     pub idle_timeout: u64,
     /// UDP worker sockets per address (0: one per CPU core).
@@ -246,6 +248,7 @@ impl Default for StunSettings {
             alt_port: None,
             software: concat!("switchboard ", env!("CARGO_PKG_VERSION")).into(),
             max_connections: 10_000,
+            max_connections_per_ip: 1024,
             idle_timeout: 300,
             workers: 0,
         }
@@ -284,6 +287,24 @@ pub struct HttpSettings {
     pub idle_timeout_secs: u64,
     /// Longest wait of a long-poll request, seconds.
     pub poll_timeout_secs: u64,
+    /// Seconds a new connection (after its TLS handshake) may take to send its first request
+    /// before it is closed.
+    pub first_request_timeout_secs: u64,
+    /// Open connections of all HTTP and HTTPS listeners together (TCP; HTTP/3 has its own
+    /// `[http3] max_connections`). Lowered at start-up to fit the descriptor limit.
+    pub max_connections: usize,
+    /// Open HTTP connections per client address (IPv6: per /64), 0 = no per-address cap.
+    pub max_connections_per_ip: usize,
+    /// A request body must arrive at this average rate, bytes per second, once
+    /// `body_grace_secs` have passed; slower ones are cut off with 408. 0 = no minimum.
+    pub body_min_rate: u64,
+    /// Seconds a request body may take before `body_min_rate` applies.
+    pub body_grace_secs: u64,
+    /// Origins (`https://app.example.com`) whose pages may use the hub endpoints: WebSocket
+    /// upgrades and state-changing requests carrying another `Origin` are refused with 403,
+    /// and CORS is answered for these. The server's own origin is always allowed; `*` allows
+    /// every origin. Flag `--allow-origin` (repeatable).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpSettings {
@@ -296,6 +317,12 @@ impl Default for HttpSettings {
             ping_interval_secs: 25,
             idle_timeout_secs: 60,
             poll_timeout_secs: 25,
+            first_request_timeout_secs: 10,
+            max_connections: 20_000,
+            max_connections_per_ip: 1024,
+            body_min_rate: 1024,
+            body_grace_secs: 10,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -473,6 +500,8 @@ pub const KEYS: &[&str] = &[
     "hub-ping-interval",
     "hub-idle-timeout",
     "poll-timeout",
+    "allow-origin",
+    "hub-history-memory",
     "http3",
     "quic-retry",
     "http3-idle-timeout",
@@ -672,6 +701,11 @@ impl Settings {
                 self.http.idle_timeout_secs = parse_one(origin, values, "seconds")?
             }
             "poll-timeout" => self.http.poll_timeout_secs = parse_one(origin, values, "seconds")?,
+            "allow-origin" => self.http.allowed_origins = split_list(values),
+            "hub-history-memory" => {
+                self.hub.history_memory_mib = parse_one(origin, values, "a size in MiB")?
+            }
+
             "http3" => self.http3.enabled = parse_switch(origin, values)?,
             "quic-retry" => self.http3.retry = parse_switch(origin, values)?,
             "http3-idle-timeout" => self.http3.idle_timeout = parse_one(origin, values, "seconds")?,
@@ -736,6 +770,19 @@ impl Settings {
                 "--hub-ping-interval, --hub-idle-timeout and --poll-timeout must be at least 1 second"
                     .into(),
             ));
+        }
+        if h.first_request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[http] first_request_timeout_secs must be at least 1 second".into(),
+            ));
+        }
+        for o in &h.allowed_origins {
+            if o != "*" && crate::http::origin_authority(o).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "--allow-origin {o:?}: expected SCHEME://HOST[:PORT] (such as \
+                     https://app.example.com) or *"
+                )));
+            }
         }
         if h.idle_timeout_secs <= h.ping_interval_secs {
             return Err(ConfigError::Invalid(format!(
@@ -909,6 +956,8 @@ mod tests {
                 "stun-udp" | "stun-tcp" | "stun-tls" | "http" | "https" => "127.0.0.1:1",
                 "allow-anonymous" => "false",
                 "hub-ping-interval" | "hub-idle-timeout" | "poll-timeout" => "7",
+                "allow-origin" => "https://app.example.com",
+                "hub-history-memory" => "7",
                 "alt-address" => "127.0.0.2",
                 "alt-port" | "stun-max-connections" | "stun-idle-timeout" | "stun-workers" => "7",
                 "user-quota" | "total-quota" | "max-bps" | "max-lifetime" | "credential-ttl" => "7",

@@ -4,13 +4,17 @@
 //! with upgrades, so REST, WebSocket upgrades and gRPC share each port.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::tls::Acceptor as TlsAcceptor;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -27,6 +31,7 @@ use tokio::task::JoinSet;
 use tower::Service;
 
 use crate::hub::ApiError;
+use crate::limits::ConnLimiter;
 use crate::ListenerInfo;
 
 /// ALPN protocols of the HTTPS listeners.
@@ -43,7 +48,8 @@ pub(crate) struct HttpState {
 }
 
 /// The whole application: health, metrics, pages, hub transports, gRPC; JSON 404 for the rest.
-pub(crate) fn router(state: HttpState, hub_routes: Router) -> Router {
+/// Every request passes the `Origin` check of [`Origins`] first.
+pub(crate) fn router(state: HttpState, hub_routes: Router, origins: Arc<Origins>) -> Router {
     let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -54,6 +60,162 @@ pub(crate) fn router(state: HttpState, hub_routes: Router) -> Router {
         .merge(base)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(origins, check_origin))
+}
+
+/// `SCHEME://HOST[:PORT]` as `(scheme, host, port)`, lower-cased, with the scheme's default
+/// port filled in (80 for http and ws, 443 for https and wss); `None` for anything else
+/// (`null`, paths, user info).
+pub(crate) fn origin_authority(origin: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = origin.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => return None,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
+        return None;
+    }
+    let (host, port) = split_host_port(rest, default)?;
+    Some((scheme, host, port))
+}
+
+/// `host[:port]` (IPv6 in brackets) as a lower-cased host and a port.
+fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') && (!h.contains(':') || h.ends_with(']')) => {
+            (h, p.parse().ok()?)
+        }
+        _ => (authority, default),
+    };
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+}
+
+/// The origins allowed to use the hub from a browser: the server's own (the request's
+/// authority), those listed in `[http] allowed_origins`, or any with `*`.
+pub(crate) struct Origins {
+    any: bool,
+    listed: Vec<(String, String, u16)>,
+}
+
+impl Origins {
+    pub(crate) fn new(allowed: &[String]) -> Arc<Self> {
+        Arc::new(Origins {
+            any: allowed.iter().any(|o| o.trim() == "*"),
+            listed: allowed.iter().filter_map(|o| origin_authority(o)).collect(),
+        })
+    }
+
+    /// Whether `origin` may use the endpoints of a request to `authority` (its `Host`), and
+    /// whether that use is cross-origin (so CORS headers are due).
+    fn judge(&self, origin: &str, authority: Option<&str>) -> Verdict {
+        let Some(o) = origin_authority(origin) else {
+            return if self.any {
+                Verdict::CrossOrigin
+            } else {
+                Verdict::Refused
+            };
+        };
+        let same = authority
+            .and_then(|a| split_host_port(a, o.2))
+            .is_some_and(|(host, port)| host == o.1 && port == o.2);
+        if same {
+            Verdict::SameOrigin
+        } else if self.any || self.listed.contains(&o) {
+            Verdict::CrossOrigin
+        } else {
+            Verdict::Refused
+        }
+    }
+}
+
+enum Verdict {
+    SameOrigin,
+    CrossOrigin,
+    Refused,
+}
+
+/// Metric: requests refused for their `Origin`.
+const ORIGIN_REFUSED: &str = "switchboard_http_origin_refused_total";
+
+/// The `Origin` check. A request without `Origin` (not from a browser page) passes. A page of
+/// another origin that is not allowed gets 403 for the hub endpoints (`/v1/...`, WebSocket
+/// upgrades included) and for every state-changing method; allowed cross-origin pages get CORS
+/// headers and their preflights answered.
+async fn check_origin(
+    State(origins): State<Arc<Origins>>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(origin) = request
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("null").to_owned())
+    else {
+        return next.run(request).await;
+    };
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+    let method = request.method().clone();
+    let guarded = request.uri().path().starts_with("/v1/")
+        || !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    match origins.judge(&origin, authority.as_deref()) {
+        Verdict::SameOrigin => next.run(request).await,
+        Verdict::Refused if guarded || method == Method::OPTIONS => {
+            metrics::counter!(ORIGIN_REFUSED).increment(1);
+            tracing::debug!(%origin, path = request.uri().path(), "request from a page of a refused origin");
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                code::PERMISSION_DENIED,
+                "origin not allowed (server setting [http] allowed_origins, flag --allow-origin)",
+            )
+            .into_response()
+        }
+        Verdict::Refused => next.run(request).await,
+        Verdict::CrossOrigin => {
+            let value = HeaderValue::from_str(&origin).ok();
+            let preflight = method == Method::OPTIONS
+                && request
+                    .headers()
+                    .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+            let mut response = if preflight {
+                let mut r = StatusCode::NO_CONTENT.into_response();
+                let h = r.headers_mut();
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET, POST, OPTIONS"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("authorization, content-type, last-event-id"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+                r
+            } else {
+                next.run(request).await
+            };
+            let h = response.headers_mut();
+            if let Some(v) = value {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            }
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
+            response
+        }
+    }
 }
 
 /// The `listeners` array of `/healthz` (fixed once the server is up, so serialized once).
@@ -154,10 +316,16 @@ async fn method_not_allowed() -> Response {
 }
 
 /// Connection-level options.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct ConnOptions {
     /// HTTP/2 keep-alive ping period.
     pub ping: Duration,
+    /// Time a connection (after TLS) has to send its first request.
+    pub first_request: Duration,
+    /// Caps shared by every HTTP and HTTPS listener.
+    pub limiter: Arc<ConnLimiter>,
+    /// The least request body rate, once its grace period is over.
+    pub body_rate: Option<BodyRate>,
 }
 
 /// Serves `router` on `listener` (TLS when `tls` is set) until shutdown.
@@ -175,6 +343,7 @@ pub(crate) fn spawn(
     builder
         .http1()
         .timer(TokioTimer::new())
+        // Also the idle time allowed between keep-alive requests.
         .header_read_timeout(Duration::from_secs(30));
     builder
         .http2()
@@ -183,18 +352,31 @@ pub(crate) fn spawn(
         .keep_alive_timeout(options.ping.max(Duration::from_secs(10)))
         .enable_connect_protocol();
     let builder = Arc::new(builder);
+    let listener_name = if tls.is_some() { "https" } else { "http" };
     tasks.spawn(async move {
+        let mut backoff = crate::net::AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = crate::stopped(&mut stop) => return,
                 a = listener.accept() => a,
             };
             let (tcp, peer) = match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.reset();
+                    a
+                }
                 Err(e) => {
-                    // Out of descriptors and similar: back off instead of spinning.
-                    tracing::warn!(%addr, error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors and similar: count, back off instead of spinning
+                    // (the other listeners keep their share, see `net::fit_descriptor_limit`).
+                    backoff.failed(listener_name, addr, &e).await;
+                    continue;
+                }
+            };
+            let guard = match options.limiter.try_acquire(peer.ip()) {
+                Ok(g) => g,
+                Err(why) => {
+                    tracing::debug!(%peer, reason = why.as_str(), "HTTP connection refused by a cap");
+                    drop(tcp);
                     continue;
                 }
             };
@@ -203,15 +385,19 @@ pub(crate) fn spawn(
             let builder = builder.clone();
             let stop = stop.clone();
             let tls = tls.clone();
+            let options = options.clone();
             tokio::spawn(async move {
+                let _guard = guard;
                 match tls {
-                    None => serve(&builder, tcp, peer, router, stop).await,
+                    None => serve(&builder, tcp, peer, router, &options, stop).await,
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
                                 .await;
                         match handshake {
-                            Ok(Ok(stream)) => serve(&builder, stream, peer, router, stop).await,
+                            Ok(Ok(stream)) => {
+                                serve(&builder, stream, peer, router, &options, stop).await
+                            }
                             Ok(Err(e)) => {
                                 metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
                                 tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
@@ -228,32 +414,171 @@ pub(crate) fn spawn(
     });
 }
 
-/// Serves one connection; on shutdown, lets in-flight requests finish (5 s at most).
+/// Metric: HTTP connections closed because no request arrived in time.
+const FIRST_REQUEST_TIMEOUTS: &str = "switchboard_http_first_request_timeouts_total";
+
+/// Serves one connection; on shutdown, lets in-flight requests finish (5 s at most). A
+/// connection that sends no request within `first_request` is closed.
 async fn serve<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     peer: SocketAddr,
     router: Router,
+    options: &ConnOptions,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = requested.clone();
+    let body_rate = options.body_rate;
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        // gRPC streams are long-lived and may stay quiet: no minimum rate for them.
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let rate = if grpc { None } else { body_rate };
+        let mut request = request.map(|body| MinRateBody::new(body, rate));
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
         async move { Ok::<_, Infallible>(router.call(request).await.into_response()) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    let first = tokio::time::sleep(options.first_request);
+    tokio::pin!(first);
+    let mut waiting_first = true;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            () = &mut first, if waiting_first => {
+                if !requested.load(Ordering::Relaxed) {
+                    metrics::counter!(FIRST_REQUEST_TIMEOUTS).increment(1);
+                    tracing::debug!(%peer, "HTTP connection sent no request in time: closed");
+                    return;
+                }
+                waiting_first = false;
+            }
+            _ = crate::stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+                return;
             }
         }
-        _ = crate::stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+    }
+}
+
+/// The least rate of a request body: after `grace`, `bytes_per_sec` on average.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyRate {
+    pub bytes_per_sec: u64,
+    pub grace: Duration,
+}
+
+/// A request body cut off (with an error the handlers answer as 408) when it arrives slower
+/// than its [`BodyRate`].
+pub(crate) struct MinRateBody {
+    inner: Incoming,
+    rate: Option<BodyRate>,
+    start: tokio::time::Instant,
+    received: u64,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl MinRateBody {
+    fn new(inner: Incoming, rate: Option<BodyRate>) -> Self {
+        MinRateBody {
+            inner,
+            rate,
+            start: tokio::time::Instant::now(),
+            received: 0,
+            timer: None,
         }
+    }
+
+    /// When the bytes received so far stop being enough.
+    fn deadline(&self, rate: BodyRate) -> tokio::time::Instant {
+        let earned = Duration::from_secs_f64(self.received as f64 / rate.bytes_per_sec as f64);
+        self.start + rate.grace + earned.min(Duration::from_secs(86_400))
+    }
+}
+
+/// The error of a body that arrived too slowly.
+#[derive(Debug, thiserror::Error)]
+#[error("{SLOW_BODY_MESSAGE} (less than {0} bytes/s)")]
+pub(crate) struct SlowBody(u64);
+
+/// What a client whose body was cut off is told.
+pub(crate) const SLOW_BODY_MESSAGE: &str = "arrived too slowly";
+
+/// Whether `e` (or what caused it) is a [`SlowBody`].
+pub(crate) fn is_slow_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<SlowBody>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Metric: request bodies cut off for arriving too slowly.
+const SLOW_BODIES: &str = "switchboard_http_slow_bodies_total";
+
+impl hyper::body::Body for MinRateBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received = this.received.saturating_add(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let Some(rate) = this.rate else {
+                    return Poll::Pending;
+                };
+                let deadline = this.deadline(rate);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        metrics::counter!(SLOW_BODIES).increment(1);
+                        this.rate = None;
+                        Poll::Ready(Some(Err(SlowBody(rate.bytes_per_sec).into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

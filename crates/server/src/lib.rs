@@ -18,6 +18,8 @@ pub mod config;
 mod h3;
 mod http;
 mod hub;
+mod limits;
+mod net;
 mod outq;
 mod quic_tls;
 pub mod stats;
@@ -33,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_turn::Transport;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Settings;
@@ -187,7 +189,32 @@ impl Server {
             }
         }
 
-        let limit = Arc::new(Semaphore::new(settings.stun.max_connections));
+        // Every connection cap fits in the descriptor limit, so running out on one listener
+        // group never stops the others (docs/security.md).
+        let (soft_before, soft, hard) = net::raise_descriptor_limit();
+        let (http_cap, stun_cap) = net::fit_caps(
+            soft,
+            settings.http.max_connections,
+            settings.stun.max_connections,
+        );
+        tracing::info!(
+            soft_before,
+            soft,
+            hard,
+            http_cap,
+            stun_cap,
+            "open-file limit (soft raised to hard); connection caps fitted to it"
+        );
+        if http_cap < settings.http.max_connections || stun_cap < settings.stun.max_connections {
+            tracing::warn!(
+                limit = soft,
+                http_cap,
+                stun_cap,
+                "connection caps lowered to fit the open-file limit (raise it with ulimit -n or LimitNOFILE=)"
+            );
+        }
+        let limit =
+            limits::ConnLimiter::new("stun", stun_cap, settings.stun.max_connections_per_ip);
         let idle = Duration::from_secs(settings.stun.idle_timeout.max(1));
         let stream_lists = [
             (Transport::Tcp, &settings.stun.tcp),
@@ -336,8 +363,18 @@ impl Server {
                     },
                 },
                 hub::routes(ctx.clone()),
+                http::Origins::new(&settings.http.allowed_origins),
             );
-            let options = http::ConnOptions { ping: ctx.ping };
+            let h = &settings.http;
+            let options = http::ConnOptions {
+                ping: ctx.ping,
+                first_request: Duration::from_secs(h.first_request_timeout_secs.max(1)),
+                limiter: limits::ConnLimiter::new("http", http_cap, h.max_connections_per_ip),
+                body_rate: (h.body_min_rate > 0).then(|| http::BodyRate {
+                    bytes_per_sec: h.body_min_rate,
+                    grace: Duration::from_secs(h.body_grace_secs),
+                }),
+            };
             let https_acceptor = certs.acceptor(http::HTTPS_ALPN, "https")?;
             for (protocol, l, addr) in http_listeners {
                 let tls = (protocol == "https").then(|| https_acceptor.clone());
@@ -348,7 +385,7 @@ impl Server {
                     (Some(_), Some((_, a))) => h3::with_alt_svc(router.clone(), a.port()),
                     _ => router.clone(),
                 };
-                http::spawn(l, addr, tls, router, options, &rx, &mut tasks);
+                http::spawn(l, addr, tls, router, options.clone(), &rx, &mut tasks);
             }
             for (udp, addr) in h3_sockets {
                 h3::spawn(

@@ -47,7 +47,8 @@ impl OutQueue {
     pub(crate) fn with_direct(direct: Option<Box<dyn Direct>>) -> Self {
         OutQueue {
             buf: Mutex::new(State {
-                bytes: VecDeque::with_capacity(16 * 1024),
+                // Grown on demand: an idle connection holds no buffer.
+                bytes: VecDeque::new(),
                 writing: false,
             }),
             direct,

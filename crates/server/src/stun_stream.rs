@@ -14,7 +14,7 @@ use crate::tls::Acceptor as TlsAcceptor;
 use switchboard_turn::{Arrival, FiveTuple, Output, Transport, Via, MAX_REPLY};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::outq::OutQueue;
@@ -30,7 +30,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct StreamCtx {
     pub core: Arc<Core>,
     pub stats: Arc<StunStats>,
-    pub limit: Arc<Semaphore>,
+    pub limit: Arc<crate::limits::ConnLimiter>,
     pub idle: Duration,
     pub tls: Option<TlsAcceptor>,
     pub transport: Transport,
@@ -62,23 +62,32 @@ pub(crate) fn spawn(
     let conn_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let mut conns = JoinSet::new();
+        let mut backoff = crate::net::AcceptBackoff::default();
+        let name = if ctx.tls.is_some() { "stun-tls" } else { "stun-tcp" };
+        let local_addr = listener.local_addr().ok();
         loop {
             tokio::select! {
                 _ = crate::stopped(&mut stop) => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => {
                     let (tcp, peer) = match accepted {
-                        Ok(x) => x,
+                        Ok(x) => {
+                            backoff.reset();
+                            x
+                        }
                         Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let at = local_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                            backoff.failed(name, at, &e).await;
                             continue;
                         }
                     };
-                    let Ok(permit) = ctx.limit.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; closing new connection");
-                        ctx.stats.closed_fault.increment(1);
-                        continue;
+                    let permit = match ctx.limit.try_acquire(peer.ip()) {
+                        Ok(p) => p,
+                        Err(why) => {
+                            tracing::debug!(%peer, reason = why.as_str(), "STUN connection refused by a cap");
+                            ctx.stats.closed_fault.increment(1);
+                            continue;
+                        }
                     };
                     let _ = tcp.set_nodelay(true);
                     let local = match tcp.local_addr() {
@@ -105,25 +114,36 @@ pub(crate) fn spawn(
 
 async fn connection(tcp: tokio::net::TcpStream, arrival: Arrival, ctx: &StreamCtx) {
     let result = match &ctx.tls {
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-        {
-            Ok(Ok(tls)) => serve_stream(tls, arrival, ctx).await,
-            Ok(Err(e)) => {
-                ctx.stats.handshake_failures.increment(1);
-                tracing::debug!(peer = %arrival.peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                ctx.stats.handshake_failures.increment(1);
-                tracing::debug!(peer = %arrival.peer, "TLS handshake timed out");
-                return;
-            }
-        },
+        // Boxed: the TLS state is large and would otherwise sit in every plain TCP connection's
+        // task too.
+        Some(acceptor) => Box::pin(serve_tls(tcp, acceptor, arrival, ctx)).await,
         None => serve_tcp(tcp, arrival, ctx).await,
     };
     if let Err(reason) = result {
         ctx.stats.closed_fault.increment(1);
         tracing::debug!(peer = %arrival.peer, transport = ctx.transport.as_str(), reason, "closing STUN connection");
+    }
+}
+
+/// TLS: the handshake (bounded by [`HANDSHAKE_TIMEOUT`]), then frames as on any stream.
+async fn serve_tls(
+    tcp: tokio::net::TcpStream,
+    acceptor: &TlsAcceptor,
+    arrival: Arrival,
+    ctx: &StreamCtx,
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => serve_stream(tls, arrival, ctx).await,
+        Ok(Err(e)) => {
+            ctx.stats.handshake_failures.increment(1);
+            tracing::debug!(peer = %arrival.peer, error = %e, "TLS handshake failed");
+            Ok(())
+        }
+        Err(_) => {
+            ctx.stats.handshake_failures.increment(1);
+            tracing::debug!(peer = %arrival.peer, "TLS handshake timed out");
+            Ok(())
+        }
     }
 }
 
@@ -163,16 +183,21 @@ async fn serve_tcp(
     arrival: Arrival,
     ctx: &StreamCtx,
 ) -> Result<(), &'static str> {
-    let (mut rd, wr) = tcp.into_split();
-    let wr = Arc::new(wr);
+    let (rd, wr) = tcp.into_split();
+    let mut rd = TcpReady(rd);
     let clock = WriteClock::new();
-    let direct = TcpDirect {
-        wr: wr.clone(),
-        clock: clock.clone(),
-    };
-    let queue = Arc::new(OutQueue::with_direct(Some(Box::new(direct))));
-    let writer = tokio::spawn(write_tcp(wr, queue.clone(), clock.clone()));
-    run(&mut rd, arrival, ctx, queue, writer, &clock).await
+    let writer_clock = clock.clone();
+    let writer = Writer::Pending(Box::new(move || {
+        let wr = Arc::new(wr);
+        let direct = TcpDirect {
+            wr: wr.clone(),
+            clock: writer_clock.clone(),
+        };
+        let queue = Arc::new(OutQueue::with_direct(Some(Box::new(direct))));
+        let task = tokio::spawn(write_tcp(wr, queue.clone(), writer_clock));
+        (queue, task)
+    }));
+    run(&mut rd, arrival, ctx, writer, &clock).await
 }
 
 /// Any other stream (TLS): one writer task owns the write half.
@@ -181,25 +206,56 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     arrival: Arrival,
     ctx: &StreamCtx,
 ) -> Result<(), &'static str> {
-    let (mut rd, mut wr) = tokio::io::split(io);
+    let (rd, mut wr) = tokio::io::split(io);
+    let mut rd = NoReady(rd);
     let clock = WriteClock::new();
-    let queue = Arc::new(OutQueue::new());
-    let writer_queue = queue.clone();
     let writer_clock = clock.clone();
-    let writer = tokio::spawn(async move {
-        let mut chunk = Vec::with_capacity(64 * 1024);
-        loop {
-            writer_queue.pop_into(&mut chunk, 64 * 1024).await;
-            if chunk.is_empty() || wr.write_all(&chunk).await.is_err() {
-                break;
+    let writer = Writer::Pending(Box::new(move || {
+        let queue = Arc::new(OutQueue::new());
+        let writer_queue = queue.clone();
+        let task = tokio::spawn(async move {
+            // Grown on demand (idle connections hold no buffers).
+            let mut chunk = Vec::new();
+            loop {
+                writer_queue.pop_into(&mut chunk, 64 * 1024).await;
+                if chunk.is_empty() || wr.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                writer_clock.touch();
+                writer_queue.written();
             }
-            writer_clock.touch();
-            writer_queue.written();
+            writer_queue.close();
+            let _ = wr.shutdown().await;
+        });
+        (queue, task)
+    }));
+    run(&mut rd, arrival, ctx, writer, &clock).await
+}
+
+/// A connection's writer: its queue and task start with the first frame the client sends, so a
+/// connection that never sends holds neither.
+enum Writer {
+    Pending(Box<dyn FnOnce() -> (Arc<OutQueue>, tokio::task::JoinHandle<()>) + Send>),
+    Started(Arc<OutQueue>, tokio::task::JoinHandle<()>),
+    Taken,
+}
+
+impl Writer {
+    /// The queue, starting the writer (and registering the stream for relayed data) if needed.
+    fn queue(&mut self, ctx: &StreamCtx, five: FiveTuple) -> &Arc<OutQueue> {
+        if let Writer::Pending(_) = self {
+            if let Writer::Pending(start) = std::mem::replace(self, Writer::Taken) {
+                let (queue, task) = start();
+                ctx.core.register_stream(five, queue.clone());
+                *self = Writer::Started(queue, task);
+            }
         }
-        writer_queue.close();
-        let _ = wr.shutdown().await;
-    });
-    run(&mut rd, arrival, ctx, queue, writer, &clock).await
+        match self {
+            Writer::Started(queue, _) => queue,
+            // Unreachable: Pending became Started above and nothing else makes Taken.
+            _ => unreachable!("writer started above"),
+        }
+    }
 }
 
 /// A TCP write half shared by the writer task and the producers' direct writes.
@@ -223,7 +279,8 @@ async fn write_tcp(
     queue: Arc<OutQueue>,
     clock: Arc<WriteClock>,
 ) {
-    let mut chunk = Vec::with_capacity(64 * 1024);
+    // Grown on demand (idle connections hold no buffers).
+    let mut chunk = Vec::new();
     'chunks: loop {
         queue.pop_into(&mut chunk, 64 * 1024).await;
         if chunk.is_empty() {
@@ -247,14 +304,87 @@ async fn write_tcp(
     queue.close();
 }
 
+/// A read half that can wait for input without a buffer, so a connection holds no receive
+/// buffer until its client sends something.
+trait FrameSource: AsyncRead + Unpin + Send {
+    /// Waits until a read would find data (or EOF, or an error); may return at once.
+    fn ready(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+}
+
+/// Plain TCP: waits for readability.
+struct TcpReady(tokio::net::tcp::OwnedReadHalf);
+
+/// Anything else (TLS, which buffers inside rustls anyway): ready at once.
+struct NoReady<R>(R);
+
+impl AsyncRead for TcpReady {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl FrameSource for TcpReady {
+    async fn ready(&mut self) -> io::Result<()> {
+        self.0.readable().await
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for NoReady<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send> FrameSource for NoReady<R> {
+    async fn ready(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How long one frame may take to arrive whole once its first byte has (the first frame: from
+/// the connection's start). The idle timeout alone restarted on every byte, so one byte every
+/// few seconds held a connection forever.
+pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection quiet this long between frames gives its buffers back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// A wait for input ran out: an error when the frame under way is past its deadline or the
+/// connection has been idle both ways for the idle timeout; `Ok` to keep waiting.
+fn ready_timed_out(
+    frame_started: Option<tokio::time::Instant>,
+    clock: &WriteClock,
+    ctx: &StreamCtx,
+) -> Result<(), &'static str> {
+    if frame_started.is_some_and(|t| t.elapsed() >= FRAME_TIMEOUT) {
+        return Err("frame timeout");
+    }
+    // Idle means idle both ways: relayed data flowing to the client keeps it open.
+    if clock.idle_for(ctx.idle) {
+        return Err("idle timeout");
+    }
+    Ok(())
+}
+
+/// The receive buffer of a connection that has sent something (grown once to the size a
+/// larger frame announces, bounded by [`MAX_FRAME`], and given back when it drains).
+const READ_CHUNK: usize = 4096;
+
 /// Reads frames and answers them until EOF (Ok) or a fault (Err with the reason). Replies and
 /// relayed data share one bounded writer queue, so they reach the client in order.
-async fn run<R: AsyncRead + Unpin>(
+async fn run<R: FrameSource>(
     rd: &mut R,
     arrival: Arrival,
     ctx: &StreamCtx,
-    queue: Arc<OutQueue>,
-    writer: tokio::task::JoinHandle<()>,
+    mut writer: Writer,
     clock: &WriteClock,
 ) -> Result<(), &'static str> {
     let five = FiveTuple {
@@ -262,25 +392,30 @@ async fn run<R: AsyncRead + Unpin>(
         server: arrival.local,
         transport: arrival.transport,
     };
-    ctx.core.register_stream(five, queue.clone());
-    let result = read_loop(rd, &arrival, ctx, &queue, clock).await;
-    // The allocation ends with the connection; then let the writer flush what is queued.
-    ctx.core.stream_closed(&five);
-    queue.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let result = read_loop(rd, &arrival, ctx, &mut writer, five, clock).await;
+    if let Writer::Started(queue, task) = writer {
+        // The allocation ends with the connection; then let the writer flush what is queued.
+        ctx.core.stream_closed(&five);
+        queue.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     result
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: FrameSource>(
     rd: &mut R,
     arrival: &Arrival,
     ctx: &StreamCtx,
-    queue: &OutQueue,
+    writer: &mut Writer,
+    five: FiveTuple,
     clock: &WriteClock,
 ) -> Result<(), &'static str> {
-    let mut buf = vec![0u8; 4096];
+    // Both buffers are allocated once the client sends something.
+    let mut buf: Vec<u8> = Vec::new();
     let mut filled = 0usize;
-    let mut out = vec![0u8; MAX_REPLY];
+    let mut out: Vec<u8> = Vec::new();
+    // When the frame being received started; the first one starts with the connection.
+    let mut frame_started = Some(tokio::time::Instant::now());
     loop {
         // Answer every whole frame already buffered.
         let mut start = 0usize;
@@ -302,13 +437,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     buf.copy_within(start..filled, 0);
                     filled -= start;
                     start = 0;
-                    buf.resize(len.max(4096), 0);
+                    buf.resize(len.max(READ_CHUNK), 0);
                 }
                 break;
             }
             ctx.stats.received.increment(1);
             let frame = &buf[start..start + len];
             start += len;
+            if out.is_empty() {
+                out.resize(MAX_REPLY, 0);
+            }
+            let queue = writer.queue(ctx, five);
             match ctx.core.client_input(arrival, frame, &mut out) {
                 Output::Reply {
                     via: Via::Same,
@@ -336,11 +475,46 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if start > 0 {
             buf.copy_within(start..filled, 0);
             filled -= start;
+            // The next frame starts now if part of it is here, else with its first byte.
+            frame_started = (filled > 0).then(tokio::time::Instant::now);
         }
-        if filled == buf.len() {
+        if filled == 0 && buf.len() > READ_CHUNK {
+            // Drained after a large frame: give the memory back.
+            buf = Vec::new();
+        }
+        if filled == buf.len() && !buf.is_empty() {
             return Err("receive buffer full");
         }
-        match tokio::time::timeout(ctx.idle, rd.read(&mut buf[filled..])).await {
+        // The frame under way must be complete by its deadline; between frames, the idle timeout.
+        let wait = match frame_started {
+            Some(t) => (t + FRAME_TIMEOUT)
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(ctx.idle),
+            None => ctx.idle,
+        };
+        if filled == 0 {
+            // Between frames: wait for input without a buffer; a connection quiet for
+            // IDLE_RELEASE gives its buffers back.
+            let mut ready = tokio::time::timeout(wait.min(IDLE_RELEASE), rd.ready()).await;
+            if ready.is_err() && !buf.is_empty() {
+                buf = Vec::new();
+                out = Vec::new();
+                let rest = wait.saturating_sub(IDLE_RELEASE);
+                ready = tokio::time::timeout(rest, rd.ready()).await;
+            }
+            match ready {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err("read failed"),
+                Err(_) => {
+                    ready_timed_out(frame_started, clock, ctx)?;
+                    continue;
+                }
+            }
+        }
+        if buf.is_empty() {
+            buf.resize(READ_CHUNK, 0);
+        }
+        match tokio::time::timeout(wait, rd.read(&mut buf[filled..])).await {
             Ok(Ok(0)) => {
                 return if filled == 0 {
                     Ok(())
@@ -348,13 +522,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     Err("truncated frame at EOF")
                 }
             }
-            Ok(Ok(n)) => filled += n,
+            Ok(Ok(n)) => {
+                if filled == 0 && frame_started.is_none() {
+                    frame_started = Some(tokio::time::Instant::now());
+                }
+                filled += n;
+            }
             Ok(Err(_)) => return Err("read failed"),
             Err(_) => {
-                // Idle means idle both ways: relayed data flowing to the client keeps it open.
-                if clock.idle_for(ctx.idle) {
-                    return Err("idle timeout");
-                }
+                ready_timed_out(frame_started, clock, ctx)?;
             }
         }
     }

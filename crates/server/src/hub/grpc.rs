@@ -205,12 +205,19 @@ impl GrpcApi {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if self.0.api_key_ok(value) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated(
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        match self.0.api_auth(value, peer) {
+            Ok(()) => Ok(()),
+            Err(super::ApiAuthError::Refused) => Err(Status::unauthenticated(
                 "server API: missing or invalid API key (metadata authorization: apikey KEY)",
-            ))
+            )),
+            Err(super::ApiAuthError::Blocked(left)) => Err(Status::resource_exhausted(format!(
+                "server API: too many failed authentications from this address; retry in {} s",
+                left.as_secs().max(1)
+            ))),
         }
     }
 }

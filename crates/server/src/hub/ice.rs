@@ -19,13 +19,22 @@ use switchboard_turn::auth::rest_password_sha1;
 
 use super::{query_pairs, ApiError, Ctx};
 use crate::config::Settings;
+use crate::limits::{client_key, RateLimiter};
 use crate::turn_io::Core;
 use crate::ListenerInfo;
+
+/// `GET /v1/ice-servers` calls per client address: a burst of [`ICE_BURST`], then
+/// [`ICE_PER_SEC`] a second (429 past that). A page asks once per call it sets up.
+pub(crate) const ICE_PER_SEC: f64 = 2.0;
+/// See [`ICE_PER_SEC`].
+pub(crate) const ICE_BURST: f64 = 20.0;
 
 /// What the ICE endpoints need, fixed at start-up.
 pub(crate) struct Ice {
     core: Arc<Core>,
     secret: Option<Vec<u8>>,
+    /// Per-address budget of `GET /v1/ice-servers`.
+    rate: RateLimiter,
     ttl: u64,
     host: String,
     udp: Option<u16>,
@@ -51,6 +60,7 @@ impl Ice {
                 .first()
                 .filter(|_| turn_on)
                 .map(|s| s.as_bytes().to_vec()),
+            rate: RateLimiter::new("ice-servers", ICE_PER_SEC, ICE_BURST),
             ttl: settings.turn.credential_ttl.max(60),
             host: settings.turn.ice_host.clone(),
             udp: port("udp"),
@@ -93,15 +103,37 @@ pub(crate) async fn ice_servers(
         )
         .into_response();
     };
+    if !ice.rate.allow(peer.ip(), std::time::Instant::now()) {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            code::TOO_MANY_REQUESTS,
+            "too many ICE server requests from this address; retry later",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    }
     let pairs = query_pairs(query.as_deref());
     let session = match ctx.connect_http(&headers, &pairs, "http", Some(peer)) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let user = if session.user().is_empty() {
-        format!("anonymous-{}", session.client_id())
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // A named user's credential lives --credential-ttl from now. An anonymous client gets one
+    // stable user and credential per client address and window of --credential-ttl (valid
+    // until the next window ends), so asking again mints nothing new.
+    let (user, expiry) = if session.user().is_empty() {
+        let window = now / ice.ttl;
+        (
+            anonymous_user(ice.secret.as_deref(), peer, window),
+            (window + 2) * ice.ttl,
+        )
     } else {
-        session.user().to_string()
+        (session.user().to_string(), now + ice.ttl)
     };
     session.close().await;
     if ice.core.is_revoked(&user) {
@@ -122,11 +154,7 @@ pub(crate) async fn ice_servers(
         servers.push(serde_json::json!({ "urls": [format!("stun:{host}:{p}")] }));
     }
     if let Some(secret) = &ice.secret {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let username = format!("{}:{user}", now + ice.ttl);
+        let username = format!("{expiry}:{user}");
         let credential = rest_password_sha1(secret, &username);
         let mut turn = Vec::new();
         if let Some(p) = ice.udp {
@@ -155,6 +183,28 @@ pub(crate) async fn ice_servers(
         .into_response()
 }
 
+/// The TURN user of an anonymous client: `anonymous-` and 16 hex digits derived from the TURN
+/// secret, the client's address (IPv6: its /64) and the window, so it is the same on every node
+/// sharing the secret and says nothing about the address.
+fn anonymous_user(secret: Option<&[u8]>, peer: SocketAddr, window: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"switchboard anonymous TURN user\0");
+    h.update(secret.unwrap_or_default());
+    h.update([0]);
+    match client_key(peer.ip()) {
+        std::net::IpAddr::V4(a) => h.update(a.octets()),
+        std::net::IpAddr::V6(a) => h.update(a.octets()),
+    }
+    h.update(window.to_be_bytes());
+    let digest = h.finalize();
+    let mut name = String::from("anonymous-");
+    for b in &digest[..8] {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevokeRequest {
@@ -163,19 +213,18 @@ pub(crate) struct RevokeRequest {
 
 pub(crate) async fn revoke(
     State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Err(e) = super::require_json(&headers, &body) {
+        return e.into_response();
+    }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !ctx.api_key_ok(auth) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            code::UNAUTHORIZED,
-            "server API key required: Authorization: apikey KEY",
-        )
-        .into_response();
+    if let Err(e) = ctx.api_auth(auth, Some(peer)) {
+        return e.response("server API key required: Authorization: apikey KEY");
     }
     let Some(ice) = ctx.ice.as_ref() else {
         return ApiError::new(

@@ -39,6 +39,7 @@ use switchboard_hub::{proto, AuthFailure, Hub, HubError, Session};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::limits::FailureTracker;
 
 /// What every hub transport needs: the hub and the transport settings.
 pub(crate) struct HubCtx {
@@ -60,7 +61,20 @@ pub(crate) struct HubCtx {
     pub write_delay: Duration,
     /// ICE servers and TURN credential revocation (absent when STUN/TURN is not served).
     pub ice: Option<ice::Ice>,
+    /// Failed server-API authentications per client address.
+    pub api_failures: FailureTracker,
+    /// When a failed authentication was last logged (failures are logged at most once a second).
+    api_failure_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Failed server-API authentications one address may make per [`API_FAILURE_WINDOW`] before
+/// every server-API call from it is refused (429) for the rest of the window.
+pub(crate) const API_MAX_FAILURES: u32 = 10;
+/// See [`API_MAX_FAILURES`].
+pub(crate) const API_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Metric: failed server-API authentications, label `result` (`refused`: wrong or missing
+/// key; `blocked`: the address is blocked after too many).
+const API_AUTH_FAILURES: &str = "switchboard_api_auth_failures_total";
 
 pub(crate) type Ctx = Arc<HubCtx>;
 
@@ -90,6 +104,8 @@ impl HubCtx {
             poll_timeout: Duration::from_secs(h.poll_timeout_secs.max(1)),
             max_frame,
             stop,
+            api_failures: FailureTracker::new(API_MAX_FAILURES, API_FAILURE_WINDOW),
+            api_failure_logged: std::sync::Mutex::new(None),
         })
     }
 
@@ -127,13 +143,86 @@ impl HubCtx {
     }
 
     /// Whether `authorization` is `apikey KEY` with a configured key.
-    pub(crate) fn api_key_ok(&self, authorization: Option<&str>) -> bool {
+    fn api_key_ok(&self, authorization: Option<&str>) -> bool {
         let Some(key) = authorization.and_then(|v| auth_param(v, "apikey")) else {
             return false;
         };
         self.api_keys
             .iter()
             .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
+    }
+
+    /// Checks a server-API call's `authorization` (`apikey KEY`) from `peer`. Failures are
+    /// counted and logged (at most once a second); an address with [`API_MAX_FAILURES`] in
+    /// [`API_FAILURE_WINDOW`] is refused — even with the right key — until the window ends.
+    pub(crate) fn api_auth(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), ApiAuthError> {
+        let now = std::time::Instant::now();
+        let ip = peer.map(|p| p.ip());
+        if let Some(left) = ip.and_then(|ip| self.api_failures.blocked(ip, now)) {
+            metrics::counter!(API_AUTH_FAILURES, "result" => "blocked").increment(1);
+            return Err(ApiAuthError::Blocked(left));
+        }
+        if self.api_key_ok(authorization) {
+            return Ok(());
+        }
+        metrics::counter!(API_AUTH_FAILURES, "result" => "refused").increment(1);
+        let failures = ip.map_or(0, |ip| self.api_failures.fail(ip, now));
+        let mut logged = self
+            .api_failure_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *logged = Some(now);
+            tracing::warn!(
+                peer = ?peer,
+                failures_in_window = failures,
+                presented = authorization.is_some(),
+                "server API: authentication failed (logged at most once a second; see switchboard_api_auth_failures_total)"
+            );
+        }
+        Err(ApiAuthError::Refused)
+    }
+}
+
+/// A refused server-API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApiAuthError {
+    /// Missing or wrong key.
+    Refused,
+    /// Too many failures from this address; blocked for this long.
+    Blocked(Duration),
+}
+
+impl ApiAuthError {
+    /// The HTTP answer; `how` says where the key goes (`header Authorization: apikey KEY`).
+    pub(crate) fn response(self, how: &str) -> Response {
+        match self {
+            ApiAuthError::Refused => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                code::UNAUTHORIZED,
+                format!("server API: missing or invalid API key ({how})"),
+            )
+            .into_response(),
+            ApiAuthError::Blocked(left) => {
+                let secs = left.as_secs().max(1);
+                let mut r = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code::TOO_MANY_REQUESTS,
+                    format!(
+                        "server API: too many failed authentications from this address; retry in {secs} s"
+                    ),
+                )
+                .into_response();
+                if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+        }
     }
 }
 
@@ -145,6 +234,30 @@ pub(crate) fn auth_param<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
         .split_once(' ')
         .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
         .map(|(_, credentials)| credentials.trim())
+}
+
+/// Refuses a JSON POST body sent as anything but `application/json` (415): a page of another
+/// site can send `text/plain` or a form without asking first (a CORS "simple request"), but
+/// not `application/json`. An empty body needs no type.
+pub(crate) fn require_json(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    match essence {
+        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::BAD_REQUEST,
+            format!(
+                "request body must be sent as Content-Type: application/json (got {})",
+                other.map_or("none".to_owned(), |t| format!("{t:?}"))
+            ),
+        )),
+    }
 }
 
 /// A hub result as the `(error, result)` pair of a `*Response` message.

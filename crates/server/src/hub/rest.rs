@@ -21,6 +21,14 @@ use super::{json_response, query_pairs, split, ApiError, Ctx};
 
 /// A body that could not be read (too large, broken connection) as a JSON error.
 fn body_error(e: BytesRejection) -> Response {
+    if crate::http::is_slow_body(&e) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            code::BAD_REQUEST,
+            format!("request body: {}", crate::http::SLOW_BODY_MESSAGE),
+        )
+        .into_response();
+    }
     let status = e.status();
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
         code::MESSAGE_TOO_LARGE
@@ -30,8 +38,9 @@ fn body_error(e: BytesRejection) -> Response {
     ApiError::new(status, code, format!("request body: {}", e.body_text())).into_response()
 }
 
-/// Parses a JSON-mapping body; an empty body is the default message.
-fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+/// Parses a JSON-mapping body sent as `application/json`; an empty body is the default message.
+fn parse<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    super::require_json(headers, body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -63,7 +72,7 @@ pub(crate) async fn publish(
         Ok(b) => b,
         Err(e) => return body_error(e),
     };
-    let request: proto::PublishRequest = match parse(&body) {
+    let request: proto::PublishRequest = match parse(&headers, &body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -82,8 +91,8 @@ pub(crate) async fn publish(
 }
 
 macro_rules! call {
-    ($ctx:expr, $body:expr, $method:ident) => {{
-        match parse($body) {
+    ($ctx:expr, $headers:expr, $body:expr, $method:ident) => {{
+        match parse($headers, $body) {
             Ok(request) => {
                 let response = $ctx.hub.$method(request).await;
                 answer(response.error.as_ref(), &response)
@@ -95,6 +104,7 @@ macro_rules! call {
 
 pub(crate) async fn api(
     State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -106,24 +116,19 @@ pub(crate) async fn api(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !ctx.api_key_ok(authorization) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            code::UNAUTHORIZED,
-            "server API: missing or invalid API key (header Authorization: apikey KEY)",
-        )
-        .into_response();
+    if let Err(e) = ctx.api_auth(authorization, Some(peer)) {
+        return e.response("header Authorization: apikey KEY");
     }
     match method.as_str() {
-        "publish" => call!(ctx, &body, api_publish),
-        "broadcast" => call!(ctx, &body, api_broadcast),
-        "presence" => call!(ctx, &body, api_presence),
-        "presence_stats" => call!(ctx, &body, api_presence_stats),
-        "history" => call!(ctx, &body, api_history),
-        "history_remove" => call!(ctx, &body, api_history_remove),
-        "disconnect" => call!(ctx, &body, api_disconnect),
-        "unsubscribe" => call!(ctx, &body, api_unsubscribe),
-        "info" => match parse::<proto::InfoRequest>(&body) {
+        "publish" => call!(ctx, &headers, &body, api_publish),
+        "broadcast" => call!(ctx, &headers, &body, api_broadcast),
+        "presence" => call!(ctx, &headers, &body, api_presence),
+        "presence_stats" => call!(ctx, &headers, &body, api_presence_stats),
+        "history" => call!(ctx, &headers, &body, api_history),
+        "history_remove" => call!(ctx, &headers, &body, api_history_remove),
+        "disconnect" => call!(ctx, &headers, &body, api_disconnect),
+        "unsubscribe" => call!(ctx, &headers, &body, api_unsubscribe),
+        "info" => match parse::<proto::InfoRequest>(&headers, &body) {
             Ok(request) => {
                 let response = ctx.hub.api_info(request);
                 answer(response.error.as_ref(), &response)

@@ -24,6 +24,10 @@ pub(crate) enum Inbound {
     Bad(String),
     /// A message over the size limit (WebSocket: close 1009).
     TooBig,
+    /// Control frames (pings, pongs) past their budget (WebSocket: close 1008).
+    Flood,
+    /// The client does not read what it is sent (its pongs): a slow consumer (3008).
+    NotReading,
     /// The peer closed or the connection failed.
     Closed,
 }
@@ -110,6 +114,11 @@ pub(crate) async fn drive<C: FrameConn>(
                 conn.close(1009, "message too big").await;
                 return;
             }
+            Inbound::Flood => {
+                conn.close(1008, "control frame flood").await;
+                return;
+            }
+            Inbound::NotReading => return,
             Inbound::Bad(why) => {
                 tracing::debug!(transport, %why, "bad frame before connect");
                 finish(conn, &codes::disconnect_message(disconnect::BAD_REQUEST)).await;
@@ -176,6 +185,20 @@ pub(crate) async fn drive<C: FrameConn>(
                     Inbound::TooBig => {
                         session.disconnect(codes::disconnect_message(disconnect::BAD_REQUEST));
                         conn.close(1009, "message too big").await;
+                        session.close().await;
+                        return;
+                    }
+                    Inbound::Flood => {
+                        tracing::debug!(transport, client = session.client_id(), "control frame flood");
+                        session.disconnect(codes::disconnect_message(disconnect::BAD_REQUEST));
+                        conn.close(1008, "control frame flood").await;
+                        session.close().await;
+                        return;
+                    }
+                    Inbound::NotReading => {
+                        // Nothing more can be written to it: end without a close handshake.
+                        tracing::debug!(transport, client = session.client_id(), "client does not read");
+                        session.disconnect(codes::disconnect_message(disconnect::SLOW_CONSUMER));
                         session.close().await;
                         return;
                     }

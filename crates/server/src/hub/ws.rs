@@ -86,7 +86,12 @@ pub(crate) async fn handler(
         // including the ones that find nothing (each wake-up of a connection's task polls for
         // input): at the default 128 KiB that memset was half the server's CPU under fan-out.
         // Clients send small commands; a larger frame just takes a few more reads.
-        .read_buffer_size(READ_BUFFER);
+        .read_buffer_size(READ_BUFFER)
+        // Frames gather up to WRITE_BUFFER before a write; past MAX_WRITE_BUFFER (a client that
+        // does not read) a send fails and the connection ends. tungstenite's default is
+        // unbounded: each ping of a client that stopped reading queued another pong.
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 2 * ctx.max_frame);
     if chosen.is_some() {
         let name = if codec == Codec::Json { JSON } else { PROTO };
         upgrade.set_selected_protocol(HeaderValue::from_static(name));
@@ -99,6 +104,7 @@ pub(crate) async fn handler(
                 socket,
                 codec,
                 write_timeout: ctx.idle,
+                control: ControlBudget::new(tokio::time::Instant::now()),
             };
             drive(ctx, conn, "websocket", peer, None).await;
         })
@@ -109,7 +115,44 @@ struct WsConn {
     codec: Codec,
     /// A write blocked longer than this (the client stopped reading) ends the connection.
     write_timeout: Duration,
+    /// Pings and pongs the client may send.
+    control: ControlBudget,
 }
+
+/// Control frames (ping, pong) a client may send: a burst of [`CONTROL_BURST`], then
+/// [`CONTROL_PER_SEC`] a second. Clients ping every few seconds at most; browsers never do.
+struct ControlBudget {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+const CONTROL_BURST: f64 = 32.0;
+const CONTROL_PER_SEC: f64 = 4.0;
+
+impl ControlBudget {
+    fn new(now: tokio::time::Instant) -> Self {
+        ControlBudget {
+            tokens: CONTROL_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one control frame's token at `now`; false when the client floods.
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * CONTROL_PER_SEC;
+        self.tokens = (self.tokens + refill).min(CONTROL_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Metric: WebSocket connections ended for flooding control frames or for not reading.
+const WS_ABUSE: &str = "switchboard_hub_ws_closed_total";
 
 impl WsConn {
     fn encode(&self, out: Out<'_>) -> Message {
@@ -147,6 +190,8 @@ impl WsConn {
 
 /// Bytes tungstenite reads at most per read call (see the upgrade).
 const READ_BUFFER: usize = 4096;
+/// Bytes of outgoing frames gathered before tungstenite writes them.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 impl FrameConn for WsConn {
     async fn recv(&mut self) -> Inbound {
@@ -155,6 +200,23 @@ impl FrameConn for WsConn {
                 // tungstenite queued the close reply; flush it so the handshake completes.
                 let _ = tokio::time::timeout(self.write_timeout, self.socket.flush()).await;
                 Inbound::Closed
+            }
+            Some(Ok(msg @ (Message::Ping(_) | Message::Pong(_)))) => {
+                if !self.control.take(tokio::time::Instant::now()) {
+                    metrics::counter!(WS_ABUSE, "reason" => "control_flood").increment(1);
+                    return Inbound::Flood;
+                }
+                if matches!(msg, Message::Ping(_)) {
+                    // tungstenite queued the pong (only the latest is kept); a client that does
+                    // not read its pongs is a slow consumer like any other.
+                    let flushed =
+                        tokio::time::timeout(self.write_timeout, self.socket.flush()).await;
+                    if !matches!(flushed, Ok(Ok(()))) {
+                        metrics::counter!(WS_ABUSE, "reason" => "not_reading").increment(1);
+                        return Inbound::NotReading;
+                    }
+                }
+                Inbound::Alive
             }
             Some(Ok(msg)) => self.decode(msg),
             Some(Err(e)) => {
