@@ -31,6 +31,10 @@ REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 cat >"$TMP/hub.toml" <<TOML
 [hub.limits]
 max_connections = $(( SUBS * 2 + 100 ))
+
+[http]
+# Every load connection comes from 127.0.0.1: no per-address cap.
+max_connections_per_ip = 0
 TOML
 
 # start_nodes N BROKER: sets NODES (addresses) and NODE_PIDS

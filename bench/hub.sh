@@ -32,6 +32,10 @@ write_delay_ms = ${WRITE_DELAY_MS:-0}
 
 [hub.limits]
 max_connections = $(( SUBS * 2 + 100 ))
+
+[http]
+# Every load connection comes from 127.0.0.1: no per-address cap.
+max_connections_per_ip = 0
 TOML
 $SB serve --config "$TMP/hub.toml" --stun-udp off --stun-tcp off --stun-tls off --https off \
   --http 127.0.0.1:0 --api-key $KEY --log-level warn >"$TMP/sb.log" 2>&1 &
