@@ -80,6 +80,10 @@ pub struct MemoryBroker {
     clock: Arc<dyn Clock>,
     handler: HandlerSlot,
     shards: Box<[Mutex<Shard>]>,
+    /// Per shard, the store order of the front of its eviction order (`u64::MAX`: empty), so
+    /// finding the node's oldest publication takes no lock. Updated under the shard's lock
+    /// whenever that front changes.
+    fronts: Box<[AtomicU64]>,
     totals: Totals,
     /// Serializes evictions. Lock order: `evicting`, then one shard at a time.
     evicting: Mutex<()>,
@@ -344,13 +348,18 @@ impl Shard {
         None
     }
 
+    /// The store order of the front entry of the eviction order (`u64::MAX`: none).
+    fn front_seq(&self) -> u64 {
+        self.order.front().map_or(u64::MAX, |e| e.seq)
+    }
+
     /// Evicts the shard's oldest publications while the node is over its history budget and
-    /// they were stored before `until` (store order; at least one, if any). Returns how many.
+    /// they were stored no later than `until` (store order). Returns how many.
     fn evict(&mut self, until: u64, totals: &Totals) -> u64 {
         let mut evicted = 0;
         while totals.bytes.load(Ordering::Relaxed) > totals.limits.history_bytes {
             match self.oldest() {
-                Some(seq) if seq < until || evicted == 0 => {}
+                Some(seq) if seq <= until => {}
                 _ => break,
             }
             let Some(entry) = self.order.pop_front() else {
@@ -438,6 +447,7 @@ impl MemoryBroker {
             clock,
             handler: HandlerSlot::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            fronts: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
             totals: Totals {
                 limits,
                 bytes: AtomicUsize::new(0),
@@ -469,6 +479,15 @@ impl MemoryBroker {
         &self.shards[shard_of(channel, self.shards.len())]
     }
 
+    /// Publishes `shard`'s (the `index`th) eviction front to [`MemoryBroker::fronts`] when it
+    /// changed (a store only then: the array is shared by every shard's publishers).
+    fn note_front(&self, index: usize, shard: &Shard) {
+        let seq = shard.front_seq();
+        if self.fronts[index].load(Ordering::Relaxed) != seq {
+            self.fronts[index].store(seq, Ordering::Relaxed);
+        }
+    }
+
     fn handler(&self) -> Option<Arc<dyn BrokerHandler>> {
         self.handler.get()
     }
@@ -483,19 +502,24 @@ impl MemoryBroker {
         let mut evicted = 0;
         while totals.bytes.load(Ordering::Relaxed) > totals.limits.history_bytes {
             // The shard holding the oldest publication, and when (store order) the oldest
-            // elsewhere was stored: evict from that shard up to there.
-            let mut fronts: Vec<(u64, usize)> = self
-                .shards
-                .iter()
-                .enumerate()
-                .filter_map(|(i, shard)| lock(shard).oldest().map(|at| (at, i)))
-                .collect();
-            fronts.sort_unstable();
-            let Some(&(_, i)) = fronts.first() else {
+            // elsewhere was stored: evict from that shard up to there. Each round evicts or
+            // drops at least one entry of an evicted publication already gone, so it ends.
+            let (mut oldest, mut runner_up) = ((u64::MAX, 0), u64::MAX);
+            for (i, front) in self.fronts.iter().enumerate() {
+                let seq = front.load(Ordering::Relaxed);
+                if seq < oldest.0 {
+                    runner_up = oldest.0;
+                    oldest = (seq, i);
+                } else {
+                    runner_up = runner_up.min(seq);
+                }
+            }
+            if oldest.0 == u64::MAX {
                 break;
-            };
-            let runner_up = fronts.get(1).map_or(u64::MAX, |f| f.0);
-            evicted += lock(&self.shards[i]).evict(runner_up, totals);
+            }
+            let mut shard = lock(&self.shards[oldest.1]);
+            evicted += shard.evict(runner_up, totals);
+            self.fronts[oldest.1].store(shard.front_seq(), Ordering::Relaxed);
         }
         if evicted > 0 {
             metrics::counter!(metric::HISTORY_EVICTED_TOTAL, "what" => "publication")
@@ -543,7 +567,8 @@ impl MemoryBroker {
         options: &PublishOptions,
     ) -> Result<PublishOutcome, BrokerError> {
         let now = self.clock.now_millis();
-        let mut shard = lock(self.shard(channel));
+        let index = shard_of(channel, self.shards.len());
+        let mut shard = lock(&self.shards[index]);
         let key = options
             .idempotency_key
             .as_ref()
@@ -581,6 +606,7 @@ impl MemoryBroker {
             let (id, internal, position) = (stream.id, stream.internal, stream.position());
             if !internal {
                 shard.record(channel, id, position.offset, &self.totals);
+                self.note_front(index, &shard);
             }
             position
         } else {
@@ -803,8 +829,10 @@ impl Broker for MemoryBroker {
 
     fn maintain(&self) -> BoxFuture<'_, ()> {
         let now = self.clock.now_millis();
-        for shard in self.shards.iter() {
-            lock(shard).sweep(now, &self.totals);
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut shard = lock(shard);
+            shard.sweep(now, &self.totals);
+            self.note_front(i, &shard);
         }
         self.reclaim_streams(now);
         metrics::gauge!(metric::HISTORY_BYTES).set(self.history_bytes() as f64);
