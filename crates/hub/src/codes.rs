@@ -19,7 +19,8 @@ pub mod error {
     pub const METHOD_NOT_FOUND: u32 = 104;
     /// Already subscribed to the channel on this connection.
     pub const ALREADY_SUBSCRIBED: u32 = 105;
-    /// Too many channels on this connection.
+    /// A count limit: channels on this connection, rooms on this connection or of this user,
+    /// or (with `temporary`) channels on this node.
     pub const LIMIT_EXCEEDED: u32 = 106;
     /// Malformed request: invalid channel name, over-long idempotency key, connect twice, ...
     pub const BAD_REQUEST: u32 = 107;
@@ -27,7 +28,8 @@ pub mod error {
     pub const NOT_AVAILABLE: u32 = 108;
     /// The connection token has expired: get a new one and connect again.
     pub const TOKEN_EXPIRED: u32 = 109;
-    /// Too many requests: the connection exceeded a rate limit (signaling commands). Temporary.
+    /// Too many requests: a rate limit (the connection's signaling commands, the publisher's
+    /// publications or publication bytes). Temporary.
     pub const TOO_MANY_REQUESTS: u32 = 111;
     /// A history `since` position from another epoch.
     pub const UNRECOVERABLE_POSITION: u32 = 112;
