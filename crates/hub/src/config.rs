@@ -240,7 +240,8 @@ pub struct Limits {
     /// Default 100000.
     pub max_channels: usize,
     /// Client publications per second of one publisher on this node: a user (all its
-    /// connections and HTTP publishes together), or all anonymous connections together
+    /// connections and HTTP publishes together), or the anonymous connections of one client
+    /// address ([`crate::Hub::connect_from`]; all anonymous ones together without an address)
     /// (111, temporary). 0 = unlimited. The server API is not limited. Default 50.
     pub max_publications_per_second: u32,
     /// Publications a publisher may send at once above that rate. Default 100.

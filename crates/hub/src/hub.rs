@@ -328,6 +328,18 @@ impl Hub {
         request: &proto::ConnectRequest,
         transport: &str,
     ) -> Result<Session, HubError> {
+        self.connect_from(request, transport, None)
+    }
+
+    /// [`Hub::connect`] for a client at `peer`: anonymous sessions then share a publish budget
+    /// per client address (IPv6: per /64) instead of one budget for every anonymous session of
+    /// the node, so one anonymous abuser cannot starve the others.
+    pub fn connect_from(
+        &self,
+        request: &proto::ConnectRequest,
+        transport: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Session, HubError> {
         let inner = &self.inner;
         let now_secs = inner.clock.now_millis() / 1000;
         let identity = if request.token.is_empty() {
@@ -341,10 +353,14 @@ impl Hub {
         }
         let limits = &inner.config.limits;
         let now_ms = inner.clock.now_millis();
+        let publisher = match peer {
+            Some(ip) if anonymous => anonymous_publisher(ip),
+            _ => identity.user.clone(),
+        };
         let publish_budget = Arc::clone(
             lock(&inner.registry)
                 .publishers
-                .entry(identity.user.clone())
+                .entry(publisher)
                 .or_insert_with(|| Arc::new(Mutex::new(inner.publish_rates.budget(now_ms)))),
         );
         let shared = Arc::new(SessionShared {
@@ -587,6 +603,21 @@ impl Hub {
     /// Number of connections on this node.
     pub fn connection_count(&self) -> usize {
         lock(&self.inner.registry).sessions.len()
+    }
+}
+
+/// The publish-budget key of anonymous clients at `ip`: a NUL prefix no user id carries, and
+/// the address (IPv6 by its /64, IPv4-mapped as IPv4).
+fn anonymous_publisher(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(a) => format!("\0anonymous {a}"),
+        std::net::IpAddr::V6(a) => {
+            let s = a.segments();
+            format!(
+                "\0anonymous {:x}:{:x}:{:x}:{:x}::/64",
+                s[0], s[1], s[2], s[3]
+            )
+        }
     }
 }
 

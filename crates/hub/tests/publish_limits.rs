@@ -220,3 +220,50 @@ fn publish_limits_validate() {
     c.limits.max_channels = 0;
     assert!(switchboard_hub::Hub::with_memory_broker(c).is_err());
 }
+
+#[tokio::test]
+async fn anonymous_clients_at_different_addresses_have_budgets_of_their_own() {
+    let t = hub_with(rate_config(1, 2));
+    let at = |ip: &str| {
+        t.hub
+            .connect_from(
+                &proto::ConnectRequest::default(),
+                "http",
+                Some(ip.parse().unwrap()),
+            )
+            .expect("anonymous connect")
+    };
+    let a = at("198.51.100.7");
+    for _ in 0..2 {
+        a.publish("pub:a", vec![b'1'], "").await.unwrap();
+    }
+    let e = a.publish("pub:a", vec![b'1'], "").await.unwrap_err();
+    assert_rate_limited(&e, "max_publications_per_second");
+    // A new session from the same address shares the spent budget; so does another address
+    // of the same IPv6 /64, and an IPv4-mapped spelling of the same IPv4 address.
+    assert!(at("198.51.100.7")
+        .publish("pub:a", vec![b'1'], "")
+        .await
+        .is_err());
+    assert!(at("::ffff:198.51.100.7")
+        .publish("pub:a", vec![b'1'], "")
+        .await
+        .is_err());
+    let v6 = at("2001:db8:1:2::1");
+    for _ in 0..2 {
+        v6.publish("pub:a", vec![b'1'], "").await.unwrap();
+    }
+    assert!(at("2001:db8:1:2::ffff")
+        .publish("pub:a", vec![b'1'], "")
+        .await
+        .is_err());
+    // Another address is not starved.
+    at("198.51.100.8")
+        .publish("pub:a", vec![b'1'], "")
+        .await
+        .unwrap();
+    at("2001:db8:1:3::1")
+        .publish("pub:a", vec![b'1'], "")
+        .await
+        .unwrap();
+}

@@ -117,7 +117,9 @@ impl HubCtx {
         transport: &str,
         peer: Option<SocketAddr>,
     ) -> Result<Session, HubError> {
-        let session = self.hub.connect(request, transport)?;
+        let session = self
+            .hub
+            .connect_from(request, transport, peer.map(|p| p.ip()))?;
         let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
         if session.user().is_empty() && self.anonymous_loopback_only && !loopback {
             drop(session);
