@@ -36,6 +36,22 @@ pub enum AuthFailure {
     CriticalHeader,
 }
 
+impl AuthFailure {
+    /// A short name for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthFailure::AnonymousNotAllowed => "anonymous_not_allowed",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::UnsupportedAlgorithm => "unsupported_algorithm",
+            AuthFailure::UnknownKey => "unknown_key",
+            AuthFailure::InvalidClaims => "invalid_claims",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::CriticalHeader => "critical_header",
+        }
+    }
+}
+
 /// What a hub operation can fail with. [`HubError::code`] is the protocol error code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -224,9 +240,17 @@ impl HubError {
 
     /// The protocol `Error` message.
     pub fn to_proto(&self) -> proto::Error {
+        // Why a token failed helps only someone forging one: the wire says "invalid token",
+        // the reason goes to `switchboard_hub_auth_failures_total` and the server's log.
+        let message = match self {
+            Self::Unauthorized(f) if *f != AuthFailure::AnonymousNotAllowed => {
+                "unauthorized: invalid token".to_owned()
+            }
+            other => other.to_string(),
+        };
         proto::Error {
             code: self.code(),
-            message: self.to_string(),
+            message,
             temporary: self.temporary(),
         }
     }

@@ -345,7 +345,15 @@ impl Hub {
         let identity = if request.token.is_empty() {
             Identity::anonymous()
         } else {
-            inner.verifier.verify(&request.token, now_secs)?
+            inner
+                .verifier
+                .verify(&request.token, now_secs)
+                .inspect_err(|e| {
+                    if let HubError::Unauthorized(f) = e {
+                        metrics::counter!(crate::metric::AUTH_FAILURES_TOTAL, "reason" => f.as_str())
+                            .increment(1);
+                    }
+                })?
         };
         let anonymous = identity.user.is_empty();
         if anonymous && !inner.config.allow_anonymous {

@@ -3,6 +3,10 @@
 //!
 //! Counters end in `_total`; labels are given with each name.
 
+/// Counter, label `reason` ([`crate::AuthFailure::as_str`]): connects refused for their
+/// credentials. The client is told only "invalid token" (or that anonymous access is off); the
+/// reason is here and in the server's log.
+pub const AUTH_FAILURES_TOTAL: &str = "switchboard_hub_auth_failures_total";
 /// Gauge: connections on this node.
 pub const CONNECTIONS: &str = "switchboard_hub_connections";
 /// Counter, label `transport`: accepted connects.

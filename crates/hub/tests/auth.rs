@@ -423,3 +423,28 @@ async fn critical_header_extensions_are_refused() {
     let token = encode(&header, &good, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
     assert!(connect(&t, token).is_err());
 }
+
+#[tokio::test]
+async fn the_wire_does_not_say_why_a_token_failed() {
+    let t = hub_with(config());
+    let forged = rs256(&claims("ann"), RSA_OTHER_PRIVATE, None);
+    let bad_signature = format!("{}x", token_for("ann"));
+    let not_yet =
+        hs256(serde_json::json!({ "sub": "ann", "exp": T0 / 1000 + 600, "nbf": T0 / 1000 + 300 }));
+    for token in ["not a jwt".to_owned(), bad_signature, forged, not_yet] {
+        let e = t
+            .hub
+            .connect(
+                &proto::ConnectRequest {
+                    token: token.clone(),
+                    ..Default::default()
+                },
+                "websocket",
+            )
+            .unwrap_err();
+        assert!(matches!(e, HubError::Unauthorized(_)), "{token}: {e:?}");
+        let wire = e.to_proto();
+        assert_eq!(wire.code, codes::error::UNAUTHORIZED);
+        assert_eq!(wire.message, "unauthorized: invalid token", "{token}");
+    }
+}
