@@ -508,3 +508,192 @@ fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
     );
     assert!(server.stop().success(), "switchboard did not exit cleanly");
 }
+
+/// WebTransport sessions ending, with Chromium as the client
+/// (`tests/browser/webtransport_close.mjs`), in a loopback-only namespace like the call test. (1) A page that calls `transport.close()`
+/// (CLOSE_WEBTRANSPORT_SESSION and FIN on the CONNECT stream, its QUIC connection left open)
+/// loses its hub connection at once: out of presence and of `switchboard_hub_connections`
+/// within 2 s, not at the QUIC idle timeout. (2) A server shutdown while a page holds a session
+/// resolves the page's `closed` promise (a clean close with code 3001) instead of rejecting it
+/// with "connection lost", after the stream's disconnect 3001. The certificate is made here with
+/// openssl: `serverCertificateHashes` accepts only an ECDSA certificate valid for at most 14 days.
+#[test]
+fn webtransport_session_end_in_chromium_close_and_shutdown() {
+    const KEY: &str = "wt-browser-key";
+    fn presence_clients(http: SocketAddr, channel: &str) -> u64 {
+        let body = format!("{{\"channel\":\"{channel}\"}}");
+        let mut s = TcpStream::connect(http).expect("connect http");
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        write!(
+            s,
+            "POST /v1/api/presence_stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\
+             Authorization: apikey {KEY}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let json = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {resp}"));
+        v["result"]["numClients"].as_u64().unwrap_or(0)
+    }
+    fn json_after(line: &str, prefix: &str) -> Value {
+        serde_json::from_str(line.trim_start_matches(prefix))
+            .unwrap_or_else(|e| panic!("not JSON after {prefix:?} ({e}): {line}"))
+    }
+
+    let (chromium, call_script) = prerequisites();
+    let script = call_script.with_file_name("webtransport_close.mjs");
+    common::need("openssl");
+    isolate_network();
+    let dir = std::env::temp_dir().join(format!("sb-wt-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "10", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        made.is_ok_and(|s| s.success()),
+        "openssl could not make an ECDSA certificate"
+    );
+    let server = Server::start(&[
+        "--stun-udp",
+        "off",
+        "--stun-tcp",
+        "off",
+        "--stun-tls",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "127.0.0.1:0",
+        "--api-key",
+        KEY,
+        "--tls-cert",
+        cert.to_str().expect("utf-8 path"),
+        "--tls-key",
+        key.to_str().expect("utf-8 path"),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let http = server.addr("http", "tcp");
+    let base = format!("http://{http}");
+    let url = format!("https://{}/v1/wt", server.addr("https", "udp"));
+    let hash = server
+        .lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("tls   cert")
+                .and_then(|r| r.split("sha256 ").nth(1))
+        })
+        .unwrap_or_else(|| panic!("no certificate fingerprint in {:?}", server.lines))
+        .trim()
+        .to_string();
+    let page = format!("{base}/healthz");
+    let page_args = |channel: &'static str, mode: &'static str| {
+        let mut cmd = node(
+            &chromium,
+            &script,
+            &base,
+            &["--page", &page, "--url", &url, "--hash", &hash],
+        );
+        cmd.args(["--channel", channel, "--mode", mode]);
+        cmd
+    };
+    let connections = || {
+        let (_, m) = common::http_get(http, "/metrics");
+        metric(&m, "switchboard_hub_connections")
+    };
+
+    // (1) The page closes its session; the hub connection must go with it.
+    let mut cmd = page_args("wt-browser-close", "close");
+    cmd.stdin(Stdio::piped());
+    let mut browser = Script::spawn(&mut cmd);
+    let mut stdin = browser.child.stdin.take().expect("stdin");
+    let ready = json_after(
+        &browser.wait_line("READY ", Duration::from_secs(60)),
+        "READY ",
+    );
+    assert_eq!(ready["subscribed"], true, "{ready}");
+    assert_eq!(presence_clients(http, "wt-browser-close"), 1, "{ready}");
+    assert_eq!(connections(), 1.0);
+    writeln!(stdin, "close").expect("tell the page to close");
+    let closed = json_after(
+        &browser.wait_line("CLOSED ", Duration::from_secs(30)),
+        "CLOSED ",
+    );
+    assert_eq!(
+        closed["closed"]["resolved"], true,
+        "the page's own close: {closed}"
+    );
+    let started = Instant::now();
+    let mut left = (u64::MAX, f64::MAX);
+    while started.elapsed() < Duration::from_secs(2) {
+        left = (presence_clients(http, "wt-browser-close"), connections());
+        if left == (0, 0.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        left,
+        (0, 0.0),
+        "(presence, hub connections) {:?} after the page closed its WebTransport session\n{}",
+        started.elapsed(),
+        browser.output()
+    );
+    eprintln!(
+        "hub connection gone {:?} after the page's close()",
+        started.elapsed()
+    );
+    drop(stdin);
+    assert!(
+        browser.finish(Duration::from_secs(30)).success(),
+        "{}",
+        browser.output()
+    );
+
+    // (2) The server stops while a page holds a session: a clean close for the page.
+    let mut browser = Script::spawn(&mut page_args("wt-browser-hold", "hold"));
+    let ready = json_after(
+        &browser.wait_line("READY ", Duration::from_secs(60)),
+        "READY ",
+    );
+    assert_eq!(ready["subscribed"], true, "{ready}");
+    assert!(server.stop().success(), "switchboard did not exit cleanly");
+    let result = json_after(
+        &browser.wait_line("RESULT ", Duration::from_secs(30)),
+        "RESULT ",
+    );
+    let closed = &result["closed"];
+    assert!(
+        closed["resolved"] == true && closed["closeCode"] == 3001,
+        "the page's `closed` after a server shutdown: {result}\n{}",
+        browser.output()
+    );
+    let last = result["frames"].as_array().and_then(|f| f.last());
+    assert_eq!(
+        last.map(|f| &f["disconnect"]),
+        Some(&Value::from(3001)),
+        "the stream's last frame before the close: {result}"
+    );
+    assert!(
+        browser.finish(Duration::from_secs(30)).success(),
+        "{}",
+        browser.output()
+    );
+}

@@ -3,9 +3,12 @@
 //! long-poll, publish, server API) answers over HTTP/3 too. WebSocket stays on HTTP/1.1 and h2.
 //!
 //! WebTransport: an extended CONNECT with `:protocol = webtransport` to `/v1/wt` turns the
-//! connection into one WebTransport session (h3-webtransport). Each bidirectional stream the
+//! connection into one WebTransport session ([`webtransport`]). Each bidirectional stream the
 //! client opens on it is a hub connection ([`crate::hub::webtransport`]); ordinary requests on
-//! the same connection keep going to the router.
+//! the same connection keep going to the router. The session watches its CONNECT stream: the
+//! client's CLOSE_WEBTRANSPORT_SESSION capsule, FIN or reset ends every hub connection of the
+//! session at once; a server shutdown closes the session with the capsule (draft-ietf-webtrans-
+//! http3, "Session Termination").
 //!
 //! QUIC behaviour (docs/http3.md): connection migration on, idle timeout and keep-alive from
 //! `[http3]`, limits on streams and connections, address validation with Retry when asked
@@ -31,7 +34,7 @@ use axum::Router;
 use bytes::{Buf, Bytes};
 use h3::ext::Protocol;
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming};
-use h3_webtransport::server::{AcceptedBi, WebTransportSession};
+use h3_webtransport::SessionId;
 use http_body_util::BodyExt;
 use switchboard_hub::codes::error as code;
 use tokio::net::TcpListener;
@@ -338,22 +341,20 @@ async fn connection(
     // Later CONNECTs find the channel closed and are refused.
     drop(wt_rx);
     drop(wt_tx);
-    if let Some((req, stream)) = upgrade {
-        let session = match WebTransportSession::accept(req, stream, h3c).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "WebTransport session not accepted");
-                return;
-            }
-        };
-        metrics::counter!("switchboard_webtransport_sessions_total").increment(1);
-        tracing::trace!(%peer, "WebTransport session");
-        webtransport(&session, &conn, router, hub, early, &mut requests, stop).await;
-        // Dropping the session closes the connection: requests in flight finish first.
-        let drain = async { while requests.join_next().await.is_some() {} };
-        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-        return;
+    if let Some((_, stream)) = upgrade {
+        webtransport(
+            stream,
+            &mut h3c,
+            &conn,
+            router,
+            hub,
+            early,
+            &mut requests,
+            stop,
+        )
+        .await;
     }
+    // Dropping the connection closes it: requests in flight finish first.
     let drain = async { while requests.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
@@ -371,15 +372,66 @@ fn tls_failure(e: &quinn::ConnectionError) {
 type Resolver = h3::server::RequestResolver<EarlyAware, Bytes>;
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type Request = axum::http::Request<()>;
-type Session = WebTransportSession<EarlyAware, Bytes>;
+/// The HTTP/3 side of one QUIC connection.
+type H3Conn = h3::server::Connection<EarlyAware, Bytes>;
 /// Where a WebTransport CONNECT goes; closed once the connection has its session.
 type WtConnect = mpsc::Sender<(Request, Stream)>;
+/// Where the tasks reading the first frame of the session's streams send its WebTransport
+/// streams.
+type WtStreams = mpsc::UnboundedSender<(SessionId, hub::webtransport::Stream)>;
 
-/// Runs the WebTransport session that took over the connection: client-opened bidirectional
-/// streams become hub connections, requests go to the router, until the connection ends or the
-/// server stops.
+/// Why a WebTransport session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The client's CLOSE_WEBTRANSPORT_SESSION capsule.
+    Closed { code: u32, reason: String },
+    /// The client finished the CONNECT stream without a capsule (a close with code 0).
+    Finished,
+    /// The client reset the CONNECT stream (or reading it failed).
+    Reset,
+    /// The CONNECT stream carried a close capsule that is not one.
+    Malformed(capsule::Error),
+    /// The server stops.
+    Shutdown,
+    /// The connection ended (closed, timed out, or HTTP/3 failed on it).
+    Connection,
+}
+
+impl SessionEnd {
+    /// The `reason` label of `switchboard_webtransport_sessions_ended_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            SessionEnd::Closed { .. } => "close",
+            SessionEnd::Finished => "fin",
+            SessionEnd::Reset => "reset",
+            SessionEnd::Malformed(_) => "malformed",
+            SessionEnd::Shutdown => "shutdown",
+            SessionEnd::Connection => "connection",
+        }
+    }
+}
+
+/// Runs the WebTransport session that took over the connection (draft-ietf-webtrans-http3):
+/// answers the CONNECT and watches it, makes client-opened bidirectional streams hub
+/// connections, sends requests to the router, until the client ends the session, the
+/// connection ends, or the server stops.
+///
+/// How it ends: the client's CLOSE_WEBTRANSPORT_SESSION capsule, FIN or reset of the CONNECT
+/// stream ends every hub connection of the session at once (each resets its stream with
+/// WT_SESSION_GONE and stops reading it), then the server finishes (or resets) its side of the
+/// CONNECT stream. On shutdown every hub connection writes disconnect 3001 and finishes its
+/// stream first, then the session is closed with the capsule (3001 "shutdown") and FIN. Either
+/// way the connection is closed after a few round trips (at most 1 s), when the caller drops it.
+///
+/// The session is run here rather than by h3-webtransport's `WebTransportSession`, which keeps
+/// the CONNECT stream but never reads it (a client's close went unseen until the QUIC idle
+/// timeout). Streams are accepted with the h3 calls that crate makes: h3's
+/// `i-implement-a-third-party-backend-and-opt-into-breaking-changes` API, which h3-webtransport
+/// turns on (its dependency on h3 enables the feature; both are 0.0.x/0.1.x releases, pinned).
+#[allow(clippy::too_many_arguments)]
 async fn webtransport(
-    session: &Session,
+    mut connect: Stream,
+    h3c: &mut H3Conn,
     conn: &quinn::Connection,
     router: Router,
     hub: hub::Ctx,
@@ -387,71 +439,442 @@ async fn webtransport(
     requests: &mut JoinSet<()>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let id = session.session_id();
+    use h3::ConnectionState as _;
+
     let peer = conn.remote_address();
-    // `accept_bi` is not cancel-safe (it reads the first frame of the stream), so it runs in
-    // one future polled across the loop's iterations, never dropped mid-way.
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let accept = async move {
-        loop {
-            match session.accept_bi().await {
-                Ok(Some(accepted)) => {
-                    if tx.send(accepted).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "WebTransport session ended");
-                    return;
-                }
-            }
-        }
+    let capable = {
+        // The client's settings.
+        let settings = h3c.settings();
+        settings.enable_webtransport() && settings.enable_datagram()
     };
-    tokio::pin!(accept);
+    if !capable {
+        let message = "WebTransport needs SETTINGS_ENABLE_WEBTRANSPORT and SETTINGS_H3_DATAGRAM";
+        refuse(
+            &mut connect,
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            message,
+        )
+        .await;
+        return;
+    }
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        // What Chromium looks for.
+        .header("sec-webtransport-http3-draft", "draft02")
+        .body(());
+    let sent = match response {
+        Ok(r) => connect.send_response(r).await,
+        Err(_) => return,
+    };
+    if let Err(e) = sent {
+        tracing::debug!(%peer, error = %e, "WebTransport session not accepted");
+        return;
+    }
+    let id = SessionId::from(connect.send_id());
+    metrics::counter!("switchboard_webtransport_sessions_total").increment(1);
+    tracing::trace!(%peer, "WebTransport session");
+
+    let (mut send, recv) = connect.split();
+    let client_end = client_end(recv);
+    tokio::pin!(client_end);
+    // Turns true when the client ended the session: its hub connections end and abort their
+    // streams.
+    let (gone, gone_rx) = watch::channel(false);
+    let (wt_tx, mut wt_rx) = mpsc::unbounded_channel();
     let mut streams = JoinSet::new();
-    let stopping = loop {
+    let end = loop {
         tokio::select! {
-            _ = crate::stopped(&mut stop) => break true,
-            () = &mut accept => break false,
-            Some(accepted) = rx.recv() => match accepted {
-                AcceptedBi::Request(req, stream) => {
-                    let (closed, _) = mpsc::channel(1);
+            _ = crate::stopped(&mut stop) => break SessionEnd::Shutdown,
+            end = &mut client_end => break end,
+            r = std::future::poll_fn(|cx| h3c.poll_accept_request_stream(cx)) => match r {
+                Ok(Some(s)) => {
+                    let stream = h3::frame::FrameStream::new(h3::stream::BufRecvStream::new(s));
+                    let resolver = h3c.create_resolver(stream);
                     let peer = conn.remote_address();
-                    requests.spawn(serve(req, stream, router.clone(), peer, early.clone(), closed));
+                    let (router, early, wt) = (router.clone(), early.clone(), wt_tx.clone());
+                    requests.spawn(session_stream(resolver, router, peer, early, wt));
                 }
-                AcceptedBi::BidiStream(sid, mut stream) => {
-                    if sid == id {
-                        streams.spawn(hub::webtransport::serve(
-                            hub.clone(),
-                            stream,
-                            conn.remote_address(),
-                        ));
-                    } else {
-                        // Only one session per connection: a stream for another is refused.
-                        use h3::quic::{RecvStream, SendStream};
-                        stream.stop_sending(WT_SESSION_GONE);
-                        stream.reset(WT_SESSION_GONE);
-                    }
+                Ok(None) => break SessionEnd::Connection,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                    break SessionEnd::Connection;
                 }
             },
+            Some((sid, mut stream)) = wt_rx.recv() => {
+                if sid == id {
+                    let peer = conn.remote_address();
+                    let gone = gone_rx.clone();
+                    streams.spawn(hub::webtransport::serve(hub.clone(), stream, peer, gone));
+                } else {
+                    // Only one session per connection: a stream for another is refused. (Its
+                    // first frame was read, no read is pending: h3-quinn can stop it.)
+                    use h3::quic::{RecvStream, SendStream};
+                    stream.stop_sending(hub::webtransport::WT_SESSION_GONE);
+                    SendStream::<Bytes>::reset(&mut stream, hub::webtransport::WT_SESSION_GONE);
+                }
+            }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
         }
     };
-    // On shutdown every hub connection writes its disconnect (3001) and finishes its stream.
-    let drain = async { while streams.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    if stopping {
-        // Closing the connection discards stream data not yet sent or acknowledged: give the
-        // final frames a few round trips (or until the client closes).
-        let linger = (conn.rtt() * 4 + Duration::from_millis(50)).min(Duration::from_secs(1));
-        let _ = tokio::time::timeout(linger, conn.closed()).await;
+    metrics::counter!("switchboard_webtransport_sessions_ended_total", "reason" => end.label())
+        .increment(1);
+    match &end {
+        // The reason is the client's text: Debug-quoted.
+        SessionEnd::Closed { code, reason } => {
+            tracing::debug!(%peer, code, ?reason, "WebTransport session closed by the client");
+        }
+        SessionEnd::Malformed(e) => {
+            tracing::debug!(%peer, error = %e, "WebTransport session ended by a bad capsule");
+        }
+        other => tracing::debug!(%peer, how = other.label(), "WebTransport session ended"),
+    }
+    let drain = |limit| async move {
+        let all = async { while streams.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(limit, all).await;
+    };
+    match end {
+        SessionEnd::Connection => drain(Duration::from_secs(2)).await,
+        SessionEnd::Shutdown => {
+            // Every hub connection writes its disconnect (3001) and finishes its stream; the
+            // frames get a round trip or so before the close, after which a browser drops what
+            // the page has not read yet.
+            drain(Duration::from_secs(2)).await;
+            let pause =
+                (conn.rtt() * 2 + Duration::from_millis(25)).min(Duration::from_millis(250));
+            tokio::time::sleep(pause).await;
+            let d = switchboard_hub::codes::disconnect_message(
+                switchboard_hub::codes::disconnect::SHUTDOWN,
+            );
+            let close = async {
+                send.send_data(capsule::close(d.code, &d.reason)).await?;
+                send.finish().await
+            };
+            match tokio::time::timeout(Duration::from_secs(1), close).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebTransport close not sent"),
+                Err(_) => tracing::debug!(%peer, "WebTransport close not sent in time"),
+            }
+            linger(conn).await;
+        }
+        client => {
+            let _ = gone.send(true);
+            drain(Duration::from_millis(500)).await;
+            match client {
+                SessionEnd::Closed { .. } | SessionEnd::Finished => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), send.finish()).await;
+                }
+                SessionEnd::Malformed(_) => send.stop_stream(h3::error::Code::H3_MESSAGE_ERROR),
+                _ => send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED),
+            }
+            linger(conn).await;
+        }
     }
 }
 
-/// WT_SESSION_GONE (draft-ietf-webtrans-http3): the stream names no session of ours.
-const WT_SESSION_GONE: u64 = 0x170d_7b68;
+/// Closing the connection discards stream data not yet sent or acknowledged: the last frames
+/// get a few round trips (or until the client closes).
+async fn linger(conn: &quinn::Connection) {
+    let linger = (conn.rtt() * 4 + Duration::from_millis(50)).min(Duration::from_secs(1));
+    let _ = tokio::time::timeout(linger, conn.closed()).await;
+}
+
+/// Reads the client's half of the CONNECT stream until the client ends the session. Data on it
+/// is a sequence of capsules (RFC 9297) inside DATA frames; only the close matters.
+async fn client_end<R: quic::RecvStream>(
+    mut recv: h3::server::RequestStream<R, Bytes>,
+) -> SessionEnd {
+    let mut capsules = capsule::Reader::default();
+    loop {
+        match recv.recv_data().await {
+            Ok(Some(mut data)) => {
+                while data.has_remaining() {
+                    let chunk = data.chunk();
+                    let n = chunk.len();
+                    capsules.push(chunk);
+                    data.advance(n);
+                }
+                while let Some(c) = capsules.next() {
+                    match c {
+                        Ok(capsule::Capsule::Close { code, reason }) => {
+                            return SessionEnd::Closed { code, reason };
+                        }
+                        // The client asks us to wrap up: it will close the session itself.
+                        Ok(capsule::Capsule::Drain) => {}
+                        Err(e) => return SessionEnd::Malformed(e),
+                    }
+                }
+            }
+            Ok(None) => return SessionEnd::Finished,
+            Err(h3::error::StreamError::ConnectionError { .. }) => return SessionEnd::Connection,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebTransport CONNECT stream ended");
+                return SessionEnd::Reset;
+            }
+        }
+    }
+}
+
+/// Reads the first frame of a bidirectional stream opened during a WebTransport session: a
+/// WEBTRANSPORT_STREAM header hands the stream to the session, anything else is a request,
+/// served here (a second CONNECT gets 409: `wt` for requests is closed).
+async fn session_stream(
+    mut resolver: Resolver,
+    router: Router,
+    peer: SocketAddr,
+    early: EarlyStreams,
+    wt: WtStreams,
+) {
+    use h3::proto::frame::Frame;
+    let frame = std::future::poll_fn(|cx| resolver.frame_stream.poll_next(cx)).await;
+    let frame = match frame {
+        Ok(Some(Frame::WebTransportStream(sid))) => {
+            let _ = wt.send((sid, resolver.frame_stream.into_inner()));
+            return;
+        }
+        other => other,
+    };
+    let resolved = match resolver.accept_with_frame(frame) {
+        Ok(r) => r.resolve().await,
+        Err(e) => Err(e),
+    };
+    match resolved {
+        Ok((req, stream)) => {
+            let (closed, _) = mpsc::channel(1);
+            serve(req, stream, router, peer, early, closed).await;
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
+    }
+}
+
+/// Capsules on a WebTransport CONNECT stream (RFC 9297; draft-ietf-webtrans-http3 defines the
+/// two read here). Pure: bytes in, capsules out.
+mod capsule {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+    /// CLOSE_WEBTRANSPORT_SESSION: a 32-bit error code, then a UTF-8 message.
+    pub(super) const CLOSE_WEBTRANSPORT_SESSION: u64 = 0x2843;
+    /// DRAIN_WEBTRANSPORT_SESSION: no payload.
+    pub(super) const DRAIN_WEBTRANSPORT_SESSION: u64 = 0x78ae;
+    /// Longest close message, bytes.
+    pub(super) const MAX_MESSAGE: usize = 1024;
+
+    /// A capsule that means something to the session; others are skipped.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum Capsule {
+        Close { code: u32, reason: String },
+        Drain,
+    }
+
+    /// A capsule that breaks the rules.
+    #[derive(Debug, PartialEq, Eq, thiserror::Error)]
+    pub(super) enum Error {
+        /// A close capsule shorter than its code or longer than code and message may be.
+        #[error("CLOSE_WEBTRANSPORT_SESSION of {0} bytes")]
+        CloseLength(u64),
+    }
+
+    /// Collects capsules from the stream's bytes. Skipped capsules are not buffered; what is
+    /// buffered is at most one read plus one close capsule.
+    #[derive(Default)]
+    pub(super) struct Reader {
+        buf: BytesMut,
+        /// Bytes of a skipped capsule still to come.
+        skip: u64,
+        /// An error was returned: nothing more is read.
+        failed: bool,
+    }
+
+    impl Reader {
+        pub(super) fn push(&mut self, mut data: &[u8]) {
+            if self.failed {
+                return;
+            }
+            let n = data
+                .len()
+                .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+            data = &data[n..];
+            self.skip -= n as u64;
+            self.buf.extend_from_slice(data);
+        }
+
+        /// The next complete capsule of interest, or `None` until more bytes arrive (or for good,
+        /// after an error).
+        pub(super) fn next(&mut self) -> Option<Result<Capsule, Error>> {
+            if self.failed {
+                return None;
+            }
+            loop {
+                let n = self
+                    .buf
+                    .len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                self.buf.advance(n);
+                self.skip -= n as u64;
+                if self.skip > 0 {
+                    return None;
+                }
+                let (ty, a) = varint(&self.buf)?;
+                let (len, b) = varint(&self.buf[a..])?;
+                let head = a + b;
+                match ty {
+                    CLOSE_WEBTRANSPORT_SESSION => {
+                        if !(4..=(4 + MAX_MESSAGE) as u64).contains(&len) {
+                            self.failed = true;
+                            self.buf.clear();
+                            return Some(Err(Error::CloseLength(len)));
+                        }
+                        let len = len as usize;
+                        if self.buf.len() < head + len {
+                            return None;
+                        }
+                        self.buf.advance(head);
+                        let mut value = self.buf.split_to(len);
+                        let code = value.get_u32();
+                        let reason = String::from_utf8_lossy(&value).into_owned();
+                        return Some(Ok(Capsule::Close { code, reason }));
+                    }
+                    _ => {
+                        self.buf.advance(head);
+                        self.skip = len;
+                        if ty == DRAIN_WEBTRANSPORT_SESSION {
+                            return Some(Ok(Capsule::Drain));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A QUIC variable-length integer at the start of `b` and its length, if complete.
+    fn varint(b: &[u8]) -> Option<(u64, usize)> {
+        let first = *b.first()?;
+        let len = 1usize << (first >> 6);
+        let bytes = b.get(..len)?;
+        let v = bytes[1..]
+            .iter()
+            .fold(u64::from(first & 0x3f), |v, &x| (v << 8) | u64::from(x));
+        Some((v, len))
+    }
+
+    fn put_varint(out: &mut BytesMut, v: u64) {
+        match v {
+            0..=0x3f => out.put_u8(v as u8),
+            0x40..=0x3fff => out.put_u16(0x4000 | v as u16),
+            0x4000..=0x3fff_ffff => out.put_u32(0x8000_0000 | v as u32),
+            _ => out.put_u64(0xc000_0000_0000_0000 | v),
+        }
+    }
+
+    /// A CLOSE_WEBTRANSPORT_SESSION capsule (the message cut to [`MAX_MESSAGE`] bytes, at a
+    /// character boundary).
+    pub(super) fn close(code: u32, message: &str) -> Bytes {
+        let mut end = message.len().min(MAX_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message.as_bytes()[..end];
+        let mut out = BytesMut::with_capacity(16 + message.len());
+        put_varint(&mut out, CLOSE_WEBTRANSPORT_SESSION);
+        put_varint(&mut out, 4 + message.len() as u64);
+        out.put_u32(code);
+        out.put_slice(message);
+        out.freeze()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn read_all(chunks: &[&[u8]]) -> Vec<Result<Capsule, Error>> {
+            let mut r = Reader::default();
+            let mut out = Vec::new();
+            for c in chunks {
+                r.push(c);
+                while let Some(x) = r.next() {
+                    out.push(x);
+                }
+            }
+            out
+        }
+
+        #[test]
+        fn close_round_trips_byte_by_byte() {
+            let bytes = close(4001, "bye");
+            // type 0x2843 is a two-byte varint, the length (7) one byte.
+            assert_eq!(&bytes[..], b"\x68\x43\x07\x00\x00\x0f\xa1bye");
+            let chunks: Vec<&[u8]> = bytes.chunks(1).collect();
+            let got = read_all(&chunks);
+            let want = Capsule::Close {
+                code: 4001,
+                reason: "bye".into(),
+            };
+            assert_eq!(got, vec![Ok(want)]);
+        }
+
+        #[test]
+        fn unknown_capsules_are_skipped_unbuffered() {
+            // A DATAGRAM capsule (type 0) of 100,000 bytes, a drain, then the close.
+            let mut head = BytesMut::new();
+            put_varint(&mut head, 0);
+            put_varint(&mut head, 100_000);
+            let payload = vec![7u8; 100_000];
+            let mut tail = BytesMut::new();
+            put_varint(&mut tail, DRAIN_WEBTRANSPORT_SESSION);
+            put_varint(&mut tail, 0);
+            tail.extend_from_slice(&close(0, ""));
+            let mut r = Reader::default();
+            r.push(&head);
+            assert_eq!(r.next(), None);
+            for c in payload.chunks(1000) {
+                r.push(c);
+                assert_eq!(r.next(), None);
+                assert!(r.buf.is_empty());
+            }
+            r.push(&tail);
+            assert_eq!(r.next(), Some(Ok(Capsule::Drain)));
+            let closed = Capsule::Close {
+                code: 0,
+                reason: String::new(),
+            };
+            assert_eq!(r.next(), Some(Ok(closed)));
+        }
+
+        #[test]
+        fn oversized_or_short_close_is_an_error() {
+            let mut b = BytesMut::new();
+            put_varint(&mut b, CLOSE_WEBTRANSPORT_SESSION);
+            put_varint(&mut b, 4 + MAX_MESSAGE as u64 + 1);
+            assert_eq!(read_all(&[&b]), vec![Err(Error::CloseLength(1029))]);
+            let mut b = BytesMut::new();
+            put_varint(&mut b, CLOSE_WEBTRANSPORT_SESSION);
+            put_varint(&mut b, 3);
+            assert_eq!(read_all(&[&b]), vec![Err(Error::CloseLength(3))]);
+        }
+
+        #[test]
+        fn long_messages_are_cut_at_a_character() {
+            let message = "é".repeat(600);
+            let bytes = close(1, &message);
+            let got = read_all(&[&bytes]);
+            let Some(Ok(Capsule::Close { reason, .. })) = got.first() else {
+                panic!("{got:?}");
+            };
+            assert_eq!(reason.len(), 1024);
+        }
+
+        #[test]
+        fn varints() {
+            for v in [0, 63, 64, 16_383, 16_384, 1 << 30, (1 << 62) - 1] {
+                let mut b = BytesMut::new();
+                put_varint(&mut b, v);
+                assert_eq!(varint(&b), Some((v, b.len())), "{v}");
+                assert_eq!(varint(&b[..b.len() - 1]), None);
+            }
+        }
+    }
+}
 
 /// Resolves one request stream and serves it.
 async fn request(

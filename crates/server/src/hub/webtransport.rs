@@ -8,14 +8,21 @@
 //! (`2 × max_message_size + 16 KiB`) or bytes that do not decode end the connection with
 //! disconnect 3501; the end of the client's stream (FIN) closes it. Every server-side end writes
 //! the final `Disconnect` push, then finishes the stream (FIN).
+//!
+//! When the session itself ends (the client closed it, `crate::h3` watches the CONNECT stream),
+//! every stream of the session learns it at once through `gone`: its hub connection ends (the
+//! hub session leaves presence and its subscriptions), and the stream is reset with
+//! WT_SESSION_GONE (draft-ietf-webtrans-http3) and its receiving side stopped, without a
+//! `Disconnect` push: nobody is left to read it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use switchboard_hub::proto;
 use switchboard_proto::prost::Message as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 
 use super::stream::{drive, FrameConn, Inbound, Out};
 use super::Ctx;
@@ -26,10 +33,34 @@ pub(crate) const PATH: &str = "/v1/wt";
 /// Bytes of the length prefix.
 const PREFIX: usize = 4;
 
-/// Serves one client-opened bidirectional stream as a hub connection until either side ends it.
-pub(crate) async fn serve<S>(ctx: Ctx, io: S, peer: SocketAddr)
+/// WT_SESSION_GONE (draft-ietf-webtrans-http3): the stream's session is gone (or was never
+/// ours); streams are reset with it.
+pub(crate) const WT_SESSION_GONE: u64 = 0x170d_7b68;
+
+/// A WebTransport stream, past its WEBTRANSPORT_STREAM header (what h3 read beyond it stays in
+/// the buffer and is read first).
+pub(crate) type Stream = h3::stream::BufRecvStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// A stream whose sending side can be reset.
+pub(crate) trait Abort {
+    /// RESET_STREAM with `code`. The receiving side is stopped when the stream is dropped
+    /// (STOP_SENDING, code 0): h3-quinn keeps the receiving half inside its pending read, where
+    /// its `stop_sending` cannot reach it (it panics), and a hub stream always has a read
+    /// pending.
+    fn abort(&mut self, code: u64);
+}
+
+impl Abort for Stream {
+    fn abort(&mut self, code: u64) {
+        h3::quic::SendStream::<Bytes>::reset(self, code);
+    }
+}
+
+/// Serves one client-opened bidirectional stream as a hub connection until either side ends it
+/// or `gone` turns true (or its sender is dropped): the session ended.
+pub(crate) async fn serve<S>(ctx: Ctx, io: S, peer: SocketAddr, gone: watch::Receiver<bool>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Abort + Unpin + Send,
 {
     metrics::counter!("switchboard_webtransport_streams_total").increment(1);
     let conn = WtConn {
@@ -38,8 +69,14 @@ where
         write: BytesMut::new(),
         max_frame: ctx.max_frame,
         write_timeout: ctx.idle,
+        gone,
     };
     drive(ctx, conn, "webtransport", Some(peer), None).await;
+}
+
+/// Resolves once the session is gone. Cancel-safe.
+async fn session_gone(gone: &mut watch::Receiver<bool>) {
+    let _ = gone.wait_for(|g| *g).await;
 }
 
 struct WtConn<S> {
@@ -51,9 +88,11 @@ struct WtConn<S> {
     max_frame: usize,
     /// A write blocked longer than this (the client stopped reading) ends the connection.
     write_timeout: Duration,
+    /// Turns true when the session ends.
+    gone: watch::Receiver<bool>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> WtConn<S> {
+impl<S: AsyncRead + AsyncWrite + Abort + Unpin + Send> WtConn<S> {
     /// A complete frame at the front of the read buffer, if there is one.
     fn frame(&mut self) -> Option<Inbound> {
         if self.read.len() < PREFIX {
@@ -102,27 +141,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WtConn<S> {
             io.write_all_buf(buf).await?;
             io.flush().await
         };
-        matches!(
-            tokio::time::timeout(self.write_timeout, write).await,
-            Ok(Ok(()))
-        )
+        let written = tokio::select! {
+            biased;
+            () = session_gone(&mut self.gone) => None,
+            r = tokio::time::timeout(self.write_timeout, write) => Some(matches!(r, Ok(Ok(())))),
+        };
+        written.unwrap_or_else(|| {
+            self.io.abort(WT_SESSION_GONE);
+            false
+        })
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameConn for WtConn<S> {
+impl<S: AsyncRead + AsyncWrite + Abort + Unpin + Send> FrameConn for WtConn<S> {
     async fn recv(&mut self) -> Inbound {
         loop {
             if let Some(inbound) = self.frame() {
                 return inbound;
             }
-            // `read_buf` is cancel-safe: what it read stays in the buffer.
-            match self.io.read_buf(&mut self.read).await {
-                Ok(0) => return Inbound::Closed,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "WebTransport stream read error");
+            // Both are cancel-safe: what `read_buf` read stays in the buffer.
+            tokio::select! {
+                biased;
+                () = session_gone(&mut self.gone) => {
+                    self.io.abort(WT_SESSION_GONE);
                     return Inbound::Closed;
                 }
+                r = self.io.read_buf(&mut self.read) => match r {
+                    Ok(0) => return Inbound::Closed,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WebTransport stream read error");
+                        return Inbound::Closed;
+                    }
+                },
             }
         }
     }
@@ -160,16 +211,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameConn for WtConn<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
     use std::time::Duration;
 
     use bytes::BufMut;
     use switchboard_hub::{proto, Hub, ServerPublish};
     use switchboard_proto::prost::Message as _;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
     use tokio::sync::watch;
 
     use crate::config::Settings;
     use crate::hub::HubCtx;
+
+    /// The server's end of an in-memory stream, recording the code it was aborted with.
+    struct Io {
+        inner: DuplexStream,
+        aborted: Arc<AtomicU64>,
+    }
+
+    impl super::Abort for Io {
+        fn abort(&mut self, code: u64) {
+            self.aborted.store(code, Ordering::SeqCst);
+        }
+    }
+
+    impl AsyncRead for Io {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Io {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
 
     fn frame(command: &proto::Command) -> Vec<u8> {
         let body = command.encode_to_vec();
@@ -198,15 +296,47 @@ mod tests {
         }
     }
 
-    fn start() -> (Hub, DuplexStream, watch::Sender<bool>) {
+    struct Started {
+        hub: Hub,
+        io: DuplexStream,
+        _stop: watch::Sender<bool>,
+        gone: watch::Sender<bool>,
+        aborted: Arc<AtomicU64>,
+        served: tokio::task::JoinHandle<()>,
+    }
+
+    fn start() -> Started {
         let settings = Settings::default();
         let hub = Hub::with_memory_broker(settings.hub.clone()).expect("valid hub config");
         let (stop, rx) = watch::channel(false);
         let ctx = HubCtx::new(hub.clone(), &settings, rx, None);
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-        tokio::spawn(super::serve(ctx, server, peer));
-        (hub, client, stop)
+        let (gone, gone_rx) = watch::channel(false);
+        let aborted = Arc::new(AtomicU64::new(0));
+        let io = Io {
+            inner: server,
+            aborted: aborted.clone(),
+        };
+        let served = tokio::spawn(super::serve(ctx, io, peer, gone_rx));
+        Started {
+            hub,
+            io: client,
+            _stop: stop,
+            gone,
+            aborted,
+            served,
+        }
+    }
+
+    fn subscribe(id: u32, channel: &str) -> proto::Command {
+        proto::Command {
+            id,
+            method: Some(proto::command::Method::Subscribe(proto::SubscribeRequest {
+                channel: channel.into(),
+                ..Default::default()
+            })),
+        }
     }
 
     fn disconnect_code(frame: &proto::ServerFrame) -> Option<u32> {
@@ -220,16 +350,11 @@ mod tests {
 
     #[tokio::test]
     async fn connect_subscribe_publish_then_bad_frame() {
-        let (hub, mut io, _stop) = start();
+        let s = start();
+        let (hub, mut io) = (s.hub.clone(), s.io);
         // Two frames in one write, the second split across writes.
         let mut bytes = frame(&connect(1));
-        let subscribe = frame(&proto::Command {
-            id: 2,
-            method: Some(proto::command::Method::Subscribe(proto::SubscribeRequest {
-                channel: "news".into(),
-                ..Default::default()
-            })),
-        });
+        let subscribe = frame(&subscribe(2, "news"));
         bytes.extend_from_slice(&subscribe[..3]);
         io.write_all(&bytes).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -261,9 +386,51 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_length_is_a_bad_request() {
-        let (_hub, mut io, _stop) = start();
+        let s = start();
+        let mut io = s.io;
         io.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let last = read_frame(&mut io).await.expect("disconnect push");
         assert_eq!(disconnect_code(&last), Some(3501), "{last:?}");
+    }
+
+    async fn presence(hub: &Hub, channel: &str) -> usize {
+        let r = hub
+            .api_presence(proto::PresenceRequest {
+                channel: channel.into(),
+            })
+            .await;
+        r.result.map(|r| r.presence.len()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn session_gone_ends_the_hub_connection_and_aborts_the_stream() {
+        let s = start();
+        let mut io = s.io;
+        let mut bytes = frame(&connect(1));
+        bytes.extend_from_slice(&frame(&subscribe(2, "room")));
+        io.write_all(&bytes).await.unwrap();
+        read_frame(&mut io).await.expect("connect reply");
+        read_frame(&mut io).await.expect("subscribe reply");
+        assert_eq!(presence(&s.hub, "room").await, 1);
+        s.gone.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), s.served)
+            .await
+            .expect("the connection ended")
+            .unwrap();
+        assert_eq!(s.aborted.load(Ordering::SeqCst), super::WT_SESSION_GONE);
+        assert_eq!(presence(&s.hub, "room").await, 0, "left presence");
+        // No Disconnect push: the stream just ends.
+        assert!(read_frame(&mut io).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn session_gone_before_connect_aborts_the_stream() {
+        let s = start();
+        s.gone.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), s.served)
+            .await
+            .expect("the connection ended")
+            .unwrap();
+        assert_eq!(s.aborted.load(Ordering::SeqCst), super::WT_SESSION_GONE);
     }
 }
