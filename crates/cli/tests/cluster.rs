@@ -178,6 +178,8 @@ fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
             "-s",
             "-H",
             &format!("Authorization: apikey {API_KEY}"),
+            "-H",
+            "Content-Type: application/json",
             "-d",
             body,
             &format!("http://{addr}{path}"),
