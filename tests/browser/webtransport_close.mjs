@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // How a WebTransport session ends, seen from a real browser: Debian's Chromium (never a
-// downloaded one), driven by playwright-core, for crates/cli/tests/browser.rs.
+// downloaded one), driven by playwright-core, for crates/cli/tests/it/browser.rs.
 //
 // A page (any page of the server without a CSP, /healthz by default) opens a WebTransport
 // session to --url with `serverCertificateHashes` (--hash: the SHA-256 of the server's ECDSA

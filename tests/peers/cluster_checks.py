@@ -1,4 +1,4 @@
-"""Three switchboard nodes sharing one Redis act as one hub (crates/cli/tests/cluster.rs).
+"""Three switchboard nodes sharing one Redis act as one hub (crates/cli/tests/it/cluster.rs).
 
 usage: cluster_checks.py NODES SECRET APIKEY REDIS_PORT REDIS_START_COMMAND VICTIM_ADDR VICTIM_PID
 

@@ -12,7 +12,7 @@ resubscribes with (offset, epoch) and must get exactly the missed publications, 
 no duplicate across the recovered/live boundary. Also SSE resume with Last-Event-ID, and
 "recovery impossible" once history no longer covers the gap.
 
-errors / limits: see the server configuration in crates/cli/tests/hub_peers.rs.
+errors / limits: see the server configuration in crates/cli/tests/it/hub_peers.rs.
 """
 import asyncio
 import base64

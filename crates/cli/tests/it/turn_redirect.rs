@@ -4,12 +4,10 @@
 //! (B's `/metrics`). Shown twice: with a raw STUN client built on crates/stun, which checks every
 //! attribute, and with coturn's turnutils_uclient, which follows the redirect on its own.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{http_get, metric, run, text, uclient_cmd, Server, TurnPeer};
+use crate::common::{http_get, metric, run, text, uclient_cmd, Server, TurnPeer};
 use switchboard_stun::{long_term_key_md5, Class, Message, MessageBuilder, Method, TransactionId};
 
 const REALM: &str = "switchboard.test";

@@ -372,3 +372,19 @@ pub fn assert_checks(output: &str, names: &[&str]) {
     assert!(!output.contains("FAIL "), "{output}");
     assert!(output.contains("DONE 0 failed"), "{output}");
 }
+
+/// Raises this test process's soft open-file limit to the hard one: the tests of one binary run
+/// in parallel, and some hold thousands of client sockets.
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

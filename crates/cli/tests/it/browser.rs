@@ -16,8 +16,6 @@
 //! unshares, so the server, Chromium and aiortc it starts are all inside): nothing can reach
 //! beyond the machine, and "direct" means loopback host candidates. Needs root, as CI has.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{metric, repo_root, run, text, venv_python, Server};
+use crate::common::{metric, repo_root, run, text, venv_python, Server};
 use serde_json::Value;
 
 /// GET over HTTP/1.0; returns (status, lower-cased headers, body).
@@ -135,7 +133,7 @@ fn prerequisites() -> (String, PathBuf) {
         Path::new(&chromium).is_file(),
         "{chromium} is missing: run scripts/test (scripts/test-deps installs Debian's chromium and chromium-driver)"
     );
-    common::need("node");
+    crate::common::need("node");
     let browser = repo_root().join("tests/browser");
     assert!(
         browser
@@ -356,7 +354,7 @@ fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
         assert!(matches!(via, Some("udp" | "tcp")), "{side}");
         assert_eq!(received(side).len(), 1, "relay run: {side}");
     }
-    let (_, metrics) = common::http_get(http, "/metrics");
+    let (_, metrics) = crate::common::http_get(http, "/metrics");
     let created = metric(&metrics, "switchboard_turn_allocations_created_total");
     let to_peer = metric(
         &metrics,
@@ -401,7 +399,7 @@ fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
     let room = ready["room"].as_str().unwrap_or_default().to_string();
     let py = run(
         Command::new(&python)
-            .arg(common::peer_script("aiortc_call.py"))
+            .arg(crate::common::peer_script("aiortc_call.py"))
             .args(["--base", &base, "--room", &room, "--peer", "aiortc"])
             .args(["--expect", "browser"]),
         Duration::from_secs(75),
@@ -545,7 +543,7 @@ fn webtransport_session_end_in_chromium_close_and_shutdown() {
 
     let (chromium, call_script) = prerequisites();
     let script = call_script.with_file_name("webtransport_close.mjs");
-    common::need("openssl");
+    crate::common::need("openssl");
     isolate_network();
     let dir = std::env::temp_dir().join(format!("sb-wt-browser-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -615,7 +613,7 @@ fn webtransport_session_end_in_chromium_close_and_shutdown() {
         cmd
     };
     let connections = || {
-        let (_, m) = common::http_get(http, "/metrics");
+        let (_, m) = crate::common::http_get(http, "/metrics");
         metric(&m, "switchboard_hub_connections")
     };
 

@@ -4,14 +4,12 @@
 //! and 1.3, no early data on TCP) and rustls/quinn clients (X25519MLKEM768 chosen whenever a
 //! client supports it, even one that lists it last, on TCP and on QUIC).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http_get, metric, need, run, text, Server};
+use crate::common::{http_get, metric, need, run, text, Server};
 
 fn rsa_cert(dir: &Path) -> (PathBuf, PathBuf) {
     need("openssl");

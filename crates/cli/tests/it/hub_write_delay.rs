@@ -1,12 +1,10 @@
 //! `[hub] write_delay_ms` gathers pushes into fewer, larger WebSocket writes; it must never drop,
 //! reorder or duplicate a publication. Checked with Python `websockets` on both subprotocols.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{repo_root, run, text, venv_python, Server};
+use crate::common::{repo_root, run, text, venv_python, Server};
 
 #[test]
 fn write_delay_keeps_every_publication_in_order() {

@@ -2,12 +2,10 @@
 //! agent (aioice) uses to get a relay candidate; `POST /v1/ice-servers/revoke` makes them stop
 //! working before they expire, and the revoked user gets no new ones.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{repo_root, run, text, venv_python, Server};
+use crate::common::{repo_root, run, text, venv_python, Server};
 
 #[test]
 fn ice_servers_credentials_work_until_revoked() {

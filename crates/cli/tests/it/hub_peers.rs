@@ -3,14 +3,12 @@
 //! transport, recovery after a cut, bad input and limits with their codes, liveness, shutdown.
 //! The clients live in tests/peers/hub_*.py; each test starts its own server.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_checks, http_get, peer_script, run, text, venv_python, Server};
+use crate::common::{assert_checks, http_get, peer_script, run, text, venv_python, Server};
 
 const JWT_SECRET: &str = "hub-test-secret";
 const API_KEY: &str = "hub-test-key";
@@ -216,7 +214,7 @@ fn limits_are_enforced_per_connection_user_node_and_queue() {
     );
     let (_, metrics) = http_get(server.addr("http", "tcp"), "/metrics");
     assert!(
-        common::metric(&metrics, "switchboard_hub_slow_consumer_disconnects_total") >= 1.0,
+        crate::common::metric(&metrics, "switchboard_hub_slow_consumer_disconnects_total") >= 1.0,
         "{metrics}"
     );
 }

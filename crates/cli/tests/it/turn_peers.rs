@@ -5,13 +5,11 @@
 //! drawn at random, EVEN-PORT reservations counted as relay sockets, and a wildcard listener
 //! refusing the host's own interface addresses as peers.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{peer_script, run, text, uclient_cmd, venv_python, Server, TurnPeer};
+use crate::common::{peer_script, run, text, uclient_cmd, venv_python, Server, TurnPeer};
 use switchboard_stun::{long_term_key_md5, Class, Message, MessageBuilder, Method, TransactionId};
 
 fn turn_server(extra: &[&str]) -> Server {
@@ -96,8 +94,8 @@ fn uclient_udp_channels_and_send_indications() {
     ));
     // Counters are exported once a second.
     std::thread::sleep(Duration::from_millis(1200));
-    let (_, body) = common::http_get(server.addr("http", "tcp"), "/metrics");
-    let m = |series: &str| common::metric(&body, series);
+    let (_, body) = crate::common::http_get(server.addr("http", "tcp"), "/metrics");
+    let m = |series: &str| crate::common::metric(&body, series);
     assert!(
         m("switchboard_turn_relayed_packets_total{direction=\"to_peer\"}") >= 800.0,
         "{body}"
@@ -218,9 +216,9 @@ fn loopback_peer_refused_without_allow_peer() {
     );
     assert!(!out.contains("Total lost packets 0 (0.000000%)"), "{out}");
     std::thread::sleep(Duration::from_millis(1200));
-    let (_, body) = common::http_get(server.addr("http", "tcp"), "/metrics");
+    let (_, body) = crate::common::http_get(server.addr("http", "tcp"), "/metrics");
     assert!(
-        common::metric(&body, "switchboard_turn_refusals_total{code=\"403\"}") >= 1.0,
+        crate::common::metric(&body, "switchboard_turn_refusals_total{code=\"403\"}") >= 1.0,
         "{body}"
     );
 }
@@ -429,8 +427,8 @@ fn wait_metric(server: &Server, series: &str, want: f64) {
     let http = server.addr("http", "tcp");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, body) = common::http_get(http, "/metrics");
-        if common::metric(&body, series) == want {
+        let (_, body) = crate::common::http_get(http, "/metrics");
+        if crate::common::metric(&body, series) == want {
             return;
         }
         assert!(

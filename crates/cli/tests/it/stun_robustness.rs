@@ -2,13 +2,11 @@
 //! malformed and bad-FINGERPRINT datagrams are dropped; a TCP or TLS peer that sends garbage is
 //! disconnected; the connection limit holds.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{http_get, metric, Server};
+use crate::common::{http_get, metric, Server};
 use switchboard_stun::{Class, Message, MessageBuilder, Method, TransactionId};
 
 fn binding(tid: u8) -> Vec<u8> {

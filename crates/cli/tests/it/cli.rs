@@ -1,11 +1,9 @@
 //! The command line: version, config default/show, settings precedence and errors, serve/stop.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run, text, Server, BIN};
+use crate::common::{run, text, Server, BIN};
 
 fn sb(args: &[&str]) -> std::process::Output {
     run(Command::new(BIN).args(args), Duration::from_secs(20))
@@ -235,7 +233,7 @@ fn serve_prints_listeners_and_stops_on_sigterm() {
         cert.contains("self-signed") && cert.contains("sha256"),
         "{cert}"
     );
-    let (status, body) = common::http_get(server.addr("http", "tcp"), "/healthz");
+    let (status, body) = crate::common::http_get(server.addr("http", "tcp"), "/healthz");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");
     let status = server.stop();

@@ -2,13 +2,11 @@
 //! turnutils_natdiscovery (RFC 5780), Debian's classic `stun` (RFC 3489), and Python's standard
 //! library over TCP and TLS (tests/peers/stun_stream.py).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port_pair, need, run, text, Server};
+use crate::common::{free_port_pair, need, run, text, Server};
 use switchboard_stun::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 
 /// A server on 127.0.0.1:P with the RFC 5780 alternate 127.0.0.2:P+1, UDP, TCP and TLS.

@@ -4,12 +4,10 @@
 //! pub/sub connections). The clients are third-party (tests/peers/cluster_checks.py); a fourth
 //! node started afterwards still knows the revocation. See docs/scaling.md.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     assert_checks, http_get, metric, peer_script, repo_root, run, text, venv_python, Redis, Server,
 };
 
@@ -191,8 +189,8 @@ fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
 
 #[test]
 fn nodes_share_a_redis_over_tls_with_a_private_ca() {
-    common::need("openssl");
-    common::need("redis-server");
+    crate::common::need("openssl");
+    crate::common::need("redis-server");
     let dir = std::env::temp_dir().join(format!("sb-redis-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.display();

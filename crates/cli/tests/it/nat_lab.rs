@@ -3,14 +3,11 @@
 //! `turnutils_natdiscovery` and Debian's classic `stun` client; the exit codes for a silent
 //! server and one without RFC 5780. Needs root (network namespaces). See docs/nat.md.
 
-mod common;
-mod lab;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{need, repo_root, run, text, venv_python, BIN};
-use lab::{Lab, NatKind, Site, SERVER_IP};
+use crate::common::{need, repo_root, run, text, venv_python, BIN};
+use crate::lab::{Lab, NatKind, Site, SERVER_IP};
 use serde_json::Value;
 
 /// `switchboard nat-check --json` in the site's namespace.
@@ -237,7 +234,7 @@ fn nat_check_no_nat_is_open_internet() {
 /// A port nothing listens on: exit 3 and a JSON error, within the configured retransmissions.
 #[test]
 fn nat_check_no_answer_exits_3() {
-    let port = common::free_port_pair();
+    let port = crate::common::free_port_pair();
     let started = Instant::now();
     let out = run(
         Command::new(BIN).args([
@@ -284,8 +281,8 @@ fn nat_check_no_answer_exits_3() {
 /// A switchboard without --alt-address sends no OTHER-ADDRESS: exit 4, public address shown.
 #[test]
 fn nat_check_without_rfc5780_exits_4() {
-    let port = common::free_port_pair();
-    let server = common::Server::start(&[
+    let port = crate::common::free_port_pair();
+    let server = crate::common::Server::start(&[
         "--stun-udp",
         &format!("127.0.0.1:{port}"),
         "--stun-tcp",

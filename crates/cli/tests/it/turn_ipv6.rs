@@ -3,12 +3,10 @@
 //! both ways (Send indication out, Data indication back). Also checks that an IPv4 peer on an
 //! IPv6 relay is refused with 443.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::Server;
+use crate::common::Server;
 use switchboard_stun::{long_term_key_md5, Class, Message, MessageBuilder, Method, TransactionId};
 
 struct Client {

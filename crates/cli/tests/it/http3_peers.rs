@@ -5,13 +5,11 @@
 //! certificate reload reaching new QUIC connections, and h2load over HTTP/1.1 and h2 as a smoke
 //! test of the TLS listener.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assert_checks, need, peer_script, run, text, venv_python, Server};
+use crate::common::{assert_checks, need, peer_script, run, text, venv_python, Server};
 
 const API_KEY: &str = "h3-test-key";
 

@@ -2,15 +2,13 @@
 //! Each test reproduces an attack against the real binary on loopback — bounded in count and
 //! time — and checks the bound holds and honest clients are still served.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{http_get, metric, Server, BIN};
+use crate::common::{http_get, metric, raise_nofile, Server, BIN};
 
 /// A server with only plain HTTP, on an ephemeral loopback port, plus `extra` flags.
 fn http_server(extra: &[&str]) -> Server {
@@ -299,6 +297,7 @@ fn silent_http_connections_are_closed_and_capped_per_address_and_globally() {
 
 #[test]
 fn descriptors_used_up_by_http_clients_leave_stun_and_turn_their_share() {
+    raise_nofile();
     // With 1024 descriptors at most, the HTTP listeners get 256 connections and STUN over TCP
     // 128; the rest stays for relay sockets and everything else.
     let mut cmd = Command::new("prlimit");
@@ -383,6 +382,7 @@ fn request_bodies_must_keep_a_minimum_rate() {
 
 #[test]
 fn stun_over_tcp_bounds_each_frame_and_idle_connections_cost_little() {
+    raise_nofile();
     let server = Server::start(&[
         "--stun-udp",
         "off",

@@ -11,14 +11,12 @@
 //! shutdown ends the session with the capsule (code 3001) and FIN after the streams' 3001.
 //! Chromium's side of the same is in browser.rs.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{assert_checks, peer_script, run, text, venv_python, Server};
+use crate::common::{assert_checks, peer_script, run, text, venv_python, Server};
 
 const API_KEY: &str = "wt-test-key";
 const JWT_SECRET: &str = "wt-test-secret";

@@ -2,14 +2,12 @@
 //! SIGHUP) without dropping live TLS connections; a broken replacement keeps the old certificate;
 //! a mismatched or missing key stops start-up with a message naming the file.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{need, run, text, Server, BIN};
+use crate::common::{need, run, text, Server, BIN};
 
 fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     need("openssl");
