@@ -22,9 +22,9 @@ use switchboard_stun::HEADER_LEN;
 use switchboard_turn::auth::Credentials;
 use switchboard_turn::peer_filter::{Cidr, PeerFilter};
 use switchboard_turn::{
-    Action, Arrival, BindingService, Family, FiveTuple, Now, Output, Parity, PeerOutput,
-    PortPicker, RelayBinding, RelayError, RelayProvider, RelayRequest, TurnConfig, TurnService,
-    TurnStats, ERROR_CODES, PEER_OVERHEAD,
+    Arrival, BindingService, Family, FiveTuple, Now, Output, Parity, PeerOutput, PortPicker,
+    RelayBinding, RelayError, RelayProvider, RelayRequest, TurnConfig, TurnService, TurnStats,
+    ERROR_CODES, PEER_OVERHEAD,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -351,20 +351,7 @@ impl Core {
     ) -> Output<'a> {
         // Binding requests never touch TURN state: answer them without the lock.
         if input.len() >= HEADER_LEN && input[0] == 0x00 && input[1] == 0x01 {
-            return match self.binding.handle(arrival, input, out) {
-                Action::Reply {
-                    via,
-                    to,
-                    len,
-                    error,
-                } => Output::Reply {
-                    via,
-                    to,
-                    len,
-                    error,
-                },
-                Action::Drop(r) => Output::Drop(r),
-            };
+            return self.binding.handle(arrival, input, out);
         }
         let mut binder = Binder { core: self };
         self.turn().handle(now(), arrival, input, out, &mut binder)

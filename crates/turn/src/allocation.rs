@@ -6,18 +6,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_stun::TransactionId;
 
-use crate::Transport;
-
-/// The client side of an allocation: client address, server address, transport (RFC 8656 §2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FiveTuple {
-    /// The client's address as the server sees it.
-    pub client: SocketAddr,
-    /// The server address the client talks to.
-    pub server: SocketAddr,
-    /// The transport between them.
-    pub transport: Transport,
-}
+use crate::seam::FiveTuple;
 
 /// Most permissions one allocation may hold (each a peer IP).
 pub const MAX_PERMISSIONS: usize = 256;

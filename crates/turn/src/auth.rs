@@ -19,8 +19,7 @@ use switchboard_stun::{
     long_term_key_md5, long_term_key_sha256, password_algorithm, userhash, Message,
 };
 
-use crate::allocation::FiveTuple;
-use crate::binding::Transport;
+use crate::seam::{FiveTuple, Transport};
 
 /// A long-term key in one or both algorithms.
 #[derive(Clone, Debug, PartialEq, Eq)]

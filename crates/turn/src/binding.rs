@@ -4,132 +4,7 @@ use std::net::SocketAddr;
 
 use switchboard_stun::{attr, Class, Message, MessageBuilder, Method, PacketKind};
 
-/// The transport a message arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// A UDP datagram.
-    Udp,
-    /// A frame from a plain TCP connection.
-    Tcp,
-    /// A frame from a TLS connection.
-    Tls,
-}
-
-impl Transport {
-    /// Lower-case name, for logs and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
-/// Where a message arrived: the facts the caller's socket knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Arrival {
-    /// The client's address as seen by the server (the mapped address).
-    pub peer: SocketAddr,
-    /// The local address the message arrived on.
-    pub local: SocketAddr,
-    /// RFC 5780: the server address that differs from `local` in both IP and port, when the
-    /// listener has an alternate address. `None` means the server cannot change address.
-    pub other: Option<SocketAddr>,
-    /// The transport.
-    pub transport: Transport,
-}
-
-/// Which of the listener's sockets sends the reply (RFC 5780 CHANGE-REQUEST).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Via {
-    /// The socket (or connection) the request arrived on.
-    Same,
-    /// Same port, the other IP address.
-    ChangeIp,
-    /// Same IP address, the other port.
-    ChangePort,
-    /// The other IP address and the other port.
-    ChangeBoth,
-}
-
-impl Via {
-    /// The source address a reply sent this way carries, given where the request arrived.
-    /// `None` when the listener has no alternate address and `self` is not [`Via::Same`].
-    pub fn origin(self, local: SocketAddr, other: Option<SocketAddr>) -> Option<SocketAddr> {
-        match (self, other) {
-            (Via::Same, _) => Some(local),
-            (Via::ChangeIp, Some(o)) => Some(SocketAddr::new(o.ip(), local.port())),
-            (Via::ChangePort, Some(o)) => Some(SocketAddr::new(local.ip(), o.port())),
-            (Via::ChangeBoth, Some(o)) => Some(o),
-            (_, None) => None,
-        }
-    }
-}
-
-/// Why an input got no reply. The caller counts these; for stream transports a reason where
-/// [`DropReason::is_fault`] is true also closes the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// Not a STUN message (first byte outside the STUN range).
-    NotStun,
-    /// A TURN ChannelData message while no TURN allocation exists.
-    ChannelData,
-    /// The STUN message failed to parse.
-    Malformed,
-    /// FINGERPRINT present but wrong.
-    BadFingerprint,
-    /// An indication: nothing to answer (Binding indications are keep-alives).
-    Indication,
-    /// A success or error response sent to the server: nothing to answer.
-    Response,
-    /// The caller's output buffer was too small for the reply (a server bug, never input).
-    OutputTooSmall,
-}
-
-impl DropReason {
-    /// Short stable name, for logs and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::NotStun => "not_stun",
-            DropReason::ChannelData => "channel_data",
-            DropReason::Malformed => "malformed",
-            DropReason::BadFingerprint => "bad_fingerprint",
-            DropReason::Indication => "indication",
-            DropReason::Response => "response",
-            DropReason::OutputTooSmall => "output_too_small",
-        }
-    }
-
-    /// True when the input shows the peer is not speaking STUN correctly.
-    pub fn is_fault(self) -> bool {
-        matches!(
-            self,
-            DropReason::NotStun
-                | DropReason::ChannelData
-                | DropReason::Malformed
-                | DropReason::BadFingerprint
-        )
-    }
-}
-
-/// What the caller should do with one input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send `out[..len]` to `to` from the socket chosen by `via`.
-    Reply {
-        /// Which socket sends.
-        via: Via,
-        /// Destination.
-        to: SocketAddr,
-        /// Bytes of the output buffer to send.
-        len: usize,
-        /// Whether the reply is an error response (counted separately).
-        error: bool,
-    },
-    /// Send nothing.
-    Drop(DropReason),
-}
+use crate::seam::{Arrival, DropReason, Output, Transport, Via, MAX_REPLY};
 
 /// Comprehension-required attributes a Binding request may carry that this server understands
 /// (RFC 8489, RFC 5780 and the ICE attributes that ride on Binding).
@@ -159,9 +34,6 @@ pub struct BindingService {
     software: String,
 }
 
-/// Largest reply this service writes; callers size their output buffers with it.
-pub const MAX_REPLY: usize = 2048;
-
 /// Room kept for the other attributes of a reply when PADDING is echoed.
 const PADDING_HEADROOM: usize = 256;
 
@@ -175,31 +47,31 @@ impl BindingService {
 
     /// Handles one STUN datagram or stream frame, writing any reply into `out`
     /// (at least [`MAX_REPLY`] bytes).
-    pub fn handle(&self, arrival: &Arrival, input: &[u8], out: &mut [u8]) -> Action {
+    pub fn handle(&self, arrival: &Arrival, input: &[u8], out: &mut [u8]) -> Output<'static> {
         let Some(&first) = input.first() else {
-            return Action::Drop(DropReason::NotStun);
+            return Output::Drop(DropReason::NotStun);
         };
         match switchboard_stun::classify(first) {
             PacketKind::Stun => {}
-            PacketKind::ChannelData => return Action::Drop(DropReason::ChannelData),
-            _ => return Action::Drop(DropReason::NotStun),
+            PacketKind::ChannelData => return Output::Drop(DropReason::ChannelData),
+            _ => return Output::Drop(DropReason::NotStun),
         }
         let msg = match Message::parse(input) {
             Ok(m) => m,
-            Err(_) => return Action::Drop(DropReason::Malformed),
+            Err(_) => return Output::Drop(DropReason::Malformed),
         };
         if msg.check_fingerprint() == Some(false) {
-            return Action::Drop(DropReason::BadFingerprint);
+            return Output::Drop(DropReason::BadFingerprint);
         }
         match msg.class() {
             Class::Request => self.answer(arrival, &msg, out),
-            Class::Indication => Action::Drop(DropReason::Indication),
-            Class::Success | Class::Error => Action::Drop(DropReason::Response),
+            Class::Indication => Output::Drop(DropReason::Indication),
+            Class::Success | Class::Error => Output::Drop(DropReason::Response),
         }
     }
 
     /// Answers an already parsed request: Binding, or 400 for any other method.
-    pub fn answer(&self, arrival: &Arrival, msg: &Message<'_>, out: &mut [u8]) -> Action {
+    pub fn answer(&self, arrival: &Arrival, msg: &Message<'_>, out: &mut [u8]) -> Output<'static> {
         let result = if msg.method() != Method::BINDING {
             self.error(msg, out, 400, "Bad Request: method not supported here", &[])
                 .map(|len| (Via::Same, arrival.peer, len, true))
@@ -207,13 +79,13 @@ impl BindingService {
             self.binding(arrival, msg, out)
         };
         match result {
-            Some((via, to, len, error)) => Action::Reply {
+            Some((via, to, len, error)) => Output::Reply {
                 via,
                 to,
                 len,
                 error,
             },
-            None => Action::Drop(DropReason::OutputTooSmall),
+            None => Output::Drop(DropReason::OutputTooSmall),
         }
     }
 

@@ -10,19 +10,14 @@ use switchboard_stun::{
     attr, ChannelData, Class, Message, MessageBuilder, Method, PacketKind, TransactionId,
 };
 
-use crate::allocation::{Allocation, BindError, FiveTuple};
+use crate::allocation::{Allocation, BindError};
 use crate::auth::{offered_algorithms, Credentials, Integrity, NonceIssuer, Reject, Verified};
-use crate::binding::{Action, Arrival, BindingService, DropReason, Transport, Via};
+use crate::binding::BindingService;
 use crate::peer_filter::{PeerFilter, Refusal};
-
-/// The time, twice: monotonic for lifetimes, Unix seconds for REST credential expiry and nonces.
-#[derive(Clone, Copy, Debug)]
-pub struct Now {
-    /// Monotonic time.
-    pub mono: Instant,
-    /// Seconds since the Unix epoch.
-    pub unix: u64,
-}
+use crate::seam::{
+    Arrival, DropReason, Family, FiveTuple, Now, Output, PeerDrop, PeerOutput, RelayError,
+    RelayProvider, RelayRequest, Transport, Via,
+};
 
 /// TURN settings the state machine needs.
 #[derive(Clone, Debug)]
@@ -79,111 +74,6 @@ impl Default for TurnConfig {
             alternate_domain: None,
         }
     }
-}
-
-/// Address family of a relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-/// What the state machine asks the I/O layer to bind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RelayRequest {
-    /// The allocation's client 5-tuple (for logs).
-    pub five: FiveTuple,
-    /// Address family.
-    pub family: Family,
-    /// EVEN-PORT: `Some(reserve_next)` asks for an even port, and with `true` also reserves the
-    /// next port.
-    pub even: Option<bool>,
-    /// A previously reserved address to take (RESERVATION-TOKEN).
-    pub reserved: Option<SocketAddr>,
-    /// Set DF on relayed datagrams (DONT-FRAGMENT).
-    pub dont_fragment: bool,
-}
-
-/// A bound relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RelayBinding {
-    /// The relay's address.
-    pub addr: SocketAddr,
-    /// With `even: Some(true)`: the reserved next address.
-    pub reserved: Option<SocketAddr>,
-}
-
-/// Why no relay could be bound.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelayError {
-    /// No port free in the range (508).
-    NoCapacity,
-    /// The host cannot relay this family (440).
-    FamilyUnsupported,
-}
-
-/// The I/O layer's side of allocations: real sockets in the server, fakes in tests.
-pub trait RelayProvider {
-    /// Binds a relay socket.
-    fn bind(&mut self, req: RelayRequest) -> Result<RelayBinding, RelayError>;
-    /// Closes a relay (or reserved) socket.
-    fn release(&mut self, addr: SocketAddr);
-}
-
-/// What to do with one input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output<'a> {
-    /// Send `out[..len]` to `to` from the listener socket chosen by `via`.
-    Reply {
-        /// Which socket sends.
-        via: Via,
-        /// Destination.
-        to: SocketAddr,
-        /// Bytes of the output buffer.
-        len: usize,
-        /// An error response.
-        error: bool,
-    },
-    /// Send `data` from the relay socket `relay` to `peer`.
-    Relay {
-        /// The allocation's relay address.
-        relay: SocketAddr,
-        /// The peer.
-        peer: SocketAddr,
-        /// The payload, borrowed from the input.
-        data: &'a [u8],
-    },
-    /// Send nothing.
-    Drop(DropReason),
-}
-
-/// What to do with a datagram a peer sent to a relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerOutput {
-    /// Send `out[..len]` (ChannelData or a Data indication) to the client of `five`.
-    ToClient {
-        /// The allocation's client side.
-        five: FiveTuple,
-        /// Bytes of the output buffer.
-        len: usize,
-    },
-    /// Send nothing.
-    Drop(PeerDrop),
-}
-
-/// Why a peer datagram was not relayed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerDrop {
-    /// No allocation owns that relay address (it just expired).
-    NoAllocation,
-    /// No permission for the peer's IP.
-    NoPermission,
-    /// Over the allocation's bandwidth.
-    Bandwidth,
-    /// Output buffer too small (a server bug).
-    OutputTooSmall,
 }
 
 /// Error codes the service answers with, in the order of [`TurnStats::refusals`].
@@ -271,9 +161,6 @@ struct Reservation {
     /// Whose quota it counts against.
     user: String,
 }
-
-/// Room for the reply attributes around a relayed payload.
-pub const PEER_OVERHEAD: usize = 64;
 
 /// An error response to send: code, reason, and for a 300 where to go instead.
 struct Refuse {
@@ -445,9 +332,7 @@ impl TurnService {
             transport: arrival.transport,
         };
         match (msg.class(), msg.method()) {
-            (Class::Request, Method::BINDING) => {
-                from_action(self.binding.answer(arrival, &msg, out))
-            }
+            (Class::Request, Method::BINDING) => self.binding.answer(arrival, &msg, out),
             (Class::Indication, Method::SEND) => self.send_indication(now, &five, &msg),
             (
                 Class::Request,
@@ -467,7 +352,7 @@ impl TurnService {
                     None => Output::Drop(DropReason::OutputTooSmall),
                 }
             }
-            (Class::Request, _) => from_action(self.binding.answer(arrival, &msg, out)),
+            (Class::Request, _) => self.binding.answer(arrival, &msg, out),
             (Class::Indication, _) => Output::Drop(DropReason::Indication),
             (Class::Success | Class::Error, _) => Output::Drop(DropReason::Response),
         }
@@ -1177,23 +1062,6 @@ impl TurnService {
         }
         self.finish(&mut b, msg, Some(v))?;
         Some(b.finish())
-    }
-}
-
-fn from_action<'a>(a: Action) -> Output<'a> {
-    match a {
-        Action::Reply {
-            via,
-            to,
-            len,
-            error,
-        } => Output::Reply {
-            via,
-            to,
-            len,
-            error,
-        },
-        Action::Drop(r) => Output::Drop(r),
     }
 }
 

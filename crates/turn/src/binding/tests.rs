@@ -32,10 +32,10 @@ fn request(method: Method, f: impl FnOnce(&mut MessageBuilder<'_>)) -> Vec<u8> {
     buf
 }
 
-fn handle(arrival: &Arrival, input: &[u8]) -> (Action, Vec<u8>) {
+fn handle(arrival: &Arrival, input: &[u8]) -> (Output<'static>, Vec<u8>) {
     let mut out = vec![0u8; MAX_REPLY];
     let action = BindingService::new("test sw").handle(arrival, input, &mut out);
-    if let Action::Reply { len, .. } = action {
+    if let Output::Reply { len, .. } = action {
         out.truncate(len);
     } else {
         out.clear();
@@ -49,13 +49,13 @@ fn plain_binding_ipv4() {
     let (action, out) = handle(&a, &request(Method::BINDING, |_| {}));
     assert!(matches!(
         action,
-        Action::Reply {
+        Output::Reply {
             via: Via::Same,
             error: false,
             ..
         }
     ));
-    let Action::Reply { to, .. } = action else {
+    let Output::Reply { to, .. } = action else {
         unreachable!()
     };
     assert_eq!(to, a.peer);
@@ -109,7 +109,7 @@ fn change_request_picks_the_socket_and_origin() {
                 b.change_request(ip, port).unwrap();
             }),
         );
-        let Action::Reply { via, to, error, .. } = action else {
+        let Output::Reply { via, to, error, .. } = action else {
             panic!("{action:?}")
         };
         assert_eq!((via, to, error), (want_via, a.peer, false));
@@ -129,7 +129,7 @@ fn change_request_without_alternate_is_420() {
     );
     assert!(matches!(
         action,
-        Action::Reply {
+        Output::Reply {
             via: Via::Same,
             error: true,
             ..
@@ -147,7 +147,7 @@ fn change_request_without_alternate_is_420() {
             b.change_request(false, false).unwrap();
         }),
     );
-    assert!(matches!(action, Action::Reply { error: false, .. }));
+    assert!(matches!(action, Output::Reply { error: false, .. }));
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn response_port_redirects_on_udp_only() {
             b.response_port(5555).unwrap();
         }),
     );
-    let Action::Reply { to, .. } = action else {
+    let Output::Reply { to, .. } = action else {
         panic!()
     };
     assert_eq!(to, addr("198.51.100.7:5555"));
@@ -239,7 +239,7 @@ fn unknown_comprehension_required_is_420_optional_is_ignored() {
             b.add(0x8fff, b"ignored").unwrap();
         }),
     );
-    assert!(matches!(action, Action::Reply { error: false, .. }));
+    assert!(matches!(action, Output::Reply { error: false, .. }));
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn other_methods_get_400() {
             b.requested_transport(17).unwrap();
         }),
     );
-    assert!(matches!(action, Action::Reply { error: true, .. }));
+    assert!(matches!(action, Output::Reply { error: true, .. }));
     let m = Message::parse(&out).unwrap();
     assert_eq!((m.class(), m.method()), (Class::Error, Method::ALLOCATE));
     assert_eq!(m.error_code().unwrap().map(|e| e.0), Some(400));
@@ -267,21 +267,21 @@ fn drops_are_classified() {
     bad_fp[last] ^= 0xff;
     assert_eq!(
         handle(&a, &bad_fp).0,
-        Action::Drop(DropReason::BadFingerprint)
+        Output::Drop(DropReason::BadFingerprint)
     );
 
     assert_eq!(
         handle(&a, &good[..good.len() - 4]).0,
-        Action::Drop(DropReason::Malformed)
+        Output::Drop(DropReason::Malformed)
     );
-    assert_eq!(handle(&a, &[]).0, Action::Drop(DropReason::NotStun));
+    assert_eq!(handle(&a, &[]).0, Output::Drop(DropReason::NotStun));
     assert_eq!(
         handle(&a, b"\x16\x03\x01\x00").0,
-        Action::Drop(DropReason::NotStun)
+        Output::Drop(DropReason::NotStun)
     );
     assert_eq!(
         handle(&a, &[0x40, 0x00, 0x00, 0x00]).0,
-        Action::Drop(DropReason::ChannelData)
+        Output::Drop(DropReason::ChannelData)
     );
 
     let mut buf = [0u8; 64];
@@ -291,13 +291,13 @@ fn drops_are_classified() {
     };
     assert_eq!(
         handle(&a, &buf[..n]).0,
-        Action::Drop(DropReason::Indication)
+        Output::Drop(DropReason::Indication)
     );
     let n = {
         let b = MessageBuilder::new(&mut buf, Class::Success, Method::BINDING, TID).unwrap();
         b.finish()
     };
-    assert_eq!(handle(&a, &buf[..n]).0, Action::Drop(DropReason::Response));
+    assert_eq!(handle(&a, &buf[..n]).0, Output::Drop(DropReason::Response));
     assert!(DropReason::BadFingerprint.is_fault() && !DropReason::Indication.is_fault());
 }
 
@@ -308,7 +308,7 @@ fn rfc3489_request_gets_classic_attributes() {
     req.extend_from_slice(&[0xAB; 16]);
     let a = arrival(Some("203.0.113.2:3479"), Transport::Udp);
     let (action, out) = handle(&a, &req);
-    assert!(matches!(action, Action::Reply { error: false, .. }));
+    assert!(matches!(action, Output::Reply { error: false, .. }));
     let m = Message::parse(&out).unwrap();
     assert!(m.is_rfc3489());
     assert_eq!(&out[4..20], &[0xAB; 16], "the 128-bit id is echoed");
@@ -325,7 +325,7 @@ fn tiny_output_buffer_is_not_a_panic() {
     let a = arrival(None, Transport::Udp);
     let mut out = [0u8; 24];
     let action = BindingService::new("x").handle(&a, &request(Method::BINDING, |_| {}), &mut out);
-    assert_eq!(action, Action::Drop(DropReason::OutputTooSmall));
+    assert_eq!(action, Output::Drop(DropReason::OutputTooSmall));
 }
 
 #[test]
