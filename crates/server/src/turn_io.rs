@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, Counter, Gauge};
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
-use switchboard_stun::HEADER_LEN;
+use switchboard_stun::is_binding_request;
 use switchboard_turn::auth::Credentials;
 use switchboard_turn::peer_filter::{Cidr, PeerFilter};
 use switchboard_turn::{
@@ -350,7 +350,7 @@ impl Core {
         out: &mut [u8],
     ) -> Output<'a> {
         // Binding requests never touch TURN state: answer them without the lock.
-        if input.len() >= HEADER_LEN && input[0] == 0x00 && input[1] == 0x01 {
+        if is_binding_request(input) {
             return self.binding.handle(arrival, input, out);
         }
         let mut binder = Binder { core: self };

@@ -12,7 +12,9 @@
 //!   attributes lazily, without copying or allocating.
 //! * [`MessageBuilder`] writes a message into a caller-supplied `&mut [u8]`, without allocating.
 //! * [`ChannelData`] parses and encodes TURN ChannelData frames; [`classify`] and
-//!   [`stream_frame_len`] demultiplex datagrams and split byte streams (TCP/TLS) into frames.
+//!   [`PacketKind::of`] demultiplex datagrams (RFC 7983), [`is_binding_request`] tells the
+//!   stateless Binding requests from the rest, and [`stream_frame_len`] splits byte streams
+//!   (TCP/TLS) into frames.
 //!
 //! No function of this crate panics on any input.
 //!
@@ -220,8 +222,32 @@ pub enum PacketKind {
     /// 64..=127: a TURN ChannelData message (channel numbers 0x4000..=0x7FFF: RFC 8656 narrowed
     /// the range to 0x4FFF, i.e. first bytes 64..=79, but RFC 5766 clients use up to 0x7FFE).
     ChannelData,
-    /// Anything else (DTLS, RTP, ZRTP, reserved channel ranges, ...).
+    /// Anything else (DTLS, RTP, ZRTP, reserved channel ranges, ...), and an empty packet.
     Other,
+}
+
+impl PacketKind {
+    /// Classifies a whole datagram or stream frame by its first byte ([`classify`]); an empty
+    /// one is [`PacketKind::Other`].
+    pub const fn of(packet: &[u8]) -> PacketKind {
+        match packet.first() {
+            Some(&first) => classify(first),
+            None => PacketKind::Other,
+        }
+    }
+}
+
+/// Whether `packet` starts with the header of a STUN Binding request: at least [`HEADER_LEN`]
+/// bytes and message type 0x0001, with or without the magic cookie (RFC 3489). Only the header
+/// is looked at; whether the message is valid is for [`Message::parse`] to say.
+///
+/// Lets a server send Binding requests, which need no TURN state, to a stateless path without
+/// parsing them twice.
+pub fn is_binding_request(packet: &[u8]) -> bool {
+    matches!(
+        header_transaction_id(packet),
+        Some((Class::Request, Method::BINDING, _))
+    )
 }
 
 /// Classifies a packet by its first byte (RFC 7983 demultiplexing as restricted by RFC 8656 §12).
@@ -336,6 +362,82 @@ mod tests {
             };
             assert_eq!(classify(b), want);
         }
+    }
+
+    #[test]
+    fn packet_kind_of_whole_packets() {
+        assert_eq!(PacketKind::of(&[]), PacketKind::Other);
+        for b in 0..=255u8 {
+            assert_eq!(PacketKind::of(&[b]), classify(b), "{b:#04x}");
+            assert_eq!(PacketKind::of(&[b, 0xFF, 0, 0]), classify(b), "{b:#04x}");
+        }
+        // RFC 7983: 20..=63 DTLS, 128..=191 RTP/RTCP, 16..=19 ZRTP; none of them is STUN.
+        for b in [16u8, 19, 20, 22, 63, 128, 144, 191, 192, 255] {
+            assert_eq!(PacketKind::of(&[b; 24]), PacketKind::Other, "{b:#04x}");
+        }
+        assert_eq!(PacketKind::of(&[0x40, 0x00, 0, 0]), PacketKind::ChannelData);
+        assert_eq!(PacketKind::of(&[0x7F, 0xFF, 0, 0]), PacketKind::ChannelData);
+    }
+
+    #[test]
+    fn binding_request_by_header() {
+        // Exactly message type 0x0001 in a whole header, whatever the two type bytes.
+        let mut h = [0u8; HEADER_LEN];
+        for b0 in 0..=255u8 {
+            for b1 in 0..=255u8 {
+                h[0] = b0;
+                h[1] = b1;
+                assert_eq!(
+                    is_binding_request(&h),
+                    (b0, b1) == (0, 1),
+                    "{b0:#04x}{b1:02x}"
+                );
+            }
+        }
+        // A short buffer is not a header.
+        h[0] = 0;
+        h[1] = 1;
+        for n in 0..HEADER_LEN {
+            assert!(!is_binding_request(&h[..n]), "{n} bytes");
+        }
+        assert!(is_binding_request(&h));
+        // The length field, cookie and transaction id are not looked at (RFC 3489 included).
+        h[2..].fill(0xAB);
+        assert!(is_binding_request(&h));
+        // Other classes and methods of Binding's neighbours are not Binding requests.
+        for (class, method) in [
+            (Class::Indication, Method::BINDING),
+            (Class::Success, Method::BINDING),
+            (Class::Error, Method::BINDING),
+            (Class::Request, Method::ALLOCATE),
+            (Class::Request, Method::REFRESH),
+            (Class::Indication, Method::SEND),
+        ] {
+            h[..2].copy_from_slice(&encode_type(class, method).to_be_bytes());
+            assert!(!is_binding_request(&h), "{class:?} {method:?}");
+        }
+    }
+
+    #[test]
+    fn binding_request_built_and_parsed() {
+        let mut buf = [0u8; 64];
+        let n = {
+            let mut b = MessageBuilder::new(
+                &mut buf,
+                Class::Request,
+                Method::BINDING,
+                TransactionId([3; 12]),
+            )
+            .unwrap();
+            b.fingerprint().unwrap();
+            b.finish()
+        };
+        assert!(is_binding_request(&buf[..n]));
+        assert_eq!(PacketKind::of(&buf[..n]), PacketKind::Stun);
+        let mut cd = [0u8; 8];
+        let m = ChannelData::encode(0x4001, b"hi", &mut cd, false).unwrap();
+        assert_eq!(PacketKind::of(&cd[..m]), PacketKind::ChannelData);
+        assert!(!is_binding_request(&cd[..m]));
     }
 
     #[test]

@@ -29,6 +29,10 @@ fn known_in_binding(typ: u16) -> bool {
 }
 
 /// Answers Binding requests. Immutable after construction; share it between workers.
+///
+/// [`TurnService::handle`](crate::TurnService::handle) answers a Binding request exactly as
+/// [`BindingService::handle`] does, so an I/O layer may send every input for which
+/// [`switchboard_stun::is_binding_request`] holds here instead, without the TURN state.
 #[derive(Clone, Debug)]
 pub struct BindingService {
     software: String,
@@ -48,10 +52,7 @@ impl BindingService {
     /// Handles one STUN datagram or stream frame, writing any reply into `out`
     /// (at least [`MAX_REPLY`] bytes).
     pub fn handle(&self, arrival: &Arrival, input: &[u8], out: &mut [u8]) -> Output<'static> {
-        let Some(&first) = input.first() else {
-            return Output::Drop(DropReason::NotStun);
-        };
-        match switchboard_stun::classify(first) {
+        match PacketKind::of(input) {
             PacketKind::Stun => {}
             PacketKind::ChannelData => return Output::Drop(DropReason::ChannelData),
             _ => return Output::Drop(DropReason::NotStun),

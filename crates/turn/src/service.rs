@@ -311,10 +311,7 @@ impl TurnService {
         out: &mut [u8],
         relays: &mut dyn RelayProvider,
     ) -> Output<'a> {
-        let Some(&first) = input.first() else {
-            return Output::Drop(DropReason::NotStun);
-        };
-        match switchboard_stun::classify(first) {
+        match PacketKind::of(input) {
             PacketKind::Stun => {}
             PacketKind::ChannelData => return self.channel_data(now, arrival, input),
             _ => return Output::Drop(DropReason::NotStun),
