@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{metric, repo_root, run, text, venv_python, Server};
+use crate::common::{metric, repo_root, run, text, venv_python, TestServer};
 use serde_json::Value;
 
 /// GET over HTTP/1.0; returns (status, lower-cased headers, body).
@@ -57,7 +57,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
 
 #[test]
 fn pages_are_served_with_types_csp_and_caching() {
-    let server = Server::start(&["--stun-udp", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let server = TestServer::new().stun_udp().http().start();
     let http = server.addr("http", "tcp");
     for (path, ty, marker) in [
         ("/", "text/html; charset=utf-8", "switchboard · console"),
@@ -306,26 +306,17 @@ fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
     let (chromium, script) = prerequisites();
     isolate_network();
     let python = venv_python();
-    let server = Server::start(&[
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "127.0.0.1:0",
+    let server = TestServer::new()
+        .stun_udp()
+        .stun_tcp()
         // No TURN over TLS: the self-signed certificate would only make Chromium try and fail.
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--https",
-        "127.0.0.1:0",
-        "--turn-realm",
-        "browser.test",
-        "--turn-secret",
-        "browser-secret",
+        .http()
+        .https()
+        .flag("--turn-realm", "browser.test")
+        .flag("--turn-secret", "browser-secret")
         // Relays may reach the pages' loopback candidates.
-        "--allow-peer",
-        "127.0.0.0/8",
-    ]);
+        .flag("--allow-peer", "127.0.0.0/8")
+        .start();
     let http = server.addr("http", "tcp");
     let base = format!("http://{http}");
     let https_base = format!("https://{}", server.addr("https", "tcp"));
@@ -569,24 +560,13 @@ fn webtransport_session_end_in_chromium_close_and_shutdown() {
         made.is_ok_and(|s| s.success()),
         "openssl could not make an ECDSA certificate"
     );
-    let server = Server::start(&[
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--https",
-        "127.0.0.1:0",
-        "--api-key",
-        KEY,
-        "--tls-cert",
-        cert.to_str().expect("utf-8 path"),
-        "--tls-key",
-        key.to_str().expect("utf-8 path"),
-    ]);
+    let server = TestServer::new()
+        .http()
+        .https()
+        .flag("--api-key", KEY)
+        .flag("--tls-cert", cert.to_str().expect("utf-8 path"))
+        .flag("--tls-key", key.to_str().expect("utf-8 path"))
+        .start();
     let _ = std::fs::remove_dir_all(&dir);
     let http = server.addr("http", "tcp");
     let base = format!("http://{http}");

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{run, text, Server, BIN};
+use crate::common::{run, text, TestServer, BIN};
 
 fn sb(args: &[&str]) -> std::process::Output {
     run(Command::new(BIN).args(args), Duration::from_secs(20))
@@ -209,16 +209,12 @@ fn bad_settings_stop_start_up_naming_the_key() {
 
 #[test]
 fn serve_prints_listeners_and_stops_on_sigterm() {
-    let server = Server::start(&[
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "127.0.0.1:0",
-        "--stun-tls",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let server = TestServer::new()
+        .stun_udp()
+        .stun_tcp()
+        .stun_tls()
+        .http()
+        .start();
     for (p, t) in [
         ("stun", "udp"),
         ("stun", "tcp"),
@@ -242,16 +238,7 @@ fn serve_prints_listeners_and_stops_on_sigterm() {
 
 #[test]
 fn off_disables_listeners() {
-    let server = Server::start(&[
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "off",
-    ]);
+    let server = TestServer::new().stun_udp().start();
     assert_eq!(server.lines.len(), 2, "{:?}", server.lines);
     assert!(server.lines[0].starts_with("stun  udp"));
 }

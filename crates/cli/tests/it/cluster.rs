@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::common::{
     assert_checks, http_get, metric, peer_script, repo_root, run, text, venv_python, Redis, Server,
+    TestServer,
 };
 
 const SECRET: &str = "cluster-jwt";
@@ -30,35 +31,18 @@ fn config_file() -> std::path::PathBuf {
 }
 
 fn node(redis: &Redis, name: &str, config: &std::path::Path) -> Server {
-    let url = redis.url();
-    Server::start(&[
-        "--redis",
-        &url,
-        "--node-name",
-        name,
-        "--config",
-        config.to_str().unwrap(),
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--https",
-        "off",
-        "--turn-realm",
-        "cluster.test",
-        "--turn-secret",
-        "shared-turn-secret",
-        "--allow-anonymous",
-        "false",
-        "--jwt-hmac-secret",
-        SECRET,
-        "--api-key",
-        API_KEY,
-    ])
+    TestServer::new()
+        .stun_udp()
+        .http()
+        .flag("--redis", &redis.url())
+        .flag("--node-name", name)
+        .config(config)
+        .flag("--turn-realm", "cluster.test")
+        .flag("--turn-secret", "shared-turn-secret")
+        .flag("--allow-anonymous", "false")
+        .jwt(SECRET)
+        .api_key(API_KEY)
+        .start()
 }
 
 #[test]
@@ -236,26 +220,13 @@ fn nodes_share_a_redis_over_tls_with_a_private_ca() {
     }
     assert!(ready, "redis-server with TLS did not start");
     let node = |name: &str| {
-        Server::start(&[
-            "--redis",
-            &url,
-            "--redis-ca",
-            &ca,
-            "--node-name",
-            name,
-            "--http",
-            "127.0.0.1:0",
-            "--https",
-            "off",
-            "--stun-udp",
-            "off",
-            "--stun-tcp",
-            "off",
-            "--stun-tls",
-            "off",
-            "--api-key",
-            API_KEY,
-        ])
+        TestServer::new()
+            .flag("--redis", &url)
+            .flag("--redis-ca", &ca)
+            .flag("--node-name", name)
+            .http()
+            .flag("--api-key", API_KEY)
+            .start()
     };
     let a = node("tls-a");
     let b = node("tls-b");

@@ -8,22 +8,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{http_get, metric, raise_nofile, Server, BIN};
+use crate::common::{http_get, metric, raise_nofile, Server, TestServer, BIN};
 
 /// A server with only plain HTTP, on an ephemeral loopback port, plus `extra` flags.
 fn http_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    TestServer::new().http().args(extra).start()
 }
 
 /// A TOML file with `text` in a temporary folder of this test.
@@ -383,16 +372,7 @@ fn request_bodies_must_keep_a_minimum_rate() {
 #[test]
 fn stun_over_tcp_bounds_each_frame_and_idle_connections_cost_little() {
     raise_nofile();
-    let server = Server::start(&[
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "127.0.0.1:0",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let server = TestServer::new().stun_tcp().http().start();
     let stun = server.addr("stun", "tcp");
     let pid = server.child.id();
     // Connections that send nothing: each costs a few KiB at most (it held ~90 KiB of
@@ -521,20 +501,12 @@ fn pages_of_other_origins_cannot_use_the_hub() {
 
 #[test]
 fn ice_servers_are_rate_limited_and_anonymous_clients_keep_one_user() {
-    let server = Server::start(&[
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--turn-realm",
-        "example.org",
-        "--turn-secret",
-        "s3cret",
-    ]);
+    let server = TestServer::new()
+        .stun_udp()
+        .http()
+        .flag("--turn-realm", "example.org")
+        .flag("--turn-secret", "s3cret")
+        .start();
     let addr = server.addr("http", "tcp");
     let user = |body: &str| -> String {
         let v: serde_json::Value = serde_json::from_str(body).expect(body);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{assert_checks, need, peer_script, run, text, venv_python, Server};
+use crate::common::{assert_checks, need, peer_script, run, text, venv_python, Server, TestServer};
 
 const API_KEY: &str = "h3-test-key";
 
@@ -19,22 +19,12 @@ fn script() -> PathBuf {
 
 /// A server with only the HTTP stack, plain and TLS (+ QUIC), on ephemeral loopback ports.
 fn h3_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--https",
-        "127.0.0.1:0",
-        "--api-key",
-        API_KEY,
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    TestServer::new()
+        .http()
+        .https()
+        .api_key(API_KEY)
+        .args(extra)
+        .start()
 }
 
 /// Runs http3_checks.py against `server`; asserts every named check passed.

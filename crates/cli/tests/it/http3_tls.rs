@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{http_get, metric, need, run, text, Server};
+use crate::common::{http_get, metric, need, run, text, Server, TestServer};
 
 fn rsa_cert(dir: &Path) -> (PathBuf, PathBuf) {
     need("openssl");
@@ -32,20 +32,12 @@ fn rsa_cert(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// HTTPS and STUN over TLS on ephemeral ports, plain HTTP for /metrics.
 fn tls_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--https",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    TestServer::new()
+        .stun_tls()
+        .http()
+        .https()
+        .args(extra)
+        .start()
 }
 
 /// `openssl s_client` with `args`; stdin closes after `linger` (time to read tickets).

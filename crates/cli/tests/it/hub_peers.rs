@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{assert_checks, http_get, peer_script, run, text, venv_python, Server};
+use crate::common::{
+    assert_checks, http_get, peer_script, run, text, venv_python, Server, TestServer,
+};
 
 const JWT_SECRET: &str = "hub-test-secret";
 const API_KEY: &str = "hub-test-key";
@@ -19,24 +21,13 @@ fn script(name: &str) -> PathBuf {
 
 /// A server with only the HTTP stack (plain and TLS) on ephemeral loopback ports.
 fn hub_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--https",
-        "127.0.0.1:0",
-        "--api-key",
-        API_KEY,
-        "--jwt-hmac-secret",
-        JWT_SECRET,
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    TestServer::new()
+        .http()
+        .https()
+        .api_key(API_KEY)
+        .jwt(JWT_SECRET)
+        .args(extra)
+        .start()
 }
 
 /// Runs a Python peer script; returns its output after checking it exited 0.

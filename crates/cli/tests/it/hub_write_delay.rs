@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{repo_root, run, text, venv_python, Server};
+use crate::common::{repo_root, run, text, venv_python, TestServer};
 
 #[test]
 fn write_delay_keeps_every_publication_in_order() {
@@ -12,20 +12,11 @@ fn write_delay_keeps_every_publication_in_order() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("wd.toml");
     std::fs::write(&cfg, "[hub]\nwrite_delay_ms = 25\n").unwrap();
-    let server = Server::start(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--api-key",
-        "wd-key",
-    ]);
+    let server = TestServer::new()
+        .flag("--config", cfg.to_str().unwrap())
+        .http()
+        .flag("--api-key", "wd-key")
+        .start();
     let addr = server.addr("http", "tcp").to_string();
     let root = repo_root();
     let out = run(

@@ -5,28 +5,20 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{repo_root, run, text, venv_python, Server};
+use crate::common::{repo_root, run, text, venv_python, TestServer};
 
 #[test]
 fn ice_servers_credentials_work_until_revoked() {
-    let server = Server::start(&[
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "127.0.0.1:0",
-        "--stun-tls",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--turn-realm",
-        "ice.test",
-        "--turn-secret",
-        "ice-secret",
-        "--api-key",
-        "ice-key",
-        "--jwt-hmac-secret",
-        "ice-jwt",
-    ]);
+    let server = TestServer::new()
+        .stun_udp()
+        .stun_tcp()
+        .stun_tls()
+        .http()
+        .flag("--turn-realm", "ice.test")
+        .flag("--turn-secret", "ice-secret")
+        .flag("--api-key", "ice-key")
+        .flag("--jwt-hmac-secret", "ice-jwt")
+        .start();
     let root = repo_root();
     let addr = server.addr("http", "tcp").to_string();
     let out = run(

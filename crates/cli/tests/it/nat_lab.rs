@@ -282,16 +282,9 @@ fn nat_check_no_answer_exits_3() {
 #[test]
 fn nat_check_without_rfc5780_exits_4() {
     let port = crate::common::free_port_pair();
-    let server = crate::common::Server::start(&[
-        "--stun-udp",
-        &format!("127.0.0.1:{port}"),
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "off",
-    ]);
+    let server = crate::common::TestServer::new()
+        .listen("--stun-udp", &format!("127.0.0.1:{port}"))
+        .start();
     let out = run(
         Command::new(BIN).args([
             "nat-check",

@@ -6,25 +6,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{free_port_pair, need, run, text, Server};
+use crate::common::{free_port_pair, need, run, text, Server, TestServer};
 use switchboard_stun::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 
 /// A server on 127.0.0.1:P with the RFC 5780 alternate 127.0.0.2:P+1, UDP, TCP and TLS.
 fn rfc5780_server() -> (Server, u16) {
     let p = free_port_pair();
     let tls = free_port_pair();
-    let server = Server::start(&[
-        "--stun-udp",
-        &format!("127.0.0.1:{p}"),
-        "--stun-tcp",
-        &format!("127.0.0.1:{p}"),
-        "--stun-tls",
-        &format!("127.0.0.1:{tls}"),
-        "--alt-address",
-        "127.0.0.2",
-        "--http",
-        "off",
-    ]);
+    let server = TestServer::new()
+        .listen("--stun-udp", &format!("127.0.0.1:{p}"))
+        .listen("--stun-tcp", &format!("127.0.0.1:{p}"))
+        .listen("--stun-tls", &format!("127.0.0.1:{tls}"))
+        .flag("--alt-address", "127.0.0.2")
+        .start();
     (server, p)
 }
 
@@ -56,16 +50,9 @@ fn turnutils_stunclient_gets_all_three_rfc5780_answers() {
 fn turnutils_stunclient_without_alternate_sees_plain_binding() {
     need("turnutils_stunclient");
     let p = free_port_pair();
-    let _server = Server::start(&[
-        "--stun-udp",
-        &format!("127.0.0.1:{p}"),
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "off",
-    ]);
+    let _server = TestServer::new()
+        .listen("--stun-udp", &format!("127.0.0.1:{p}"))
+        .start();
     let out = run(
         Command::new("turnutils_stunclient").args(["-p", &p.to_string(), "127.0.0.1"]),
         Duration::from_secs(30),

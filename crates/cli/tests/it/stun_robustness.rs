@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use crate::common::{http_get, metric, Server};
+use crate::common::{http_get, metric, Server, TestServer};
 use switchboard_stun::{Class, Message, MessageBuilder, Method, TransactionId};
 
 fn binding(tid: u8) -> Vec<u8> {
@@ -27,18 +27,11 @@ fn binding(tid: u8) -> Vec<u8> {
 }
 
 fn server() -> Server {
-    Server::start(&[
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "127.0.0.1:0",
-        "--stun-tls",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--stun-max-connections",
-        "4",
-    ])
+    TestServer::new()
+        .stun_all()
+        .http()
+        .flag("--stun-max-connections", "4")
+        .start()
 }
 
 fn udp_exchange(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {

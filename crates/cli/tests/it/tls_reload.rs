@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{need, run, text, Server, BIN};
+use crate::common::{need, run, text, TestServer, BIN};
 
 fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     need("openssl");
@@ -66,20 +66,11 @@ fn certificate_files_reload_without_dropping_connections() {
     std::fs::copy(&a_cert, &live_cert).unwrap();
     std::fs::copy(&a_key, &live_key).unwrap();
 
-    let mut server = Server::start(&[
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--http",
-        "off",
-        "--stun-tls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        live_cert.to_str().unwrap(),
-        "--tls-key",
-        live_key.to_str().unwrap(),
-    ]);
+    let mut server = TestServer::new()
+        .stun_tls()
+        .flag("--tls-cert", live_cert.to_str().unwrap())
+        .flag("--tls-key", live_key.to_str().unwrap())
+        .start();
     let cert_line = server.lines.last().unwrap().clone();
     assert!(
         cert_line.contains(&a_fp),

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use crate::common::Server;
+use crate::common::TestServer;
 use switchboard_stun::{long_term_key_md5, Class, Message, MessageBuilder, Method, TransactionId};
 
 struct Client {
@@ -65,26 +65,14 @@ fn ipv6_relay_via_requested_address_family() {
         eprintln!("no IPv6 loopback on this host; nothing to test");
         return;
     }
-    let server = Server::start(&[
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-udp",
-        "[::1]:0",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "off",
-        "--turn-realm",
-        "v6.test",
-        "--turn-user",
-        "alice:pw",
-        "--allow-peer",
-        "::1/128",
-        "--allow-peer",
-        "127.0.0.1/32",
-    ]);
+    let server = TestServer::new()
+        .stun_udp()
+        .listen("--stun-udp", "[::1]:0")
+        .flag("--turn-realm", "v6.test")
+        .flag("--turn-user", "alice:pw")
+        .flag("--allow-peer", "::1/128")
+        .flag("--allow-peer", "127.0.0.1/32")
+        .start();
     let mut c = Client::new(server.addr("stun", "udp"));
     // 401 challenge first.
     let r = c.request(Method::ALLOCATE, &|b| {

@@ -9,28 +9,19 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{peer_script, run, text, uclient_cmd, venv_python, Server, TurnPeer};
+use crate::common::{
+    peer_script, run, text, uclient_cmd, venv_python, Server, TestServer, TurnPeer,
+};
 use switchboard_stun::{long_term_key_md5, Class, Message, MessageBuilder, Method, TransactionId};
 
 fn turn_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "127.0.0.1:0",
-        "--stun-tls",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--turn-realm",
-        "switchboard.test",
-        "--turn-user",
-        "alice:wonderland",
-        "--turn-secret",
-        "rest-secret-1",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    TestServer::new()
+        .stun_all()
+        .http()
+        .turn_user("switchboard.test", "alice:wonderland")
+        .flag("--turn-secret", "rest-secret-1")
+        .args(extra)
+        .start()
 }
 
 /// Runs turnutils_uclient and returns its output; `flags` select transport and mode.
@@ -261,18 +252,10 @@ fn sighup_reloads_users_without_dropping_allocations() {
         .unwrap()
     };
     write("\"alice:one\"");
-    let mut server = Server::start(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "off",
-    ]);
+    let mut server = TestServer::new()
+        .flag("--config", cfg.to_str().unwrap())
+        .stun_udp()
+        .start();
     let port = server.addr("stun", "udp").port();
     // A long-running session for alice: 1 client, 600 messages 10 ms apart (about 6 s).
     let long = uclient_cmd(&peer, port, 1, 600, 10, &["-c", "-u", "alice", "-w", "one"])
@@ -484,22 +467,13 @@ fn outbound_address() -> Option<IpAddr> {
 
 #[test]
 fn wildcard_listener_refuses_the_hosts_own_addresses_as_peers() {
-    let server = Server::start(&[
-        "--stun-udp",
-        "0.0.0.0:0",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--relay-ip",
-        "127.0.0.1",
-        "--turn-realm",
-        "switchboard.test",
-        "--turn-user",
-        "alice:wonderland",
-    ]);
+    let server = TestServer::new()
+        .listen("--stun-udp", "0.0.0.0:0")
+        .http()
+        .flag("--relay-ip", "127.0.0.1")
+        .flag("--turn-realm", "switchboard.test")
+        .flag("--turn-user", "alice:wonderland")
+        .start();
     let port = server.addr("stun", "udp").port();
     let mut c = Raw::new(SocketAddr::from(([127, 0, 0, 1], port)));
     c.allocate(None);

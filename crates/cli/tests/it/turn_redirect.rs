@@ -7,7 +7,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::{http_get, metric, run, text, uclient_cmd, Server, TurnPeer};
+use crate::common::{http_get, metric, run, text, uclient_cmd, Server, TestServer, TurnPeer};
 use switchboard_stun::{long_term_key_md5, Class, Message, MessageBuilder, Method, TransactionId};
 
 const REALM: &str = "switchboard.test";
@@ -16,24 +16,13 @@ const PASSWORD: &str = "wonderland";
 
 /// A TURN node on loopback (UDP and plain HTTP for /metrics) with one user; `extra` flags.
 fn node(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--stun-udp",
-        "127.0.0.1:0",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--turn-realm",
-        REALM,
-        "--turn-user",
-        "alice:wonderland",
-        "--allow-peer",
-        "127.0.0.0/8",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    TestServer::new()
+        .stun_udp()
+        .http()
+        .turn_user(REALM, "alice:wonderland")
+        .flag("--allow-peer", "127.0.0.0/8")
+        .args(extra)
+        .start()
 }
 
 /// Node B, then node A that sheds load to B once it holds one allocation.

@@ -16,28 +16,18 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::common::{assert_checks, peer_script, run, text, venv_python, Server};
+use crate::common::{assert_checks, peer_script, run, text, venv_python, Server, TestServer};
 
 const API_KEY: &str = "wt-test-key";
 const JWT_SECRET: &str = "wt-test-secret";
 
 fn server() -> Server {
-    Server::start(&[
-        "--stun-udp",
-        "off",
-        "--stun-tcp",
-        "off",
-        "--stun-tls",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--https",
-        "127.0.0.1:0",
-        "--api-key",
-        API_KEY,
-        "--jwt-hmac-secret",
-        JWT_SECRET,
-    ])
+    TestServer::new()
+        .http()
+        .https()
+        .api_key(API_KEY)
+        .jwt(JWT_SECRET)
+        .start()
 }
 
 #[test]

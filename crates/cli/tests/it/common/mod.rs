@@ -18,6 +18,117 @@ pub struct Server {
     pub lines: Vec<String>,
 }
 
+/// A `switchboard serve` to start, every listener off unless asked for (each asked one on an
+/// ephemeral loopback port): the one place the tests spell out a server's flags.
+///
+/// ```ignore
+/// let server = TestServer::new().http().https().api_key("k").start();
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TestServer {
+    /// Addresses per listener flag, in [`LISTENERS`] order; none = `off`.
+    listen: [Vec<String>; 5],
+    args: Vec<String>,
+}
+
+/// The listener flags, each given once (`off` when the test asks for none).
+const LISTENERS: [&str; 5] = [
+    "--stun-udp",
+    "--stun-tcp",
+    "--stun-tls",
+    "--http",
+    "--https",
+];
+
+const EPHEMERAL: &str = "127.0.0.1:0";
+
+impl TestServer {
+    /// No listener at all yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Listener `flag` (one of [`LISTENERS`]) on `addr` too.
+    pub fn listen(mut self, flag: &str, addr: &str) -> Self {
+        let i = LISTENERS
+            .iter()
+            .position(|l| *l == flag)
+            .unwrap_or_else(|| panic!("{flag} is not a listener flag"));
+        self.listen[i].push(addr.to_owned());
+        self
+    }
+    /// STUN/TURN over UDP.
+    pub fn stun_udp(self) -> Self {
+        self.listen("--stun-udp", EPHEMERAL)
+    }
+    /// STUN/TURN over TCP.
+    pub fn stun_tcp(self) -> Self {
+        self.listen("--stun-tcp", EPHEMERAL)
+    }
+    /// STUN/TURN over TLS.
+    pub fn stun_tls(self) -> Self {
+        self.listen("--stun-tls", EPHEMERAL)
+    }
+    /// STUN/TURN over UDP, TCP and TLS.
+    pub fn stun_all(self) -> Self {
+        self.stun_udp().stun_tcp().stun_tls()
+    }
+    /// Plain HTTP (h1, h2c).
+    pub fn http(self) -> Self {
+        self.listen("--http", EPHEMERAL)
+    }
+    /// HTTPS, with HTTP/3 on the same port.
+    pub fn https(self) -> Self {
+        self.listen("--https", EPHEMERAL)
+    }
+    /// TURN with `realm` and `--turn-user USER` (NAME:PASSWORD).
+    pub fn turn_user(self, realm: &str, user: &str) -> Self {
+        self.flag("--turn-realm", realm).flag("--turn-user", user)
+    }
+    /// `--api-key KEY`.
+    pub fn api_key(self, key: &str) -> Self {
+        self.flag("--api-key", key)
+    }
+    /// `--jwt-hmac-secret SECRET`.
+    pub fn jwt(self, secret: &str) -> Self {
+        self.flag("--jwt-hmac-secret", secret)
+    }
+    /// `--config FILE`.
+    pub fn config(self, file: &Path) -> Self {
+        self.flag("--config", file.to_str().expect("UTF-8 path"))
+    }
+    /// One more flag with its value.
+    pub fn flag(mut self, name: &str, value: &str) -> Self {
+        self.args.push(name.to_owned());
+        self.args.push(value.to_owned());
+        self
+    }
+    /// More arguments, as given.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+    /// The `serve` arguments.
+    pub fn argv(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (flag, addrs) in LISTENERS.iter().zip(&self.listen) {
+            if addrs.is_empty() {
+                v.extend([flag.to_string(), "off".to_owned()]);
+            }
+            for a in addrs {
+                v.extend([flag.to_string(), a.clone()]);
+            }
+        }
+        v.extend(self.args.iter().cloned());
+        v
+    }
+    /// Starts it and waits for its listeners.
+    pub fn start(&self) -> Server {
+        let argv = self.argv();
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Server::start(&args)
+    }
+}
+
 impl Server {
     /// Starts `switchboard serve ARGS` with the HTTP listener off unless ARGS set it.
     pub fn start(args: &[&str]) -> Server {
