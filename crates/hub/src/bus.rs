@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use switchboard_proto::v1 as proto;
 
-use crate::broker::{HistoryQuery, HistoryRetention, PublishOptions};
+use crate::broker::{Broker, HistoryQuery, HistoryRetention, PublishOptions};
 use crate::error::HubError;
-use crate::hub::{Hub, HubInner};
 use crate::util::lock;
 
 /// Prefix of the broker channel of a bus topic.
@@ -38,11 +37,12 @@ fn retention(keep: Duration) -> HistoryRetention {
     }
 }
 
-impl Hub {
-    /// Sends `data` to every node subscribed to `topic` (this one included), and keeps it for
-    /// `keep` so nodes subscribing later get it from [`Hub::bus_subscribe`].
-    pub async fn bus_publish(
+impl Bus {
+    /// Publishes `data` on `topic` through `broker`, kept for `keep` (see
+    /// [`crate::Hub::bus_publish`]).
+    pub(crate) async fn publish(
         &self,
+        broker: &dyn Broker,
         topic: &str,
         data: Vec<u8>,
         keep: Duration,
@@ -57,41 +57,34 @@ impl Hub {
             idempotency_window: Duration::ZERO,
         };
         let channel = format!("{BUS_PREFIX}{topic}");
-        self.inner
-            .broker
-            .publish(&channel, publication, &options)
-            .await?;
+        broker.publish(&channel, publication, &options).await?;
         Ok(())
     }
 
-    /// Subscribes this node to `topic`: `handler` gets every message published from now on
-    /// (on any node); the messages still kept (oldest first) are returned. A message published
-    /// while this call runs may be both returned and handled: handlers must be idempotent.
-    pub async fn bus_subscribe(
+    /// Registers `handler` for `topic` and subscribes the node through `broker`; returns the
+    /// messages still kept (see [`crate::Hub::bus_subscribe`]).
+    pub(crate) async fn subscribe(
         &self,
+        broker: &dyn Broker,
         topic: &str,
         keep: Duration,
         handler: BusHandler,
     ) -> Result<Vec<Vec<u8>>, HubError> {
-        let inner = &self.inner;
         let channel = format!("{BUS_PREFIX}{topic}");
-        lock(&inner.bus.handlers).insert(topic.to_owned(), handler);
-        if let Err(e) = inner.broker.subscribe(&channel).await {
-            lock(&inner.bus.handlers).remove(topic);
+        lock(&self.handlers).insert(topic.to_owned(), handler);
+        if let Err(e) = broker.subscribe(&channel).await {
+            lock(&self.handlers).remove(topic);
             return Err(e.into());
         }
-        let page = inner
-            .broker
+        let page = broker
             .history(&channel, HistoryQuery::default(), &retention(keep))
             .await?;
         Ok(page.publications.into_iter().map(|p| p.data).collect())
     }
-}
 
-impl HubInner {
     /// A bus message from the broker.
-    pub(crate) fn on_bus_message(&self, topic: &str, publication: &proto::Publication) {
-        let handler = lock(&self.bus.handlers).get(topic).cloned();
+    pub(crate) fn deliver(&self, topic: &str, publication: &proto::Publication) {
+        let handler = lock(&self.handlers).get(topic).cloned();
         if let Some(handler) = handler {
             handler(&publication.data);
         }

@@ -1,24 +1,28 @@
-//! [`Hub`]: the one API every transport calls, and its shared state.
+//! [`Hub`]: the one API every transport calls (its state is [`HubInner`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use switchboard_proto::v1 as proto;
 
 use crate::auth::{Identity, JwtVerifier};
-use crate::broker::{BoxFuture, Broker, BrokerHandler, Control, HistoryQuery, PublishOptions};
-use crate::budget::{PublishBudget, PublishRates};
-use crate::channel::{namespace_of, validate_channel, ChannelPattern};
+use crate::broker::{Broker, BrokerHandler, Control};
+use crate::budget::PublishRates;
+use crate::bus::{Bus, BusHandler};
+use crate::channel::validate_channel;
 use crate::clock::{Clock, SystemClock};
 use crate::codes;
-use crate::config::{HubConfig, NamespaceOptions};
-use crate::error::{AuthFailure, ConfigError, HubError, Limit};
+use crate::config::HubConfig;
+use crate::error::{AuthFailure, ConfigError, HubError};
+use crate::inner::HubInner;
 use crate::memory::MemoryBroker;
-use crate::queue::{Offer, PushQueue};
-use crate::rooms::{SignalHub, ROOM_PREFIX};
+use crate::queue::PushQueue;
+use crate::rooms::SignalHub;
 use crate::session::Session;
-use crate::util::{lock, random_hex, shard_of};
+use crate::state::{ChannelShard, Registry, SessionShared, SubState};
+use crate::util::{lock, random_hex};
 
 const CHANNEL_SHARDS: usize = 32;
 
@@ -50,211 +54,6 @@ pub struct ServerPublish {
     pub tags: HashMap<String, String>,
 }
 
-pub(crate) struct HubInner {
-    pub(crate) me: Weak<HubInner>,
-    pub(crate) config: HubConfig,
-    verifier: JwtVerifier,
-    pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) clock: Arc<dyn Clock>,
-    uid: String,
-    started_ms: u64,
-    pub(crate) registry: Mutex<Registry>,
-    pub(crate) shards: Box<[ChannelShard]>,
-    pending: Mutex<Vec<Cleanup>>,
-    /// WebRTC signaling rooms.
-    pub(crate) signal: SignalHub,
-    /// Internal node-to-node topics.
-    pub(crate) bus: crate::bus::Bus,
-    /// The client publish budgets' rates.
-    pub(crate) publish_rates: PublishRates,
-    /// Entries of every shard's `channels` (bounded by `limits.max_channels`).
-    channel_count: AtomicUsize,
-}
-
-#[derive(Default)]
-pub(crate) struct Registry {
-    pub(crate) sessions: HashMap<String, Arc<SessionShared>>,
-    /// Non-anonymous user → client ids.
-    pub(crate) users: HashMap<String, HashSet<String>>,
-    /// Publish budgets: per user, `""` for all anonymous connections together. Shared by the
-    /// publisher's sessions; kept after the last one ends until the budget is full again, so
-    /// reconnecting (or one-request HTTP publishes) does not refill it.
-    pub(crate) publishers: HashMap<String, Arc<Mutex<PublishBudget>>>,
-}
-
-pub(crate) struct ChannelShard {
-    /// Serializes broker subscribe/unsubscribe of this shard's channels with the
-    /// "first subscriber / last subscriber" decisions.
-    pub(crate) interest: tokio::sync::Mutex<()>,
-    pub(crate) channels: Mutex<HashMap<String, ChannelSubs>>,
-}
-
-#[derive(Default)]
-pub(crate) struct ChannelSubs {
-    pub(crate) broker_subscribed: bool,
-    pub(crate) subs: HashMap<String, Subscriber>,
-}
-
-pub(crate) struct Subscriber {
-    pub(crate) session: Arc<SessionShared>,
-    pub(crate) state: SubState,
-    /// A presence entry was (or is being) added.
-    pub(crate) presence: bool,
-    /// A join was (or is being) published.
-    pub(crate) joined: bool,
-}
-
-pub(crate) enum SubState {
-    /// Subscribing: deliveries are buffered until the history position is known.
-    Pending(Vec<Arc<proto::Push>>),
-    /// Delivering; with history, the last delivered position (for dedupe and gap detection).
-    Live(Option<proto::StreamPosition>),
-}
-
-/// What is left to do (on the broker) after a subscription ended.
-pub(crate) enum Cleanup {
-    Unsubscribed {
-        channel: String,
-        info: proto::ClientInfo,
-        presence: bool,
-        leave: bool,
-    },
-    /// A peer of a closed session left its signaling room.
-    RoomLeft {
-        room: String,
-        peer: String,
-        user: String,
-    },
-}
-
-/// Per-connection state shared between the [`Session`] handle and the hub's indexes.
-pub(crate) struct SessionShared {
-    pub(crate) info: proto::ClientInfo,
-    pub(crate) anonymous: bool,
-    pub(crate) channels: Option<Vec<ChannelPattern>>,
-    pub(crate) expires_at: Option<u64>,
-    pub(crate) transport: String,
-    pub(crate) client_name: String,
-    pub(crate) client_version: String,
-    pub(crate) queue: PushQueue,
-    /// Channels subscribed or being subscribed.
-    pub(crate) subscriptions: Mutex<HashSet<String>>,
-    /// Signaling rooms joined: room → peer id.
-    pub(crate) rooms: Mutex<HashMap<String, String>>,
-    /// Rate limit of the session's signaling commands.
-    pub(crate) signal_budget: Mutex<crate::budget::TokenBucket>,
-    /// The publish budget of the session's publisher (its user, or every anonymous session).
-    pub(crate) publish_budget: Arc<Mutex<PublishBudget>>,
-}
-
-impl SessionShared {
-    pub(crate) fn client_id(&self) -> &str {
-        &self.info.client_id
-    }
-
-    pub(crate) fn ensure_open(&self) -> Result<(), HubError> {
-        if self.queue.is_closed() {
-            return Err(HubError::SessionClosed);
-        }
-        Ok(())
-    }
-
-    pub(crate) fn token_allows(&self, channel: &str) -> bool {
-        self.channels
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| p.matches(channel)))
-    }
-
-    /// Whether namespace options and token claims let this session subscribe to `channel`
-    /// (also the permission to join the signaling room of that name).
-    pub(crate) fn may_subscribe(&self, ns: &NamespaceOptions, channel: &str) -> bool {
-        if self.anonymous && !ns.allow_subscribe_for_anonymous {
-            return false;
-        }
-        match &self.channels {
-            Some(patterns) => patterns.iter().any(|p| p.matches(channel)),
-            None => ns.allow_subscribe_for_client,
-        }
-    }
-
-    pub(crate) fn is_subscribed(&self, channel: &str) -> bool {
-        lock(&self.subscriptions).contains(channel)
-    }
-}
-
-/// Outcome of handing one push to one subscriber.
-#[derive(PartialEq, Eq)]
-pub(crate) enum Delivery {
-    Done,
-    /// A gap or epoch change: the subscription must end with "insufficient state".
-    Gap,
-}
-
-pub(crate) fn publication_push(p: proto::Publication) -> Arc<proto::Push> {
-    Arc::new(proto::Push {
-        push: Some(proto::push::Push::Publication(p)),
-    })
-}
-
-pub(crate) fn unsubscribe_push(channel: &str, code: u32, reason: &str) -> Arc<proto::Push> {
-    Arc::new(proto::Push {
-        push: Some(proto::push::Push::Unsubscribe(proto::Unsubscribe {
-            channel: channel.to_owned(),
-            code,
-            reason: reason.to_owned(),
-        })),
-    })
-}
-
-impl Subscriber {
-    pub(crate) fn pending(session: Arc<SessionShared>) -> Self {
-        Self {
-            session,
-            state: SubState::Pending(Vec::new()),
-            presence: false,
-            joined: false,
-        }
-    }
-
-    /// Buffers (while pending) or queues `push`, deduping and gap-checking publications.
-    pub(crate) fn deliver(&mut self, push: &Arc<proto::Push>) -> Delivery {
-        match &mut self.state {
-            SubState::Pending(buffer) => {
-                if buffer.len() >= self.session.queue.max_messages() {
-                    buffer.clear();
-                    if self.session.queue.close(
-                        codes::disconnect_message(codes::disconnect::SLOW_CONSUMER),
-                        true,
-                    ) {
-                        metrics::counter!(crate::metric::SLOW_CONSUMER_DISCONNECTS_TOTAL)
-                            .increment(1);
-                    }
-                } else {
-                    buffer.push(Arc::clone(push));
-                }
-                Delivery::Done
-            }
-            SubState::Live(track) => {
-                if let (Some(proto::push::Push::Publication(p)), Some(last)) = (&push.push, track) {
-                    if p.offset > 0 {
-                        if p.epoch != last.epoch || p.offset > last.offset.saturating_add(1) {
-                            return Delivery::Gap;
-                        }
-                        if p.offset <= last.offset {
-                            return Delivery::Done; // duplicate
-                        }
-                        last.offset = p.offset;
-                    }
-                }
-                if self.session.queue.offer(Arc::clone(push)) == Offer::Overflow {
-                    metrics::counter!(crate::metric::SLOW_CONSUMER_DISCONNECTS_TOTAL).increment(1);
-                }
-                Delivery::Done
-            }
-        }
-    }
-}
-
 impl Hub {
     /// A hub over `broker`, reading time from `clock`. Validates `config` and loads JWT keys.
     ///
@@ -270,7 +69,13 @@ impl Hub {
         config.validate()?;
         let verifier = JwtVerifier::from_config(&config.jwt)?;
         let started_ms = clock.now_millis();
-        let signal = SignalHub::new(started_ms, &config.rooms);
+        let signal = SignalHub::new(
+            started_ms,
+            &config.rooms,
+            Arc::clone(&broker),
+            Arc::clone(&clock),
+            config.presence_ttl(),
+        );
         let publish_rates = PublishRates::new(&config.limits);
         let inner = Arc::new_cyclic(|me| HubInner {
             me: me.clone(),
@@ -289,7 +94,7 @@ impl Hub {
                 .collect(),
             pending: Mutex::new(Vec::new()),
             signal,
-            bus: crate::bus::Bus::default(),
+            bus: Bus::default(),
             publish_rates,
             channel_count: AtomicUsize::new(0),
         });
@@ -560,7 +365,7 @@ impl Hub {
     pub async fn maintain(&self) {
         let inner = &self.inner;
         inner.forget_idle_publishers();
-        inner.room_maintain().await;
+        inner.signal.room_maintain().await;
         let pending = std::mem::take(&mut *lock(&inner.pending));
         for cleanup in pending {
             inner.run_cleanup(cleanup).await;
@@ -612,6 +417,35 @@ impl Hub {
     pub fn connection_count(&self) -> usize {
         lock(&self.inner.registry).sessions.len()
     }
+
+    /// Sends `data` to every node subscribed to `topic` (this one included), and keeps it for
+    /// `keep` so nodes subscribing later get it from [`Hub::bus_subscribe`].
+    pub async fn bus_publish(
+        &self,
+        topic: &str,
+        data: Vec<u8>,
+        keep: Duration,
+    ) -> Result<(), HubError> {
+        self.inner
+            .bus
+            .publish(&*self.inner.broker, topic, data, keep)
+            .await
+    }
+
+    /// Subscribes this node to `topic`: `handler` gets every message published from now on
+    /// (on any node); the messages still kept (oldest first) are returned. A message published
+    /// while this call runs may be both returned and handled: handlers must be idempotent.
+    pub async fn bus_subscribe(
+        &self,
+        topic: &str,
+        keep: Duration,
+        handler: BusHandler,
+    ) -> Result<Vec<Vec<u8>>, HubError> {
+        self.inner
+            .bus
+            .subscribe(&*self.inner.broker, topic, keep, handler)
+            .await
+    }
 }
 
 /// The publish-budget key of anonymous clients at `ip`: a NUL prefix no user id carries, and
@@ -626,377 +460,5 @@ fn anonymous_publisher(ip: std::net::IpAddr) -> String {
                 s[0], s[1], s[2], s[3]
             )
         }
-    }
-}
-
-impl HubInner {
-    /// Drops the publish budgets no session holds that are full again.
-    fn forget_idle_publishers(&self) {
-        let now = self.clock.now_millis();
-        let rates = &self.publish_rates;
-        lock(&self.registry)
-            .publishers
-            .retain(|_, b| Arc::strong_count(b) > 1 || !rates.is_full(b, now));
-    }
-
-    /// Counts one more channel in the shards' `channels` maps; false (nothing counted) when
-    /// the node holds `limits.max_channels` already.
-    pub(crate) fn reserve_channel(&self) -> bool {
-        let max = self.config.limits.max_channels;
-        if self.channel_count.fetch_add(1, Ordering::Relaxed) >= max {
-            self.channel_count.fetch_sub(1, Ordering::Relaxed);
-            metrics::counter!(crate::metric::REFUSED_TOTAL, "reason" => Limit::NodeChannels.reason())
-                .increment(1);
-            return false;
-        }
-        true
-    }
-
-    /// Checks what every publish must satisfy (size, idempotency key), before anything is
-    /// spent on it.
-    pub(crate) fn check_publication(
-        &self,
-        data: &[u8],
-        idempotency_key: &str,
-    ) -> Result<(), HubError> {
-        let limits = &self.config.limits;
-        if data.len() > limits.max_message_size {
-            return Err(HubError::MessageTooLarge {
-                size: data.len(),
-                max: limits.max_message_size,
-            });
-        }
-        if idempotency_key.len() > limits.max_idempotency_key_length {
-            return Err(HubError::BadRequest("idempotency key too long"));
-        }
-        Ok(())
-    }
-
-    /// Spends one client publication of `size` bytes from `session`'s publisher budget (111
-    /// when it is short, counted by reason).
-    pub(crate) fn spend_publish_budget(
-        &self,
-        session: &SessionShared,
-        size: usize,
-    ) -> Result<(), HubError> {
-        let now = self.clock.now_millis();
-        self.publish_rates
-            .spend(&session.publish_budget, now, size)
-            .inspect_err(|e| {
-                if let HubError::Limit(limit) = e {
-                    metrics::counter!(crate::metric::REFUSED_TOTAL, "reason" => limit.reason())
-                        .increment(1);
-                }
-            })
-    }
-
-    pub(crate) fn shard(&self, channel: &str) -> &ChannelShard {
-        &self.shards[shard_of(channel, self.shards.len())]
-    }
-
-    /// Validates `channel` and returns its namespace options.
-    pub(crate) fn namespace(&self, channel: &str) -> Result<&NamespaceOptions, HubError> {
-        validate_channel(channel, self.config.limits.max_channel_length)?;
-        match namespace_of(channel) {
-            None => Ok(&self.config.default_namespace),
-            Some(ns) => self
-                .config
-                .namespaces
-                .get(ns)
-                .ok_or(HubError::UnknownChannel),
-        }
-    }
-
-    pub(crate) async fn publish(
-        &self,
-        channel: &str,
-        ns: &NamespaceOptions,
-        data: Vec<u8>,
-        info: Option<proto::ClientInfo>,
-        idempotency_key: &str,
-        tags: HashMap<String, String>,
-    ) -> Result<proto::PublishResult, HubError> {
-        self.check_publication(&data, idempotency_key)?;
-        let publication = proto::Publication {
-            channel: channel.to_owned(),
-            offset: 0,
-            epoch: String::new(),
-            data,
-            info,
-            tags,
-        };
-        let options = PublishOptions {
-            history: ns.retention(),
-            idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_owned()),
-            idempotency_window: self.config.idempotency_window(),
-        };
-        let outcome = self.broker.publish(channel, publication, &options).await?;
-        if !outcome.suppressed {
-            metrics::counter!(crate::metric::PUBLICATIONS_TOTAL).increment(1);
-        }
-        Ok(proto::PublishResult {
-            offset: outcome.position.offset,
-            epoch: outcome.position.epoch,
-        })
-    }
-
-    pub(crate) async fn presence(
-        &self,
-        channel: &str,
-        ns: &NamespaceOptions,
-    ) -> Result<proto::PresenceResult, HubError> {
-        if !ns.presence {
-            return Err(HubError::NotAvailable);
-        }
-        Ok(proto::PresenceResult {
-            presence: self.broker.presence(channel).await?,
-        })
-    }
-
-    pub(crate) async fn presence_stats(
-        &self,
-        channel: &str,
-        ns: &NamespaceOptions,
-    ) -> Result<proto::PresenceStatsResult, HubError> {
-        if !ns.presence {
-            return Err(HubError::NotAvailable);
-        }
-        let stats = self.broker.presence_stats(channel).await?;
-        Ok(proto::PresenceStatsResult {
-            num_clients: stats.clients,
-            num_users: stats.users,
-        })
-    }
-
-    pub(crate) async fn history(
-        &self,
-        request: &proto::HistoryRequest,
-        ns: &NamespaceOptions,
-    ) -> Result<proto::HistoryResult, HubError> {
-        if !ns.history_enabled() {
-            return Err(HubError::NotAvailable);
-        }
-        let retention = ns.retention();
-        let limit = usize::try_from(request.limit)
-            .unwrap_or(usize::MAX)
-            .min(ns.history_size);
-        let query = HistoryQuery {
-            since: request.since.clone(),
-            limit: Some(limit),
-            reverse: request.reverse,
-        };
-        let page = self
-            .broker
-            .history(&request.channel, query, &retention)
-            .await?;
-        if let Some(since) = &request.since {
-            if since.epoch != page.position.epoch {
-                return Err(HubError::UnrecoverablePosition);
-            }
-        }
-        Ok(proto::HistoryResult {
-            publications: page.publications,
-            offset: page.position.offset,
-            epoch: page.position.epoch,
-        })
-    }
-
-    /// Runs `cleanup` in the background when a tokio runtime is available, else queues it for
-    /// [`Hub::maintain`].
-    pub(crate) fn schedule(&self, cleanup: Cleanup) {
-        match (tokio::runtime::Handle::try_current(), self.me.upgrade()) {
-            (Ok(handle), Some(me)) => {
-                handle.spawn(async move { me.run_cleanup(cleanup).await });
-            }
-            _ => lock(&self.pending).push(cleanup),
-        }
-    }
-
-    pub(crate) async fn run_cleanup(&self, cleanup: Cleanup) {
-        let (channel, info, presence, leave) = match cleanup {
-            Cleanup::Unsubscribed {
-                channel,
-                info,
-                presence,
-                leave,
-            } => (channel, info, presence, leave),
-            Cleanup::RoomLeft { room, peer, user } => {
-                self.room_left(&room, &peer, &user, false).await;
-                return;
-            }
-        };
-        if presence
-            && self
-                .broker
-                .remove_presence(&channel, &info.client_id)
-                .await
-                .is_err()
-        {
-            metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
-        }
-        if leave && self.broker.publish_leave(&channel, info).await.is_err() {
-            metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
-        }
-        self.release_interest(&channel).await;
-    }
-
-    /// Drops the node's broker subscription to `channel` if it has no subscribers left.
-    pub(crate) async fn release_interest(&self, channel: &str) {
-        let shard = self.shard(channel);
-        let _guard = shard.interest.lock().await;
-        let subscribed = {
-            let mut chans = lock(&shard.channels);
-            match chans.get(channel) {
-                Some(cs) if cs.subs.is_empty() => {
-                    let was = cs.broker_subscribed;
-                    chans.remove(channel);
-                    self.channel_count.fetch_sub(1, Ordering::Relaxed);
-                    was
-                }
-                _ => false,
-            }
-        };
-        if subscribed && self.broker.unsubscribe(channel).await.is_err() {
-            metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
-        }
-    }
-
-    /// Ends a subscription from inside a channel lock: the session is told with an unsubscribe
-    /// push and the broker-side cleanup is scheduled.
-    pub(crate) fn kick(&self, channel: &str, sub: Subscriber, code: u32, reason: &str) {
-        lock(&sub.session.subscriptions).remove(channel);
-        sub.session
-            .queue
-            .offer(unsubscribe_push(channel, code, reason));
-        self.schedule(Cleanup::Unsubscribed {
-            channel: channel.to_owned(),
-            info: sub.session.info.clone(),
-            presence: sub.presence,
-            leave: sub.joined,
-        });
-    }
-
-    /// Hands `push` to every subscriber of `channel` on this node.
-    fn fan_out(&self, channel: &str, push: &Arc<proto::Push>) {
-        let shard = self.shard(channel);
-        let mut chans = lock(&shard.channels);
-        let Some(cs) = chans.get_mut(channel) else {
-            return;
-        };
-        let gaps: Vec<String> = cs
-            .subs
-            .iter_mut()
-            .filter_map(|(id, sub)| (sub.deliver(push) == Delivery::Gap).then(|| id.clone()))
-            .collect();
-        for id in gaps {
-            if let Some(sub) = cs.subs.remove(&id) {
-                metrics::counter!(crate::metric::INSUFFICIENT_STATE_TOTAL).increment(1);
-                self.kick(
-                    channel,
-                    sub,
-                    codes::unsubscribe::INSUFFICIENT_STATE,
-                    "insufficient state",
-                );
-            }
-        }
-    }
-
-    /// Local sessions of `user` (only `client_id` when set).
-    fn user_sessions(&self, user: &str, client_id: Option<&str>) -> Vec<Arc<SessionShared>> {
-        let reg = lock(&self.registry);
-        let Some(ids) = reg.users.get(user) else {
-            return Vec::new();
-        };
-        ids.iter()
-            .filter(|id| client_id.is_none_or(|c| c == id.as_str()))
-            .filter_map(|id| reg.sessions.get(id).cloned())
-            .collect()
-    }
-
-    async fn handle_control(&self, control: Control) {
-        match control {
-            Control::DisconnectUser {
-                user,
-                client_id,
-                disconnect,
-            } => {
-                for s in self.user_sessions(&user, client_id.as_deref()) {
-                    s.queue.close(disconnect.clone(), true);
-                }
-            }
-            Control::UnsubscribeUser {
-                user,
-                channel,
-                client_id,
-            } => {
-                for s in self.user_sessions(&user, client_id.as_deref()) {
-                    if !lock(&s.subscriptions).remove(&channel) {
-                        continue;
-                    }
-                    let removed = {
-                        let mut chans = lock(&self.shard(&channel).channels);
-                        chans
-                            .get_mut(&channel)
-                            .and_then(|cs| cs.subs.remove(s.client_id()))
-                    };
-                    s.queue.offer(unsubscribe_push(
-                        &channel,
-                        codes::unsubscribe::SERVER,
-                        "server unsubscribe",
-                    ));
-                    if let Some(sub) = removed {
-                        self.run_cleanup(Cleanup::Unsubscribed {
-                            channel: channel.clone(),
-                            info: s.info.clone(),
-                            presence: sub.presence,
-                            leave: sub.joined,
-                        })
-                        .await;
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl BrokerHandler for HubInner {
-    fn on_publication(&self, channel: &str, publication: proto::Publication) {
-        if let Some(room) = channel.strip_prefix(ROOM_PREFIX) {
-            return self.on_room_signal(room, &publication);
-        }
-        if let Some(topic) = channel.strip_prefix(crate::bus::BUS_PREFIX) {
-            return self.on_bus_message(topic, &publication);
-        }
-        self.fan_out(channel, &publication_push(publication));
-    }
-
-    fn on_join(&self, channel: &str, info: proto::ClientInfo) {
-        if let Some(room) = channel.strip_prefix(ROOM_PREFIX) {
-            return self.on_room_join(room, &info);
-        }
-        let push = proto::Push {
-            push: Some(proto::push::Push::Join(proto::Join {
-                channel: channel.to_owned(),
-                info: Some(info),
-            })),
-        };
-        self.fan_out(channel, &Arc::new(push));
-    }
-
-    fn on_leave(&self, channel: &str, info: proto::ClientInfo) {
-        if let Some(room) = channel.strip_prefix(ROOM_PREFIX) {
-            return self.on_room_leave(room, &info);
-        }
-        let push = proto::Push {
-            push: Some(proto::push::Push::Leave(proto::Leave {
-                channel: channel.to_owned(),
-                info: Some(info),
-            })),
-        };
-        self.fan_out(channel, &Arc::new(push));
-    }
-
-    fn on_control(&self, control: Control) -> BoxFuture<'_, ()> {
-        Box::pin(self.handle_control(control))
     }
 }

@@ -62,12 +62,14 @@ pub mod codes;
 pub mod config;
 mod error;
 mod hub;
+mod inner;
 mod memory;
 pub mod metric;
 mod queue;
 mod redis;
 mod rooms;
 mod session;
+mod state;
 mod util;
 
 pub use crate::redis::{RedisBroker, RedisConfig, RedisHealth};

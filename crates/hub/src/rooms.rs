@@ -22,12 +22,13 @@ use switchboard_proto::prost::Message as _;
 use switchboard_proto::v1 as proto;
 use switchboard_signal::{Event, Message, RoomError, Rooms, Validator};
 
-use crate::broker::{HistoryRetention, PublishOptions};
+use crate::broker::{Broker, HistoryRetention, PublishOptions};
 use crate::budget::TokenBucket;
-use crate::config::RoomSettings;
+use crate::clock::Clock;
+use crate::config::{NamespaceOptions, RoomSettings};
 use crate::error::{HubError, Limit};
-use crate::hub::{Cleanup, HubInner, SessionShared};
 use crate::queue::Offer;
+use crate::state::{Cleanup, SessionShared};
 use crate::util::lock;
 
 /// Prefix of the broker channel of a room.
@@ -57,6 +58,11 @@ pub(crate) struct SignalHub {
     /// `Rooms` runs on `Instant`s; the hub clock (milliseconds) is mapped onto them from here.
     epoch: Instant,
     epoch_ms: u64,
+    /// The hub's broker (the rooms as a whole live there) and clock.
+    broker: Arc<dyn Broker>,
+    clock: Arc<dyn Clock>,
+    /// How long a member's presence entry lives without a refresh.
+    presence_ttl: Duration,
 }
 
 struct SignalState {
@@ -191,7 +197,13 @@ fn signal_message(message: &Message) -> Option<proto::signal::Message> {
 }
 
 impl SignalHub {
-    pub(crate) fn new(epoch_ms: u64, settings: &RoomSettings) -> Self {
+    pub(crate) fn new(
+        epoch_ms: u64,
+        settings: &RoomSettings,
+        broker: Arc<dyn Broker>,
+        clock: Arc<dyn Clock>,
+        presence_ttl: Duration,
+    ) -> Self {
         Self {
             state: Mutex::new(SignalState {
                 rooms: Rooms::new(settings.rooms_config()),
@@ -209,6 +221,9 @@ impl SignalHub {
             interest: tokio::sync::Mutex::new(()),
             epoch: Instant::now(),
             epoch_ms,
+            broker,
+            clock,
+            presence_ttl,
         }
     }
 
@@ -278,9 +293,11 @@ impl SignalState {
     }
 }
 
-impl HubInner {
+impl SignalHub {
+    // ---- commands of local sessions ----
+
     fn signal_now(&self) -> Instant {
-        self.signal.instant(self.clock.now_millis())
+        self.instant(self.clock.now_millis())
     }
 
     /// The peer id `session` has in `room`.
@@ -294,7 +311,7 @@ impl HubInner {
     /// Spends one signaling command of `session`'s budget: 111 when it is exhausted.
     pub(crate) fn room_admit(&self, session: &SessionShared) -> Result<(), HubError> {
         let now = self.clock.now_millis();
-        let (rate, burst) = (f64::from(self.signal.rate), f64::from(self.signal.burst));
+        let (rate, burst) = (f64::from(self.rate), f64::from(self.burst));
         if lock(&session.signal_budget).take(now, rate, burst, 1.0) {
             Ok(())
         } else {
@@ -305,10 +322,11 @@ impl HubInner {
     pub(crate) async fn room_join(
         &self,
         session: &Arc<SessionShared>,
+        ns: &NamespaceOptions,
         request: proto::RoomJoinRequest,
     ) -> Result<proto::RoomJoinResult, HubError> {
-        // Joining room `ns:x` needs subscribe permission on channel `ns:x`.
-        let ns = self.namespace(&request.room)?;
+        // Joining room `ns:x` needs subscribe permission on channel `ns:x` (`ns` is that
+        // channel's namespace, validated by the caller).
         if !session.may_subscribe(ns, &request.room) {
             return Err(HubError::PermissionDenied);
         }
@@ -320,9 +338,9 @@ impl HubInner {
             info: Some(session.info.clone()),
             joined_at: self.clock.now_millis(),
         };
-        let _interest = self.signal.interest.lock().await;
+        let _interest = self.interest.lock().await;
         let subscribe = {
-            let mut state = lock(&self.signal.state);
+            let mut state = lock(&self.state);
             // Checked under the state lock: a session releasing its rooms closes its queue first.
             session.ensure_open()?;
             let joined = {
@@ -332,12 +350,12 @@ impl HubInner {
                 }
                 rooms.len()
             };
-            if joined >= self.signal.max_per_connection {
+            if joined >= self.max_per_connection {
                 return Err(HubError::Limit(Limit::RoomsPerConnection));
             }
             let user = &session.info.user;
             if !session.anonymous
-                && state.user_rooms.get(user).copied().unwrap_or(0) >= self.signal.max_per_user
+                && state.user_rooms.get(user).copied().unwrap_or(0) >= self.max_per_user
             {
                 return Err(HubError::Limit(Limit::RoomsPerUser));
             }
@@ -371,7 +389,7 @@ impl HubInner {
             }
             Err(e) => {
                 let unsubscribe = {
-                    let mut state = lock(&self.signal.state);
+                    let mut state = lock(&self.state);
                     let _ = state.rooms.leave(&room, &peer);
                     state.forget(&room, &peer);
                     state.gauge();
@@ -395,13 +413,13 @@ impl HubInner {
         let channel = room_channel(room);
         if subscribe {
             self.broker.subscribe(&channel).await?;
-            lock(&self.signal.state).subscribed.insert(room.to_owned());
+            lock(&self.state).subscribed.insert(room.to_owned());
         }
         let present = self.broker.presence(&channel).await?;
         if present.contains_key(&member.peer_id) {
             return Err(signal_error(RoomError::DuplicatePeer));
         }
-        if present.len() >= self.signal.max_peers {
+        if present.len() >= self.max_peers {
             return Err(signal_error(RoomError::RoomFull));
         }
         let mut members: Vec<proto::RoomMember> =
@@ -409,7 +427,7 @@ impl HubInner {
         members.sort_by(|a, b| (a.joined_at, &a.peer_id).cmp(&(b.joined_at, &b.peer_id)));
         let saw: Vec<String> = members.iter().map(|m| m.peer_id.clone()).collect();
         {
-            let mut state = lock(&self.signal.state);
+            let mut state = lock(&self.state);
             let state = &mut *state;
             if let Some(p) = state
                 .peers
@@ -425,7 +443,7 @@ impl HubInner {
             }
         }
         self.broker
-            .add_presence(&channel, member_info(member), self.config.presence_ttl())
+            .add_presence(&channel, member_info(member), self.presence_ttl)
             .await?;
         self.broker
             .publish_join(&channel, announce_info(member, saw))
@@ -440,7 +458,7 @@ impl HubInner {
     ) -> Result<proto::RoomLeaveResult, HubError> {
         session.ensure_open()?;
         let peer = {
-            let mut state = lock(&self.signal.state);
+            let mut state = lock(&self.state);
             let peer = Self::peer_of(session, room)?;
             state.rooms.leave(room, &peer).map_err(signal_error)?;
             state.forget(room, &peer);
@@ -470,8 +488,8 @@ impl HubInner {
         if self.broker.publish_leave(&channel, info).await.is_err() {
             count_broker_error();
         }
-        let _interest = self.signal.interest.lock().await;
-        let unsubscribe = { lock(&self.signal.state).release_room(room) };
+        let _interest = self.interest.lock().await;
+        let unsubscribe = { lock(&self.state).release_room(room) };
         if unsubscribe && self.broker.unsubscribe(&channel).await.is_err() {
             count_broker_error();
         }
@@ -486,7 +504,7 @@ impl HubInner {
         message: impl FnOnce(&Validator) -> Result<Message, HubError>,
     ) -> Result<proto::SignalResult, HubError> {
         session.ensure_open()?;
-        let message = message(&self.signal.validator)?;
+        let message = message(&self.validator)?;
         let Some(payload) = signal_message(&message) else {
             return Err(HubError::BadRequest("unsupported signaling message"));
         };
@@ -501,7 +519,7 @@ impl HubInner {
         };
         if !to.is_empty() {
             // A peer on this node: straight to its queue.
-            let state = lock(&self.signal.state);
+            let state = lock(&self.state);
             if let Some(p) = state.peers.get(&(room.to_owned(), to.to_owned())) {
                 offer_push(&p.session, signal_push(signal));
                 return Ok(proto::SignalResult { delivered: 1 });
@@ -544,7 +562,7 @@ impl HubInner {
             rooms.iter().map(|(r, p)| (r.clone(), p.clone())).collect()
         };
         let now = self.signal_now();
-        let mut state = lock(&self.signal.state);
+        let mut state = lock(&self.state);
         for (room, peer) in rooms {
             // A peer that timed out meanwhile is simply gone.
             let _ = state.rooms.touch(&room, &peer, now);
@@ -554,7 +572,7 @@ impl HubInner {
     /// The session ended: its peers leave their rooms here at once; the rest of the room is
     /// told by the returned cleanups.
     pub(crate) fn room_release(&self, session: &SessionShared) -> Vec<Cleanup> {
-        let mut state = lock(&self.signal.state);
+        let mut state = lock(&self.state);
         let rooms: Vec<(String, String)> = lock(&session.rooms).drain().collect();
         let mut cleanups = Vec::with_capacity(rooms.len());
         for (room, peer) in rooms {
@@ -578,7 +596,7 @@ impl HubInner {
     pub(crate) async fn room_maintain(&self) {
         let now = self.signal_now();
         let (expired, live) = {
-            let mut state = lock(&self.signal.state);
+            let mut state = lock(&self.state);
             let mut expired = Vec::new();
             for event in state.rooms.expire(now) {
                 let Event::Left { room, peer, .. } = event else {
@@ -602,7 +620,7 @@ impl HubInner {
             self.room_left(&room, &peer, &user, true).await;
         }
         self.room_expire_remote().await;
-        let ttl = self.config.presence_ttl();
+        let ttl = self.presence_ttl;
         for (channel, info) in live {
             if self.broker.add_presence(&channel, info, ttl).await.is_err() {
                 count_broker_error();
@@ -615,7 +633,7 @@ impl HubInner {
     /// as a timeout.
     async fn room_expire_remote(&self) {
         let rooms: Vec<String> = {
-            let state = lock(&self.signal.state);
+            let state = lock(&self.state);
             state
                 .remote
                 .iter()
@@ -629,7 +647,7 @@ impl HubInner {
                 count_broker_error();
                 continue;
             };
-            let mut state = lock(&self.signal.state);
+            let mut state = lock(&self.state);
             let gone: Vec<String> = match state.remote.get_mut(&room) {
                 Some(ids) => {
                     let gone: Vec<String> = ids
@@ -660,7 +678,7 @@ impl HubInner {
             count_broker_error();
             return;
         };
-        let mut state = lock(&self.signal.state);
+        let mut state = lock(&self.state);
         let local = state
             .peers
             .contains_key(&(room.to_owned(), member.peer_id.clone()));
@@ -698,7 +716,7 @@ impl HubInner {
     /// A member left or timed out (on any node): tell this node's peers of the room.
     pub(crate) fn on_room_leave(&self, room: &str, info: &proto::ClientInfo) {
         let timed_out = info.conn_info == TIMED_OUT;
-        let mut state = lock(&self.signal.state);
+        let mut state = lock(&self.state);
         if let Some(remote) = state.remote.get_mut(room) {
             remote.remove(&info.client_id);
         }
@@ -722,7 +740,7 @@ impl HubInner {
         let to = publication.tags.get("to").map(String::as_str).unwrap_or("");
         let from = signal.from.clone();
         let push = signal_push(signal);
-        let state = lock(&self.signal.state);
+        let state = lock(&self.state);
         if to.is_empty() {
             state.push_room(room, &from, &push);
         } else if let Some(p) = state.peers.get(&(room.to_owned(), to.to_owned())) {

@@ -9,7 +9,8 @@ use crate::broker::HistoryQuery;
 use crate::codes;
 use crate::config::NamespaceOptions;
 use crate::error::{HubError, Limit};
-use crate::hub::{Cleanup, Delivery, HubInner, SessionShared, SubState, Subscriber};
+use crate::inner::HubInner;
+use crate::state::{Cleanup, Delivery, SessionShared, SubState, Subscriber};
 use crate::util::lock;
 
 fn signal_error(e: impl Into<switchboard_signal::Error>) -> HubError {
@@ -193,7 +194,7 @@ impl Session {
             }
             metrics::gauge!(crate::metric::CONNECTIONS).set(reg.sessions.len() as f64);
         }
-        let mut cleanups = self.hub.room_release(s);
+        let mut cleanups = self.hub.signal.room_release(s);
         let channels: Vec<String> = lock(&s.subscriptions).drain().collect();
         for channel in channels {
             let removed = {
@@ -529,11 +530,11 @@ impl Session {
     pub async fn handle(&self, command: proto::Command) -> proto::Reply {
         use proto::command::Method;
         use proto::reply::Result as R;
-        let hub = &self.hub;
-        hub.room_touch(&self.shared);
+        let rooms = &self.hub.signal;
+        rooms.room_touch(&self.shared);
         let kind = command.method.as_ref().and_then(signal_kind);
         if kind.is_some() {
-            if let Err(e) = hub.room_admit(&self.shared) {
+            if let Err(e) = rooms.room_admit(&self.shared) {
                 count_signal_refusal(&e);
                 return proto::Reply {
                     id: command.id,
@@ -559,42 +560,45 @@ impl Session {
             }
             Some(Method::History(r)) => self.history(&r).await.map(R::History),
             Some(Method::Ping(_)) => self.ping().map(R::Ping),
-            Some(Method::RoomJoin(r)) => hub.room_join(&self.shared, r).await.map(R::RoomJoin),
-            Some(Method::RoomLeave(r)) => hub
+            Some(Method::RoomJoin(r)) => self.room_join(r).await.map(R::RoomJoin),
+            Some(Method::RoomLeave(r)) => rooms
                 .room_leave(&self.shared, &r.room)
                 .await
                 .map(R::RoomLeave),
             Some(Method::Offer(r)) => {
                 let d = r.description.unwrap_or_default();
-                hub.room_signal(&self.shared, &r.room, &r.to, |v| {
-                    v.offer(&d.r#type, &d.sdp).map_err(signal_error)
-                })
-                .await
-                .map(R::Offer)
+                rooms
+                    .room_signal(&self.shared, &r.room, &r.to, |v| {
+                        v.offer(&d.r#type, &d.sdp).map_err(signal_error)
+                    })
+                    .await
+                    .map(R::Offer)
             }
             Some(Method::Answer(r)) => {
                 let d = r.description.unwrap_or_default();
-                hub.room_signal(&self.shared, &r.room, &r.to, |v| {
-                    v.answer(&d.r#type, &d.sdp).map_err(signal_error)
-                })
-                .await
-                .map(R::Answer)
+                rooms
+                    .room_signal(&self.shared, &r.room, &r.to, |v| {
+                        v.answer(&d.r#type, &d.sdp).map_err(signal_error)
+                    })
+                    .await
+                    .map(R::Answer)
             }
             Some(Method::Candidate(r)) => {
                 let c = r.candidate.unwrap_or_default();
-                hub.room_signal(&self.shared, &r.room, &r.to, |v| {
-                    v.candidate(
-                        &c.candidate,
-                        c.sdp_mid.as_deref(),
-                        c.sdp_m_line_index,
-                        c.username_fragment.as_deref(),
-                    )
-                    .map_err(signal_error)
-                })
-                .await
-                .map(R::Candidate)
+                rooms
+                    .room_signal(&self.shared, &r.room, &r.to, |v| {
+                        v.candidate(
+                            &c.candidate,
+                            c.sdp_mid.as_deref(),
+                            c.sdp_m_line_index,
+                            c.username_fragment.as_deref(),
+                        )
+                        .map_err(signal_error)
+                    })
+                    .await
+                    .map(R::Candidate)
             }
-            Some(Method::Bye(r)) => hub
+            Some(Method::Bye(r)) => rooms
                 .room_signal(&self.shared, &r.room, &r.to, |v| {
                     v.bye(&r.reason).map_err(signal_error)
                 })
@@ -612,6 +616,15 @@ impl Session {
             id: command.id,
             result: Some(result.unwrap_or_else(|e| R::Error(e.to_proto()))),
         }
+    }
+
+    /// Joins a signaling room: needs subscribe permission on the channel of the room's name.
+    async fn room_join(
+        &self,
+        request: proto::RoomJoinRequest,
+    ) -> Result<proto::RoomJoinResult, HubError> {
+        let ns = self.hub.namespace(&request.room)?;
+        self.hub.signal.room_join(&self.shared, ns, request).await
     }
 }
 
