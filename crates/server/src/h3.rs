@@ -37,14 +37,13 @@ use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming};
 use h3_webtransport::SessionId;
 use http_body_util::BodyExt;
 use switchboard_hub::codes::error as code;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::Service;
 
 use crate::config::Http3Settings;
 use crate::hub;
-use crate::quic_tls::PreferringConfig;
+use crate::tls::quic::PreferringConfig;
 use crate::tls::{CertStore, TlsError};
 use crate::ServerError;
 
@@ -60,34 +59,6 @@ const MAX_FIELD_SECTION: u64 = 16 * 1024;
 /// QUIC datagram buffers (HTTP/3 datagrams are required by WebTransport; the hub sends none and
 /// reads none, so received ones are dropped once this fills).
 const DATAGRAM_BUFFER: usize = 64 * 1024;
-
-/// Binds the TCP listener and the UDP socket of one HTTPS address on the same port. With port
-/// 0 the TCP port is picked first and UDP takes the same number (retried if it is taken).
-pub(crate) fn bind_pair(addr: SocketAddr) -> std::io::Result<(TcpListener, std::net::UdpSocket)> {
-    let mut last = None;
-    for _ in 0..if addr.port() == 0 { 20 } else { 1 } {
-        let tcp = crate::stun_stream::bind(addr)?;
-        let port = tcp.local_addr()?.port();
-        match bind_udp(SocketAddr::new(addr.ip(), port)) {
-            Ok(udp) => return Ok((tcp, udp)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no port")))
-}
-
-fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    // Room for bursts of Initial packets; the kernel caps it at rmem_max.
-    let _ = sock.set_recv_buffer_size(2 << 20);
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
-}
 
 /// `Alt-Svc` advertising HTTP/3 on `port`, added to every response of `router`.
 pub(crate) fn with_alt_svc(router: Router, port: u16) -> Router {

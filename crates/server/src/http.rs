@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::Service;
 
-use crate::hub::ApiError;
-use crate::limits::ConnLimiter;
+use crate::hub::error::ApiError;
+use crate::net::limits::ConnLimiter;
 use crate::ListenerInfo;
 
 /// ALPN protocols of the HTTPS listeners.

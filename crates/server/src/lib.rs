@@ -18,15 +18,10 @@ pub mod config;
 mod h3;
 mod http;
 mod hub;
-mod limits;
 mod net;
-mod outq;
-mod quic_tls;
 pub mod stats;
-mod stun_stream;
-mod stun_udp;
 pub mod tls;
-mod turn_io;
+mod turn;
 mod web;
 
 use std::fmt;
@@ -105,7 +100,7 @@ impl fmt::Display for ListenerInfo {
 /// A running server.
 pub struct Server {
     listeners: Vec<ListenerInfo>,
-    core: Arc<turn_io::Core>,
+    core: Arc<turn::Core>,
     turn_summary: Option<String>,
     cluster_summary: Option<String>,
     certs: Arc<CertStore>,
@@ -154,7 +149,7 @@ impl Server {
         let certs = CertStore::new(source)?;
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| ServerError::Random(e.to_string()))?;
-        let core = turn_io::Core::new(settings, secret);
+        let core = turn::Core::new(settings, secret);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut listeners = Vec::new();
@@ -169,7 +164,7 @@ impl Server {
         let udp_stats = Arc::new(StunStats::new(Transport::Udp));
         for &addr in &settings.stun.udp.0 {
             let alt = alt_ip.and_then(|ip| settings.alt_port_for(addr.port()).map(|p| (ip, p)));
-            let addrs = stun_udp::spawn(
+            let addrs = turn::udp::spawn(
                 addr,
                 alt,
                 workers,
@@ -214,7 +209,7 @@ impl Server {
             );
         }
         let limit =
-            limits::ConnLimiter::new("stun", stun_cap, settings.stun.max_connections_per_ip);
+            net::limits::ConnLimiter::new("stun", stun_cap, settings.stun.max_connections_per_ip);
         let idle = Duration::from_secs(settings.stun.idle_timeout.max(1));
         let stream_lists = [
             (Transport::Tcp, &settings.stun.tcp),
@@ -228,7 +223,7 @@ impl Server {
                 Transport::Tls => Some(certs.acceptor(STUN_ALPN, "stun")?),
                 _ => None,
             };
-            let ctx = Arc::new(stun_stream::StreamCtx {
+            let ctx = Arc::new(turn::stream::StreamCtx {
                 core: core.clone(),
                 stats: Arc::new(StunStats::new(transport)),
                 limit: limit.clone(),
@@ -238,7 +233,7 @@ impl Server {
             });
             for &addr in &list.0 {
                 let t = transport.as_str();
-                let primary = stun_stream::bind(addr).map_err(bind_err("stun", t, addr))?;
+                let primary = net::bind_tcp(addr).map_err(bind_err("stun", t, addr))?;
                 let primary_addr = primary.local_addr().map_err(bind_err("stun", t, addr))?;
                 // With RFC 5780 on, also listen on the alternate address and port so the
                 // OTHER-ADDRESS we advertise is reachable.
@@ -248,10 +243,10 @@ impl Server {
                         .map(|p| SocketAddr::new(ip, p))
                 });
                 let alt_listener = match alt {
-                    Some(a) => Some(stun_stream::bind(a).map_err(bind_err("stun", t, a))?),
+                    Some(a) => Some(net::bind_tcp(a).map_err(bind_err("stun", t, a))?),
                     None => None,
                 };
-                stun_stream::spawn(primary, alt, ctx.clone(), &rx, &mut tasks);
+                turn::stream::spawn(primary, alt, ctx.clone(), &rx, &mut tasks);
                 listeners.push(ListenerInfo {
                     protocol: "stun",
                     transport: t,
@@ -259,7 +254,7 @@ impl Server {
                     note: "",
                 });
                 if let (Some(l), Some(a)) = (alt_listener, alt) {
-                    stun_stream::spawn(l, Some(primary_addr), ctx.clone(), &rx, &mut tasks);
+                    turn::stream::spawn(l, Some(primary_addr), ctx.clone(), &rx, &mut tasks);
                     listeners.push(ListenerInfo {
                         protocol: "stun",
                         transport: t,
@@ -299,7 +294,7 @@ impl Server {
             let c = core.clone();
             let stored = hub
                 .bus_subscribe(
-                    turn_io::REVOCATIONS_TOPIC,
+                    turn::REVOCATIONS_TOPIC,
                     keep,
                     Arc::new(move |m: &[u8]| apply_revocation(&c, m)),
                 )
@@ -320,10 +315,10 @@ impl Server {
                 // HTTP/3 (h3.rs) takes the same port number on UDP.
                 let with_h3 = protocol == "https" && settings.http3.enabled;
                 let (l, udp) = if with_h3 {
-                    let (l, u) = h3::bind_pair(addr).map_err(bind_err(protocol, "udp", addr))?;
+                    let (l, u) = net::bind_pair(addr).map_err(bind_err(protocol, "udp", addr))?;
                     (l, Some(u))
                 } else {
-                    let l = stun_stream::bind(addr).map_err(bind_err(protocol, "tcp", addr))?;
+                    let l = net::bind_tcp(addr).map_err(bind_err(protocol, "tcp", addr))?;
                     (l, None)
                 };
                 let bound = l.local_addr().map_err(bind_err(protocol, "tcp", addr))?;
@@ -350,7 +345,7 @@ impl Server {
         }
         if !http_listeners.is_empty() {
             let ice = hub::ice::Ice::new(settings, core.clone(), &listeners);
-            let ctx = hub::HubCtx::new(hub.clone(), settings, rx.clone(), Some(ice));
+            let ctx = hub::HubCtx::new(hub.clone(), settings, rx.clone());
             let router = http::router(
                 http::HttpState {
                     metrics,
@@ -362,14 +357,14 @@ impl Server {
                         "memory"
                     },
                 },
-                hub::routes(ctx.clone()),
+                hub::routes(ctx.clone(), Some(ice)),
                 http::Origins::new(&settings.http.allowed_origins),
             );
             let h = &settings.http;
             let options = http::ConnOptions {
                 ping: ctx.ping,
                 first_request: Duration::from_secs(h.first_request_timeout_secs.max(1)),
-                limiter: limits::ConnLimiter::new("http", http_cap, h.max_connections_per_ip),
+                limiter: net::limits::ConnLimiter::new("http", http_cap, h.max_connections_per_ip),
                 body_rate: (h.body_min_rate > 0).then(|| http::BodyRate {
                     bytes_per_sec: h.body_min_rate,
                     grace: Duration::from_secs(h.body_grace_secs),
@@ -404,7 +399,7 @@ impl Server {
             tasks.spawn(hub::maintenance(hub.clone(), rx.clone()));
         }
 
-        tasks.spawn(turn_io::ticker(core.clone(), rx.clone()));
+        tasks.spawn(turn::ticker(core.clone(), rx.clone()));
         if let CertSource::Files { cert, key } = certs.source().clone() {
             tasks.spawn(watch_cert_files(certs.clone(), cert, key, rx.clone()));
         }
@@ -535,7 +530,7 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// A revocation from the node bus: one user name, UTF-8.
-fn apply_revocation(core: &turn_io::Core, message: &[u8]) {
+fn apply_revocation(core: &turn::Core, message: &[u8]) {
     if let Ok(user) = std::str::from_utf8(message) {
         core.revoke(user);
     }

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use switchboard_hub::codes::error as code;
 
-use crate::hub::ApiError;
+use crate::hub::error::ApiError;
 
 /// The policy of every page and asset. `connect-src` allows `ws:`/`wss:` because not every
 /// browser counts a WebSocket to the page's own host as `'self'`; scripts stay same-origin only.

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::ctx::{auth_param, split, ApiAuthError, Ctx};
 use super::stream::{drive, FrameConn, Inbound, Out};
-use super::{auth_param, split, Ctx};
 
 pub(crate) fn routes(ctx: Ctx) -> Router {
     let hub = HubServer::new(GrpcHub(ctx.clone())).max_decoding_message_size(ctx.max_frame);
@@ -211,10 +211,10 @@ impl GrpcApi {
             .map(|c| c.0);
         match self.0.api_auth(value, peer) {
             Ok(()) => Ok(()),
-            Err(super::ApiAuthError::Refused) => Err(Status::unauthenticated(
+            Err(ApiAuthError::Refused) => Err(Status::unauthenticated(
                 "server API: missing or invalid API key (metadata authorization: apikey KEY)",
             )),
-            Err(super::ApiAuthError::Blocked(left)) => Err(Status::resource_exhausted(format!(
+            Err(ApiAuthError::Blocked(left)) => Err(Status::resource_exhausted(format!(
                 "server API: too many failed authentications from this address; retry in {} s",
                 left.as_secs().max(1)
             ))),

@@ -17,10 +17,12 @@ use serde::Deserialize;
 use switchboard_hub::codes::error as code;
 use switchboard_turn::auth::rest_password_sha1;
 
-use super::{query_pairs, ApiError, Ctx};
+use super::ctx::Ctx;
+use super::error::{require_json, ApiError};
+use super::params::query_pairs;
 use crate::config::Settings;
-use crate::limits::{client_key, RateLimiter};
-use crate::turn_io::Core;
+use crate::net::limits::{client_key, RateLimiter};
+use crate::turn::Core;
 use crate::ListenerInfo;
 
 /// `GET /v1/ice-servers` calls per client address: a burst of [`ICE_BURST`], then
@@ -28,6 +30,13 @@ use crate::ListenerInfo;
 pub(crate) const ICE_PER_SEC: f64 = 2.0;
 /// See [`ICE_PER_SEC`].
 pub(crate) const ICE_BURST: f64 = 20.0;
+
+/// The state of the ICE endpoints: the hub transports' context (authentication) and the ICE
+/// servers (absent when STUN/TURN is not served).
+pub(crate) struct IceCtx {
+    pub hub: Ctx,
+    pub ice: Option<Ice>,
+}
 
 /// What the ICE endpoints need, fixed at start-up.
 pub(crate) struct Ice {
@@ -90,12 +99,12 @@ fn host_of(headers: &HeaderMap) -> Option<String> {
 }
 
 pub(crate) async fn ice_servers(
-    State(ctx): State<Ctx>,
+    State(st): State<Arc<IceCtx>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let Some(ice) = ctx.ice.as_ref() else {
+    let (ctx, Some(ice)) = (&st.hub, st.ice.as_ref()) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             code::NOT_AVAILABLE,
@@ -212,21 +221,21 @@ pub(crate) struct RevokeRequest {
 }
 
 pub(crate) async fn revoke(
-    State(ctx): State<Ctx>,
+    State(st): State<Arc<IceCtx>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(e) = super::require_json(&headers, &body) {
+    if let Err(e) = require_json(&headers, &body) {
         return e.into_response();
     }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = ctx.api_auth(auth, Some(peer)) {
+    if let Err(e) = st.hub.api_auth(auth, Some(peer)) {
         return e.response("server API key required: Authorization: apikey KEY");
     }
-    let Some(ice) = ctx.ice.as_ref() else {
+    let (ctx, Some(ice)) = (&st.hub, st.ice.as_ref()) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             code::NOT_AVAILABLE,
@@ -250,7 +259,7 @@ pub(crate) async fn revoke(
     let shared = ctx
         .hub
         .bus_publish(
-            crate::turn_io::REVOCATIONS_TOPIC,
+            crate::turn::REVOCATIONS_TOPIC,
             request.user.clone().into_bytes(),
             keep,
         )

@@ -29,7 +29,10 @@ use axum::response::{IntoResponse, Response};
 use switchboard_hub::proto;
 use switchboard_proto::json;
 
-use super::{channels_param, cursor, json_response, param, query_pairs, ApiError, Ctx};
+use super::ctx::Ctx;
+use super::cursor;
+use super::error::{json_response, ApiError};
+use super::params::{channels_param, param, query_pairs};
 
 /// Live publications gathered by one poll, at most (recovered ones are bounded by the
 /// channel's history size).

@@ -17,7 +17,9 @@ use switchboard_hub::codes::error as code;
 use switchboard_hub::proto;
 use switchboard_proto::json;
 
-use super::{json_response, query_pairs, split, ApiError, Ctx};
+use super::ctx::{split, Ctx};
+use super::error::{json_response, require_json, ApiError};
+use super::params::query_pairs;
 
 /// A body that could not be read (too large, broken connection) as a JSON error.
 fn body_error(e: BytesRejection) -> Response {
@@ -40,7 +42,7 @@ fn body_error(e: BytesRejection) -> Response {
 
 /// Parses a JSON-mapping body sent as `application/json`; an empty body is the default message.
 fn parse<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
-    super::require_json(headers, body)?;
+    require_json(headers, body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -24,7 +24,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{channels_param, cursor, frame, param, query_pairs, ApiError, Ctx};
+use super::ctx::Ctx;
+use super::error::ApiError;
+use super::params::{channels_param, param, query_pairs};
+use super::{cursor, frame};
 
 /// One SSE event. Raw newlines in the JSON can only be insignificant whitespace (inside
 /// strings they are escaped), so they become spaces and each event has one `data` line.

@@ -12,7 +12,7 @@ use switchboard_hub::codes::{self, disconnect};
 use switchboard_hub::{proto, Session};
 use tokio::time::{sleep, Instant};
 
-use super::HubCtx;
+use super::ctx::HubCtx;
 
 /// What arrived from the client.
 pub(crate) enum Inbound {

@@ -14,7 +14,9 @@ use switchboard_hub::{proto, Hub, NamespaceOptions};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::{channels_param, routes, HubCtx};
+use super::ctx::HubCtx;
+use super::params::channels_param;
+use super::routes::routes;
 use crate::config::Settings;
 
 struct Fixture {
@@ -26,9 +28,9 @@ struct Fixture {
 fn fixture(settings: Settings) -> Fixture {
     let hub = Hub::with_memory_broker(settings.hub.clone()).expect("valid hub config");
     let (stop, rx) = watch::channel(false);
-    let ctx = HubCtx::new(hub.clone(), &settings, rx, None);
+    let ctx = HubCtx::new(hub.clone(), &settings, rx);
     Fixture {
-        router: routes(ctx),
+        router: routes(ctx, None),
         hub,
         _stop: stop,
     }

@@ -309,7 +309,7 @@ mod tests {
         let settings = Settings::default();
         let hub = Hub::with_memory_broker(settings.hub.clone()).expect("valid hub config");
         let (stop, rx) = watch::channel(false);
-        let ctx = HubCtx::new(hub.clone(), &settings, rx, None);
+        let ctx = HubCtx::new(hub.clone(), &settings, rx);
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
         let (gone, gone_rx) = watch::channel(false);

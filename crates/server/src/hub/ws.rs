@@ -17,8 +17,10 @@ use switchboard_hub::proto;
 use switchboard_proto::json;
 use switchboard_proto::prost::Message as _;
 
+use super::ctx::Ctx;
+use super::error::ApiError;
+use super::frame;
 use super::stream::{drive, FrameConn, Inbound, Out};
-use super::{frame, ApiError, Ctx};
 
 pub(crate) const JSON: &str = "switchboard.json";
 pub(crate) const PROTO: &str = "switchboard.proto";

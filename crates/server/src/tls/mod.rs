@@ -8,6 +8,8 @@
 //! order), session resumption, and no TLS 1.3 early data on TCP (0-RTT is a QUIC-only feature,
 //! with the HTTP/3 rule that only GET and HEAD may arrive in it).
 
+pub(crate) mod quic;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -165,7 +167,7 @@ impl Acceptor {
         let conn = stream.get_ref().1;
         let group = conn
             .negotiated_key_exchange_group()
-            .map(|g| crate::quic_tls::group_name(g.name()))
+            .map(|g| group_name(g.name()))
             .unwrap_or("none");
         let version = match conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -413,6 +415,17 @@ fn load_files(
             cert: cert_path.to_path_buf(),
             key: key_path.to_path_buf(),
         }),
+    }
+}
+
+/// The metric label of a key exchange group.
+pub(crate) fn group_name(g: NamedGroup) -> &'static str {
+    match g {
+        NamedGroup::X25519MLKEM768 => "X25519MLKEM768",
+        NamedGroup::X25519 => "X25519",
+        NamedGroup::secp256r1 => "secp256r1",
+        NamedGroup::secp384r1 => "secp384r1",
+        _ => "other",
     }
 }
 

@@ -9,45 +9,20 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef};
 use switchboard_turn::{Arrival, Output, Transport, Via, MAX_REPLY};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::core::Core;
+use crate::net::{bind_udp, make_sock, Sock};
 use crate::stats::StunStats;
-use crate::turn_io::Core;
 
 /// Receive slots per batch.
 const BATCH: usize = 32;
 /// Bytes per receive slot: one datagram, or several of one flow coalesced by GRO.
 const SLOT: usize = 65_536;
-
-/// A listener socket with its quinn-udp state.
-pub(crate) struct Sock {
-    io: UdpSocket,
-    state: UdpSocketState,
-    pub(crate) local: SocketAddr,
-}
-
-impl Sock {
-    /// Sends one datagram now if the socket can take it; false when it was dropped.
-    pub(crate) fn try_send(&self, to: SocketAddr, data: &[u8], src_ip: Option<IpAddr>) -> bool {
-        let transmit = Transmit {
-            destination: to,
-            ecn: None,
-            contents: data,
-            segment_size: None,
-            src_ip,
-        };
-        self.io
-            .try_io(Interest::WRITABLE, || {
-                self.state.try_send(UdpSockRef::from(&self.io), &transmit)
-            })
-            .is_ok()
-    }
-}
 
 /// One worker's sockets: index 0 is the primary address, 1..=3 exist with an alternate address.
 struct Group {
@@ -71,40 +46,9 @@ impl Group {
     }
 }
 
-/// A non-blocking UDP socket bound to `addr` (IPv6 sockets v6-only), with `buffer` bytes of
-/// kernel send and receive buffer (capped by rmem_max/wmem_max); `reuse_port` lets several
-/// worker sockets share the address. Listener and relay sockets are both made here.
-pub(crate) fn bind_udp(
-    addr: SocketAddr,
-    reuse_port: bool,
-    buffer: usize,
-) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    if reuse_port {
-        sock.set_reuse_port(true)?;
-    }
-    sock.set_nonblocking(true)?;
-    let _ = sock.set_recv_buffer_size(buffer);
-    let _ = sock.set_send_buffer_size(buffer);
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
-}
-
 /// A listener socket: shared by the workers (SO_REUSEPORT), 4 MiB buffers to absorb bursts.
 fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     bind_udp(addr, true, 4 << 20)
-}
-
-/// Registers a bound socket with the current runtime's reactor.
-fn make_sock(std_sock: std::net::UdpSocket) -> io::Result<Sock> {
-    let io = UdpSocket::from_std(std_sock)?;
-    let state = UdpSocketState::new(UdpSockRef::from(&io))?;
-    let local = io.local_addr()?;
-    Ok(Sock { io, state, local })
 }
 
 /// Binds `workers` groups for one primary address and returns the addresses of group 0.

@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::outq::OutQueue;
+use super::core::Core;
+use super::outq::OutQueue;
 use crate::stats::StunStats;
-use crate::turn_io::Core;
 
 /// Largest frame accepted: a STUN header plus the 16-bit length field's maximum.
 const MAX_FRAME: usize = 20 + 65_535;
@@ -30,23 +30,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct StreamCtx {
     pub core: Arc<Core>,
     pub stats: Arc<StunStats>,
-    pub limit: Arc<crate::limits::ConnLimiter>,
+    pub limit: Arc<crate::net::limits::ConnLimiter>,
     pub idle: Duration,
     pub tls: Option<TlsAcceptor>,
     pub transport: Transport,
-}
-
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_reuse_address(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(1024)?;
-    TcpListener::from_std(sock.into())
 }
 
 /// Accepts connections on `listener` until shutdown. `other` is the RFC 5780 OTHER-ADDRESS for
@@ -264,7 +251,7 @@ struct TcpDirect {
     clock: Arc<WriteClock>,
 }
 
-impl crate::outq::Direct for TcpDirect {
+impl super::outq::Direct for TcpDirect {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         let n = self.wr.try_write(buf)?;
         self.clock.touch();

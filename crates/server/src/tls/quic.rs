@@ -1,11 +1,11 @@
 //! TLS for QUIC with the server's key exchange preference.
 //!
-//! quinn drives the TLS handshake itself, so the [`crate::tls::Acceptor`] trick (read the
+//! quinn drives the TLS handshake itself, so the [`super::Acceptor`] trick (read the
 //! ClientHello, then pick a configuration) is done one layer down: [`PreferringConfig`] is a
 //! `quinn::crypto::ServerConfig` whose sessions buffer the CRYPTO bytes of the ClientHello
 //! (it may span two Initial packets with a post-quantum key share), read its supported_groups,
 //! and only then start the rustls session with the configuration that holds our most preferred
-//! group among the client's ([`crate::tls::preferred_group`]). Anything unexpected falls back to
+//! group among the client's ([`super::preferred_group`]). Anything unexpected falls back to
 //! the configuration with every group, where rustls reports the problem as usual.
 
 use std::any::Any;
@@ -20,7 +20,7 @@ use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::TransportError;
 use rustls::NamedGroup;
 
-use crate::tls::{preferred_group, KX_PREFERENCE};
+use super::{group_name, preferred_group, KX_PREFERENCE};
 
 /// A ClientHello larger than this is not buffered; the fallback configuration judges it.
 const MAX_HELLO: usize = 16 * 1024;
@@ -32,7 +32,7 @@ pub(crate) struct PreferringConfig {
 }
 
 impl PreferringConfig {
-    /// `configs` as made by [`crate::tls::CertStore::quic_configs`]: one per group of
+    /// `configs` as made by [`super::CertStore::quic_configs`]: one per group of
     /// [`KX_PREFERENCE`], then the one with every group.
     pub(crate) fn new(mut configs: Vec<Arc<rustls::ServerConfig>>) -> Result<Self, String> {
         let all = configs.pop().ok_or("no QUIC TLS configuration")?;
@@ -280,17 +280,6 @@ impl<'a> Reader<'a> {
     fn u24(&mut self) -> Option<usize> {
         self.take(3)
             .map(|b| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
-    }
-}
-
-/// The metric label of a key exchange group.
-pub(crate) fn group_name(g: NamedGroup) -> &'static str {
-    match g {
-        NamedGroup::X25519MLKEM768 => "X25519MLKEM768",
-        NamedGroup::X25519 => "X25519",
-        NamedGroup::secp256r1 => "secp256r1",
-        NamedGroup::secp384r1 => "secp384r1",
-        _ => "other",
     }
 }
 

@@ -30,12 +30,9 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
+use super::outq::OutQueue;
 use crate::config::{Settings, TurnSettings};
-use crate::outq::OutQueue;
-use crate::stun_udp::Sock;
-
-#[path = "interfaces.rs"]
-mod interfaces;
+use crate::net::Sock;
 
 /// How often the host's interface addresses are re-read for the peer policy.
 pub(crate) const INTERFACE_REFRESH: Duration = Duration::from_secs(30);
@@ -147,7 +144,7 @@ pub(crate) fn peer_filter(
 
 /// The host's interface addresses, or none (logged) when they cannot be read.
 fn read_interfaces() -> Option<Vec<IpAddr>> {
-    match interfaces::local_addresses() {
+    match crate::net::interfaces::local_addresses() {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the interface addresses (getifaddrs); the TURN peer policy keeps the last list");
@@ -501,7 +498,7 @@ fn unspecified(ip: IpAddr) -> IpAddr {
 
 /// A relay socket: one per allocation, 1 MiB buffers.
 fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    crate::stun_udp::bind_udp(addr, false, 1 << 20)
+    crate::net::bind_udp(addr, false, 1 << 20)
 }
 
 /// Sets the DF bit on everything a relay socket sends (DONT-FRAGMENT, RFC 8656 §14.8).
@@ -774,7 +771,7 @@ mod tests {
     #[test]
     fn a_wildcard_listener_refuses_every_interface_address() {
         let core = Core::new(&wildcard(), [7; 32]);
-        let local = interfaces::local_addresses().unwrap();
+        let local = crate::net::interfaces::local_addresses().unwrap();
         assert!(local.contains(&"127.0.0.1".parse().unwrap()), "{local:?}");
         let t = core.turn();
         for ip in &local {
