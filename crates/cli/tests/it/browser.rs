@@ -302,6 +302,7 @@ fn isolate_network() {
 
 #[test]
 fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
+    let _heavy = crate::common::heavy();
     let started = Instant::now();
     let (chromium, script) = prerequisites();
     isolate_network();
@@ -508,6 +509,7 @@ fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
 /// openssl: `serverCertificateHashes` accepts only an ECDSA certificate valid for at most 14 days.
 #[test]
 fn webtransport_session_end_in_chromium_close_and_shutdown() {
+    let _heavy = crate::common::heavy();
     const KEY: &str = "wt-browser-key";
     fn presence_clients(http: SocketAddr, channel: &str) -> u64 {
         let body = format!("{{\"channel\":\"{channel}\"}}");

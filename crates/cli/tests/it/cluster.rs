@@ -47,6 +47,7 @@ fn node(redis: &Redis, name: &str, config: &std::path::Path) -> Server {
 
 #[test]
 fn three_nodes_on_one_redis_act_as_one() {
+    let _heavy = crate::common::heavy();
     let redis = Redis::start();
     let config = config_file();
     let nodes: Vec<Server> = ["n1", "n2", "n3"]
@@ -173,6 +174,7 @@ fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
 
 #[test]
 fn nodes_share_a_redis_over_tls_with_a_private_ca() {
+    let _heavy = crate::common::heavy();
     crate::common::need("openssl");
     crate::common::need("redis-server");
     let dir = std::env::temp_dir().join(format!("sb-redis-tls-{}", std::process::id()));

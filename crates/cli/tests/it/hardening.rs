@@ -163,6 +163,7 @@ fn ws_open(addr: SocketAddr, origin: Option<&str>) -> Result<TcpStream, String> 
 
 #[test]
 fn websocket_ping_flood_from_a_client_that_does_not_read_is_cut_off() {
+    let _heavy = crate::common::heavy();
     let server = http_server(&[]);
     let addr = server.addr("http", "tcp");
     let pid = server.child.id();
@@ -286,6 +287,7 @@ fn silent_http_connections_are_closed_and_capped_per_address_and_globally() {
 
 #[test]
 fn descriptors_used_up_by_http_clients_leave_stun_and_turn_their_share() {
+    let _heavy = crate::common::heavy();
     raise_nofile();
     // With 1024 descriptors at most, the HTTP listeners get 256 connections and STUN over TCP
     // 128; the rest stays for relay sockets and everything else.
@@ -371,6 +373,7 @@ fn request_bodies_must_keep_a_minimum_rate() {
 
 #[test]
 fn stun_over_tcp_bounds_each_frame_and_idle_connections_cost_little() {
+    let _heavy = crate::common::heavy();
     raise_nofile();
     let server = TestServer::new().stun_tcp().http().start();
     let stun = server.addr("stun", "tcp");

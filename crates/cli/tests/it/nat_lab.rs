@@ -353,6 +353,7 @@ fn nat_type_of(kind: NatKind) -> switchboard_nat::NatType {
 /// symmetric↔symmetric and symmetric↔port-restricted.
 #[test]
 fn traversal_matrix() {
+    let _heavy = crate::common::heavy();
     use std::collections::HashMap;
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;

@@ -499,3 +499,11 @@ pub fn raise_nofile() {
         }
     }
 }
+
+/// Serializes the heaviest tests (several servers, a browser, Redis): the tests of this one
+/// binary run in parallel, and two of these at once on two cores make timings flaky. Hold the
+/// guard for the whole test.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
