@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::codes;
 use crate::config::{HubConfig, NamespaceOptions};
 use crate::error::{HubError, Limit};
+use crate::push::SharedPush;
 use crate::rooms::{SignalHub, ROOM_PREFIX};
 use crate::state::{
     publication_push, unsubscribe_push, ChannelShard, Cleanup, Delivery, Registry, SessionShared,
@@ -294,7 +295,7 @@ impl HubInner {
     }
 
     /// Hands `push` to every subscriber of `channel` on this node.
-    fn fan_out(&self, channel: &str, push: &Arc<proto::Push>) {
+    fn fan_out(&self, channel: &str, push: &Arc<SharedPush>) {
         let shard = self.shard(channel);
         let mut chans = lock(&shard.channels);
         let Some(cs) = chans.get_mut(channel) else {
@@ -397,7 +398,7 @@ impl BrokerHandler for HubInner {
                 info: Some(info),
             })),
         };
-        self.fan_out(channel, &Arc::new(push));
+        self.fan_out(channel, &Arc::new(SharedPush::new(push)));
     }
 
     fn on_leave(&self, channel: &str, info: proto::ClientInfo) {
@@ -410,7 +411,7 @@ impl BrokerHandler for HubInner {
                 info: Some(info),
             })),
         };
-        self.fan_out(channel, &Arc::new(push));
+        self.fan_out(channel, &Arc::new(SharedPush::new(push)));
     }
 
     fn on_control(&self, control: Control) -> BoxFuture<'_, ()> {

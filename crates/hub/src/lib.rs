@@ -65,6 +65,7 @@ mod hub;
 mod inner;
 mod memory;
 pub mod metric;
+mod push;
 mod queue;
 mod redis;
 mod rooms;
@@ -84,6 +85,7 @@ pub use config::{HubConfig, JwtConfig, Limits, NamespaceOptions, RoomSettings};
 pub use error::{AuthFailure, BrokerError, ConfigError, HubError, Limit};
 pub use hub::{Hub, ServerPublish};
 pub use memory::{MemoryBroker, MemoryLimits, HISTORY_ITEM_OVERHEAD};
+pub use push::{Codec, SharedPush};
 pub use session::Session;
 /// The protocol messages (`switchboard_proto::v1`).
 pub use switchboard_proto::v1 as proto;

@@ -12,6 +12,7 @@ use switchboard_proto::v1 as proto;
 use tokio::sync::Notify;
 
 use crate::codes;
+use crate::push::SharedPush;
 use crate::util::lock;
 
 /// Bytes counted per queued push on top of its encoded length.
@@ -36,7 +37,7 @@ pub(crate) struct PushQueue {
 }
 
 struct State {
-    items: VecDeque<(Arc<proto::Push>, usize)>,
+    items: VecDeque<(Arc<SharedPush>, usize)>,
     bytes: usize,
     closed: Option<proto::Disconnect>,
     disconnect_taken: bool,
@@ -61,7 +62,7 @@ impl PushQueue {
         self.max_messages
     }
 
-    pub(crate) fn offer(&self, push: Arc<proto::Push>) -> Offer {
+    pub(crate) fn offer(&self, push: Arc<SharedPush>) -> Offer {
         let size = push.encoded_len() + ITEM_OVERHEAD;
         let mut st = lock(&self.state);
         if st.closed.is_some() {
@@ -136,7 +137,7 @@ impl PushQueue {
 
     /// The next push: queued items first, then the closing disconnect once, then `Err(())`
     /// (finished); `Ok(None)` when nothing is ready yet.
-    pub(crate) fn try_pop(&self) -> Result<Option<Arc<proto::Push>>, ()> {
+    pub(crate) fn try_pop(&self) -> Result<Option<Arc<SharedPush>>, ()> {
         let mut st = lock(&self.state);
         if let Some((push, size)) = st.items.pop_front() {
             st.bytes -= size;
@@ -150,14 +151,14 @@ impl PushQueue {
                     push: Some(proto::push::Push::Disconnect(d.clone())),
                 };
                 st.disconnect_taken = true;
-                Ok(Some(Arc::new(push)))
+                Ok(Some(Arc::new(SharedPush::new(push))))
             }
         }
     }
 
     /// Waits for the next push; `None` once the closing disconnect has been returned.
     /// Cancel-safe.
-    pub(crate) async fn recv(&self) -> Option<Arc<proto::Push>> {
+    pub(crate) async fn recv(&self) -> Option<Arc<SharedPush>> {
         loop {
             match self.try_pop() {
                 Ok(Some(push)) => return Some(push),

@@ -27,6 +27,7 @@ use crate::budget::TokenBucket;
 use crate::clock::Clock;
 use crate::config::{NamespaceOptions, RoomSettings};
 use crate::error::{HubError, Limit};
+use crate::push::SharedPush;
 use crate::queue::Offer;
 use crate::state::{Cleanup, SessionShared};
 use crate::util::lock;
@@ -116,20 +117,20 @@ fn count_broker_error() {
     metrics::counter!(crate::metric::BROKER_ERRORS_TOTAL).increment(1);
 }
 
-fn offer_push(session: &SessionShared, push: Arc<proto::Push>) {
+fn offer_push(session: &SessionShared, push: Arc<SharedPush>) {
     if session.queue.offer(push) == Offer::Overflow {
         metrics::counter!(crate::metric::SLOW_CONSUMER_DISCONNECTS_TOTAL).increment(1);
     }
 }
 
-fn leave_push(room: &str, peer: &str, timed_out: bool) -> Arc<proto::Push> {
-    Arc::new(proto::Push {
+fn leave_push(room: &str, peer: &str, timed_out: bool) -> Arc<SharedPush> {
+    Arc::new(SharedPush::new(proto::Push {
         push: Some(proto::push::Push::RoomLeave(proto::RoomLeave {
             room: room.to_owned(),
             peer_id: peer.to_owned(),
             timed_out,
         })),
-    })
+    }))
 }
 
 /// The presence entry and join message of a member: keyed by peer id, the member inside.
@@ -248,7 +249,7 @@ impl SignalState {
     }
 
     /// Pushes to every local peer of `room` except `except`.
-    fn push_room(&self, room: &str, except: &str, push: &Arc<proto::Push>) {
+    fn push_room(&self, room: &str, except: &str, push: &Arc<SharedPush>) {
         for peer in self.rooms.members(room) {
             if peer == except {
                 continue;
@@ -701,13 +702,13 @@ impl SignalHub {
                 saw.contains(&p.member.peer_id),
             );
             if let Some(polite) = role {
-                let push = Arc::new(proto::Push {
+                let push = Arc::new(SharedPush::new(proto::Push {
                     push: Some(proto::push::Push::RoomJoin(proto::RoomJoin {
                         room: room.to_owned(),
                         peer: Some(member.clone()),
                         polite,
                     })),
-                });
+                }));
                 offer_push(&p.session, push);
             }
         }
@@ -749,10 +750,10 @@ impl SignalHub {
     }
 }
 
-fn signal_push(signal: proto::Signal) -> Arc<proto::Push> {
-    Arc::new(proto::Push {
+fn signal_push(signal: proto::Signal) -> Arc<SharedPush> {
+    Arc::new(SharedPush::new(proto::Push {
         push: Some(proto::push::Push::Signal(signal)),
-    })
+    }))
 }
 
 #[cfg(test)]

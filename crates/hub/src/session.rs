@@ -10,6 +10,7 @@ use crate::codes;
 use crate::config::NamespaceOptions;
 use crate::error::{HubError, Limit};
 use crate::inner::HubInner;
+use crate::push::SharedPush;
 use crate::state::{Cleanup, Delivery, SessionShared, SubState, Subscriber};
 use crate::util::lock;
 
@@ -139,12 +140,12 @@ impl Session {
 
     /// The next push; after the session ends, its `Disconnect` push once, then `None`.
     /// Cancel-safe (use it in `select!`).
-    pub async fn recv(&self) -> Option<Arc<proto::Push>> {
+    pub async fn recv(&self) -> Option<Arc<SharedPush>> {
         self.shared.queue.recv().await
     }
 
     /// The next push if one is ready (long-poll), like [`Session::recv`] without waiting.
-    pub fn try_recv(&self) -> Option<Arc<proto::Push>> {
+    pub fn try_recv(&self) -> Option<Arc<SharedPush>> {
         self.shared.queue.try_pop().ok().flatten()
     }
 

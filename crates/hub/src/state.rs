@@ -12,6 +12,7 @@ use crate::channel::ChannelPattern;
 use crate::codes;
 use crate::config::NamespaceOptions;
 use crate::error::HubError;
+use crate::push::SharedPush;
 use crate::queue::{Offer, PushQueue};
 use crate::util::lock;
 
@@ -50,7 +51,7 @@ pub(crate) struct Subscriber {
 
 pub(crate) enum SubState {
     /// Subscribing: deliveries are buffered until the history position is known.
-    Pending(Vec<Arc<proto::Push>>),
+    Pending(Vec<Arc<SharedPush>>),
     /// Delivering; with history, the last delivered position (for dedupe and gap detection).
     Live(Option<proto::StreamPosition>),
 }
@@ -134,20 +135,20 @@ pub(crate) enum Delivery {
     Gap,
 }
 
-pub(crate) fn publication_push(p: proto::Publication) -> Arc<proto::Push> {
-    Arc::new(proto::Push {
+pub(crate) fn publication_push(p: proto::Publication) -> Arc<SharedPush> {
+    Arc::new(SharedPush::new(proto::Push {
         push: Some(proto::push::Push::Publication(p)),
-    })
+    }))
 }
 
-pub(crate) fn unsubscribe_push(channel: &str, code: u32, reason: &str) -> Arc<proto::Push> {
-    Arc::new(proto::Push {
+pub(crate) fn unsubscribe_push(channel: &str, code: u32, reason: &str) -> Arc<SharedPush> {
+    Arc::new(SharedPush::new(proto::Push {
         push: Some(proto::push::Push::Unsubscribe(proto::Unsubscribe {
             channel: channel.to_owned(),
             code,
             reason: reason.to_owned(),
         })),
-    })
+    }))
 }
 
 impl Subscriber {
@@ -161,7 +162,7 @@ impl Subscriber {
     }
 
     /// Buffers (while pending) or queues `push`, deduping and gap-checking publications.
-    pub(crate) fn deliver(&mut self, push: &Arc<proto::Push>) -> Delivery {
+    pub(crate) fn deliver(&mut self, push: &Arc<SharedPush>) -> Delivery {
         match &mut self.state {
             SubState::Pending(buffer) => {
                 if buffer.len() >= self.session.queue.max_messages() {

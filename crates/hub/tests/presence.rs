@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::*;
 use switchboard_hub::{codes, proto};
 
-fn joins_and_leaves(pushes: &[std::sync::Arc<proto::Push>]) -> (Vec<String>, Vec<String>) {
+fn joins_and_leaves(
+    pushes: &[std::sync::Arc<switchboard_hub::SharedPush>],
+) -> (Vec<String>, Vec<String>) {
     let mut joins = Vec::new();
     let mut leaves = Vec::new();
     for p in pushes {

@@ -71,8 +71,8 @@ fn connect(hub: &Hub, user: &str) -> Session {
 async fn collect_until(
     s: &Session,
     what: &str,
-    done: impl Fn(&[Arc<proto::Push>]) -> bool,
-) -> Vec<Arc<proto::Push>> {
+    done: impl Fn(&[Arc<switchboard_hub::SharedPush>]) -> bool,
+) -> Vec<Arc<switchboard_hub::SharedPush>> {
     let mut got = Vec::new();
     let deadline = Instant::now() + WAIT;
     while !done(&got) {
@@ -86,7 +86,7 @@ async fn collect_until(
 }
 
 fn publications<'a>(
-    pushes: &'a [Arc<proto::Push>],
+    pushes: &'a [Arc<switchboard_hub::SharedPush>],
     channel: &'a str,
 ) -> impl Iterator<Item = &'a proto::Publication> + 'a {
     pushes.iter().filter_map(move |p| match &p.push {
@@ -95,11 +95,11 @@ fn publications<'a>(
     })
 }
 
-fn offsets(pushes: &[Arc<proto::Push>], channel: &str) -> Vec<u64> {
+fn offsets(pushes: &[Arc<switchboard_hub::SharedPush>], channel: &str) -> Vec<u64> {
     publications(pushes, channel).map(|p| p.offset).collect()
 }
 
-fn unsubscribes(pushes: &[Arc<proto::Push>], channel: &str) -> Vec<u32> {
+fn unsubscribes(pushes: &[Arc<switchboard_hub::SharedPush>], channel: &str) -> Vec<u32> {
     pushes
         .iter()
         .filter_map(|p| match &p.push {

@@ -83,7 +83,7 @@ fn offer(room: &str, to: &str, kind: &str, sdp: &str) -> Method {
     })
 }
 
-fn pushes(s: &Session) -> Vec<Arc<proto::Push>> {
+fn pushes(s: &Session) -> Vec<Arc<switchboard_hub::SharedPush>> {
     std::iter::from_fn(|| s.try_recv()).collect()
 }
 

@@ -107,7 +107,7 @@ fn run(command: proto::Command) {
         assert!(reply.result.is_some(), "every command is answered");
         serializes(&reply);
         while let Some(push) = session.try_recv() {
-            serializes(&*push);
+            serializes(push.push());
         }
         session.close().await;
         clock.advance(Duration::from_secs(61));

@@ -105,7 +105,7 @@ impl TestHub {
 }
 
 /// Everything queued right now.
-pub fn drain(session: &Session) -> Vec<Arc<proto::Push>> {
+pub fn drain(session: &Session) -> Vec<Arc<switchboard_hub::SharedPush>> {
     std::iter::from_fn(|| session.try_recv()).collect()
 }
 

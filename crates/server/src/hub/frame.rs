@@ -1,5 +1,7 @@
 //! `ServerFrame` encoders shared by the transports, without cloning a shared push.
+use bytes::Bytes;
 use switchboard_hub::proto;
+use switchboard_hub::{Codec, SharedPush};
 use switchboard_proto::json;
 use switchboard_proto::prost::Message;
 
@@ -44,6 +46,16 @@ pub(crate) fn publication(p: proto::Publication) -> proto::Push {
     proto::Push {
         push: Some(proto::push::Push::Publication(p)),
     }
+}
+
+/// The JSON `ServerFrame { push }` of a shared push, encoded once for all its subscribers.
+pub(crate) fn shared_json(push: &SharedPush) -> Bytes {
+    push.encoded(Codec::Json, |p| Bytes::from(push_json(p)))
+}
+
+/// The protobuf `ServerFrame { push }` of a shared push, encoded once for all its subscribers.
+pub(crate) fn shared_proto(push: &SharedPush) -> Bytes {
+    push.encoded(Codec::Proto, |p| Bytes::from(push_proto(p)))
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ impl FrameConn for GrpcConn {
     async fn send(&mut self, out: Out<'_>) -> bool {
         let frame = match out {
             Out::Reply(r) => proto::server_frame::Frame::Reply(r.clone()),
-            Out::Push(p) => proto::server_frame::Frame::Push(p.clone()),
+            Out::Push(p) => proto::server_frame::Frame::Push(p.push().clone()),
         };
         let frame = proto::ServerFrame { frame: Some(frame) };
         matches!(

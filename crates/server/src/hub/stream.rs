@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard_hub::codes::{self, disconnect};
-use switchboard_hub::{proto, Session};
+use switchboard_hub::{proto, Session, SharedPush};
 use tokio::time::{sleep, Instant};
 
 use super::ctx::HubCtx;
@@ -35,7 +35,7 @@ pub(crate) enum Inbound {
 /// One outgoing frame.
 pub(crate) enum Out<'a> {
     Reply(&'a proto::Reply),
-    Push(&'a proto::Push),
+    Push(&'a SharedPush),
 }
 
 /// A framed bidirectional connection.
@@ -63,9 +63,9 @@ pub(crate) trait FrameConn: Send {
 
 /// Writes `d` as the last push and closes the connection with its code.
 async fn finish<C: FrameConn>(mut conn: C, d: &proto::Disconnect) {
-    let push = proto::Push {
+    let push = SharedPush::new(proto::Push {
         push: Some(proto::push::Push::Disconnect(d.clone())),
-    };
+    });
     if conn.send(Out::Push(&push)).await {
         conn.close(u16::try_from(d.code).unwrap_or(1011), &d.reason)
             .await;

@@ -24,6 +24,7 @@ use switchboard_proto::prost::Message as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::frame;
 use super::stream::{drive, FrameConn, Inbound, Out};
 use super::Ctx;
 
@@ -120,18 +121,25 @@ impl<S: AsyncRead + AsyncWrite + Abort + Unpin + Send> WtConn<S> {
     }
 
     fn encode(&mut self, out: Out<'_>) {
-        let frame = match out {
-            Out::Reply(r) => proto::ServerFrame {
-                frame: Some(proto::server_frame::Frame::Reply(r.clone())),
-            },
-            Out::Push(p) => proto::ServerFrame {
-                frame: Some(proto::server_frame::Frame::Push(p.clone())),
-            },
-        };
-        let len = frame.encoded_len();
-        self.write.reserve(PREFIX + len);
-        self.write.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-        frame.encode_raw(&mut self.write);
+        match out {
+            Out::Reply(r) => {
+                let frame = proto::ServerFrame {
+                    frame: Some(proto::server_frame::Frame::Reply(r.clone())),
+                };
+                let len = frame.encoded_len();
+                self.write.reserve(PREFIX + len);
+                self.write.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+                frame.encode_raw(&mut self.write);
+            }
+            // The same protobuf `ServerFrame { push }` bytes as every other subscriber's.
+            Out::Push(p) => {
+                let body = frame::shared_proto(p);
+                self.write.reserve(PREFIX + body.len());
+                self.write
+                    .put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
+                self.write.extend_from_slice(&body);
+            }
+        }
     }
 
     async fn write_out(&mut self) -> bool {

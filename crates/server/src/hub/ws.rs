@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -160,9 +160,13 @@ impl WsConn {
     fn encode(&self, out: Out<'_>) -> Message {
         match (self.codec, out) {
             (Codec::Json, Out::Reply(r)) => Message::text(frame::reply_json(r)),
-            (Codec::Json, Out::Push(p)) => Message::text(frame::push_json(p)),
+            // Encoded once per publication for every subscriber on this codec.
+            (Codec::Json, Out::Push(p)) => match Utf8Bytes::try_from(frame::shared_json(p)) {
+                Ok(text) => Message::Text(text),
+                Err(_) => Message::text(frame::push_json(p)),
+            },
             (Codec::Proto, Out::Reply(r)) => Message::binary(frame::reply_proto(r)),
-            (Codec::Proto, Out::Push(p)) => Message::binary(frame::push_proto(p)),
+            (Codec::Proto, Out::Push(p)) => Message::Binary(frame::shared_proto(p)),
         }
     }
 
