@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tower::Service;
 
 use crate::hub::error::ApiError;
-use crate::net::limits::ConnLimiter;
+use crate::net::limits::{ConnGuard, ConnLimiter};
 use crate::ListenerInfo;
 
 /// ALPN protocols of the HTTPS listeners.
@@ -387,16 +387,21 @@ pub(crate) fn spawn(
             let tls = tls.clone();
             let options = options.clone();
             tokio::spawn(async move {
-                let _guard = guard;
+                // The slot goes with the socket, into a WebSocket or other upgrade too, so an
+                // upgraded connection still counts until it closes.
                 match tls {
-                    None => serve(&builder, tcp, peer, router, &options, stop).await,
+                    None => {
+                        let io = Guarded { io: tcp, _guard: guard };
+                        serve(&builder, io, peer, router, &options, stop).await
+                    }
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
                                 .await;
                         match handshake {
                             Ok(Ok(stream)) => {
-                                serve(&builder, stream, peer, router, &options, stop).await
+                                let io = Guarded { io: stream, _guard: guard };
+                                serve(&builder, io, peer, router, &options, stop).await
                             }
                             Ok(Err(e)) => {
                                 metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
@@ -412,6 +417,53 @@ pub(crate) fn spawn(
             });
         }
     });
+}
+
+/// A socket with its connection slot: the slot is freed when the socket is dropped, wherever it
+/// went (hyper, a TLS stream, an upgraded WebSocket).
+struct Guarded<I> {
+    io: I,
+    _guard: ConnGuard,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Metric: HTTP connections closed because no request arrived in time.

@@ -107,6 +107,8 @@ pub struct Server {
     hub: switchboard_hub::Hub,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Open HTTP connections (upgraded ones included), waited for on shutdown.
+    http_conns: Option<Arc<net::limits::ConnLimiter>>,
 }
 
 fn bind_err(
@@ -304,6 +306,7 @@ impl Server {
                 apply_revocation(&core, &m);
             }
         }
+        let mut http_conns: Option<Arc<net::limits::ConnLimiter>> = None;
         let mut http_listeners = Vec::new();
         let http_lists = [
             ("http", &settings.http.listen, HTTP_NOTE),
@@ -364,7 +367,11 @@ impl Server {
             let options = http::ConnOptions {
                 ping: ctx.ping,
                 first_request: Duration::from_secs(h.first_request_timeout_secs.max(1)),
-                limiter: net::limits::ConnLimiter::new("http", http_cap, h.max_connections_per_ip),
+                limiter: http_conns
+                    .get_or_insert_with(|| {
+                        net::limits::ConnLimiter::new("http", http_cap, h.max_connections_per_ip)
+                    })
+                    .clone(),
                 body_rate: (h.body_min_rate > 0).then(|| http::BodyRate {
                     bytes_per_sec: h.body_min_rate,
                     grace: Duration::from_secs(h.body_grace_secs),
@@ -440,6 +447,7 @@ impl Server {
             hub,
             shutdown,
             tasks,
+            http_conns,
         })
     }
 
@@ -481,12 +489,21 @@ impl Server {
     /// Stops every listener and connection, waiting up to five seconds for them to finish.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        let conns = self.http_conns.take();
+        let drain = async {
+            while self.tasks.join_next().await.is_some() {}
+            // Connections run on tasks of their own (WebSockets after their upgrade too):
+            // let them write their goodbyes (disconnect 3001, close frames) before the
+            // process exits.
+            while conns.as_ref().is_some_and(|c| c.open() > 0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
         if tokio::time::timeout(Duration::from_secs(5), drain)
             .await
             .is_err()
         {
-            tracing::warn!("some tasks did not stop within 5 s; aborting them");
+            tracing::warn!("some tasks or connections did not stop within 5 s; aborting them");
             self.tasks.abort_all();
         }
     }

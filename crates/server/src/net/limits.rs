@@ -115,7 +115,6 @@ impl ConnLimiter {
     }
 
     /// Open connections counted.
-    #[cfg(test)]
     pub(crate) fn open(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
