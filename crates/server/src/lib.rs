@@ -14,15 +14,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cluster;
 pub mod config;
-mod h3;
 mod http;
 mod hub;
 mod net;
 pub mod stats;
 pub mod tls;
 mod turn;
-mod web;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -267,29 +266,7 @@ impl Server {
             }
         }
 
-        let hub = match &settings.cluster.redis {
-            None => switchboard_hub::Hub::with_memory_broker(settings.hub.clone())
-                .map_err(|e| ServerError::Hub(e.to_string()))?,
-            Some(url) => {
-                let mut config = switchboard_hub::RedisConfig::new(url.clone());
-                if let Some(prefix) = &settings.cluster.redis_prefix {
-                    config.prefix = prefix.clone();
-                }
-                if let Some(ca) = &settings.cluster.redis_ca {
-                    let pem = std::fs::read(ca).map_err(|e| {
-                        ServerError::Hub(format!("--redis-ca {}: {e}", ca.display()))
-                    })?;
-                    config.ca_pem = Some(pem);
-                }
-                let broker = switchboard_hub::RedisBroker::connect(config)
-                    .await
-                    .map_err(|e| ServerError::Hub(format!("--redis {}: {e}", redact_url(url))))?;
-                tasks.spawn(watch_redis(broker.health_changes(), rx.clone()));
-                let clock: Arc<dyn switchboard_hub::Clock> = Arc::new(switchboard_hub::SystemClock);
-                switchboard_hub::Hub::new(settings.hub.clone(), broker, clock)
-                    .map_err(|e| ServerError::Hub(e.to_string()))?
-            }
-        };
+        let hub = cluster::start_hub(settings, &rx, &mut tasks).await?;
         if core.turn_enabled() {
             // TURN revocations reach every node, and nodes starting later still find them.
             let keep = Duration::from_secs(settings.turn.credential_ttl.max(60));
@@ -384,17 +361,17 @@ impl Server {
                     .iter()
                     .find(|(_, a)| a.port() == addr.port() && a.ip() == addr.ip());
                 let router = match (&tls, h3_port) {
-                    (Some(_), Some((_, a))) => h3::with_alt_svc(router.clone(), a.port()),
+                    (Some(_), Some((_, a))) => http::h3::with_alt_svc(router.clone(), a.port()),
                     _ => router.clone(),
                 };
                 http::spawn(l, addr, tls, router, options.clone(), &rx, &mut tasks);
             }
             for (udp, addr) in h3_sockets {
-                h3::spawn(
+                http::h3::spawn(
                     udp,
                     addr,
                     &certs,
-                    h3::Endpoints {
+                    http::h3::Endpoints {
                         router: router.clone(),
                         hub: ctx.clone(),
                     },
@@ -429,7 +406,7 @@ impl Server {
         let cluster_summary = settings.cluster.redis.as_ref().map(|url| {
             format!(
                 "hub   broker redis {} (prefix {:?}, node {:?})",
-                redact_url(url),
+                cluster::redact_url(url),
                 settings
                     .cluster
                     .redis_prefix
@@ -550,43 +527,5 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 fn apply_revocation(core: &turn::Core, message: &[u8]) {
     if let Ok(user) = std::str::from_utf8(message) {
         core.revoke(user);
-    }
-}
-
-/// A Redis URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Logs every change of the Redis connection's health.
-async fn watch_redis(
-    mut health: watch::Receiver<switchboard_hub::RedisHealth>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            changed = health.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let h = health.borrow_and_update().clone();
-                if h.up {
-                    tracing::info!(outages = h.outages, "Redis reachable: cluster broker up");
-                } else {
-                    tracing::warn!(
-                        error = h.last_error.as_deref().unwrap_or(""),
-                        pubsub = h.pubsub,
-                        commands = h.commands,
-                        "Redis unreachable: publishes are refused (100, temporary) until it is back"
-                    );
-                }
-            }
-            _ = stop.changed() => return,
-        }
     }
 }

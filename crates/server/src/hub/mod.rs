@@ -9,7 +9,7 @@
 //! | `poll.rs` | `GET /v1/poll?channel=...&since=...` |
 //! | `rest.rs` | `POST /v1/publish`, `POST /v1/api/<method>` |
 //! | `grpc.rs` | gRPC `switchboard.v1.Hub` and `switchboard.v1.HubApi` |
-//! | `webtransport.rs` | WebTransport `/v1/wt` over HTTP/3 (session in `crate::h3`) |
+//! | `webtransport.rs` | WebTransport `/v1/wt` over HTTP/3 (session in `crate::http::h3`) |
 //!
 //! `stream.rs` holds the run loop shared by the framed, bidirectional transports (WebSocket,
 //! the gRPC `Connect` stream, WebTransport streams).

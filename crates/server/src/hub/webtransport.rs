@@ -1,7 +1,7 @@
 //! WebTransport over HTTP/3, `/v1/wt`: every bidirectional stream the client opens on its
 //! WebTransport session is one hub connection. The session itself (extended CONNECT with
 //! `:protocol = webtransport`, streams, requests sharing the connection) is handled in
-//! `crate::h3`; this module only frames one stream.
+//! `crate::http::h3`; this module only frames one stream.
 //!
 //! Framing, both directions: a `u32` big-endian length, then that many bytes of protobuf: a
 //! `Command` from the client, a `ServerFrame` from the server. A length over the frame limit
@@ -9,7 +9,7 @@
 //! disconnect 3501; the end of the client's stream (FIN) closes it. Every server-side end writes
 //! the final `Disconnect` push, then finishes the stream (FIN).
 //!
-//! When the session itself ends (the client closed it, `crate::h3` watches the CONNECT stream),
+//! When the session itself ends (the client closed it, `crate::http::h3` watches the CONNECT stream),
 //! every stream of the session learns it at once through `gone`: its hub connection ends (the
 //! hub session leaves presence and its subscriptions), and the stream is reset with
 //! WT_SESSION_GONE (draft-ietf-webtrans-http3) and its receiving side stopped, without a

@@ -3,6 +3,9 @@
 //! (HTTP/1.1 + h2c) and `--https` (TLS, ALPN h2 + http/1.1) listener by hyper-util's auto builder
 //! with upgrades, so REST, WebSocket upgrades and gRPC share each port.
 
+pub(crate) mod h3;
+mod web;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,7 +57,7 @@ pub(crate) fn router(state: HttpState, hub_routes: Router, origins: Arc<Origins>
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
-        .merge(crate::web::routes());
+        .merge(web::routes());
     // The gRPC routes carry tonic's "unimplemented" fallback; ours replaces it.
     hub_routes
         .merge(base)

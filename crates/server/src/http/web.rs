@@ -44,7 +44,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 
 macro_rules! asset {
     ($file:literal, $type:expr) => {{
-        const BODY: &[u8] = include_bytes!(concat!("../../../web/", $file));
+        const BODY: &[u8] = include_bytes!(concat!("../../../../web/", $file));
         Asset {
             body: BODY,
             content_type: $type,
