@@ -25,6 +25,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -66,41 +67,16 @@ const log = (...a) => console.error("[call_e2e]", ...a);
 
 // ------------------------------------------------------------------ browser
 
-let chromium;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch (e) {
-  console.error(
-    `playwright-core is not installed in ${HERE}/node_modules: run scripts/test-deps (npm ci there)\n${e.message}`,
-  );
-  process.exit(3);
-}
-
-const opts = (() => {
-  try {
-    return parseArgs(process.argv.slice(2));
-  } catch (e) {
-    console.error(`call_e2e: ${e.message}`);
-    process.exit(2);
-  }
-})();
-
-if (!fs.existsSync(opts.chromium)) {
-  console.error(`${opts.chromium} is missing: run scripts/test-deps (apt chromium chromium-driver)`);
-  process.exit(3);
-}
+const chromium = await loadChromium();
+const opts = parseOrExit("call_e2e", parseArgs);
+requireChromium(opts.chromium);
 
 // The machine notes' flags (no background traffic on a closed network, a fresh profile), fake
 // media devices, and WebRTC on loopback: host candidates as addresses (not mDNS names, which
 // nothing here resolves), loopback allowed (a sandbox may have nothing else).
 const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
+  ...BASE_ARGS,
   "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
   "--use-fake-ui-for-media-stream",
   "--use-fake-device-for-media-stream",
   "--allow-loopback-in-peer-connection",

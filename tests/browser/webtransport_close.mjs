@@ -32,6 +32,7 @@ import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const STEP_MS = 20_000;
@@ -69,41 +70,14 @@ function parseArgs(argv) {
 
 const log = (...a) => console.error("[webtransport_close]", ...a);
 
-let chromium;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch (e) {
-  console.error(
-    `playwright-core is not installed in ${HERE}/node_modules: run scripts/test-deps (npm ci there)\n${e.message}`,
-  );
-  process.exit(3);
-}
-
-const opts = (() => {
-  try {
-    return parseArgs(process.argv.slice(2));
-  } catch (e) {
-    console.error(`webtransport_close: ${e.message}`);
-    process.exit(2);
-  }
-})();
-
-if (!fs.existsSync(opts.chromium)) {
-  console.error(`${opts.chromium} is missing: run scripts/test-deps (apt chromium chromium-driver)`);
-  process.exit(3);
-}
+const chromium = await loadChromium();
+const opts = parseOrExit("webtransport_close", parseArgs);
+requireChromium(opts.chromium);
 
 // call_e2e.mjs's flags (no background traffic on a closed network, a fresh profile) without
 // --disable-quic: WebTransport is QUIC. No certificate flags: serverCertificateHashes is the
 // only thing that makes the self-made certificate acceptable.
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
+const CHROMIUM_ARGS = BASE_ARGS;
 
 const lines = (() => {
   const rl = readline.createInterface({ input: process.stdin });

@@ -1,0 +1,50 @@
+// What the browser scripts share: playwright-core (pinned in package-lock.json, never a
+// downloaded browser), argument parsing that exits 2 with a message, Debian's Chromium checked
+// before use, and the flags every run needs here.
+
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+// The machine notes' flags: no background traffic on a closed network, a fresh profile, no GPU.
+export const BASE_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/** playwright-core's `chromium`, or exit 3 with how to install it. */
+export async function loadChromium() {
+  try {
+    const { chromium } = await import("playwright-core");
+    return chromium;
+  } catch (e) {
+    console.error(
+      `playwright-core is not installed in ${HERE}/node_modules: run scripts/test-deps (npm ci there)\n${e.message}`,
+    );
+    process.exit(3);
+  }
+}
+
+/** `parse(argv)`, or exit 2 with `name: message`. */
+export function parseOrExit(name, parse) {
+  try {
+    return parse(process.argv.slice(2));
+  } catch (e) {
+    console.error(`${name}: ${e.message}`);
+    process.exit(2);
+  }
+}
+
+/** Exit 3 unless the Chromium executable at `file` exists. */
+export function requireChromium(file) {
+  if (!fs.existsSync(file)) {
+    console.error(`${file} is missing: run scripts/test-deps (apt chromium chromium-driver)`);
+    process.exit(3);
+  }
+}
