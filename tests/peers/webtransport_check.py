@@ -186,7 +186,9 @@ class WtClient(QuicConnectionProtocol):
         return s
 
 
-def h3(addr):
+def h3(addr, protocol=None):
+    """An HTTP/3 connection to `addr` (the self-signed certificate accepted), with `protocol`
+    (WtClient by default) as the aioquic protocol class."""
     host, port = addr.rsplit(":", 1)
     c = QuicConfiguration(
         is_client=True,
@@ -195,7 +197,19 @@ def h3(addr):
         max_datagram_frame_size=65536,
     )
     c.verify_mode = ssl.CERT_NONE
-    return connect(host, int(port), configuration=c, create_protocol=WtClient)
+    return connect(host, int(port), configuration=c, create_protocol=protocol or WtClient)
+
+
+async def run_checks(checks, names, *args):
+    """Runs each named check (40 s each), prints OK/FAIL lines and the DONE summary, exits."""
+    for name in names:
+        try:
+            await asyncio.wait_for(checks[name](*args), 40)
+            ok(name)
+        except Exception as e:  # noqa: BLE001
+            fail(name, f"{type(e).__name__}: {e}")
+    print(f"DONE {len(FAILED)} failed", flush=True)
+    sys.exit(1 if FAILED else 0)
 
 
 async def opened(client):
@@ -352,14 +366,7 @@ async def main():
     if rest and rest[0] not in CHECKS:
         secret, rest = rest[0], rest[1:]
     names = rest or DEFAULT + (["auth"] if secret else [])
-    for name in names:
-        try:
-            await asyncio.wait_for(CHECKS[name](addr, key, secret), 40)
-            ok(name)
-        except Exception as e:  # noqa: BLE001
-            fail(name, f"{type(e).__name__}: {e}")
-    print(f"DONE {len(FAILED)} failed", flush=True)
-    sys.exit(1 if FAILED else 0)
+    await run_checks(CHECKS, names, addr, key, secret)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ capsule with code 3001 and FIN on the CONNECT stream).
 """
 import asyncio
 import os
-import ssl
 import struct
 import sys
 import time
@@ -31,14 +30,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import httpx  # noqa: E402
-from aioquic.asyncio.client import connect  # noqa: E402
-from aioquic.h3.connection import H3_ALPN  # noqa: E402
 from aioquic.h3.events import DataReceived  # noqa: E402
-from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
 from aioquic.quic.events import StopSendingReceived, StreamReset  # noqa: E402
 
 from hub_lib import pb  # noqa: E402
-from webtransport_check import WtClient, expect, fail, ok, FAILED, RUN  # noqa: E402
+from webtransport_check import WtClient, expect, fail, ok, FAILED, RUN, run_checks  # noqa: E402
+from webtransport_check import h3 as wt_h3  # noqa: E402
 
 CLOSE_WEBTRANSPORT_SESSION = 0x2843
 WT_SESSION_GONE = 0x170D7B68
@@ -98,15 +95,7 @@ class Client(WtClient):
 
 
 def h3(addr):
-    host, port = addr.rsplit(":", 1)
-    c = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=H3_ALPN,
-        server_name="localhost",
-        max_datagram_frame_size=65536,
-    )
-    c.verify_mode = ssl.CERT_NONE
-    return connect(host, int(port), configuration=c, create_protocol=Client)
+    return wt_h3(addr, Client)
 
 
 async def presence_clients(http, key, channel):
@@ -258,14 +247,7 @@ async def main():
         raise SystemExit(__doc__)
     addr, http, key = sys.argv[1:4]
     names = sys.argv[4:] or DEFAULT
-    for name in names:
-        try:
-            await asyncio.wait_for(CHECKS[name](addr, http, key), 40)
-            ok(name)
-        except Exception as e:  # noqa: BLE001
-            fail(name, f"{type(e).__name__}: {e}")
-    print(f"DONE {len(FAILED)} failed", flush=True)
-    sys.exit(1 if FAILED else 0)
+    await run_checks(CHECKS, names, addr, http, key)
 
 
 if __name__ == "__main__":
