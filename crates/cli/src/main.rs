@@ -320,6 +320,12 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     init_logging(&settings)?;
+    // Handlers first: a signal that arrives once the listeners are printed (a supervisor or a
+    // script may send it at once) must find them installed, not kill the process outright.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let server = Server::start(&settings).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -349,10 +355,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(listeners = server.listeners().len(), "switchboard started");
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
