@@ -5,11 +5,13 @@
 //! certificate reload reaching new QUIC connections, and h2load over HTTP/1.1 and h2 as a smoke
 //! test of the TLS listener.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{assert_checks, need, peer_script, run, text, venv_python, Server, TestServer};
+use crate::common::{
+    assert_checks, make_cert, need, peer_script, run, text, venv_python, Server, TestServer,
+};
 
 const API_KEY: &str = "h3-test-key";
 
@@ -122,31 +124,6 @@ fn http3_off_means_no_udp_and_no_alt_svc() {
     );
     let t = text(&out).to_ascii_lowercase();
     assert!(t.contains(" 200") && !t.contains("alt-svc"), "{t}");
-}
-
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
-    need("openssl");
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    let out = run(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let fp = run(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert),
-        Duration::from_secs(30),
-    );
-    let fp = text(&fp).trim().rsplit('=').next().unwrap().to_string();
-    (cert, key, fp)
 }
 
 #[test]

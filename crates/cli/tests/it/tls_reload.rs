@@ -3,43 +3,11 @@
 //! a mismatched or missing key stops start-up with a message naming the file.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{need, run, text, TestServer, BIN};
-
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
-    need("openssl");
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    let out = run(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
-            .args(["-days", "1", "-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let fp = run(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert),
-        Duration::from_secs(30),
-    );
-    let fp = text(&fp).trim().rsplit('=').next().unwrap().to_string();
-    (cert, key, fp)
-}
+use crate::common::{make_cert, run, text, TestServer, BIN};
 
 fn fingerprint_now(addr: std::net::SocketAddr, script: &Path) -> String {
     let out = run(

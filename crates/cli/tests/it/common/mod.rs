@@ -507,3 +507,38 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A self-signed P-256 certificate for `localhost` (valid one day) made by openssl in `dir` as
+/// `NAME.crt` and `NAME.key`; returns both paths and the certificate's SHA-256 fingerprint as
+/// openssl prints it (`AA:BB:...`).
+pub fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+    need("openssl");
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let out = run(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args(["-days", "1", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let fp = run(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&cert),
+        Duration::from_secs(30),
+    );
+    let fp = text(&fp).trim().rsplit('=').next().unwrap().to_string();
+    (cert, key, fp)
+}
