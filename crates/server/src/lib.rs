@@ -211,7 +211,7 @@ impl Server {
         }
         let limit =
             net::limits::ConnLimiter::new("stun", stun_cap, settings.stun.max_connections_per_ip);
-        let idle = Duration::from_secs(settings.stun.idle_timeout.max(1));
+        let idle = settings.stun.idle_timeout;
         let stream_lists = [
             (Transport::Tcp, &settings.stun.tcp),
             (Transport::Tls, &settings.stun.tls),
@@ -269,7 +269,7 @@ impl Server {
         let hub = cluster::start_hub(settings, &rx, &mut tasks).await?;
         if core.turn_enabled() {
             // TURN revocations reach every node, and nodes starting later still find them.
-            let keep = Duration::from_secs(settings.turn.credential_ttl.max(60));
+            let keep = settings.turn.credential_ttl;
             let c = core.clone();
             let stored = hub
                 .bus_subscribe(
@@ -343,15 +343,15 @@ impl Server {
             let h = &settings.http;
             let options = http::ConnOptions {
                 ping: ctx.ping,
-                first_request: Duration::from_secs(h.first_request_timeout_secs.max(1)),
+                first_request: h.first_request_timeout,
                 limiter: http_conns
                     .get_or_insert_with(|| {
                         net::limits::ConnLimiter::new("http", http_cap, h.max_connections_per_ip)
                     })
                     .clone(),
-                body_rate: (h.body_min_rate > 0).then(|| http::BodyRate {
+                body_rate: (h.body_min_rate > 0).then_some(http::BodyRate {
                     bytes_per_sec: h.body_min_rate,
-                    grace: Duration::from_secs(h.body_grace_secs),
+                    grace: h.body_grace,
                 }),
             };
             let https_acceptor = certs.acceptor(http::HTTPS_ALPN, "https")?;
@@ -399,7 +399,14 @@ impl Server {
                 if t.allow_peers.is_empty() {
                     String::new()
                 } else {
-                    format!(", allowed peers {}", t.allow_peers.join(","))
+                    format!(
+                        ", allowed peers {}",
+                        t.allow_peers
+                            .iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
                 }
             )
         });

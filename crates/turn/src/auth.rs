@@ -9,7 +9,9 @@
 //! once its MAC is valid, so they cannot be told apart from a wrong password either.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
@@ -43,6 +45,63 @@ pub enum CredentialError {
     /// Empty REST secret.
     #[error("TURN secret must not be empty")]
     EmptySecret,
+}
+
+/// A static TURN user as configured: `NAME:PASSWORD`, or `NAME:0x` and 32 hex digits of the
+/// MD5 key (HA1 = MD5(NAME:REALM:PASSWORD), coturn's form). Parsed once, at configuration time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    /// The user name.
+    pub name: String,
+    /// Its password or precomputed key.
+    pub secret: UserSecret,
+}
+
+/// The secret half of a [`UserEntry`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum UserSecret {
+    /// A password (both MD5 and SHA-256 keys are derived from it).
+    Password(String),
+    /// A precomputed MD5 key (HA1); SHA-256 is then unavailable for this user.
+    Ha1([u8; 16]),
+}
+
+impl FromStr for UserEntry {
+    type Err = CredentialError;
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        let (name, secret) = entry.split_once(':').ok_or(CredentialError::BadUser)?;
+        if name.is_empty() {
+            return Err(CredentialError::BadUser);
+        }
+        let secret = match secret.strip_prefix("0x") {
+            Some(hex) => UserSecret::Ha1(parse_hex16(hex).ok_or(CredentialError::BadHa1)?),
+            None => UserSecret::Password(secret.to_string()),
+        };
+        Ok(UserEntry {
+            name: name.to_string(),
+            secret,
+        })
+    }
+}
+
+impl fmt::Display for UserEntry {
+    /// The configuration form, `NAME:PASSWORD` or `NAME:0xHA1` (it contains the secret).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.secret {
+            UserSecret::Password(p) => write!(f, "{}:{p}", self.name),
+            UserSecret::Ha1(md5) => {
+                write!(f, "{}:0x", self.name)?;
+                md5.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for UserEntry {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserEntry({}:…)", self.name)
+    }
 }
 
 /// The credential set one realm accepts. Immutable: a reload builds a new one.
@@ -136,24 +195,24 @@ impl Credentials {
 
     /// Adds a user from `NAME:PASSWORD`, or `NAME:0xHA1HEX` for a precomputed MD5 key.
     pub fn add_user_entry(&mut self, entry: &str) -> Result<(), CredentialError> {
-        let (name, secret) = entry.split_once(':').ok_or(CredentialError::BadUser)?;
-        if name.is_empty() {
-            return Err(CredentialError::BadUser);
-        }
-        match secret.strip_prefix("0x") {
-            Some(hex) => {
-                let md5 = parse_hex16(hex).ok_or(CredentialError::BadHa1)?;
-                self.insert_user(name, UserKey { md5, sha256: None });
-            }
-            None => {
-                let key = UserKey {
-                    md5: long_term_key_md5(name, &self.realm, secret),
-                    sha256: Some(long_term_key_sha256(name, &self.realm, secret)),
-                };
-                self.insert_user(name, key);
-            }
-        }
+        let entry: UserEntry = entry.parse()?;
+        self.add_user(&entry);
         Ok(())
+    }
+
+    /// Adds a parsed user entry (its keys are derived for this set's realm).
+    pub fn add_user(&mut self, entry: &UserEntry) {
+        let key = match &entry.secret {
+            UserSecret::Ha1(md5) => UserKey {
+                md5: *md5,
+                sha256: None,
+            },
+            UserSecret::Password(password) => UserKey {
+                md5: long_term_key_md5(&entry.name, &self.realm, password),
+                sha256: Some(long_term_key_sha256(&entry.name, &self.realm, password)),
+            },
+        };
+        self.insert_user(&entry.name, key);
     }
 
     fn insert_user(&mut self, name: &str, key: UserKey) {

@@ -102,15 +102,13 @@ pub(crate) fn spawn(
     let crypto = PreferringConfig::new(certs.quic_configs(H3_ALPN)?).map_err(TlsError::Config)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(Duration::from_secs(settings.idle_timeout.max(1)))
+    let idle = quinn::IdleTimeout::try_from(settings.idle_timeout)
         .map_err(|e| TlsError::Config(format!("[http3] idle_timeout: {e}")))?;
     transport
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(settings.max_bidi_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(settings.max_uni_streams))
         .max_idle_timeout(Some(idle))
-        .keep_alive_interval(
-            (settings.keep_alive > 0).then(|| Duration::from_secs(settings.keep_alive)),
-        )
+        .keep_alive_interval((!settings.keep_alive.is_zero()).then_some(settings.keep_alive))
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_BUFFER);
     server

@@ -70,7 +70,7 @@ impl Ice {
                 .filter(|_| turn_on)
                 .map(|s| s.as_bytes().to_vec()),
             rate: RateLimiter::new("ice-servers", ICE_PER_SEC, ICE_BURST),
-            ttl: settings.turn.credential_ttl.max(60),
+            ttl: settings.turn.credential_ttl.as_secs(),
             host: settings.turn.ice_host.clone(),
             udp: port("udp"),
             tcp: port("tcp"),

@@ -103,7 +103,7 @@ async fn publish(hub: &Hub, channel: &str, n: u32) {
 #[tokio::test]
 async fn poll_timeout_beyond_duration_range_is_capped_not_a_panic() {
     let mut settings = Settings::default();
-    settings.http.poll_timeout_secs = 1;
+    settings.http.poll_timeout = std::time::Duration::from_secs(1);
     let f = fixture(settings);
     let started = Instant::now();
     let r = get(&f.router, "/v1/poll?channel=news&timeout=1e300", &[]).await;

@@ -20,7 +20,7 @@ use metrics::{counter, gauge, Counter, Gauge};
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use switchboard_stun::is_binding_request;
 use switchboard_turn::auth::Credentials;
-use switchboard_turn::peer_filter::{Cidr, PeerFilter};
+use switchboard_turn::peer_filter::PeerFilter;
 use switchboard_turn::{
     Arrival, BindingService, Family, FiveTuple, Now, Output, Parity, PeerOutput, PortPicker,
     RelayBinding, RelayError, RelayProvider, RelayRequest, TurnConfig, TurnService, TurnStats,
@@ -103,9 +103,8 @@ fn credentials(t: &TurnSettings, revoked: &BTreeSet<String>) -> Arc<Credentials>
     for who in revoked {
         creds.revoke(who);
     }
-    // Settings::validate already rejected bad entries.
     for u in &t.users {
-        let _ = creds.add_user_entry(u);
+        creds.add_user(u);
     }
     for s in &t.secrets {
         let _ = creds.add_secret(s);
@@ -121,7 +120,6 @@ pub(crate) fn peer_filter(
     local: &[IpAddr],
 ) -> PeerFilter {
     let t = &settings.turn;
-    let parse = |v: &Vec<String>| v.iter().filter_map(|c| c.parse::<Cidr>().ok()).collect();
     let s = &settings.stun;
     let mut own: Vec<IpAddr> = s
         .udp
@@ -137,7 +135,7 @@ pub(crate) fn peer_filter(
     own.retain(|ip| !ip.is_unspecified());
     own.sort();
     own.dedup();
-    let mut filter = PeerFilter::new(parse(&t.allow_peers), parse(&t.deny_peers), own);
+    let mut filter = PeerFilter::new(t.allow_peers.clone(), t.deny_peers.clone(), own);
     filter.set_local(local.to_vec());
     filter
 }
@@ -177,7 +175,7 @@ impl Core {
         let local = read_interfaces().unwrap_or_default();
         let cfg = TurnConfig {
             software: settings.stun.software.clone(),
-            max_lifetime: t.max_lifetime.max(600),
+            max_lifetime: u32::try_from(t.max_lifetime.as_secs()).unwrap_or(u32::MAX),
             user_quota: t.user_quota,
             total_quota: t.total_quota,
             bandwidth: t.max_bps,
@@ -188,7 +186,7 @@ impl Core {
             ..TurnConfig::default()
         };
         log_alternates(t);
-        let (lo, hi) = t.port_range().unwrap_or((49152, 65535));
+        let (lo, hi) = (t.relay_ports.low, t.relay_ports.high);
         // The port draws get their own key, derived from the node secret.
         let port_seed: [u8; 32] = {
             use sha2::{Digest, Sha256};
@@ -763,7 +761,7 @@ mod tests {
         s.stun.tcp = Listen(vec!["[::]:3478".parse().unwrap()]);
         s.stun.tls = Listen(vec![]);
         s.turn.realm = "t".into();
-        s.turn.users = vec!["u:p".into()];
+        s.turn.users = vec!["u:p".parse().unwrap()];
         s.turn.relay_ip = Some("127.0.0.1".parse().unwrap());
         s
     }
@@ -782,7 +780,7 @@ mod tests {
     #[test]
     fn allow_peer_wins_over_interface_addresses_and_reload_keeps_them() {
         let mut s = wildcard();
-        s.turn.allow_peers = vec!["127.0.0.0/8".into()];
+        s.turn.allow_peers = vec!["127.0.0.0/8".parse().unwrap()];
         let core = Core::new(&s, [7; 32]);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(core.turn().peer_filter().check(lo), Ok(()));
@@ -842,7 +840,7 @@ mod tests {
     #[tokio::test]
     async fn relay_ports_are_random_within_the_range() {
         let mut s = wildcard();
-        s.turn.relay_ports = "40000-59999".into();
+        s.turn.relay_ports = "40000-59999".parse().unwrap();
         let core = Core::new(&s, [9; 32]);
         let mut b = Binder { core: &core };
         let ports: Vec<u16> = (0..16)
