@@ -157,23 +157,61 @@ impl ServeArgs {
             })
     }
 
-    /// Defaults < file < environment < flags.
+    /// Defaults < file < environment < flags; `SWITCHBOARD_*` variables that are not settings
+    /// are warned about (through the log once it is set up, else on stderr).
     fn settings(&self) -> anyhow::Result<Settings> {
+        let (settings, unknown) = self.load()?;
+        if !unknown.is_empty() {
+            let names = unknown.join(", ");
+            if tracing::dispatcher::has_been_set() {
+                tracing::warn!(variables = %names, "ignoring SWITCHBOARD_* environment variables that are not settings");
+            } else {
+                eprintln!(
+                    "switchboard: warning: ignoring environment variables that are not settings: {names}"
+                );
+            }
+        }
+        Ok(settings)
+    }
+
+    fn load(&self) -> anyhow::Result<(Settings, Vec<String>)> {
         let mut settings = match self.config_file() {
             Some(path) => Settings::from_file(&path)?,
             None => Settings::default(),
         };
-        settings.apply_env(std::env::vars())?;
+        let unknown = settings.apply_env(std::env::vars())?;
         for (key, values) in &self.overrides {
             settings.set(key, values, &format!("--{key}"))?;
         }
         settings.validate()?;
-        Ok(settings)
+        Ok((settings, unknown))
     }
 }
 
 /// The config file read when neither `--config` nor `SWITCHBOARD_CONFIG` names one.
 const SYSTEM_CONFIG: &str = "/etc/switchboard/switchboard.toml";
+
+/// The base URL of the pages: the first HTTP listener, else the first HTTPS one (a wildcard
+/// address shown as loopback, which it also answers on).
+fn web_base(listeners: &[switchboard_server::ListenerInfo]) -> Option<String> {
+    let pick = |protocol: &str| {
+        listeners
+            .iter()
+            .find(|l| l.protocol == protocol && l.transport == "tcp")
+    };
+    let (scheme, l) = match pick("http") {
+        Some(l) => ("http", l),
+        None => ("https", pick("https")?),
+    };
+    let mut addr = l.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(format!("{scheme}://{addr}"))
+}
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
@@ -191,8 +229,14 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+    let (settings, unknown) = args.load()?;
     init_logging(&settings)?;
+    if !unknown.is_empty() {
+        tracing::warn!(
+            variables = %unknown.join(", "),
+            "ignoring SWITCHBOARD_* environment variables that are not settings"
+        );
+    }
     // Handlers first: a signal that arrives once the listeners are printed (a supervisor or a
     // script may send it at once) must find them installed, not kill the process outright.
     use tokio::signal::unix::{signal, SignalKind};
@@ -214,19 +258,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(cluster) = server.cluster_summary() {
             writeln!(out, "{cluster}")?;
         }
-        match server.certs().source() {
-            switchboard_server::tls::CertSource::SelfSigned => writeln!(
-                out,
-                "tls   cert self-signed for localhost, sha256 {}",
-                server.certs().fingerprint()
-            )?,
-            switchboard_server::tls::CertSource::Files { cert, .. } => writeln!(
-                out,
-                "tls   cert {}, sha256 {}",
-                cert.display(),
-                server.certs().fingerprint()
-            )?,
+        let tls_on = server
+            .listeners()
+            .iter()
+            .any(|l| l.transport == "tls" || l.protocol == "https");
+        if tls_on {
+            match server.certs().source() {
+                switchboard_server::tls::CertSource::SelfSigned => writeln!(
+                    out,
+                    "tls   cert self-signed for localhost, sha256 {}",
+                    server.certs().fingerprint()
+                )?,
+                switchboard_server::tls::CertSource::Files { cert, .. } => writeln!(
+                    out,
+                    "tls   cert {}, sha256 {}",
+                    cert.display(),
+                    server.certs().fingerprint()
+                )?,
+            }
         }
+        if let Some(base) = web_base(server.listeners()) {
+            writeln!(
+                out,
+                "web   console {base}/  call {base}/call  ice-servers {base}/v1/ice-servers"
+            )?;
+        }
+        writeln!(out, "ready")?;
         out.flush()?;
     }
     tracing::info!(listeners = server.listeners().len(), "switchboard started");

@@ -56,7 +56,7 @@ pub enum ServerError {
     #[error("no randomness from the OS: {0}")]
     Random(String),
     /// A listener could not bind.
-    #[error("cannot listen on {protocol}/{transport} {addr}: {source}")]
+    #[error("cannot listen on {protocol}/{transport} {addr}")]
     Bind {
         /// Protocol.
         protocol: &'static str,

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{run, text, TestServer, BIN};
+use crate::common::{run, text, Server, TestServer, BIN};
 
 fn sb(args: &[&str]) -> std::process::Output {
     run(Command::new(BIN).args(args), Duration::from_secs(20))
@@ -158,11 +158,6 @@ fn bad_settings_stop_start_up_naming_the_key() {
         (vec!["serve", "--log-format", "xml"], vec![], "xml"),
         (
             vec!["serve"],
-            vec![("SWITCHBOARD_STUN_UPD", "127.0.0.1:1")],
-            "SWITCHBOARD_STUN_UPD",
-        ),
-        (
-            vec!["serve"],
             vec![("SWITCHBOARD_ALT_PORT", "99999")],
             "SWITCHBOARD_ALT_PORT",
         ),
@@ -224,7 +219,12 @@ fn serve_prints_listeners_and_stops_on_sigterm() {
         let a = server.addr(p, t);
         assert_ne!(a.port(), 0, "real port printed for {p} {t}");
     }
-    let cert = server.lines.last().unwrap();
+    assert_eq!(server.lines.last().map(String::as_str), Some("ready"));
+    let cert = server
+        .lines
+        .iter()
+        .find(|l| l.starts_with("tls"))
+        .expect("a tls line with a TLS listener on");
     assert!(
         cert.contains("self-signed") && cert.contains("sha256"),
         "{cert}"
@@ -239,8 +239,10 @@ fn serve_prints_listeners_and_stops_on_sigterm() {
 #[test]
 fn off_disables_listeners() {
     let server = TestServer::new().stun_udp().start();
+    // No TLS listener: no certificate line; no HTTP listener: no pages line.
     assert_eq!(server.lines.len(), 2, "{:?}", server.lines);
     assert!(server.lines[0].starts_with("stun  udp"));
+    assert_eq!(server.lines[1], "ready");
 }
 
 #[test]
@@ -334,4 +336,121 @@ fn config_show_redacts_secrets() {
             "{secret} not revealed: {revealed}"
         );
     }
+}
+
+#[test]
+fn unknown_environment_variables_are_warnings() {
+    // What Kubernetes injects for a Service named switchboard, and a typo.
+    let out = run(
+        Command::new(BIN)
+            .args(["config", "show"])
+            .env("SWITCHBOARD_PORT", "tcp://10.0.0.1:8080")
+            .env("SWITCHBOARD_SERVICE_HOST", "10.0.0.1")
+            .env("SWITCHBOARD_STUN_UPD", "127.0.0.1:1")
+            .env("SWITCHBOARD_SOFTWARE", "from-env"),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "SWITCHBOARD_PORT",
+        "SWITCHBOARD_SERVICE_HOST",
+        "SWITCHBOARD_STUN_UPD",
+    ] {
+        assert!(
+            stderr.contains(name),
+            "warning does not name {name}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("warning"), "{stderr}");
+    assert!(!stderr.contains("SWITCHBOARD_SOFTWARE"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"from-env\""));
+    // serve starts with them too, and says so in its log.
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--stun-udp",
+        "127.0.0.1:0",
+        "--stun-tcp",
+        "off",
+        "--stun-tls",
+        "off",
+        "--http",
+        "off",
+        "--https",
+        "off",
+    ])
+    .env("SWITCHBOARD_PORT", "tcp://10.0.0.1:8080");
+    let server = Server::start_command(cmd);
+    assert_ne!(server.addr("stun", "udp").port(), 0);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn error_messages_say_it_once_and_keep_the_toml_snippet() {
+    // An OS error once, not twice.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = sb(&[
+        "serve",
+        "--stun-udp",
+        "off",
+        "--stun-tcp",
+        "off",
+        "--stun-tls",
+        "off",
+        "--https",
+        "off",
+        "--http",
+        &addr,
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert_eq!(t.matches("in use").count(), 1, "{t}");
+    assert!(t.contains(&addr), "{t}");
+    let out = sb(&["serve", "--config", "/nonexistent/sb.toml"]);
+    let t = text(&out);
+    assert_eq!(t.matches("No such file").count(), 1, "{t}");
+    // The TOML parser's snippet (line, caret) is kept, over several lines.
+    let dir = std::env::temp_dir().join(format!("sb-msg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("broken.toml");
+    std::fs::write(&file, "[stun]\nudp = [\"127.0.0.1:1\"\n").unwrap();
+    let out = sb(&["config", "show", "--config", file.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.lines().count() >= 3 && t.contains('^'), "{t}");
+    std::fs::remove_dir_all(&dir).ok();
+    // A port out of range says so; the value is quoted once.
+    for (flag, value) in [("--alt-port", "99999"), ("--stun-udp", "127.0.0.1:99999")] {
+        let out = sb(&["config", "show", flag, value]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(t.contains("out of range") && t.contains(flag), "{t}");
+        assert_eq!(t.matches("99999").count(), 1, "{t}");
+    }
+    let out = sb(&["serve", "--log-level", "=bad=", "--stun-udp", "off"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("--log-level"), "{t}");
+}
+
+#[test]
+fn listen_addresses_as_operators_write_them() {
+    let out = sb(&[
+        "config",
+        "show",
+        "--http",
+        "localhost:8081",
+        "--stun-udp",
+        ":3479",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("\"127.0.0.1:8081\"") && t.contains("\"0.0.0.0:3479\""),
+        "{t}"
+    );
+    let out = sb(&["config", "show", "--http", "example.com:80"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

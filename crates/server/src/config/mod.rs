@@ -586,24 +586,28 @@ impl Settings {
             })
     }
 
-    /// Applies `SWITCHBOARD_*` variables. Lists are comma-separated. Any other `SWITCHBOARD_`
-    /// variable is an error, so a typo cannot silently do nothing.
+    /// Applies `SWITCHBOARD_*` variables (lists comma-separated) and returns the names of the
+    /// `SWITCHBOARD_*` variables that are not settings, for the caller to warn about: an
+    /// orchestrator may set some of its own (Kubernetes adds `SWITCHBOARD_PORT`,
+    /// `SWITCHBOARD_SERVICE_HOST`, ... for a Service named switchboard), so they cannot be
+    /// errors, but a typo must not pass silently either.
     pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
         &mut self,
         vars: I,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<Vec<String>, ConfigError> {
         let mut vars: Vec<(String, String)> = vars
             .into_iter()
             .filter(|(k, _)| k.starts_with("SWITCHBOARD_") && !ENV_NON_KEYS.contains(&k.as_str()))
             .collect();
         vars.sort();
+        let mut unknown = Vec::new();
         for (name, value) in vars {
-            let Some(spec) = table().iter().find(|s| s.cli && s.env() == name) else {
-                return Err(ConfigError::UnknownKey { origin: name });
-            };
-            self.set(spec.name, &[value], &name)?;
+            match table().iter().find(|s| s.cli && s.env() == name) {
+                Some(spec) => self.set(spec.name, &[value], &name)?,
+                None => unknown.push(name),
+            }
         }
-        Ok(())
+        Ok(unknown)
     }
 
     /// Checks settings that depend on each other.

@@ -204,10 +204,20 @@ fn unknown_keys_are_named() {
     assert!(e.contains("upd"), "{e}");
     let e = Settings::from_toml("colour = 1\n").unwrap_err();
     assert!(e.contains("colour"), "{e}");
-    let e = Settings::default()
-        .apply_env([("SWITCHBOARD_STUN_UPD".to_string(), "x".to_string())])
-        .unwrap_err();
-    assert!(e.to_string().contains("SWITCHBOARD_STUN_UPD"), "{e}");
+    // Unknown variables are returned (to be warned about), not applied and not fatal.
+    let mut st = Settings::default();
+    let unknown = st
+        .apply_env([
+            ("SWITCHBOARD_STUN_UPD".to_string(), "x".to_string()),
+            (
+                "SWITCHBOARD_PORT".to_string(),
+                "tcp://10.0.0.1:80".to_string(),
+            ),
+            ("SWITCHBOARD_SOFTWARE".to_string(), "env".to_string()),
+        ])
+        .unwrap();
+    assert_eq!(unknown, ["SWITCHBOARD_PORT", "SWITCHBOARD_STUN_UPD"]);
+    assert_eq!(st.stun.software, "env");
 }
 
 #[test]

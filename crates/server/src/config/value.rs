@@ -25,7 +25,7 @@ pub(crate) trait Field: Sized {
 fn one<'a>(values: &'a [String], spec: &Spec) -> Result<&'a str, String> {
     match values {
         [v] => Ok(v.trim()),
-        [] => Err(format!("expected {}", spec.expects)),
+        [] => Err(format!("expected {}, got nothing", spec.expects)),
         _ => Err(format!(
             "expected one value ({}), got {}",
             spec.expects,
@@ -55,15 +55,20 @@ fn bounded(n: u64, spec: &Spec) -> Result<u64, String> {
 
 fn number(values: &[String], spec: &Spec, max: u64) -> Result<u64, String> {
     let v = one(values, spec)?;
+    let (lo, hi) = match spec.range {
+        Some((lo, hi)) => (lo, hi.min(max)),
+        None => (0, max),
+    };
+    let out_of_range = || format!("{v} is out of range {lo}-{hi}");
     let n: u64 = v.parse().map_err(|_| {
         if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-            format!("{v} is out of range 0-{max}")
+            out_of_range()
         } else {
-            format!("expected {}", spec.expects)
+            format!("expected {}, got {v:?}", spec.expects)
         }
     })?;
     if n > max {
-        return Err(format!("{n} is out of range 0-{max}"));
+        return Err(out_of_range());
     }
     bounded(n, spec)
 }
@@ -130,7 +135,7 @@ impl Field for PathBuf {
     fn parse(values: &[String], spec: &Spec) -> Result<Self, String> {
         let v = one(values, spec)?;
         if v.is_empty() {
-            return Err(format!("expected {}", spec.expects));
+            return Err(format!("expected {}, got an empty value", spec.expects));
         }
         Ok(PathBuf::from(v))
     }
@@ -291,7 +296,7 @@ fn listen_addr(v: &str) -> Result<Vec<SocketAddr>, String> {
     let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = match port.parse::<u32>() {
         Ok(p) if p <= 65535 => p as u16,
-        Ok(p) => return Err(format!("port {p} is out of range 0-65535 in {v:?}")),
+        Ok(_) => return Err(format!("port out of range 0-65535 in {v:?}")),
         Err(_) => return Err(bad()),
     };
     match host {

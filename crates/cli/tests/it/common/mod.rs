@@ -183,7 +183,7 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    let done = line.starts_with("tls   cert");
+                    let done = line == "ready";
                     server.lines.push(line);
                     if done {
                         return server;
