@@ -454,3 +454,19 @@ fn listen_addresses_as_operators_write_them() {
     let out = sb(&["config", "show", "--http", "example.com:80"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn a_second_server_on_the_same_udp_port_fails_to_start() {
+    // The per-core sockets share the port with SO_REUSEPORT; another process must not join
+    // their group and split the clients (TURN allocations would break without an error).
+    let first = TestServer::new().stun_udp().start();
+    let addr = first.addr("stun", "udp").to_string();
+    let second = TestServer::new().listen("--stun-udp", &addr).argv();
+    let mut args = vec!["serve"];
+    args.extend(second.iter().map(String::as_str));
+    let out = sb(&args);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("in use") && t.contains(&addr), "{t}");
+    assert!(first.stop().success());
+}

@@ -133,6 +133,16 @@ pub(crate) fn bind_udp(
     Ok(sock.into())
 }
 
+/// Checks that no socket — of this process or another — holds UDP `addr`, and returns it with
+/// the port the kernel would give (for port 0). SO_REUSEPORT lets any socket of the same user
+/// join a group, so a second server on the same port would silently split the clients with
+/// the first (fatal for TURN allocations): a plain bind without SO_REUSEPORT conflicts with
+/// every existing socket, and is dropped just before the worker group binds.
+pub(crate) fn claim_udp(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = bind_udp(addr, false, 0)?;
+    probe.local_addr()
+}
+
 /// Binds the TCP listener and the UDP socket of one HTTPS address on the same port. With port
 /// 0 the TCP port is picked first and UDP takes the same number (retried if it is taken).
 pub(crate) fn bind_pair(addr: SocketAddr) -> std::io::Result<(TcpListener, std::net::UdpSocket)> {

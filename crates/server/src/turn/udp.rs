@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::core::Core;
-use crate::net::{bind_udp, make_sock, Sock};
+use crate::net::{bind_udp, claim_udp, make_sock, Sock};
 use crate::stats::StunStats;
 
 /// Receive slots per batch.
@@ -51,6 +51,12 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     bind_udp(addr, true, 4 << 20)
 }
 
+/// The first socket on `addr`: the address must be free (see [`claim_udp`]), so the workers'
+/// SO_REUSEPORT group is only ever this process's own sockets.
+fn bind_first(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind(claim_udp(addr)?)
+}
+
 /// Binds `workers` groups for one primary address and returns the addresses of group 0.
 /// `alt` is the alternate (IP, port) when RFC 5780 is on.
 ///
@@ -71,7 +77,7 @@ pub(crate) fn spawn(
     for w in 0..workers.max(1) {
         let mut socks = Vec::new();
         if w == 0 {
-            let first = bind(primary)?;
+            let first = bind_first(primary)?;
             addrs[0] = first.local_addr()?;
             socks.push(first);
             if let Some((alt_ip, alt_port)) = alt {
@@ -80,7 +86,7 @@ pub(crate) fn spawn(
                 addrs.push(SocketAddr::new(alt_ip, p.port()));
                 addrs.push(SocketAddr::new(alt_ip, alt_port));
                 for a in &addrs[1..] {
-                    socks.push(bind(*a)?);
+                    socks.push(bind_first(*a)?);
                 }
             }
         } else {
