@@ -470,3 +470,41 @@ fn a_second_server_on_the_same_udp_port_fails_to_start() {
     assert!(t.contains("in use") && t.contains(&addr), "{t}");
     assert!(first.stop().success());
 }
+
+#[test]
+fn cargo_run_from_the_root_has_one_binary_to_run() {
+    // The README's first command, `cargo run --release -- serve`, needs exactly one binary
+    // among the workspace's default members (cargo refuses to guess otherwise).
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(
+        Command::new(cargo)
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+            ])
+            .current_dir(root),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let defaults: Vec<&str> = meta["workspace_default_members"]
+        .as_array()
+        .expect("cargo reports the default members")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let bins: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| defaults.contains(&p["id"].as_str().unwrap_or("")))
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(bins, ["switchboard"]);
+}
