@@ -12,12 +12,23 @@ use switchboard_server::Server;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod credentials;
 mod nat_check;
+
+/// `0.1.0 (commit abcdef012345, built 2026-12-06)`.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SWITCHBOARD_COMMIT"),
+    ", built ",
+    env!("SWITCHBOARD_BUILD_DATE"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "switchboard",
-    version,
+    version = LONG_VERSION,
     about = "STUN/TURN, real-time hub and WebRTC signaling in one binary"
 )]
 struct Cli {
@@ -36,7 +47,22 @@ enum Command {
     Config(ConfigCommand),
     /// Classify the NAT in front of this host (RFC 5780: mapping, filtering, hairpinning).
     NatCheck(nat_check::NatCheckArgs),
-    /// Print the version.
+    /// Mint a hub connection token (JWT) with the configured key or a private key file.
+    Token(credentials::TokenArgs),
+    /// Mint a TURN REST credential (username EXPIRY:USER and its password) from a shared secret.
+    TurnCredential(credentials::TurnCredentialArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into DIR.
+    Man {
+        /// Write switchboard.1 and switchboard-COMMAND.1 here instead of printing switchboard.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the version, the commit and the build date.
     Version,
 }
 
@@ -188,20 +214,48 @@ impl ServeArgs {
     }
 }
 
-/// The config file read when neither `--config` nor `SWITCHBOARD_CONFIG` names one.
-const SYSTEM_CONFIG: &str = "/etc/switchboard/switchboard.toml";
+/// The man pages: `switchboard.1`, and `switchboard-COMMAND.1` for every command when `dir` is
+/// given (written there).
+fn man(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock())?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, cmd: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        std::fs::write(&path, out)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("{}", path.display());
+        Ok(())
+    };
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("switchboard-{}", sub.get_name());
+        write(&name, sub.clone().name(name.clone()))?;
+    }
+    write("switchboard", cmd)
+}
 
-/// The base URL of the pages: the first HTTP listener, else the first HTTPS one (a wildcard
-/// address shown as loopback, which it also answers on).
-fn web_base(listeners: &[switchboard_server::ListenerInfo]) -> Option<String> {
-    let pick = |protocol: &str| {
+/// The config file read when neither `--config` nor `SWITCHBOARD_CONFIG` names one.
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/switchboard/switchboard.toml";
+
+/// The base URL of the pages on the first TCP listener of the first of `protocols` that has
+/// one (`admin` is plain HTTP; a wildcard address shown as loopback, which it also answers on).
+fn web_base(listeners: &[switchboard_server::ListenerInfo], protocols: &[&str]) -> Option<String> {
+    let l = protocols.iter().find_map(|p| {
         listeners
             .iter()
-            .find(|l| l.protocol == protocol && l.transport == "tcp")
-    };
-    let (scheme, l) = match pick("http") {
-        Some(l) => ("http", l),
-        None => ("https", pick("https")?),
+            .find(|l| l.protocol == *p && l.transport == "tcp")
+    })?;
+    let scheme = if l.protocol == "https" {
+        "https"
+    } else {
+        "http"
     };
     let mut addr = l.addr;
     if addr.ip().is_unspecified() {
@@ -277,11 +331,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )?,
             }
         }
-        if let Some(base) = web_base(server.listeners()) {
+        let admin = web_base(server.listeners(), &["admin"]);
+        if let Some(base) = web_base(server.listeners(), &["http", "https"]) {
+            // The console lives on the admin listener when there is one.
+            let console = admin.as_deref().unwrap_or(&base);
             writeln!(
                 out,
-                "web   console {base}/  call {base}/call  ice-servers {base}/v1/ice-servers"
+                "web   console {console}/  call {base}/call  ice-servers {base}/v1/ice-servers"
             )?;
+        } else if let Some(admin) = admin {
+            writeln!(out, "web   console {admin}/")?;
         }
         writeln!(out, "ready")?;
         out.flush()?;
@@ -309,9 +368,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::NatCheck(args) => return nat_check::run(args),
         Command::Version => {
-            println!("switchboard {}", env!("CARGO_PKG_VERSION"));
+            println!("switchboard {LONG_VERSION}");
             Ok(())
         }
+        Command::Token(args) => credentials::token(args),
+        Command::TurnCredential(args) => credentials::turn_credential(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "switchboard", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => man(dir),
         Command::Config(ConfigCommand::Default) => {
             print!("{}", default_toml());
             Ok(())
@@ -332,6 +400,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`switchboard man | head`) is not an error worth a message.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("switchboard: error: {e:#}");
             ExitCode::from(2)

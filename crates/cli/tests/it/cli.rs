@@ -1,4 +1,4 @@
-//! The command line: version, config default/show, settings precedence and errors, serve/stop.
+//! The command line: config default/show, settings precedence and errors, serve/stop.
 
 use std::process::Command;
 use std::time::Duration;
@@ -7,16 +7,6 @@ use crate::common::{run, text, Server, TestServer, BIN};
 
 fn sb(args: &[&str]) -> std::process::Output {
     run(Command::new(BIN).args(args), Duration::from_secs(20))
-}
-
-#[test]
-fn version_prints_the_version() {
-    let out = sb(&["version"]);
-    assert!(out.status.success());
-    assert_eq!(
-        text(&out).trim(),
-        format!("switchboard {}", env!("CARGO_PKG_VERSION"))
-    );
 }
 
 #[test]

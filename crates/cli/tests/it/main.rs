@@ -20,6 +20,7 @@ mod hub_peers;
 mod hub_write_delay;
 mod ice_servers;
 mod nat_lab;
+mod ops;
 mod stun_peers;
 mod stun_robustness;
 mod tls_reload;

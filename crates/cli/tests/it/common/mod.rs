@@ -16,7 +16,12 @@ pub struct Server {
     pub child: Child,
     /// Lines printed on stdout at start-up (one per listener, then the certificate line).
     pub lines: Vec<String>,
+    /// What it logged on stderr so far (the first [`LOG_KEEP`] bytes).
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
+
+/// Bytes of a server's stderr kept for [`Server::logs`] (the rest is read and dropped).
+pub const LOG_KEEP: usize = 8 << 20;
 
 /// A `switchboard serve` to start, every listener off unless asked for (each asked one on an
 /// ephemeral loopback port): the one place the tests spell out a server's flags.
@@ -157,12 +162,21 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn switchboard");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        // Keep stderr drained so logging never blocks the server.
+        // Keep stderr drained so logging never blocks the server; keep the start for logs().
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut sink);
-            if std::env::var_os("SB_TEST_LOGS").is_some() {
-                eprintln!("{sink}");
+            let echo = std::env::var_os("SB_TEST_LOGS").is_some();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("{line}");
+                }
+                let mut k = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if k.len() + line.len() < LOG_KEEP {
+                    k.push_str(&line);
+                    k.push('\n');
+                }
             }
         });
         let (tx, rx) = mpsc::channel();
@@ -177,6 +191,7 @@ impl Server {
         let mut server = Server {
             child,
             lines: Vec::new(),
+            logs,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -211,6 +226,11 @@ impl Server {
                     .flatten()
             })
             .unwrap_or_else(|| panic!("no {protocol} {transport} listener in {:?}", self.lines))
+    }
+
+    /// What the server logged on stderr so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Sends SIGTERM and waits for a clean exit.
