@@ -126,6 +126,10 @@ fn bind_err(
 const HTTP_NOTE: &str =
     "HTTP/1.1, h2c: /healthz /metrics /v1/ws /v1/sse /v1/poll /v1/publish /v1/api, gRPC";
 const HTTPS_NOTE: &str = "TLS, ALPN h2 http/1.1: same endpoints";
+const ADMIN_NOTE: &str = "HTTP: /metrics /healthz, console, server API";
+
+/// Open connections of the admin listeners together.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 const ROLE_NOTES: [&str; 4] = [
     "",
@@ -323,7 +327,19 @@ impl Server {
                 note: "HTTP/3",
             });
         }
-        if !http_listeners.is_empty() {
+        let mut admin_listeners = Vec::new();
+        for &addr in &settings.http.admin.0 {
+            let l = net::bind_tcp(addr).map_err(bind_err("admin", "tcp", addr))?;
+            let bound = l.local_addr().map_err(bind_err("admin", "tcp", addr))?;
+            listeners.push(ListenerInfo {
+                protocol: "admin",
+                transport: "tcp",
+                addr: bound,
+                note: ADMIN_NOTE,
+            });
+            admin_listeners.push((l, bound));
+        }
+        if !http_listeners.is_empty() || !admin_listeners.is_empty() {
             let ice = hub::ice::Ice::new(settings, core.clone(), &listeners);
             let ctx = hub::HubCtx::new(hub.clone(), settings, rx.clone());
             let router = http::router(
@@ -339,6 +355,11 @@ impl Server {
                 },
                 hub::routes(ctx.clone(), Some(ice)),
                 http::Origins::new(&settings.http.allowed_origins),
+                http::Gate {
+                    public_admin: settings.http.public_admin,
+                    api_admin_only: settings.http.api_admin_only,
+                },
+                settings.access_log,
             );
             let h = &settings.http;
             let options = http::ConnOptions {
@@ -353,7 +374,26 @@ impl Server {
                     bytes_per_sec: h.body_min_rate,
                     grace: h.body_grace,
                 }),
+                admin: false,
             };
+            // The admin listener has caps of its own: a flood of the public listeners cannot
+            // lock the operator out.
+            let admin_options = http::ConnOptions {
+                limiter: net::limits::ConnLimiter::new("admin", ADMIN_MAX_CONNECTIONS, 0),
+                admin: true,
+                ..options.clone()
+            };
+            for (l, addr) in admin_listeners {
+                http::spawn(
+                    l,
+                    addr,
+                    None,
+                    router.clone(),
+                    admin_options.clone(),
+                    &rx,
+                    &mut tasks,
+                );
+            }
             let https_acceptor = certs.acceptor(http::HTTPS_ALPN, "https")?;
             for (protocol, l, addr) in http_listeners {
                 let tls = (protocol == "https").then(|| https_acceptor.clone());

@@ -82,6 +82,23 @@ pub struct Allocation {
     permissions: Vec<(IpAddr, Instant)>,
     channels: Vec<Channel>,
     pub(crate) bucket: Bucket,
+    /// When the Allocate succeeded.
+    pub created: Instant,
+    /// What it relayed so far.
+    pub traffic: Traffic,
+}
+
+/// What one allocation relayed (payload bytes, without STUN or ChannelData framing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets sent to peers.
+    pub packets_to_peer: u64,
+    /// Payload bytes sent to peers.
+    pub bytes_to_peer: u64,
+    /// Packets sent to the client.
+    pub packets_to_client: u64,
+    /// Payload bytes sent to the client.
+    pub bytes_to_client: u64,
 }
 
 /// Why a ChannelBind was refused (400 in RFC 8656 §12.2).
@@ -123,6 +140,8 @@ impl Allocation {
             permissions: Vec::new(),
             channels: Vec::new(),
             bucket: Bucket::new(bandwidth, now),
+            created: now,
+            traffic: Traffic::default(),
         }
     }
 

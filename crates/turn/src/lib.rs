@@ -46,11 +46,13 @@ mod ports;
 mod seam;
 mod service;
 
-pub use allocation::Allocation;
+pub use allocation::{Allocation, Traffic};
 pub use binding::BindingService;
 pub use ports::{Parity, PortPicker, RANDOM_TRIES};
 pub use seam::{
     Arrival, DropReason, Family, FiveTuple, Now, Output, PeerDrop, PeerOutput, RelayBinding,
     RelayError, RelayProvider, RelayRequest, Transport, Via, MAX_REPLY, PEER_OVERHEAD,
 };
-pub use service::{TurnConfig, TurnService, TurnStats, ERROR_CODES};
+pub use service::{
+    AllocationEnded, EndReason, TurnConfig, TurnService, TurnStats, ERROR_CODES, MAX_ENDED_RECORDS,
+};

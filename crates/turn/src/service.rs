@@ -1,7 +1,7 @@
 //! The TURN server state machine (RFC 8656): everything a listener's input can do, with no
 //! sockets and no clock. Relay sockets are asked for through [`RelayProvider`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use switchboard_stun::{
     attr, ChannelData, Class, Message, MessageBuilder, Method, PacketKind, TransactionId,
 };
 
-use crate::allocation::{Allocation, BindError};
+use crate::allocation::{Allocation, BindError, Traffic};
 use crate::auth::{offered_algorithms, Credentials, Integrity, NonceIssuer, Reject, Verified};
 use crate::binding::BindingService;
 use crate::peer_filter::{PeerFilter, Refusal};
@@ -88,6 +88,8 @@ pub struct TurnStats {
     pub allocations_created: u64,
     /// Allocations ended (deleted, expired).
     pub allocations_ended: u64,
+    /// Ended-allocation records dropped because nobody took them ([`MAX_ENDED_RECORDS`]).
+    pub ended_records_dropped: u64,
     /// Permissions created or refreshed.
     pub permissions: u64,
     /// Channel binds created or refreshed.
@@ -210,6 +212,51 @@ pub struct TurnService {
     /// Round-robin positions in the alternate servers: IPv4, IPv6.
     alternate_next: [usize; 2],
     stats: TurnStats,
+    /// Allocations ended since the last [`TurnService::take_ended`].
+    ended: VecDeque<AllocationEnded>,
+}
+
+/// At most this many ended allocations wait for [`TurnService::take_ended`]; older ones are
+/// dropped (and counted in [`TurnStats::ended_records_dropped`]).
+pub const MAX_ENDED_RECORDS: usize = 65_536;
+
+/// Why an allocation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its lifetime ran out without a Refresh.
+    Expired,
+    /// The client deleted it (Refresh with LIFETIME 0).
+    Deleted,
+    /// Its TCP/TLS connection closed.
+    ConnectionClosed,
+}
+
+impl EndReason {
+    /// `expired`, `deleted` or `connection_closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Deleted => "deleted",
+            EndReason::ConnectionClosed => "connection_closed",
+        }
+    }
+}
+
+/// An allocation that ended: for the I/O side's access log and event hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocationEnded {
+    /// The client's 5-tuple.
+    pub five: FiveTuple,
+    /// The relay address it held.
+    pub relay: SocketAddr,
+    /// The USERNAME that allocated it.
+    pub username: String,
+    /// Why it ended.
+    pub reason: EndReason,
+    /// How long it lived.
+    pub duration: Duration,
+    /// What it relayed.
+    pub traffic: Traffic,
 }
 
 impl std::fmt::Debug for TurnService {
@@ -240,6 +287,7 @@ impl TurnService {
             token_seed,
             token_counter: 0,
             alternate_next: [0; 2],
+            ended: VecDeque::new(),
             stats: TurnStats::default(),
         }
     }
@@ -379,6 +427,8 @@ impl TurnService {
         }
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += cd.data.len() as u64;
+        alloc.traffic.packets_to_peer += 1;
+        alloc.traffic.bytes_to_peer += cd.data.len() as u64;
         Output::Relay {
             relay: alloc.relay,
             peer,
@@ -411,6 +461,8 @@ impl TurnService {
         }
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += data.len() as u64;
+        alloc.traffic.packets_to_peer += 1;
+        alloc.traffic.bytes_to_peer += data.len() as u64;
         Output::Relay {
             relay: alloc.relay,
             peer,
@@ -457,6 +509,8 @@ impl TurnService {
             Some(len) => {
                 self.stats.packets_to_client += 1;
                 self.stats.bytes_to_client += payload.len() as u64;
+                alloc.traffic.packets_to_client += 1;
+                alloc.traffic.bytes_to_client += payload.len() as u64;
                 PeerOutput::ToClient { five, len }
             }
             None => PeerOutput::Drop(PeerDrop::OutputTooSmall),
@@ -473,7 +527,7 @@ impl TurnService {
             .map(|(f, _)| *f)
             .collect();
         for five in expired {
-            self.remove(&five, relays);
+            self.remove(&five, relays, now, EndReason::Expired);
         }
         let stale: Vec<[u8; 8]> = self
             .reservations
@@ -489,16 +543,44 @@ impl TurnService {
     }
 
     /// Ends every allocation of a client connection that closed (TCP/TLS).
-    pub fn connection_closed(&mut self, five: &FiveTuple, relays: &mut dyn RelayProvider) {
-        self.remove(five, relays);
+    pub fn connection_closed(
+        &mut self,
+        five: &FiveTuple,
+        relays: &mut dyn RelayProvider,
+        now: Now,
+    ) {
+        self.remove(five, relays, now, EndReason::ConnectionClosed);
     }
 
-    fn remove(&mut self, five: &FiveTuple, relays: &mut dyn RelayProvider) {
+    /// The allocations that ended since the last call, oldest first.
+    pub fn take_ended(&mut self) -> Vec<AllocationEnded> {
+        self.ended.drain(..).collect()
+    }
+
+    fn remove(
+        &mut self,
+        five: &FiveTuple,
+        relays: &mut dyn RelayProvider,
+        now: Now,
+        reason: EndReason,
+    ) {
         if let Some(a) = self.allocs.remove(five) {
             self.by_relay.remove(&a.relay);
             self.uncount(&a.user);
             relays.release(a.relay);
             self.stats.allocations_ended += 1;
+            if self.ended.len() >= MAX_ENDED_RECORDS {
+                self.ended.pop_front();
+                self.stats.ended_records_dropped += 1;
+            }
+            self.ended.push_back(AllocationEnded {
+                five: a.five,
+                relay: a.relay,
+                username: a.username,
+                reason,
+                duration: now.mono.saturating_duration_since(a.created),
+                traffic: a.traffic,
+            });
         }
     }
 
@@ -956,7 +1038,7 @@ impl TurnService {
             }
         }
         if lifetime == 0 {
-            self.remove(five, relays);
+            self.remove(five, relays, now, EndReason::Deleted);
         } else {
             alloc.expires = now.mono + Duration::from_secs(lifetime.into());
         }

@@ -1846,7 +1846,7 @@ fn connection_closed_releases() {
     let mut h = Harness::default();
     let mut c = Client::alice(at(CLIENT, Transport::Tcp));
     let relay = h.allocate(&mut c);
-    h.svc.connection_closed(&five(&c.at), &mut h.relays);
+    h.svc.connection_closed(&five(&c.at), &mut h.relays, h.now);
     assert_eq!(h.svc.allocation_count(), 0);
     assert_eq!(h.relays.released, vec![relay]);
 }
@@ -3177,4 +3177,54 @@ fn relay_ports_even_and_even_pairs() {
             .map(|x| x.0),
         Some(65535)
     );
+}
+
+#[test]
+fn ended_allocations_are_reported_with_their_reason_lifetime_and_traffic() {
+    use switchboard_turn::EndReason;
+    let mut h = Harness::default();
+    // Deleted by the client after relaying both ways.
+    let mut c = Client::alice(udp(CLIENT));
+    let relay = h.allocate(&mut c);
+    h.permit(&mut c, PEER);
+    h.advance(7);
+    assert!(matches!(h.send(&c, PEER, b"hello"), Out::Relay { .. }));
+    assert!(h.peer(relay, addr(PEER), b"hi!").is_ok());
+    assert!(h.svc.take_ended().is_empty(), "nothing ended yet");
+    h.refresh(&mut c, Some(0)).success();
+    let ended = h.svc.take_ended();
+    assert_eq!(ended.len(), 1);
+    let e = &ended[0];
+    assert_eq!(e.reason, EndReason::Deleted);
+    assert_eq!(e.relay, relay);
+    assert_eq!(e.username, "alice");
+    assert_eq!(e.five, five(&c.at));
+    assert_eq!(e.duration, Duration::from_secs(7));
+    assert_eq!((e.traffic.packets_to_peer, e.traffic.bytes_to_peer), (1, 5));
+    assert_eq!(
+        (e.traffic.packets_to_client, e.traffic.bytes_to_client),
+        (1, 3)
+    );
+    assert!(h.svc.take_ended().is_empty(), "taken once");
+
+    // Expired: its lifetime (the default 600 s) ran out.
+    let mut c = Client::alice(udp(CLIENT));
+    h.allocate(&mut c);
+    h.advance(600);
+    h.expire();
+    let ended = h.svc.take_ended();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].reason, EndReason::Expired);
+    assert_eq!(ended[0].duration, Duration::from_secs(600));
+    assert_eq!(ended[0].traffic, Default::default());
+
+    // Its TCP connection closed.
+    let mut c = Client::alice(at(CLIENT, Transport::Tcp));
+    h.allocate(&mut c);
+    h.advance(3);
+    h.svc.connection_closed(&five(&c.at), &mut h.relays, h.now);
+    let ended = h.svc.take_ended();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].reason, EndReason::ConnectionClosed);
+    assert_eq!(ended[0].duration, Duration::from_secs(3));
 }

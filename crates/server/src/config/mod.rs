@@ -67,6 +67,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `switchboard=debug,info`.
     pub log_level: String,
+    /// Access log lines (HTTP requests, ended TURN allocations).
+    pub access_log: bool,
     /// STUN/TURN listeners.
     pub stun: StunSettings,
     /// Certificates for every TLS listener.
@@ -118,6 +120,7 @@ impl Default for Settings {
         let mut s = Settings {
             log_format: LogFormat::Pretty,
             log_level: String::new(),
+            access_log: true,
             stun: StunSettings::default(),
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
@@ -211,6 +214,12 @@ pub struct HttpSettings {
     pub body_grace: Duration,
     /// Origins whose pages may use the hub endpoints (`*`: every origin).
     pub allowed_origins: Vec<String>,
+    /// Admin listen addresses (plain HTTP): metrics, health, the console, the server API.
+    pub admin: Listen,
+    /// Serve `/metrics` and the console on non-loopback connections of the main listeners too.
+    pub public_admin: bool,
+    /// The server API only on the admin listener.
+    pub api_admin_only: bool,
 }
 
 /// TURN settings. TURN is on once a realm and at least one user or secret are configured.
@@ -635,6 +644,11 @@ impl Settings {
                      https://app.example.com) or *"
                 )));
             }
+        }
+        if h.api_admin_only && h.admin.is_off() {
+            return Err(ConfigError::Invalid(
+                "--api-admin-only needs an admin listener (--admin ADDR)".into(),
+            ));
         }
         if h.idle_timeout <= h.ping_interval {
             return Err(ConfigError::Invalid(format!(

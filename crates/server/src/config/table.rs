@@ -381,6 +381,18 @@ fn build() -> Vec<Spec> {
         )
         .default("info")
         .expects("a log filter"),
+        s(
+            "access-log",
+            "access_log",
+            Logging,
+            "BOOL",
+            "One structured line per HTTP request and per ended TURN allocation (target \
+             switchboard::access, at info level).",
+            at!(access_log),
+        )
+        .default("true")
+        .bare("true")
+        .expects("true or false"),
         // STUN listeners and behaviour
         s(
             "stun-udp",
@@ -534,6 +546,17 @@ fn build() -> Vec<Spec> {
         .list()
         .default("127.0.0.1:8443"),
         s(
+            "admin",
+            "http.admin",
+            Listeners,
+            "ADDR",
+            "Admin listener (plain HTTP): /metrics, /healthz, the console, and the server API; \
+             off disables. Keep it on loopback or a private network.",
+            at!(http.admin),
+        )
+        .list()
+        .default("off"),
+        s(
             "api-key",
             "http.api_keys",
             Http,
@@ -667,6 +690,30 @@ fn build() -> Vec<Spec> {
             at!(http.allowed_origins),
         )
         .list(),
+        s(
+            "public-admin",
+            "http.public_admin",
+            Http,
+            "BOOL",
+            "Also serve /metrics and the console on --http/--https connections to an address that \
+             is not loopback (they are always served on loopback and on --admin).",
+            at!(http.public_admin),
+        )
+        .default("false")
+        .bare("true")
+        .expects("true or false"),
+        s(
+            "api-admin-only",
+            "http.api_admin_only",
+            Http,
+            "BOOL",
+            "Serve the server API (/v1/api/*, gRPC HubApi, /v1/ice-servers/revoke) on the --admin \
+             listener only.",
+            at!(http.api_admin_only),
+        )
+        .default("false")
+        .bare("true")
+        .expects("true or false"),
         // HTTP/3
         s(
             "http3",

@@ -295,6 +295,7 @@ async fn connection(
                         resolver,
                         router.clone(),
                         now,
+                        super::Surface::of_local(conn.local_ip()),
                         early.clone(),
                         wt_tx.clone(),
                     ));
@@ -850,16 +851,18 @@ async fn request(
     resolver: Resolver,
     router: Router,
     peer: SocketAddr,
+    surface: super::Surface,
     early: EarlyStreams,
     wt: WtConnect,
 ) {
-    let (req, stream) = match resolver.resolve_request().await {
+    let (mut req, stream) = match resolver.resolve_request().await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "bad HTTP/3 request");
             return;
         }
     };
+    req.extensions_mut().insert(surface);
     serve(req, stream, router, peer, early, wt).await;
 }
 

@@ -3,6 +3,7 @@
 //! (HTTP/1.1 + h2c) and `--https` (TLS, ALPN h2 + http/1.1) listener by hyper-util's auto builder
 //! with upgrades, so REST, WebSocket upgrades and gRPC share each port.
 
+mod access;
 pub(crate) mod h3;
 mod web;
 
@@ -51,19 +52,104 @@ pub(crate) struct HttpState {
 }
 
 /// The whole application: health, metrics, pages, hub transports, gRPC; JSON 404 for the rest.
-/// Every request passes the `Origin` check of [`Origins`] first.
-pub(crate) fn router(state: HttpState, hub_routes: Router, origins: Arc<Origins>) -> Router {
+/// Every request passes the `Origin` check of [`Origins`], then the [`Gate`] of its
+/// connection's [`Surface`], and is written to the access log when `access_log` is on.
+pub(crate) fn router(
+    state: HttpState,
+    hub_routes: Router,
+    origins: Arc<Origins>,
+    gate: Gate,
+    access_log: bool,
+) -> Router {
     let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(web::routes());
     // The gRPC routes carry tonic's "unimplemented" fallback; ours replaces it.
-    hub_routes
+    let router = hub_routes
         .merge(base)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(origins, check_origin))
+        .layer(axum::middleware::from_fn_with_state(gate, check_surface))
+        .layer(axum::middleware::from_fn_with_state(origins, check_origin));
+    if access_log {
+        router.layer(axum::middleware::from_fn(access::log))
+    } else {
+        router
+    }
+}
+
+/// Which side of the server a connection reached, as a request extension: it decides whether
+/// the admin endpoints (`/metrics`, the console) and the server API are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// A main listener, through a loopback address (the machine itself).
+    Loopback,
+    /// A main listener, through any other address.
+    Public,
+    /// The `--admin` listener.
+    Admin,
+}
+
+impl Surface {
+    /// The surface of a main-listener connection whose local (server-side) address is `ip`;
+    /// unknown is public.
+    pub(crate) fn of_local(ip: Option<std::net::IpAddr>) -> Self {
+        match ip {
+            Some(ip) if ip.to_canonical().is_loopback() => Surface::Loopback,
+            _ => Surface::Public,
+        }
+    }
+}
+
+/// What the main listeners serve beyond the public endpoints.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gate {
+    /// `/metrics` and the console on public connections too (`[http] public_admin`).
+    pub public_admin: bool,
+    /// The server API on the admin listener only (`[http] api_admin_only`).
+    pub api_admin_only: bool,
+}
+
+/// The operator's endpoints: metrics and the console page with its script.
+fn is_admin_path(path: &str) -> bool {
+    matches!(path, "/metrics" | "/" | "/assets/console.js")
+}
+
+/// The server API: REST, gRPC `HubApi`, and ICE credential revocation.
+fn is_api_path(path: &str) -> bool {
+    path.starts_with("/v1/api/")
+        || path.starts_with("/switchboard.v1.HubApi/")
+        || path == "/v1/ice-servers/revoke"
+}
+
+/// Answers 404 (as for any unknown path: nothing to learn) for admin endpoints on public
+/// connections unless `public_admin`, and for the server API off the admin listener when
+/// `api_admin_only`. A request without a [`Surface`] is public.
+async fn check_surface(
+    State(gate): State<Gate>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let surface = request
+        .extensions()
+        .get::<Surface>()
+        .copied()
+        .unwrap_or(Surface::Public);
+    let path = request.uri().path();
+    let hidden = match surface {
+        Surface::Admin => false,
+        Surface::Loopback => gate.api_admin_only && is_api_path(path),
+        Surface::Public => {
+            (!gate.public_admin && is_admin_path(path))
+                || (gate.api_admin_only && is_api_path(path))
+        }
+    };
+    if hidden {
+        return not_found(request.headers().clone()).await;
+    }
+    next.run(request).await
 }
 
 /// `SCHEME://HOST[:PORT]` as `(scheme, host, port)`, lower-cased, with the scheme's default
@@ -329,6 +415,8 @@ pub(crate) struct ConnOptions {
     pub limiter: Arc<ConnLimiter>,
     /// The least request body rate, once its grace period is over.
     pub body_rate: Option<BodyRate>,
+    /// The admin listener (every endpoint served), not a main one.
+    pub admin: bool,
 }
 
 /// Serves `router` on `listener` (TLS when `tls` is set) until shutdown.
@@ -355,7 +443,11 @@ pub(crate) fn spawn(
         .keep_alive_timeout(options.ping.max(Duration::from_secs(10)))
         .enable_connect_protocol();
     let builder = Arc::new(builder);
-    let listener_name = if tls.is_some() { "https" } else { "http" };
+    let listener_name = match (&tls, options.admin) {
+        (_, true) => "admin",
+        (Some(_), false) => "https",
+        (None, false) => "http",
+    };
     tasks.spawn(async move {
         let mut backoff = crate::net::AcceptBackoff::default();
         loop {
@@ -384,6 +476,11 @@ pub(crate) fn spawn(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            let surface = if options.admin {
+                Surface::Admin
+            } else {
+                Surface::of_local(tcp.local_addr().ok().map(|a| a.ip()))
+            };
             let router = router.clone();
             let builder = builder.clone();
             let stop = stop.clone();
@@ -395,7 +492,7 @@ pub(crate) fn spawn(
                 match tls {
                     None => {
                         let io = Guarded { io: tcp, _guard: guard };
-                        serve(&builder, io, peer, router, &options, stop).await
+                        serve(&builder, io, peer, surface, router, &options, stop).await
                     }
                     Some(acceptor) => {
                         let handshake =
@@ -404,7 +501,7 @@ pub(crate) fn spawn(
                         match handshake {
                             Ok(Ok(stream)) => {
                                 let io = Guarded { io: stream, _guard: guard };
-                                serve(&builder, io, peer, router, &options, stop).await
+                                serve(&builder, io, peer, surface, router, &options, stop).await
                             }
                             Ok(Err(e)) => {
                                 metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
@@ -478,6 +575,7 @@ async fn serve<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     peer: SocketAddr,
+    surface: Surface,
     router: Router,
     options: &ConnOptions,
     mut stop: watch::Receiver<bool>,
@@ -497,6 +595,7 @@ async fn serve<I>(
         let rate = if grpc { None } else { body_rate };
         let mut request = request.map(|body| MinRateBody::new(body, rate));
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(surface);
         let mut router = router.clone();
         async move { Ok::<_, Infallible>(router.call(request).await.into_response()) }
     });

@@ -95,6 +95,8 @@ pub(crate) struct Core {
     turn_settings: Mutex<TurnSettings>,
     /// Revoked REST users or usernames; kept across reloads (until restart).
     revoked: Mutex<BTreeSet<String>>,
+    /// Write a line per ended allocation (`--access-log`).
+    access_log: bool,
 }
 
 /// Builds the credential set from TURN settings and the revocation list.
@@ -204,6 +206,7 @@ impl Core {
             )),
             turn_settings: Mutex::new(settings.turn.clone()),
             revoked: Mutex::new(BTreeSet::new()),
+            access_log: settings.access_log,
             relays: RwLock::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
             ports: Mutex::new(PortPicker::new(lo, hi, port_seed)),
@@ -334,7 +337,7 @@ impl Core {
             .unwrap_or_else(|e| e.into_inner())
             .remove(five);
         let mut binder = Binder { core: self };
-        self.turn().connection_closed(five, &mut binder);
+        self.turn().connection_closed(five, &mut binder, now());
     }
 
     /// Handles one datagram or frame from a client.
@@ -394,11 +397,16 @@ impl Core {
     /// Expires allocations and exports counters. Called once a second.
     pub(crate) fn tick(self: &Arc<Self>, exported: &mut TurnStats, counters: &TurnCounters) {
         let mut binder = Binder { core: self };
-        let (stats, active) = {
+        let (stats, active, ended) = {
             let mut t = self.turn();
             t.expire(now(), &mut binder);
-            (t.stats().clone(), t.allocation_count())
+            (t.stats().clone(), t.allocation_count(), t.take_ended())
         };
+        if self.access_log {
+            for e in &ended {
+                log_ended(e);
+            }
+        }
         counters.export(exported, &stats, active);
         self.io_stats.relays_open.set(self.relay_sockets() as f64);
         *exported = stats;
@@ -745,6 +753,27 @@ pub(crate) async fn ticker(core: Arc<Core>, mut stop: tokio::sync::watch::Receiv
             _ = interfaces.tick() => core.refresh_interfaces(),
         }
     }
+}
+
+/// The access line of an allocation that ended (target `switchboard::access`, as HTTP
+/// requests).
+fn log_ended(e: &switchboard_turn::AllocationEnded) {
+    tracing::info!(
+        target: "switchboard::access",
+        transport = e.five.transport.as_str(),
+        peer = %e.five.client,
+        listener = %e.five.server,
+        relay = %e.relay,
+        // Authenticated (its MESSAGE-INTEGRITY checked), so not arbitrary client text.
+        user = %e.username,
+        reason = e.reason.as_str(),
+        duration_ms = (e.duration.as_secs_f64() * 1e6).round() / 1e3,
+        bytes_to_peer = e.traffic.bytes_to_peer,
+        bytes_to_client = e.traffic.bytes_to_client,
+        packets_to_peer = e.traffic.packets_to_peer,
+        packets_to_client = e.traffic.packets_to_client,
+        "turn allocation"
+    );
 }
 
 #[cfg(test)]
