@@ -45,7 +45,7 @@ start_nodes() {
     local extra=()
     [ "$broker" = redis ] && extra=(--redis "redis://127.0.0.1:$REDIS_PORT/0")
     $SB serve --config "$TMP/hub.toml" --stun-udp off --stun-tcp off --stun-tls off --https off \
-      --http 127.0.0.1:0 --api-key $KEY --node-name "node$i" --log-level warn "${extra[@]}" \
+      --http 127.0.0.1:0 --api-key $KEY --node-name "node$i" --log-level warn --access-log false "${extra[@]}" \
       >"$TMP/sb$i.log" 2>&1 &
     PIDS+=($!); NODE_PIDS+=($!)
     for _ in $(seq 100); do grep -q '^http ' "$TMP/sb$i.log" && break; sleep 0.1; done

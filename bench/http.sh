@@ -29,7 +29,7 @@ trap cleanup EXIT
 
 SB_PORT=$((40000 + RANDOM % 10000)); NG_PORT=$((SB_PORT + 1))
 $SB serve --stun-udp off --stun-tcp off --stun-tls off --http off \
-  --https 127.0.0.1:$SB_PORT --log-level warn >"$TMP/sb.log" 2>&1 &
+  --https 127.0.0.1:$SB_PORT --log-level warn --access-log false >"$TMP/sb.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q '^tls ' "$TMP/sb.log" && break; sleep 0.1; done
 grep -q "^https udp" "$TMP/sb.log" || { cat "$TMP/sb.log"; exit 1; }

@@ -38,7 +38,7 @@ max_connections = $(( SUBS * 2 + 100 ))
 max_connections_per_ip = 0
 TOML
 $SB serve --config "$TMP/hub.toml" --stun-udp off --stun-tcp off --stun-tls off --https off \
-  --http 127.0.0.1:0 --api-key $KEY --log-level warn >"$TMP/sb.log" 2>&1 &
+  --http 127.0.0.1:0 --api-key $KEY --log-level warn --access-log false >"$TMP/sb.log" 2>&1 &
 PIDS+=($!); SB_PID=$!
 for _ in $(seq 100); do grep -q '^http ' "$TMP/sb.log" && break; sleep 0.1; done
 grep -q '^http ' "$TMP/sb.log" || { cat "$TMP/sb.log"; exit 1; }
