@@ -136,6 +136,34 @@ impl Hub {
         self.connect_from(request, transport, None)
     }
 
+    /// The user a token names (empty for an anonymous client), checked as [`Hub::connect`]
+    /// checks it, without registering a session: for requests that only need to know who asks
+    /// (ICE credentials), so they are not counted as hub connections.
+    ///
+    /// Errors: 101 unauthorized (anonymous clients too when they are not allowed), 109 token
+    /// expired.
+    pub fn authenticate(&self, token: &str) -> Result<String, HubError> {
+        let inner = &self.inner;
+        if token.is_empty() {
+            return if inner.config.allow_anonymous {
+                Ok(String::new())
+            } else {
+                Err(HubError::Unauthorized(AuthFailure::AnonymousNotAllowed))
+            };
+        }
+        let now_secs = inner.clock.now_millis() / 1000;
+        let identity = inner.verifier.verify(token, now_secs).inspect_err(|e| {
+            if let HubError::Unauthorized(f) = e {
+                metrics::counter!(crate::metric::AUTH_FAILURES_TOTAL, "reason" => f.as_str())
+                    .increment(1);
+            }
+        })?;
+        if identity.user.is_empty() && !inner.config.allow_anonymous {
+            return Err(HubError::Unauthorized(AuthFailure::AnonymousNotAllowed));
+        }
+        Ok(identity.user)
+    }
+
     /// [`Hub::connect`] for a client at `peer`: anonymous sessions then share a publish budget
     /// per client address (IPv6: per /64) instead of one budget for every anonymous session of
     /// the node, so one anonymous abuser cannot starve the others.

@@ -95,6 +95,23 @@ impl HubCtx {
         Ok(session)
     }
 
+    /// Who an HTTP request is (its user, empty when anonymous), authenticated as
+    /// [`Ctx::connect_http`] would but without a hub session.
+    pub(crate) fn identify_http(
+        &self,
+        headers: &HeaderMap,
+        pairs: &[(String, String)],
+        peer: Option<SocketAddr>,
+    ) -> Result<String, ApiError> {
+        let token = bearer_token(headers, param(pairs, "token"));
+        let user = self.hub.authenticate(&token)?;
+        let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+        if user.is_empty() && self.anonymous_loopback_only && !loopback {
+            return Err(HubError::Unauthorized(AuthFailure::AnonymousNotAllowed).into());
+        }
+        Ok(user)
+    }
+
     /// The session of a one-request HTTP transport (SSE, long-poll, client publish), with the
     /// token of [`bearer_token`].
     pub(crate) fn connect_http(

@@ -124,8 +124,9 @@ pub(crate) async fn ice_servers(
         return r;
     }
     let pairs = query_pairs(query.as_deref());
-    let session = match ctx.connect_http(&headers, &pairs, "http", Some(peer)) {
-        Ok(s) => s,
+    // Authenticated like a hub connection, but not one: no session, not counted as one.
+    let user = match ctx.identify_http(&headers, &pairs, Some(peer)) {
+        Ok(u) => u,
         Err(e) => return e.into_response(),
     };
     let now = SystemTime::now()
@@ -135,16 +136,15 @@ pub(crate) async fn ice_servers(
     // A named user's credential lives --credential-ttl from now. An anonymous client gets one
     // stable user and credential per client address and window of --credential-ttl (valid
     // until the next window ends), so asking again mints nothing new.
-    let (user, expiry) = if session.user().is_empty() {
+    let (user, expiry) = if user.is_empty() {
         let window = now / ice.ttl;
         (
             anonymous_user(ice.secret.as_deref(), peer, window),
             (window + 2) * ice.ttl,
         )
     } else {
-        (session.user().to_string(), now + ice.ttl)
+        (user, now + ice.ttl)
     };
-    session.close().await;
     if ice.core.is_revoked(&user) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
