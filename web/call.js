@@ -35,6 +35,9 @@ let hub = null;
 let config = { iceServers: [] };
 let localStream = null;
 let pingTimer = 0;
+// Bumped by every join and every teardown: a join still awaiting something when the user
+// leaves (or the hub drops it) sees that it is stale and stops instead of reviving the call.
+let session = 0;
 
 // ------------------------------------------------------------------ errors and status
 
@@ -176,11 +179,12 @@ class Peer {
     this.stats = { selectedPair: null, video: null };
     this.card = null;
     this.remoteVideo = null;
+    this.closed = false; // after close(): no new connection, signals ignored
   }
 
   /** Creates the RTCPeerConnection (and the data channel, for the side that offers first). */
   connection(createChannel) {
-    if (this.pc) return this.pc;
+    if (this.pc || this.closed) return this.pc;
     const pc = new RTCPeerConnection(config);
     this.pc = pc;
     if (localStream) {
@@ -194,7 +198,7 @@ class Peer {
         await pc.setLocalDescription();
         await this.sendDescription(pc.localDescription);
       } catch (e) {
-        report(e, `negotiation with ${this.id}`);
+        if (!this.closed) report(e, `negotiation with ${this.id}`);
       } finally {
         this.makingOffer = false;
       }
@@ -236,6 +240,7 @@ class Peer {
 
   sendDescription(desc) {
     if (!desc || (desc.type !== "offer" && desc.type !== "answer")) return Promise.resolve();
+    if (!hub) return Promise.reject(new Error("not connected"));
     return hub.call(desc.type, {
       room: state.room,
       to: this.id,
@@ -244,7 +249,7 @@ class Peer {
   }
 
   sendCandidate(candidate) {
-    if (!hub || !state.joined) return;
+    if (!hub || !state.joined || this.closed) return;
     const send = (c) =>
       hub.call("candidate", { room: state.room, to: this.id, candidate: c }).catch((e) =>
         report(e, `candidate to ${this.id}`),
@@ -277,10 +282,13 @@ class Peer {
   signal(s) {
     this.queue = this.queue
       .then(() => this.handle(s))
-      .catch((e) => report(e, `signal from ${this.id}`));
+      .catch((e) => {
+        if (!this.closed) report(e, `signal from ${this.id}`);
+      });
   }
 
   async handle(s) {
+    if (this.closed) return; // left, or replaced by a new Peer for the same id
     if (s.offer || s.answer) {
       const desc = s.offer ?? s.answer;
       const pc = this.connection(false);
@@ -325,11 +333,12 @@ class Peer {
         usernameFragment: c.usernameFragment,
       }));
     } catch (e) {
-      if (!this.ignoreOffer) report(e, `candidate from ${this.id}`);
+      if (!this.ignoreOffer && !this.closed) report(e, `candidate from ${this.id}`);
     }
   }
 
   close() {
+    this.closed = true;
     if (this.dc) this.dc.close();
     if (this.pc) this.pc.close();
     this.pc = null;
@@ -339,6 +348,7 @@ class Peer {
   async refreshStats() {
     if (!this.pc) return;
     const stats = await this.pc.getStats();
+    if (this.closed) return;
     let pair = null;
     stats.forEach((s) => {
       if (s.type === "transport" && s.selectedCandidatePairId) {
@@ -355,7 +365,9 @@ class Peer {
       if (!c) return null;
       return {
         candidateType: c.candidateType ?? null,
-        address: c.address ?? c.ip ?? null,
+        // Chromium reports "" for its own mDNS-hidden host candidates (and a remote one may be
+        // a "….local" name): no address is null, not "".
+        address: c.address || c.ip || null,
         port: c.port ?? null,
         protocol: c.protocol ?? null,
         relayProtocol: c.relayProtocol ?? null,
@@ -458,8 +470,11 @@ function onPush(push) {
     const s = push.signal;
     if (s.room !== state.room || !s.from) return;
     // Someone we do not know yet joined after us (its roomJoin push may still be on its way):
-    // we are impolite towards it.
-    peer(s.from, false).signal(s);
+    // we are impolite towards it. A peer that hung up (bye) and calls again gets a fresh
+    // connection, in the same role.
+    const old = state.peers.get(s.from);
+    if (old?.closed) state.peers.delete(s.from);
+    peer(s.from, old ? old.polite : false).signal(s);
   } else if (push.disconnect) {
     const d = push.disconnect;
     report(new HubError(d.code ?? 0, d.reason ?? "disconnected"), "server disconnected");
@@ -519,23 +534,37 @@ async function fetchIceServers(token) {
   return Array.isArray(body?.iceServers) ? body.iceServers : [];
 }
 
+/** True while a join is under way or done (the Join button is off until teardown). */
+let active = false;
+
 async function join(opts) {
-  if (state.joined || hub) return;
+  if (active || state.joined || hub) return;
+  active = true;
+  const mine = ++session;
+  // Throws if the user left (or the hub dropped us) while this join was waiting.
+  const current = () => {
+    if (mine !== session) throw new Error("left before the join finished");
+  };
   Object.assign(state, {
     room: opts.room,
     peerId: opts.peer,
     relay: opts.relay,
     media: opts.media,
     polite: false,
+    messages: [],
   });
+  $("#join-button").disabled = true;
+  $("#leave-button").disabled = false;
   $("#join-form").hidden = true;
   $("#call").hidden = false;
   $("#chat").hidden = false;
+  $("#log").replaceChildren();
   $("#room-name").textContent = opts.room;
   $("#me").textContent = `you are ${opts.peer}${opts.relay ? " · relay only" : ""}${opts.media ? " · camera and microphone" : ""}`;
   try {
     setStatus("fetching ICE servers…");
     const iceServers = await fetchIceServers(opts.token);
+    current();
     const hasTurn = iceServers.some((s) =>
       [].concat(s.urls ?? []).some((u) => String(u).startsWith("turn")),
     );
@@ -546,24 +575,39 @@ async function join(opts) {
 
     if (opts.media) {
       setStatus("opening camera and microphone…");
-      localStream = await navigator.mediaDevices.getUserMedia({
+      const stream = await navigator.mediaDevices.getUserMedia({
         audio: true,
         video: { width: { ideal: 640 }, height: { ideal: 360 } },
       });
+      if (mine !== session) {
+        for (const t of stream.getTracks()) t.stop();
+        current();
+      }
+      localStream = stream;
       $("#local-video").srcObject = localStream;
       $("#local-media").hidden = false;
     }
 
     setStatus("connecting to the hub…");
-    hub = new Hub(wsUrl("/v1/ws"), onPush, onClose);
-    await hub.open();
-    await hub.call("connect", compact({ token: opts.token || null, name: "switchboard-call" }));
+    // Pushes and the close of a connection that is no longer the page's (left, then joined
+    // again before the old socket finished closing) must not touch the new call.
+    const h = new Hub(
+      wsUrl("/v1/ws"),
+      (push) => { if (hub === h) onPush(push); },
+      (code, reason) => { if (hub === h) onClose(code, reason); },
+    );
+    hub = h;
+    await h.open();
+    current();
+    await h.call("connect", compact({ token: opts.token || null, name: "switchboard-call" }));
+    current();
     setStatus(`joining ${opts.room}…`);
-    const reply = await hub.call("roomJoin", {
+    const reply = await h.call("roomJoin", {
       room: opts.room,
       peerId: opts.peer,
       data: { media: opts.media, relay: opts.relay },
     });
+    current();
     const r = reply.roomJoin ?? {};
     state.joined = true;
     state.polite = Boolean(r.polite);
@@ -576,6 +620,7 @@ async function join(opts) {
     for (const m of members) peer(m.peerId, true, m.data).connection(true);
     render();
   } catch (e) {
+    if (mine !== session) return; // left meanwhile: not an error, and already torn down
     report(e, "join");
     setStatus("not joined");
     teardown();
@@ -589,12 +634,16 @@ function onClose(code, reason) {
   teardown();
 }
 
+/** Back to the state before Join: no connections, no peer panels, no chat, the form enabled. */
 function teardown() {
+  session += 1;
+  active = false;
   clearInterval(pingTimer);
   pingTimer = 0;
   for (const p of state.peers.values()) p.close();
   state.peers.clear();
   state.joined = false;
+  state.polite = false;
   const h = hub;
   hub = null;
   if (h) h.close();
@@ -602,25 +651,36 @@ function teardown() {
     for (const t of localStream.getTracks()) t.stop();
     localStream = null;
   }
+  $("#local-video").srcObject = null;
   $("#local-media").hidden = true;
-  $("#join-form").hidden = false;
   $("#call").hidden = true;
+  $("#chat").hidden = true;
+  $("#chat-input").value = "";
+  $("#join-form").hidden = false;
+  $("#join-button").disabled = false;
   render();
 }
 
 async function leave() {
-  if (hub && state.joined) {
+  const h = hub;
+  const mine = session;
+  $("#leave-button").disabled = true; // one Leave at a time
+  if (h && state.joined) {
+    setStatus("leaving…");
+    const room = state.room;
     try {
-      for (const p of state.peers.values()) {
-        await hub.call("bye", { room: state.room, to: p.id, reason: "left" }).catch(() => {});
-      }
-      await hub.call("roomLeave", { room: state.room });
+      await Promise.all([...state.peers.keys()].map((to) =>
+        h.call("bye", { room, to, reason: "left" }).catch(() => {})));
+      await h.call("roomLeave", { room });
     } catch (e) {
-      report(e, "leave");
+      // The hub went away meanwhile: leaving is done anyway (onClose tore the call down).
+      if (hub === h) report(e, "leave");
     }
   }
-  setStatus("left");
-  teardown();
+  if (mine === session) {
+    setStatus("left");
+    teardown();
+  }
 }
 
 // ------------------------------------------------------------------ rendering
@@ -644,6 +704,34 @@ function peerCard(p) {
   return p.card;
 }
 
+/**
+ * True for a host candidate whose address the browser hides behind an mDNS name: Chromium
+ * reports its own as "" in getStats() (the SDP carries "<uuid>.local"), a remote one may show
+ * the ".local" name itself.
+ */
+export function isMdnsHost(c) {
+  if (!c || c.candidateType !== "host") return false;
+  const a = c.address ?? "";
+  return a === "" || /\.local\.?$/i.test(a);
+}
+
+/**
+ * One candidate of the stats panel: "host 127.0.0.1:50000 udp", "relay [::1]:3478 udp (TURN over
+ * tcp)", "mDNS host, port 50000 udp". Never an empty address in front of a port.
+ */
+export function candidateText(c) {
+  if (!c) return "–";
+  const port = c.port ?? "?";
+  const a = c.address ?? "";
+  let where;
+  if (isMdnsHost(c)) where = `mDNS host, port ${port}`;
+  else if (a === "") where = `${c.candidateType ?? "?"} (address hidden), port ${port}`;
+  else where = `${c.candidateType ?? "?"} ${a.includes(":") ? `[${a}]` : a}:${port}`;
+  const proto = c.protocol ? ` ${c.protocol}` : "";
+  const relay = c.relayProtocol ? ` (TURN over ${c.relayProtocol})` : "";
+  return `${where}${proto}${relay}`;
+}
+
 function render() {
   if (state.joined) {
     const n = state.peers.size;
@@ -662,17 +750,11 @@ function render() {
     const role = card.querySelector(".role");
     role.textContent = p.polite ? "polite" : "impolite";
     const pair = s.selectedPair;
-    const hostPort = (c) => {
-      const a = c.address ?? "?";
-      return `${a.includes(":") ? `[${a}]` : a}:${c.port ?? "?"}`;
-    };
-    const fmt = (c) =>
-      c ? `${c.candidateType ?? "?"} ${hostPort(c)} ${c.protocol ?? ""}${c.relayProtocol ? ` (TURN over ${c.relayProtocol})` : ""}` : "–";
     const rows = [
       ["connection", `${s.connectionState} (ICE ${s.iceConnectionState}, signaling ${s.signalingState})`],
       ["data channel", s.dataChannelState],
-      ["local", fmt(pair?.local)],
-      ["remote", fmt(pair?.remote)],
+      ["local", candidateText(pair?.local)],
+      ["remote", candidateText(pair?.remote)],
       ["RTT", pair?.rtt != null ? `${(pair.rtt * 1000).toFixed(1)} ms` : "–"],
       ["sent / received", pair ? `${human(pair.bytesSent, "B")} / ${human(pair.bytesReceived, "B")}` : "–"],
     ];

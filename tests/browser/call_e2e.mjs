@@ -6,7 +6,10 @@
 //
 //   relay    two pages, relay=1: data-channel messages both ways; each page's selected candidate
 //            pair is local "relay" (switchboard's TURN)
-//   direct   two pages without relay: messages both ways; the selected pair is not relay
+//   direct   two pages without relay: messages both ways; the selected pair is not relay; the
+//            panel's candidate text in Chromium (mDNS host candidates read "mDNS host"); a taken
+//            peer id is refused; Leave returns the page to its pre-join state (no chat card, no
+//            peer panels, Join enabled) and joining again works
 //   media    two pages with media=1 and Chromium's fake camera: remote video gets decoded frames;
 //            screenshot of /call during the call
 //   https    two pages over the --https listener (self-signed; wss:, fetch over TLS): messages
@@ -14,9 +17,18 @@
 //            aiortc peer (tests/peers/aiortc_call.py, started by the caller) to join, offer and
 //            exchange messages; waits until it leaves
 //   console  screenshot of / (the console page, open since the start, so with some traffic)
+//   mdns     one page in a second Chromium that hides host IPs behind mDNS names (Chromium's
+//            default without camera permission; no STUN/TURN, so host candidates only) calls a
+//            normal page: its panel reads "mDNS host, port N udp" for its own candidate. Skipped (said in the result) where that Chromium
+//            gathers no host candidate at all, as in a loopback-only network namespace (no
+//            default route)
+//
+// Every call scenario also checks each page's peer panels: never an empty address before a
+// port, and "mDNS host" whenever the hook's candidate is a host candidate without an address
+// (or with a ".local" name).
 //
 // usage: node call_e2e.mjs --base http://127.0.0.1:PORT [--https-base https://127.0.0.1:PORT]
-//          [--scenarios relay,direct,media,https,aiortc,console] [--out DIR] [--deadline-ms MS]
+//          [--scenarios relay,direct,media,https,aiortc,console,mdns] [--out DIR] [--deadline-ms MS]
 //
 // stdout: "READY {...}" (aiortc scenario) and, last, "RESULT {...}" (a JSON summary); progress
 // and diagnostics go to stderr. Exit code 0 only when every scenario passed.
@@ -57,7 +69,7 @@ function parseArgs(argv) {
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.base) throw new Error("--base http://HOST:PORT is required");
-  const known = ["relay", "direct", "media", "https", "aiortc", "console"];
+  const known = ["relay", "direct", "media", "https", "aiortc", "console", "mdns"];
   for (const s of o.scenarios) if (!known.includes(s)) throw new Error(`unknown scenario ${s}`);
   if (o.scenarios.includes("https") && !o.httpsBase) throw new Error("scenario https needs --https-base");
   return o;
@@ -105,8 +117,8 @@ async function launch() {
   // A persistent context opens with one blank page; keep it, unused.
 }
 
-async function newPage(label) {
-  const page = await context.newPage();
+async function newPage(label, ctx = context) {
+  const page = await ctx.newPage();
   const lines = [];
   pageLogs.set(page, lines);
   page.on("console", (m) => {
@@ -168,8 +180,8 @@ async function waitFor(page, what, fn, arg, timeout = STEP_MS) {
   );
 }
 
-async function openCall(base, params, label) {
-  const page = await newPage(label);
+async function openCall(base, params, label, ctx = context) {
+  const page = await newPage(label, ctx);
   const q = new URLSearchParams({ join: "1", ...params });
   const url = `${base}/call?${q}`;
   log(`open ${url}`);
@@ -192,6 +204,107 @@ function noErrors(state, label) {
 }
 
 const rand = () => Math.random().toString(36).slice(2, 8);
+
+/** A host candidate whose address the browser hides behind an mDNS name (docs/web.md). */
+const isMdnsHost = (c) =>
+  Boolean(c) && c.candidateType === "host" && (!c.address || /\.local\.?$/i.test(c.address));
+
+// "host :39392", "relay []:3478": an empty address in front of a port.
+const EMPTY_ADDRESS = /(^|[\s(,])(\[\])?:\d/;
+
+/** The stats panels as shown: {peerId: {local, remote}} (the cells' text). */
+function panels(page) {
+  return page.$$eval("#peers article.peer", (cards) =>
+    Object.fromEntries(cards.map((card) => {
+      const row = (name) =>
+        [...card.querySelectorAll("tr")].find((tr) => tr.querySelector("th")?.textContent === name)
+          ?.querySelector("td")?.textContent ?? null;
+      return [card.dataset.peer, { local: row("local"), remote: row("remote") }];
+    })),
+  );
+}
+
+/**
+ * Each peer panel of `page` against the hook: once a pair is selected, the local and remote
+ * cells name an address (never "host :PORT") and read "mDNS host" for an mDNS host candidate.
+ * Waits for a stats refresh that shows the pair. Returns {peerId: {local, remote}}.
+ */
+async function checkPanels(page, label) {
+  let last = null;
+  const end = Date.now() + STEP_MS;
+  for (;;) {
+    const h = await hook(page);
+    const shown = await panels(page);
+    last = { hook: h.peers, shown };
+    const problems = [];
+    let pending = false;
+    for (const [id, p] of Object.entries(h.peers)) {
+      const cells = shown[id];
+      if (!cells) {
+        pending = true;
+        continue;
+      }
+      if (!p.selectedPair) continue;
+      for (const side of ["local", "remote"]) {
+        const c = p.selectedPair[side];
+        const text = cells[side] ?? "";
+        if (c && text === "–") pending = true; // the panel is a refresh behind the hook
+        if (EMPTY_ADDRESS.test(text)) problems.push(`${id} ${side}: "${text}" has an empty address`);
+        if (isMdnsHost(c) && text !== "–" && !text.startsWith("mDNS host")) {
+          problems.push(`${id} ${side}: ${JSON.stringify(c)} is an mDNS host candidate, panel says "${text}"`);
+        }
+      }
+    }
+    assert(problems.length === 0, `${label} stats panel: ${problems.join("; ")}`);
+    if (!pending) return shown;
+    if (Date.now() > end) throw new Error(`${label}: stats panels never caught up: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/**
+ * The page's own candidate formatting (the module the page runs, imported again: the same
+ * instance), fed with candidates as Chromium's getStats() reports them.
+ */
+async function checkCandidateText(page) {
+  const cases = [
+    // Chromium's own mDNS-hidden host candidate: address "" (the hook makes it null).
+    [{ candidateType: "host", address: null, port: 39392, protocol: "udp" }, "mDNS host, port 39392 udp"],
+    [{ candidateType: "host", address: "", port: 39392, protocol: "udp" }, "mDNS host, port 39392 udp"],
+    // A remote peer's mDNS name.
+    [{ candidateType: "host", address: "2f1c9a7e-1b2c-4d5e-8f90-0a1b2c3d4e5f.local", port: 5000, protocol: "udp" }, "mDNS host, port 5000 udp"],
+    [{ candidateType: "host", address: "127.0.0.1", port: 39392, protocol: "udp" }, "host 127.0.0.1:39392 udp"],
+    [{ candidateType: "srflx", address: "::1", port: 40000, protocol: "udp" }, "srflx [::1]:40000 udp"],
+    [{ candidateType: "relay", address: "127.0.0.1", port: 49152, protocol: "udp", relayProtocol: "tcp" }, "relay 127.0.0.1:49152 udp (TURN over tcp)"],
+    [{ candidateType: "prflx", address: null, port: 41000, protocol: "udp" }, null],
+    [null, "–"],
+  ];
+  const got = await page.evaluate(async (inputs) => {
+    const m = await import("/assets/call.js");
+    return inputs.map((c) => m.candidateText(c));
+  }, cases.map(([c]) => c));
+  cases.forEach(([c, want], i) => {
+    assert(!EMPTY_ADDRESS.test(got[i]), `candidateText(${JSON.stringify(c)}) = "${got[i]}": empty address`);
+    if (want !== null) assert(got[i] === want, `candidateText(${JSON.stringify(c)}) = "${got[i]}", expected "${want}"`);
+  });
+  return got;
+}
+
+/** What a page shows outside the hook: the join form, the call and chat cards, the panels. */
+function pageView(page) {
+  return page.evaluate(() => {
+    const q = (s) => document.querySelector(s);
+    return {
+      formHidden: q("#join-form").hidden,
+      joinDisabled: q("#join-button").disabled,
+      callHidden: q("#call").hidden,
+      chatHidden: q("#chat").hidden,
+      chatVisible: q("#chat").checkVisibility(),
+      logLines: q("#log").children.length,
+      panels: document.querySelectorAll("#peers article.peer").length,
+    };
+  });
+}
 
 // ------------------------------------------------------------------ scenarios
 
@@ -222,7 +335,9 @@ async function pair(name, base, extra) {
   };
   await waitFor(a, `${aId}: connected with a selected candidate pair`, paired, bId);
   await waitFor(b, `${bId}: connected with a selected candidate pair`, paired, aId);
-  return { room, a, b, aId, bId, textA, textB };
+  const panelA = await checkPanels(a, aId);
+  const panelB = await checkPanels(b, bId);
+  return { room, a, b, aId, bId, textA, textB, panels: { a: panelA[bId], b: panelB[aId] } };
 }
 
 function pairSummary(state, other) {
@@ -248,7 +363,7 @@ async function twoPageScenario(name, base, extra, check) {
   const sb = await hook(r.b);
   noErrors(sa, r.aId);
   noErrors(sb, r.bId);
-  const out = { room: r.room, a: pairSummary(sa, r.bId), b: pairSummary(sb, r.aId) };
+  const out = { room: r.room, a: pairSummary(sa, r.bId), b: pairSummary(sb, r.aId), panels: r.panels };
   assert(out.b.received.includes(r.textA), `${r.bId} did not receive "${r.textA}"`);
   assert(out.a.received.includes(r.textB), `${r.aId} did not receive "${r.textB}"`);
   if (check) await check(r, out);
@@ -288,10 +403,44 @@ const scenarios = {
       assert(!refused.joined && refused.errors[0].code === 105, `duplicate peer id: ${JSON.stringify(refused)}`);
       out.duplicate = refused.errors[0];
       await closePages(dup);
+      out.candidateText = await checkCandidateText(r.a);
       // The Leave button: bye + roomLeave; the other page drops the peer.
       await r.b.click("#leave-button");
       await waitFor(r.a, `${r.aId} to see ${r.bId} leave`, (h, o) => !(o in h.peers), r.bId);
-      out.left = true;
+      await waitFor(r.b, `${r.bId} to be out of the room`, (h) => !h.joined && Object.keys(h.peers).length === 0);
+      // Back to the state before Join: the form with Join enabled; no call card, no chat card,
+      // no peer panel (a stats refresh later still none).
+      await r.b.waitForTimeout(1200);
+      const after = await pageView(r.b);
+      assert(
+        !after.formHidden && !after.joinDisabled && after.callHidden && after.chatHidden &&
+          !after.chatVisible && after.panels === 0,
+        `${r.bId} after Leave is not back to the join form: ${JSON.stringify(after)}`,
+      );
+      out.left = true; // crates/cli/tests/it/browser.rs checks this
+      out.afterLeave = after;
+      // Joining again (the form, as a user would) works: a fresh chat, a new call with a.
+      await r.b.click("#join-button");
+      await waitFor(r.b, `${r.bId} to join ${r.room} again`, (h) => h.joined || h.errors.length > 0);
+      const open = (h, other) => h.peers[other]?.dataChannelState === "open";
+      await waitFor(r.b, `${r.bId}: data channel to ${r.aId} open again`, open, r.aId);
+      await waitFor(r.a, `${r.aId}: data channel to ${r.bId} open again`, open, r.bId);
+      const again = `again from ${r.bId} ${rand()}`;
+      await r.b.evaluate((t) => window.switchboardCall.send(t), again);
+      await waitFor(r.a, `${r.aId} to receive "${again}"`, (h, t) => h.messages.some((m) => m.text === t), again);
+      const rejoined = await pageView(r.b);
+      assert(
+        rejoined.formHidden && rejoined.joinDisabled && !rejoined.callHidden && rejoined.chatVisible &&
+          rejoined.panels === 1,
+        `${r.bId} after joining again: ${JSON.stringify(rejoined)}`,
+      );
+      const hb = await hook(r.b);
+      assert(
+        hb.messages.length === 1 && hb.messages[0].text === again,
+        `${r.bId}: the chat of the new call should hold only its own message: ${JSON.stringify(hb.messages)}`,
+      );
+      await checkPanels(r.b, `${r.bId} (joined again)`);
+      out.rejoined = rejoined;
     });
   },
 
@@ -337,13 +486,84 @@ const scenarios = {
       (h, o) => Boolean(h.peers[o]?.selectedPair?.local),
       other,
     );
+    const shown = await checkPanels(page, me);
     const before = await hook(page);
     await page.evaluate(() => window.switchboardCall.send("ack"));
     // The Python peer leaves the room once it has read the ack.
     await waitFor(page, `${other} to leave after the ack`, (h, o) => !(o in h.peers), other);
     noErrors(await hook(page), me);
     await closePages(page);
-    return { room, sent: [hello, "ack"], ...pairSummary(before, other) };
+    return { room, sent: [hello, "ack"], ...pairSummary(before, other), panel: shown[other] };
+  },
+
+  async mdns() {
+    // A second Chromium with Chromium's defaults for WebRTC: mDNS names for host candidates
+    // (no --disable-features=WebRtcHideLocalIpsWithMdns) in a context without camera
+    // permission (which would expose the addresses), and no loopback candidates (with them,
+    // the hidden page's checks to 127.0.0.1 go out from its any-address socket and the pair's
+    // local candidate is a peer-reflexive one, its address hidden too).
+    const browser = await chromium.launch({
+      executablePath: opts.chromium,
+      headless: true,
+      args: [...BASE_ARGS, "--disable-quic"],
+    });
+    const pages = [];
+    try {
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      // No STUN/TURN for this page, so that its only candidates are the mDNS host ones (with a
+      // STUN server, Chromium may well pick its server-reflexive candidate instead).
+      await ctx.route("**/v1/ice-servers", (route) => route.fulfill({ json: { iceServers: [] } }));
+      const room = `e2e-mdns-${rand()}`;
+      const hidden = await openCall(opts.base, { room, peer: "mdns-hidden" }, "mdns-hidden", ctx);
+      pages.push(hidden);
+      // Does this Chromium gather an mDNS host candidate here at all?
+      const gathered = await hidden.evaluate(async () => {
+        const pc = new RTCPeerConnection();
+        pc.createDataChannel("probe");
+        const lines = [];
+        pc.onicecandidate = (e) => { if (e.candidate?.candidate) lines.push(e.candidate.candidate); };
+        const done = new Promise((r) => {
+          pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") r(); };
+        });
+        await pc.setLocalDescription();
+        await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
+        pc.close();
+        return lines;
+      });
+      const mdnsHosts = gathered.filter((l) => / typ host/.test(l) && /\.local /.test(l));
+      if (mdnsHosts.length === 0) {
+        const skipped = `this Chromium gathers no mDNS host candidate here (${gathered.length} candidates; a loopback-only network has no default route)`;
+        log(`scenario mdns skipped: ${skipped}`);
+        return { skipped, gathered };
+      }
+      // The other page in the same Chromium, with camera permission: real host addresses, and
+      // (no loopback here) the same interfaces as the hidden page, so the pair is host to host.
+      const plainCtx = await browser.newContext({ permissions: ["camera", "microphone"] });
+      const plain = await openCall(opts.base, { room, peer: "mdns-plain" }, "mdns-plain", plainCtx);
+      pages.push(plain);
+      const open = (h, other) => h.peers[other]?.dataChannelState === "open";
+      await waitFor(hidden, "mdns-hidden: data channel open", open, "mdns-plain");
+      await waitFor(plain, "mdns-plain: data channel open", open, "mdns-hidden");
+      const local = (h, o) => Boolean(h.peers[o]?.selectedPair?.local);
+      const h = await waitFor(hidden, "mdns-hidden: a selected pair", local, "mdns-plain");
+      await waitFor(plain, "mdns-plain: a selected pair", local, "mdns-hidden");
+      const shown = await checkPanels(hidden, "mdns-hidden");
+      await checkPanels(plain, "mdns-plain");
+      const c = h.peers["mdns-plain"].selectedPair.local;
+      assert(
+        isMdnsHost(c),
+        `mdns-hidden's local candidate should be an mDNS host candidate: ${JSON.stringify(c)}`,
+      );
+      assert(
+        shown["mdns-plain"].local === `mDNS host, port ${c.port} ${c.protocol}`,
+        `mdns-hidden's panel shows "${shown["mdns-plain"].local}" for ${JSON.stringify(c)}`,
+      );
+      for (const [p, label] of [[hidden, "mdns-hidden"], [plain, "mdns-plain"]]) noErrors(await hook(p), label);
+      return { room, gathered: mdnsHosts, local: c, panel: shown["mdns-plain"] };
+    } finally {
+      await closePages(...pages);
+      await browser.close().catch(() => {});
+    }
   },
 
   async console() {
