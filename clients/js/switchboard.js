@@ -1469,7 +1469,8 @@ class RoomPeer {
       dc.addEventListener("message", (e) => this.room._emit("message", { peer: this, data: e.data }));
       dc.addEventListener("open", () => this.room._emit("channelopen", { peer: this, channel: dc }));
     }
-    this.room._emit("datachannel", { peer: this, channel: dc });
+    // Deferred: the default channel is made while `joinRoom` runs, before handlers exist.
+    setTimeout(() => this.room._emit("datachannel", { peer: this, channel: dc }), 0);
   }
 
   _sendDescription(desc) {
@@ -1703,13 +1704,16 @@ export class Room extends Emitter {
     this.joined = true;
     this.polite = Boolean(r.polite);
     const members = r.members ?? [];
-    this._emit("joined", { room: this.name, peerId: this.peerId, polite: this.polite, members: members.map((m) => m.peerId) });
+    // Events of the join itself are emitted once `joinRoom` has resolved and its caller could
+    // attach handlers (the next macrotask).
+    const later = (event, ctx) => setTimeout(() => this._emit(event, ctx), 0);
+    later("joined", { room: this.name, peerId: this.peerId, polite: this.polite, members: members.map((m) => m.peerId) });
     // We are the newcomer: polite towards everyone here; we create each connection, the data
     // channel and the first offer.
     for (const m of members) {
       const p = new RoomPeer(this, m.peerId, true, payload(m), clientInfo(m.info));
       this.peers.set(p.id, p);
-      this._emit("peerjoined", { peer: p });
+      later("peerjoined", { peer: p });
       p.connection(true);
     }
   }
