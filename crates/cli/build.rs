@@ -1,6 +1,6 @@
-//! Build facts for `switchboard version`: the git commit (`SWITCHBOARD_COMMIT`, "unknown" outside
+//! Build facts for `switchboard version`: the git commit (`SB_BUILD_COMMIT`, "unknown" outside
 //! a git checkout, such as a container build from a copied tree) and the build date
-//! (`SWITCHBOARD_BUILD_DATE`, UTC; `SOURCE_DATE_EPOCH` makes it reproducible).
+//! (`SB_BUILD_DATE`, UTC; `SOURCE_DATE_EPOCH` makes it reproducible).
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +35,7 @@ fn civil(days: i64) -> (i64, u32, u32) {
 
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=SWITCHBOARD_COMMIT={commit}");
+    println!("cargo:rustc-env=SB_BUILD_COMMIT={commit}");
     let secs = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
@@ -46,7 +46,7 @@ fn main() {
                 .unwrap_or(0)
         });
     let (y, m, d) = civil(secs.div_euclid(86_400));
-    println!("cargo:rustc-env=SWITCHBOARD_BUILD_DATE={y:04}-{m:02}-{d:02}");
+    println!("cargo:rustc-env=SB_BUILD_DATE={y:04}-{m:02}-{d:02}");
     // Rebuilt when the checked-out commit moves (a new commit, a checkout).
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {

@@ -19,9 +19,9 @@ mod nat_check;
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("SWITCHBOARD_COMMIT"),
+    env!("SB_BUILD_COMMIT"),
     ", built ",
-    env!("SWITCHBOARD_BUILD_DATE"),
+    env!("SB_BUILD_DATE"),
     ")"
 );
 

@@ -21,6 +21,7 @@ mod hub_write_delay;
 mod ice_servers;
 mod nat_lab;
 mod ops;
+mod readme;
 mod sdk;
 mod stun_peers;
 mod stun_robustness;

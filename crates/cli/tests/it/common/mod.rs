@@ -562,3 +562,26 @@ pub fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     let fp = text(&fp).trim().rsplit('=').next().unwrap().to_string();
     (cert, key, fp)
 }
+
+/// Moves the calling test's thread — and so every process it starts — into a new network
+/// namespace with only a loopback interface (up); the namespace goes away with them. Needs
+/// root, as CI has.
+pub fn isolate_network() {
+    // SAFETY: unshare(2) takes no pointers; CLONE_NEWNET changes only the calling thread's
+    // network namespace (other tests run on other threads and are not affected).
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {} — this test runs in a loopback-only network namespace of \
+         its own and needs root (CI runs as root)",
+        std::io::Error::last_os_error()
+    );
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    assert!(
+        up.is_ok_and(|s| s.success()),
+        "ip link set lo up failed in the test's namespace"
+    );
+}
