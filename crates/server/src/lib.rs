@@ -354,7 +354,10 @@ impl Server {
                     },
                 },
                 hub::routes(ctx.clone(), Some(ice)),
-                http::Origins::new(&settings.http.allowed_origins),
+                http::Origins::new(
+                    &settings.http.allowed_origins,
+                    settings.http.allow_loopback_origins,
+                ),
                 http::Gate {
                     public_admin: settings.http.public_admin,
                     api_admin_only: settings.http.api_admin_only,

@@ -587,3 +587,48 @@ fn guessing_the_api_key_gets_an_address_blocked_and_counted() {
         "{m}"
     );
 }
+
+/// Pages served from this machine (a development server on localhost) may use the hub by
+/// default — what docs/clients.md's recipes need against `switchboard serve` with no flags —
+/// while other sites' pages stay refused; `--allow-loopback-origins false` refuses them too.
+#[test]
+fn pages_served_from_this_machine_may_use_the_hub_unless_refused() {
+    let dev_pages = [
+        "http://localhost:3000",
+        "http://127.0.0.1:5173",
+        "http://[::1]:8000",
+        "http://app.localhost:8080",
+    ];
+    let server = http_server(&[]);
+    let addr = server.addr("http", "tcp");
+    for origin in dev_pages {
+        ws_open(addr, Some(origin)).unwrap_or_else(|e| panic!("{origin}: {e}"));
+        let (status, resp) = request(
+            addr,
+            &format!("OPTIONS /v1/publish HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST"),
+            b"",
+        );
+        assert_eq!(status, 204, "{origin}: {resp}");
+        assert!(
+            resp.to_ascii_lowercase()
+                .contains(&format!("access-control-allow-origin: {origin}")),
+            "{resp}"
+        );
+    }
+    for origin in [
+        "https://evil.example",
+        "http://localhost.evil.example",
+        "null",
+    ] {
+        let refused = ws_open(addr, Some(origin)).unwrap_err();
+        assert!(refused.starts_with("HTTP/1.1 403"), "{origin}: {refused}");
+    }
+    drop(server);
+    let strict = http_server(&["--allow-loopback-origins", "false"]);
+    let addr = strict.addr("http", "tcp");
+    for origin in dev_pages {
+        let refused = ws_open(addr, Some(origin)).unwrap_err();
+        assert!(refused.starts_with("HTTP/1.1 403"), "{origin}: {refused}");
+    }
+    ws_open(addr, Some(&format!("http://{addr}"))).expect("same origin");
+}

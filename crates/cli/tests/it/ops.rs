@@ -626,3 +626,41 @@ fn metrics_and_console_are_not_served_to_other_hosts() {
         assert_eq!(status(&outside.ns, &format!("{public}/")), "200");
     }
 }
+
+#[test]
+fn the_javascript_sdk_is_served_by_the_binary() {
+    use std::io::{Read, Write};
+    let server = TestServer::new().http().start();
+    let http = server.addr("http", "tcp");
+    let root = crate::common::repo_root();
+    for (path, file) in [
+        ("/sdk/switchboard.js", "clients/js/switchboard.js"),
+        ("/sdk/switchboard.d.ts", "clients/js/switchboard.d.ts"),
+    ] {
+        let mut s = std::net::TcpStream::connect(http).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: x\r\nOrigin: https://app.example.com\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        // Any page may import it as a module.
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("access-control-allow-origin: "),
+            "{head}"
+        );
+        assert_eq!(
+            body,
+            std::fs::read_to_string(root.join(file)).unwrap(),
+            "{path}"
+        );
+    }
+}

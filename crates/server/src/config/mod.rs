@@ -214,6 +214,8 @@ pub struct HttpSettings {
     pub body_grace: Duration,
     /// Origins whose pages may use the hub endpoints (`*`: every origin).
     pub allowed_origins: Vec<String>,
+    /// Pages served from this machine (loopback origins) may use the hub endpoints too.
+    pub allow_loopback_origins: bool,
     /// Admin listen addresses (plain HTTP): metrics, health, the console, the server API.
     pub admin: Listen,
     /// Serve `/metrics` and the console on non-loopback connections of the main listeners too.

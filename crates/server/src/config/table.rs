@@ -691,6 +691,18 @@ fn build() -> Vec<Spec> {
         )
         .list(),
         s(
+            "allow-loopback-origins",
+            "http.allow_loopback_origins",
+            Http,
+            "BOOL",
+            "Pages served from this machine (Origin http://localhost, 127.0.0.0/8 or [::1], any \
+             port, such as a development server) may use the hub like the listed origins.",
+            at!(http.allow_loopback_origins),
+        )
+        .default("true")
+        .bare("true")
+        .expects("true or false"),
+        s(
             "public-admin",
             "http.public_admin",
             Http,

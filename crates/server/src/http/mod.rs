@@ -187,13 +187,26 @@ fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
 pub(crate) struct Origins {
     any: bool,
     listed: Vec<(String, String, u16)>,
+    /// Pages served from this machine (`localhost`, 127.0.0.0/8, `[::1]`, any port).
+    loopback: bool,
+}
+
+/// Whether an origin's host names this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 impl Origins {
-    pub(crate) fn new(allowed: &[String]) -> Arc<Self> {
+    pub(crate) fn new(allowed: &[String], loopback: bool) -> Arc<Self> {
         Arc::new(Origins {
             any: allowed.iter().any(|o| o.trim() == "*"),
             listed: allowed.iter().filter_map(|o| origin_authority(o)).collect(),
+            loopback,
         })
     }
 
@@ -212,7 +225,8 @@ impl Origins {
             .is_some_and(|(host, port)| host == o.1 && port == o.2);
         if same {
             Verdict::SameOrigin
-        } else if self.any || self.listed.contains(&o) {
+        } else if self.any || self.listed.contains(&o) || (self.loopback && is_loopback_host(&o.1))
+        {
             Verdict::CrossOrigin
         } else {
             Verdict::Refused

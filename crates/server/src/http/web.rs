@@ -69,12 +69,56 @@ static ASSETS: &[(&str, Asset)] = &[
     ("favicon.svg", asset!("favicon.svg", "image/svg+xml")),
 ];
 
+/// The JavaScript SDK (`clients/js`), served so pages can import it from the server itself.
+static SDK: Asset = {
+    const BODY: &[u8] = include_bytes!("../../../../clients/js/switchboard.js");
+    Asset {
+        body: BODY,
+        content_type: JS,
+        etag: fnv1a(BODY),
+    }
+};
+
+/// Its TypeScript declarations.
+static SDK_TYPES: Asset = {
+    const BODY: &[u8] = include_bytes!("../../../../clients/js/switchboard.d.ts");
+    Asset {
+        body: BODY,
+        content_type: "application/typescript; charset=utf-8",
+        etag: fnv1a(BODY),
+    }
+};
+
 /// The page routes, to merge into the HTTP router (no state).
 pub(crate) fn routes() -> Router {
     Router::new()
         .route("/", get(console))
         .route("/call", get(call))
         .route("/assets/{name}", get(asset))
+        .route("/sdk/switchboard.js", get(sdk))
+        .route("/sdk/switchboard.d.ts", get(sdk_types))
+}
+
+/// The SDK is a public script: any page may import it as a module (CORS `*`, no credentials).
+async fn sdk(headers: HeaderMap) -> Response {
+    public(serve(&SDK, &headers))
+}
+
+async fn sdk_types(headers: HeaderMap) -> Response {
+    public(serve(&SDK_TYPES, &headers))
+}
+
+fn public(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
+    );
+    response
 }
 
 async fn console(headers: HeaderMap) -> Response {
