@@ -13,6 +13,7 @@ use switchboard_server::Server;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod credentials;
+mod hubcli;
 mod nat_check;
 
 /// `0.1.0 (commit abcdef012345, built 2026-12-06)`.
@@ -47,6 +48,14 @@ enum Command {
     Config(ConfigCommand),
     /// Classify the NAT in front of this host (RFC 5780: mapping, filtering, hairpinning).
     NatCheck(nat_check::NatCheckArgs),
+    /// Print a channel's publications as JSON lines, recovering across reconnects.
+    Sub(hubcli::SubArgs),
+    /// Publish to a channel (DATA, or each line of standard input).
+    Pub(hubcli::PubArgs),
+    /// Print a channel's history as JSON lines.
+    History(hubcli::HistoryArgs),
+    /// Print who is subscribed to a channel.
+    Presence(hubcli::PresenceArgs),
     /// Mint a hub connection token (JWT) with the configured key or a private key file.
     Token(credentials::TokenArgs),
     /// Mint a TURN REST credential (username EXPIRY:USER and its password) from a shared secret.
@@ -367,6 +376,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::NatCheck(args) => return nat_check::run(args),
+        Command::Sub(args) => return hubcli::sub(args),
+        Command::Pub(args) => return hubcli::publish(args),
+        Command::History(args) => return hubcli::history(args),
+        Command::Presence(args) => return hubcli::presence(args),
         Command::Version => {
             println!("switchboard {LONG_VERSION}");
             Ok(())

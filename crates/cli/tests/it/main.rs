@@ -16,6 +16,7 @@ mod cluster;
 mod hardening;
 mod http3_peers;
 mod http3_tls;
+mod hub_cli;
 mod hub_peers;
 mod hub_write_delay;
 mod ice_servers;

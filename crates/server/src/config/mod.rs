@@ -293,7 +293,12 @@ fn split_list(v: &str) -> Vec<String> {
 }
 
 /// Environment variables that are not settings themselves.
-const ENV_NON_KEYS: &[&str] = &["SWITCHBOARD_CONFIG"];
+const ENV_NON_KEYS: &[&str] = &[
+    "SWITCHBOARD_CONFIG",
+    // The client commands' (`sub`, `pub`, `history`, `presence`).
+    "SWITCHBOARD_SERVER",
+    "SWITCHBOARD_TOKEN",
+];
 
 /// The strings a TOML value stands for: a scalar's text, an array's elements.
 fn toml_strings(v: &toml::Value) -> Result<Vec<String>, String> {
