@@ -24,6 +24,7 @@ mod nat_lab;
 mod ops;
 mod readme;
 mod sdk;
+mod sdk_browser;
 mod stun_peers;
 mod stun_robustness;
 mod tls_reload;
