@@ -21,7 +21,8 @@
 //            default without camera permission; no STUN/TURN, so host candidates only) calls a
 //            normal page: its panel reads "mDNS host, port N udp" for its own candidate. Skipped (said in the result) where that Chromium
 //            gathers no host candidate at all, as in a loopback-only network namespace (no
-//            default route)
+//            default route); crates/cli/tests/it/browser.rs gives its namespace a second
+//            interface (198.51.100.7/24, default route) for this run and fails on a skip
 //
 // Every call scenario also checks each page's peer panels: never an empty address before a
 // port, and "mDNS host" whenever the hook's candidate is a host candidate without an address
@@ -417,8 +418,8 @@ const scenarios = {
           !after.chatVisible && after.panels === 0,
         `${r.bId} after Leave is not back to the join form: ${JSON.stringify(after)}`,
       );
-      out.left = true; // crates/cli/tests/it/browser.rs checks this
-      out.afterLeave = after;
+      out.left = true;
+      out.afterLeave = after; // crates/cli/tests/it/browser.rs checks this and out.rejoined
       // Joining again (the form, as a user would) works: a fresh chat, a new call with a.
       await r.b.click("#join-button");
       await waitFor(r.b, `${r.bId} to join ${r.room} again`, (h) => h.joined || h.errors.length > 0);

@@ -5,16 +5,21 @@
 //! What it proves: two `/call` pages exchange data-channel messages both ways (a) through
 //! switchboard's TURN relay only (`relay=1`: both selected pairs are `relay`, and `/metrics`
 //! counts the allocations and relayed bytes), (b) directly (selected pairs host/srflx/prflx; a
-//! taken peer id is refused on the page with 105; Leave removes the peer on the other side), (c)
-//! with fake camera and microphone (remote video decodes frames), (d) over the HTTPS listener
-//! (wss:, fetch over TLS, self-signed); (e) an independent WebRTC stack (aiortc) offers to a page
-//! and exchanges messages; and the console page polls `/healthz` and `/metrics` without error.
+//! taken peer id is refused on the page with 105; Leave removes the peer on the other side and
+//! returns the page to its join form, and joining again works), (c) with fake camera and
+//! microphone (remote video decodes frames), (d) over the HTTPS listener (wss:, fetch over TLS,
+//! self-signed); (e) an independent WebRTC stack (aiortc) offers to a page and exchanges
+//! messages; (f) a Chromium that hides its host addresses behind mDNS names (its default) calls a
+//! page, and its stats panel reads "mDNS host, port N udp"; and the console page polls `/healthz`
+//! and `/metrics` without error.
 //! Screenshots of `/call` and `/` land in `test-output/screenshots/`. The headers of the pages
 //! (CSP, types, caching) are checked without a browser.
 //!
 //! The call test runs in a network namespace of its own with only loopback (its thread
 //! unshares, so the server, Chromium and aiortc it starts are all inside): nothing can reach
-//! beyond the machine, and "direct" means loopback host candidates. Needs root, as CI has.
+//! beyond the machine, and "direct" means loopback host candidates. Only for (f), last, the
+//! namespace gets a second interface with a documentation-range address (`add_lan`), still
+//! leading nowhere. Needs root, as CI has.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -300,6 +305,54 @@ fn isolate_network() {
     );
 }
 
+/// The documentation-range address (RFC 5737) of [`add_lan`]'s interface.
+const LAN_ADDR: &str = "198.51.100.7";
+
+/// Gives the test's namespace (see [`isolate_network`]) a second network beside loopback:
+/// interface `sb0` with [`LAN_ADDR`]/24, multicast on, and the default route through it (via
+/// 198.51.100.1, which nothing answers), so that a Chromium without loopback candidates (its
+/// default) gathers a host candidate to hide behind an mDNS name. `sb0` is one end of a veth pair
+/// whose other end (`sb0p`, no address) is in the namespace too, or a dummy interface where the
+/// kernel has no veth: either way a packet for any other address goes nowhere, so nothing
+/// leaves the namespace still. Call it after [`isolate_network`], from the same thread.
+fn add_lan() {
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let made = (ip(&["link", "add", "sb0", "type", "veth", "peer", "name", "sb0p"])
+        && ip(&["link", "set", "sb0p", "up"]))
+        || ip(&["link", "add", "sb0", "type", "dummy"]);
+    assert!(
+        made,
+        "ip link add sb0 (type veth, or dummy) failed in the test's namespace"
+    );
+    let addr = format!("{LAN_ADDR}/24");
+    let gateway = [
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.51.100.1",
+        "dev",
+        "sb0",
+    ];
+    for args in [
+        &["addr", "add", addr.as_str(), "dev", "sb0"][..],
+        &["link", "set", "sb0", "multicast", "on", "up"],
+        &gateway,
+    ] {
+        assert!(
+            ip(args),
+            "ip {} failed in the test's namespace",
+            args.join(" ")
+        );
+    }
+}
+
 #[test]
 fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
     let _heavy = crate::common::heavy();
@@ -425,7 +478,33 @@ fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
         "a taken peer id must be refused on the page: {}",
         s["direct"]
     );
-    assert_eq!(s["direct"]["left"], true, "{}", s["direct"]);
+    // Leave: back to the join form (Join enabled; no call card, no chat card, no peer panel);
+    // joining again: the call card, the chat and one peer panel.
+    let after = &s["direct"]["afterLeave"];
+    for (key, want) in [
+        ("formHidden", false),
+        ("joinDisabled", false),
+        ("callHidden", true),
+        ("chatHidden", true),
+        ("chatVisible", false),
+    ] {
+        assert_eq!(after[key], want, "after Leave, {key}: {after}");
+    }
+    assert_eq!(after["panels"], 0, "after Leave: {after}");
+    let rejoined = &s["direct"]["rejoined"];
+    assert!(
+        rejoined["formHidden"] == true
+            && rejoined["chatVisible"] == true
+            && rejoined["callHidden"] == false
+            && rejoined["panels"] == 1,
+        "after joining again: {rejoined}"
+    );
+    // The page's own candidate text for Chromium's mDNS-hidden host candidate (address "").
+    assert_eq!(
+        s["direct"]["candidateText"][1], "mDNS host, port 39392 udp",
+        "{}",
+        s["direct"]["candidateText"]
+    );
     for side in [&s["media"]["a"], &s["media"]["b"]] {
         let frames = side["video"]["framesDecoded"].as_u64().unwrap_or(0);
         let width = side["video"]["videoWidth"].as_u64().unwrap_or(0);
@@ -488,12 +567,59 @@ fn call_page_in_chromium_relay_direct_media_https_and_aiortc() {
         Some(2),
         "{result}"
     );
+
+    // (f) mdns: a Chromium with its default mDNS hiding calls a normal page. Only now a second
+    // network: the runs above keep to loopback as asserted (direct pairs on 127.0.0.1, aiortc
+    // through the relay); this Chromium, without loopback candidates, needs it to gather any.
+    add_lan();
+    let out = run(
+        &mut node(
+            &chromium,
+            &script,
+            &base,
+            &["--scenarios", "mdns", "--deadline-ms", "45000"],
+        ),
+        Duration::from_secs(60),
+    );
+    let t = text(&out);
+    let mdns_result = tagged_json(&t, "RESULT ").unwrap_or(Value::Null);
+    assert!(
+        out.status.success() && mdns_result["ok"] == true,
+        "mdns run failed:\n{t}"
+    );
+    let mdns = &mdns_result["scenarios"]["mdns"];
+    assert!(
+        mdns["skipped"].is_null(),
+        "mdns run skipped although the namespace has {LAN_ADDR}: {mdns}"
+    );
+    assert!(
+        mdns["gathered"].as_array().is_some_and(|g| !g.is_empty()
+            && g.iter()
+                .all(|l| l.as_str().is_some_and(|l| l.contains(".local ")))),
+        "mdns run: no mDNS host candidate gathered: {mdns}"
+    );
+    let local = &mdns["local"];
+    assert_eq!(local["candidateType"], "host", "mdns run: {mdns}");
+    assert!(
+        local["address"].is_null(),
+        "the hook's address of an mDNS-hidden host candidate must be null: {mdns}"
+    );
+    let port = local["port"].as_u64().unwrap_or(0);
+    let protocol = local["protocol"].as_str().unwrap_or("?");
+    assert!(port > 0, "mdns run: {mdns}");
+    assert_eq!(
+        mdns["panel"]["local"].as_str().unwrap_or(""),
+        format!("mDNS host, port {port} {protocol}"),
+        "mdns run, the hidden page's panel: {mdns}"
+    );
+
     eprintln!(
         "relay: {created} allocations, {to_peer} B to peers, {to_client} B to clients; \
-         direct: {} / {}; aiortc pair: {}; {:?} in all",
+         direct: {} / {}; aiortc pair: {}; mdns: {}; {:?} in all",
         local_type(&s["direct"]["a"]),
         local_type(&s["direct"]["b"]),
         s["aiortc"]["selectedPair"],
+        mdns["panel"]["local"],
         started.elapsed()
     );
     assert!(server.stop().success(), "switchboard did not exit cleanly");
