@@ -19,6 +19,10 @@
 //            "READY {json}"; the caller then starts the Python aiortc peer
 //            (tests/peers/aiortc_call.py), which joins as the newcomer and offers; messages both
 //            ways ("hello from aiortc" in, "hello from browser ..." and "ack" out), then it leaves
+//   aiortc-answers  the other way round: the Python aiortc peer (tests/peers/aiortc_room.py,
+//            started first) waits in room --room; a page joins it as the newcomer "browser",
+//            offers with the SDK's default data channel "data" and trickles its candidates;
+//            aiortc answers; messages both ways as above, then aiortc leaves
 //   recipes  the two recipes of docs/clients.md, verbatim (the ```html blocks under
 //            "## Live updates on my page" and "## A video call on my page"), served by a static
 //            server on another loopback origin (http://localhost:PORT) against a
@@ -34,7 +38,8 @@
 // and blocks its connections to loopback, ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS.)
 //
 // usage: node sdk_e2e.mjs --base http://127.0.0.1:PORT [--jwt-secret S]
-//          [--scenarios chat,direct,relay,media,aiortc,recipes] [--docs docs/clients.md]
+//          [--scenarios chat,direct,relay,media,aiortc,aiortc-answers,recipes] [--room ROOM]
+//          [--docs docs/clients.md]
 //          [--deadline-ms MS] [--chromium /usr/bin/chromium]
 //
 // stdout: "READY {...}" (aiortc), one "SCENARIO name {json}" line per passed scenario and, last,
@@ -52,7 +57,7 @@ import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromiu
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
 const STEP_MS = 25_000; // bound of every single wait
-const SCENARIOS = ["chat", "direct", "relay", "media", "aiortc", "recipes"];
+const SCENARIOS = ["chat", "direct", "relay", "media", "aiortc", "aiortc-answers", "recipes"];
 
 // ------------------------------------------------------------------ arguments
 
@@ -60,6 +65,7 @@ function parseArgs(argv) {
   const o = {
     base: "",
     jwtSecret: "",
+    room: "",
     scenarios: ["chat", "direct", "relay", "media"],
     docs: path.join(ROOT, "docs/clients.md"),
     deadlineMs: 120_000,
@@ -73,6 +79,7 @@ function parseArgs(argv) {
     };
     if (a === "--base") o.base = next().replace(/\/$/, "");
     else if (a === "--jwt-secret") o.jwtSecret = next();
+    else if (a === "--room") o.room = next();
     else if (a === "--scenarios") o.scenarios = next().split(",").map((s) => s.trim()).filter(Boolean);
     else if (a === "--docs") o.docs = path.resolve(next());
     else if (a === "--deadline-ms") o.deadlineMs = Number(next());
@@ -82,6 +89,7 @@ function parseArgs(argv) {
   if (!o.base) throw new Error("--base http://HOST:PORT is required");
   for (const s of o.scenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}`);
   if (o.scenarios.includes("chat") && !o.jwtSecret) throw new Error("scenario chat needs --jwt-secret");
+  if (o.scenarios.includes("aiortc-answers") && !o.room) throw new Error("scenario aiortc-answers needs --room");
   return o;
 }
 
@@ -192,7 +200,7 @@ const app = {
       }
       video.srcObject = streams[0] ?? new MediaStream([track]);
     });
-    return { peerId: room.peerId, polite: room.polite };
+    return { peerId: room.peerId, polite: room.polite, members: [...room.peers.keys()] };
   },
 
   send(text) {
@@ -608,6 +616,39 @@ const scenarios = {
     }
   },
 
+  async "aiortc-answers"() {
+    const room = opts.room;
+    const me = "browser";
+    const other = "aiortc";
+    const page = await openApp(me);
+    try {
+      await page.evaluate(() => window.app.connect());
+      const j = await page.evaluate(([r, o]) => window.app.join(r, o), [room, { peerId: me }]);
+      assert(
+        j.polite === true && j.members.includes(other),
+        `the page joins after ${other}, so polite, with ${other} among the members: ${JSON.stringify(j)}`,
+      );
+      await waitFor(page, `the data channel to ${other} open`, (s, o) => s.peers[o]?.open, other, 40_000);
+      const hello = `hello from ${me} ${rand()}`;
+      assert((await page.evaluate((t) => window.app.send(t), hello)) === 1, "room.send reached no peer");
+      await waitFor(page, `"hello from ${other}"`, (s, o) => s.messages.some((m) => m.from === o && m.data === `hello from ${o}`), other);
+      const pair = await until(`a selected pair with ${other}`, () =>
+        page.evaluate((o) => window.app.selectedPair(o), other), (p) => Boolean(p?.local), STEP_MS, page);
+      assert((await page.evaluate(() => window.app.send("ack"))) === 1, "room.send(ack) reached no peer");
+      const s = await waitFor(page, `${other} to leave after the ack`, (st, o) => st.peers[o]?.left === true, other);
+      noErrors(s, me);
+      return {
+        room,
+        polite: j.polite,
+        sent: [hello, "ack"],
+        received: s.messages.filter((m) => m.from === other).map((m) => m.data),
+        selectedPair: pair,
+      };
+    } finally {
+      await closePages(page);
+    }
+  },
+
   async recipes() {
     const origin = pagesOrigin;
     const pages = [];
@@ -690,7 +731,12 @@ function recipe(file, title) {
 function staticServer(files) {
   return new Promise((resolve, reject) => {
     const server = http.createServer((req, res) => {
-      const body = files[new URL(req.url, "http://x").pathname];
+      const name = new URL(req.url, "http://x").pathname;
+      if (name === "/favicon.ico") {
+        res.writeHead(204).end();
+        return;
+      }
+      const body = files[name];
       if (body === undefined) {
         res.writeHead(404).end();
         return;

@@ -9,8 +9,9 @@
 //! both ways, directly (the selected pair is not relay) and with `relayOnly` (both selected pairs
 //! are relay, and `/metrics` counts the allocations and relayed bytes); with Chromium's fake
 //! camera and microphone, track events arrive and the remote video decodes frames; and an SDK
-//! `Room` meets Python's aiortc (`tests/peers/aiortc_call.py`, the newcomer, offering) and
-//! exchanges messages both ways. Then, against `switchboard serve` with no flags at all (its
+//! `Room` meets Python's aiortc both ways round — aiortc the newcomer and offerer
+//! (`tests/peers/aiortc_call.py`), then the page the newcomer and offerer, trickling, with aiortc
+//! answering (`tests/peers/aiortc_room.py`) — and exchanges messages both ways. Then, against `switchboard serve` with no flags at all (its
 //! defaults, 127.0.0.1:8080), the two recipes of `docs/clients.md` — read from the file,
 //! verbatim — work in two tabs each: live updates (both lists grow) and a video call (each tab
 //! plays the other's camera).
@@ -76,16 +77,18 @@ fn node(chromium: &str, script: &Path, base: &str, extra: &[&str]) -> Command {
     cmd
 }
 
-/// The browser script running: stdout lines through a channel, stderr collected; killed on drop.
-struct Browser {
+/// A running script (the browser's, a Python peer): stdout lines through a channel, stderr
+/// collected; killed on drop.
+struct Running {
+    name: &'static str,
     child: Child,
     lines: mpsc::Receiver<String>,
     stdout: Vec<String>,
     stderr: Arc<Mutex<String>>,
 }
 
-impl Browser {
-    fn spawn(cmd: &mut Command) -> Browser {
+impl Running {
+    fn spawn(name: &'static str, cmd: &mut Command) -> Running {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,7 +113,8 @@ impl Browser {
                 s.push('\n');
             }
         });
-        Browser {
+        Running {
+            name,
             child,
             lines: rx,
             stdout: Vec::new(),
@@ -136,7 +140,8 @@ impl Browser {
                     }
                 }
                 Err(_) => panic!(
-                    "no {prefix:?} line from sdk_e2e.mjs within {limit:?}\n{}",
+                    "no {prefix:?} line from {} within {limit:?}\n{}",
+                    self.name,
                     self.output()
                 ),
             }
@@ -155,7 +160,8 @@ impl Browser {
             }
             assert!(
                 Instant::now() < deadline,
-                "sdk_e2e.mjs did not finish within {limit:?}\n{}",
+                "{} did not finish within {limit:?}\n{}",
+                self.name,
                 self.output()
             );
             while let Ok(line) = self.lines.try_recv() {
@@ -185,7 +191,7 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -229,7 +235,7 @@ fn check_call(name: &str, s: &Value) {
 }
 
 #[test]
-fn sdk_pages_in_chromium_chat_calls_media_and_aiortc() {
+fn sdk_pages_in_chromium_chat_calls_media_and_aiortc_both_ways() {
     let _heavy = heavy();
     let started = Instant::now();
     let (chromium, script) = prerequisites();
@@ -251,19 +257,22 @@ fn sdk_pages_in_chromium_chat_calls_media_and_aiortc() {
 
     // Everything in one browser; the aiortc scenario last: it says READY, then the Python peer
     // joins its room.
-    let mut browser = Browser::spawn(&mut node(
-        &chromium,
-        &script,
-        &base,
-        &[
-            "--jwt-secret",
-            JWT_SECRET,
-            "--scenarios",
-            "chat,direct,relay,media,aiortc",
-            "--deadline-ms",
-            "120000",
-        ],
-    ));
+    let mut browser = Running::spawn(
+        "sdk_e2e.mjs",
+        &mut node(
+            &chromium,
+            &script,
+            &base,
+            &[
+                "--jwt-secret",
+                JWT_SECRET,
+                "--scenarios",
+                "chat,direct,relay,media,aiortc",
+                "--deadline-ms",
+                "120000",
+            ],
+        ),
+    );
     let ready = browser.wait_line("READY ", Duration::from_secs(90));
     let ready: Value = serde_json::from_str(ready.trim_start_matches("READY "))
         .unwrap_or_else(|e| panic!("READY is not JSON ({e}): {ready}"));
@@ -392,15 +401,78 @@ fn sdk_pages_in_chromium_chat_calls_media_and_aiortc() {
         "{aiortc}"
     );
 
+    // (c') the other way round: aiortc waits in the room (tests/peers/aiortc_room.py), a page
+    // joins as the newcomer, offers with the SDK's default data channel and trickles; aiortc
+    // answers.
+    let room = "sdk-aiortc-answers";
+    let mut py = Running::spawn(
+        "aiortc_room.py",
+        Command::new(&python)
+            .arg(peer_script("aiortc_room.py"))
+            .args(["--base", &base, "--room", room, "--peer", "aiortc"])
+            .args(["--expect", "browser", "--label", "data"]),
+    );
+    py.wait_line("JOINED ", Duration::from_secs(30));
+    let mut browser = Running::spawn(
+        "sdk_e2e.mjs",
+        &mut node(
+            &chromium,
+            &script,
+            &base,
+            &["--scenarios", "aiortc-answers", "--room", room],
+        ),
+    );
+    let ok = browser.finish(Duration::from_secs(75));
+    let (s2, result) = browser.results();
+    assert!(
+        ok && result["ok"] == true,
+        "sdk_e2e.mjs (aiortc-answers) failed:\n{}\naiortc:\n{}",
+        browser.output(),
+        py.output()
+    );
+    assert!(
+        py.finish(Duration::from_secs(30)),
+        "aiortc_room.py failed:\n{}",
+        py.output()
+    );
+    let answers = &s2["aiortc-answers"];
+    assert_eq!(answers["polite"], true, "{answers}");
+    assert_eq!(
+        strings(&answers["received"]),
+        ["hello from aiortc"],
+        "{answers}"
+    );
+    let py_json = py
+        .stdout
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    let py_received = strings(&py_json["received"]);
+    assert!(
+        py_received.len() == 2
+            && py_received[0].starts_with("hello from browser ")
+            && py_received[1] == "ack",
+        "aiortc (answering) did not get the page's messages: {py_json}"
+    );
+    assert_eq!(strings(&py_json["channels"]), ["data"], "{py_json}");
+    // The page trickled its candidates and then end-of-candidates.
+    assert_eq!(
+        strings(&py_json["remoteCandidates"]).last(),
+        Some(&"end-of-candidates"),
+        "{py_json}"
+    );
+
     eprintln!(
         "chat ok; direct {} / {}; relay {} / {} ({created} allocations); media {} frames; \
-         aiortc pair {}; {:?} in all",
+         aiortc pair {}; aiortc answering, pair {}; {:?} in all",
         local_type(&direct["a"]),
         local_type(&direct["b"]),
         local_type(&relay["a"]),
         local_type(&relay["b"]),
         media["a"]["video"]["framesDecoded"],
         aiortc["selectedPair"],
+        answers["selectedPair"],
         started.elapsed()
     );
     assert!(server.stop().success(), "switchboard did not exit cleanly");
