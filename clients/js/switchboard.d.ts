@@ -48,6 +48,9 @@ export declare function backoff(attempt: number, min: number, max: number): numb
 /** A WebSocket constructor: the browser's, or e.g. the `ws` package's in Node.js 20. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => any;
 
+/** A WebTransport constructor: the browser's (or a stand-in with `ready`, `closed`, `createBidirectionalStream()`, `close()`). */
+export type WebTransportConstructor = new (url: string, options?: WebTransportOptions) => any;
+
 export interface ClientOptions {
   /** Connection JWT (empty = anonymous, where the server allows it). */
   token?: string;
@@ -57,15 +60,25 @@ export interface ClientOptions {
   websocket?: WebSocketConstructor | null;
   /** fetch implementation for SSE, HTTP publish and ICE servers (default: globalThis.fetch). */
   fetch?: typeof fetch | null;
-  /** Transports in the order tried (default ["websocket", "sse"]). "webtransport" is not implemented yet. */
+  /**
+   * Transports in the order tried (default ["websocket", "sse"]). "webtransport" (an opt-in) is
+   * used only where a WebTransport implementation exists; a list naming only it means
+   * ["webtransport", "websocket", "sse"].
+   */
   transports?: TransportName[];
+  /** WebTransport implementation (default: globalThis.WebTransport). */
+  webtransport?: WebTransportConstructor | null;
+  /** The WebTransport URL (default: `https://` + the server URL's host and prefix + `/v1/wt`). */
+  webtransportUrl?: string | null;
+  /** Options for `new WebTransport(url, options)`, e.g. `serverCertificateHashes`. */
+  webtransportOptions?: WebTransportOptions | null;
   /** First reconnect delay cap in ms (default 500); the cap doubles per failed attempt. */
   minReconnectDelay?: number;
   /** Largest reconnect delay in ms (default 20000). */
   maxReconnectDelay?: number;
   /** Command reply and open timeout in ms (default 10000). */
   timeout?: number;
-  /** Interval of the client's ping command over WebSocket, in ms (default 15000). */
+  /** Interval of the client's ping command over WebSocket or WebTransport, in ms (default 15000). */
   pingInterval?: number;
   /** An SSE stream silent this long (ms) is reopened (default 60000; the server pings every 25 s). */
   sseIdleTimeout?: number;
@@ -115,7 +128,7 @@ export interface ConnectingContext {
 export interface ConnectedContext {
   client: string;
   user: string;
-  transport: "websocket" | "sse";
+  transport: "webtransport" | "websocket" | "sse";
   version: string;
   expires: boolean;
   ttl: number;
@@ -247,7 +260,7 @@ export declare class Client extends Emitter<ClientEvents> {
   constructor(url: string, opts?: ClientOptions);
   readonly state: ClientStateName;
   /** The transport in use while connected. */
-  readonly transport: "" | "websocket" | "sse";
+  readonly transport: "" | "webtransport" | "websocket" | "sse";
   readonly clientId: string;
   readonly user: string;
   connect(): void;

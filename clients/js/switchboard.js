@@ -13,10 +13,13 @@
 // The protocol is the hub's JSON mapping (docs/hub.md): over WebSocket `/v1/ws` with the
 // subprotocol `switchboard.json`, one `Command` per text frame out and one `ServerFrame` per
 // frame in; when the WebSocket cannot be opened, server-sent events (`GET /v1/sse`) for
-// receiving and `POST /v1/publish` for publishing. After every reconnect each subscription
-// recovers from the last position (offset and epoch) it saw: exactly the missed publications,
-// in order, without duplicates, or a `recoveryfailed` event when the server says that is
-// impossible. Rooms (`client.joinRoom`) run WebRTC perfect negotiation between the peers of a
+// receiving and `POST /v1/publish` for publishing. A page may opt in to WebTransport
+// (`transports: ["webtransport"]`): where the browser has it, `/v1/wt` over HTTP/3 is tried
+// first (one session with one bidirectional stream per connection, carrying length-prefixed
+// protobuf through the small codec below), the WebSocket when it fails. After every reconnect
+// each subscription recovers from the last position (offset and epoch) it saw: exactly the
+// missed publications, in order, without duplicates, or a `recoveryfailed` event when the
+// server says that is impossible. Rooms (`client.joinRoom`) run WebRTC perfect negotiation between the peers of a
 // signaling room (browsers: RTCPeerConnection). The API reference is docs/clients.md.
 
 export const VERSION = "0.1.0";
@@ -87,6 +90,9 @@ const DEFAULTS = {
   token: "",
   getToken: null,
   websocket: null,
+  webtransport: null,
+  webtransportUrl: null,
+  webtransportOptions: null,
   fetch: null,
   transports: ["websocket", "sse"],
   minReconnectDelay: 500,
@@ -272,19 +278,358 @@ function randomId(prefix = "p-") {
 /** The WebSocket failed to open (refused or blocked upgrade, no server): try the next transport. */
 class OpenFailed extends Error {}
 
+// ------------------------------------------------------------------ protobuf (WebTransport)
+
+// WebTransport streams carry protobuf (docs/http3.md): a u32 big-endian length, then a
+// `Command` (client to server) or a `ServerFrame` (server to client), schema
+// proto/switchboard/v1/hub.proto. The codec below knows exactly the messages the SDK uses and
+// maps them to and from the objects of the JSON mapping the rest of the SDK speaks, so a
+// WebTransport connection is a drop-in for the WebSocket one: field names in lowerCamelCase,
+// payloads (`data`, `connInfo`) as JSON values (their bytes are the UTF-8 JSON text) or, when the
+// bytes are not JSON, as a Uint8Array; a `b64data` given to the encoder is sent as its bytes.
+
+// A field: [name, type, kind] with type "string" | "bytes" | "uint32" | "uint64" | "bool" or a
+// message name, and kind "" (singular), "repeated" or "map" (map<string, type>).
+const PB_SCHEMA = (() => {
+  const s = "string";
+  const u32 = "uint32";
+  const u64 = "uint64";
+  const b = "bool";
+  const y = "bytes";
+  return {
+    Command: ({
+      1: ["id", u32], 2: ["connect", "ConnectRequest"], 3: ["subscribe", "SubscribeRequest"],
+      4: ["unsubscribe", "ChannelRequest"], 5: ["publish", "PublishRequest"],
+      6: ["presence", "ChannelRequest"], 7: ["presenceStats", "ChannelRequest"],
+      8: ["history", "HistoryRequest"], 9: ["ping", "Empty"], 20: ["roomJoin", "RoomJoinRequest"],
+      21: ["roomLeave", "RoomLeaveRequest"], 22: ["offer", "DescriptionRequest"],
+      23: ["answer", "DescriptionRequest"], 24: ["candidate", "CandidateRequest"],
+      25: ["bye", "ByeRequest"],
+    }),
+    ServerFrame: ({ 1: ["reply", "Reply"], 2: ["push", "Push"] }),
+    Reply: ({
+      1: ["id", u32], 2: ["error", "Error"], 3: ["connect", "ConnectResult"],
+      4: ["subscribe", "SubscribeResult"], 5: ["unsubscribe", "Empty"],
+      6: ["publish", "PublishResult"], 7: ["presence", "PresenceResult"],
+      8: ["presenceStats", "PresenceStatsResult"], 9: ["history", "HistoryResult"],
+      10: ["ping", "Empty"], 20: ["roomJoin", "RoomJoinResult"], 21: ["roomLeave", "Empty"],
+      22: ["offer", "SignalResult"], 23: ["answer", "SignalResult"],
+      24: ["candidate", "SignalResult"], 25: ["bye", "SignalResult"],
+    }),
+    Error: ({ 1: ["code", u32], 2: ["message", s], 3: ["temporary", b] }),
+    Push: ({
+      1: ["publication", "Publication"], 2: ["join", "JoinLeave"], 3: ["leave", "JoinLeave"],
+      4: ["disconnect", "Disconnect"], 5: ["unsubscribe", "Unsubscribe"],
+      20: ["roomJoin", "RoomJoin"], 21: ["roomLeave", "RoomLeave"], 22: ["signal", "Signal"],
+    }),
+    Empty: ({}),
+    StreamPosition: ({ 1: ["offset", u64], 2: ["epoch", s] }),
+    ClientInfo: ({ 1: ["user", s], 2: ["clientId", s], 3: ["connInfo", y] }),
+    Publication: ({
+      1: ["channel", s], 2: ["offset", u64], 3: ["epoch", s], 4: ["data", y],
+      5: ["info", "ClientInfo"], 6: ["tags", s, "map"],
+    }),
+    JoinLeave: ({ 1: ["channel", s], 2: ["info", "ClientInfo"] }),
+    Disconnect: ({ 1: ["code", u32], 2: ["reason", s], 3: ["reconnect", b] }),
+    Unsubscribe: ({ 1: ["channel", s], 2: ["code", u32], 3: ["reason", s] }),
+    ConnectRequest: ({ 1: ["token", s], 2: ["name", s], 3: ["version", s] }),
+    ConnectResult: ({
+      1: ["clientId", s], 2: ["user", s], 3: ["version", s], 4: ["expires", b], 5: ["ttl", u32],
+    }),
+    SubscribeRequest: ({ 1: ["channel", s], 2: ["recover", "StreamPosition"] }),
+    SubscribeResult: ({
+      1: ["recoverable", b], 2: ["offset", u64], 3: ["epoch", s], 4: ["wasRecovering", b],
+      5: ["recovered", b], 6: ["publications", "Publication", "repeated"],
+    }),
+    ChannelRequest: ({ 1: ["channel", s] }),
+    PublishRequest: ({ 1: ["channel", s], 2: ["data", y], 3: ["idempotencyKey", s] }),
+    PublishResult: ({ 1: ["offset", u64], 2: ["epoch", s] }),
+    PresenceResult: ({ 1: ["presence", "ClientInfo", "map"] }),
+    PresenceStatsResult: ({ 1: ["numClients", u32], 2: ["numUsers", u32] }),
+    HistoryRequest: ({
+      1: ["channel", s], 2: ["limit", u32], 3: ["since", "StreamPosition"], 4: ["reverse", b],
+    }),
+    HistoryResult: ({
+      1: ["publications", "Publication", "repeated"], 2: ["offset", u64], 3: ["epoch", s],
+    }),
+    RoomJoinRequest: ({ 1: ["room", s], 2: ["peerId", s], 3: ["data", y] }),
+    RoomLeaveRequest: ({ 1: ["room", s] }),
+    SessionDescription: ({ 1: ["type", s], 2: ["sdp", s] }),
+    IceCandidate: ({
+      1: ["candidate", s], 2: ["sdpMid", s], 3: ["sdpMLineIndex", u32], 4: ["usernameFragment", s],
+    }),
+    DescriptionRequest: ({ 1: ["room", s], 2: ["to", s], 3: ["description", "SessionDescription"] }),
+    CandidateRequest: ({ 1: ["room", s], 2: ["to", s], 3: ["candidate", "IceCandidate"] }),
+    ByeRequest: ({ 1: ["room", s], 2: ["to", s], 3: ["reason", s] }),
+    RoomMember: ({ 1: ["peerId", s], 2: ["data", y], 3: ["info", "ClientInfo"], 4: ["joinedAt", u64] }),
+    RoomJoinResult: ({ 1: ["members", "RoomMember", "repeated"], 2: ["polite", b] }),
+    SignalResult: ({ 1: ["delivered", u32] }),
+    RoomJoin: ({ 1: ["room", s], 2: ["peer", "RoomMember"], 3: ["polite", b] }),
+    RoomLeave: ({ 1: ["room", s], 2: ["peerId", s], 3: ["timedOut", b] }),
+    Signal: ({
+      1: ["room", s], 2: ["from", s], 3: ["offer", "SessionDescription"],
+      4: ["answer", "SessionDescription"], 5: ["candidate", "IceCandidate"], 6: ["bye", s],
+    }),
+  };
+})();
+
+const PB_VARINTS = new Set(["uint32", "uint64", "bool"]);
+const utf8 = new TextEncoder();
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+const utf8Lenient = new TextDecoder();
+
+/** A growing byte buffer for the encoder. */
+class PbWriter {
+  constructor() {
+    this.buf = new Uint8Array(64);
+    this.len = 0;
+  }
+
+  reserve(n) {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+  }
+
+  /** A varint of a non-negative integer (exact up to 2^53). */
+  varint(n) {
+    this.reserve(10);
+    let v = Math.max(0, Math.floor(Number(n) || 0));
+    while (v >= 0x80) {
+      this.buf[this.len++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.len++] = v;
+  }
+
+  bytes(b) {
+    this.varint(b.length);
+    this.reserve(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+
+  finish() {
+    return this.buf.subarray(0, this.len);
+  }
+}
+
+/** The bytes of payload field `name` of `o` (JSON value, binary, or `b64name`), or null. */
+function payloadBytes(o, name) {
+  const v = o[name];
+  if (v === undefined || v === null) {
+    const b64 = o[`b64${name}`]; // b64data, b64connInfo
+    return typeof b64 === "string" ? fromBase64(b64) : null;
+  }
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  return utf8.encode(JSON.stringify(v));
+}
+
+/** Encodes `value` (a JSON-mapping object) as protobuf message `type`. */
+function pbEncode(type, value, w = new PbWriter()) {
+  const schema = PB_SCHEMA[type];
+  for (const [num, [name, ftype, kind]] of Object.entries(schema)) {
+    const no = Number(num);
+    if (ftype === "bytes") {
+      const b = payloadBytes(value, name);
+      if (b) {
+        w.varint((no << 3) | 2);
+        w.bytes(b);
+      }
+      continue;
+    }
+    const v = value[name];
+    if (v === undefined || v === null) continue;
+    if (kind === "repeated") {
+      for (const item of v) pbField(w, no, ftype, item);
+    } else if (kind === "map") {
+      for (const [k, item] of Object.entries(v)) {
+        const entry = new PbWriter();
+        pbField(entry, 1, "string", k);
+        pbField(entry, 2, ftype, item);
+        w.varint((no << 3) | 2);
+        w.bytes(entry.finish());
+      }
+    } else {
+      pbField(w, no, ftype, v);
+    }
+  }
+  return w;
+}
+
+function pbField(w, no, ftype, v) {
+  if (ftype === "string") {
+    w.varint((no << 3) | 2);
+    w.bytes(utf8.encode(String(v)));
+  } else if (ftype === "uint32" || ftype === "uint64") {
+    w.varint(no << 3);
+    w.varint(v);
+  } else if (ftype === "bool") {
+    w.varint(no << 3);
+    w.varint(v ? 1 : 0);
+  } else {
+    w.varint((no << 3) | 2);
+    w.bytes(pbEncode(ftype, v).finish());
+  }
+}
+
+/** A payload's bytes as the JSON mapping gives them: the JSON value, else the bytes. */
+function payloadValue(b) {
+  try {
+    return JSON.parse(utf8Strict.decode(b));
+  } catch {
+    return b.slice();
+  }
+}
+
+/** Decodes protobuf message `type` from `b` into a JSON-mapping object (unknown fields skipped). */
+function pbDecode(type, b) {
+  const schema = PB_SCHEMA[type];
+  const out = {};
+  let i = 0;
+  const varint = () => {
+    let n = 0;
+    let scale = 1;
+    for (;;) {
+      if (i >= b.length) throw new Error("protobuf: truncated varint");
+      const x = b[i++];
+      n += (x & 0x7f) * scale;
+      if (x < 0x80) return n;
+      scale *= 0x80;
+      if (scale > 2 ** 70) throw new Error("protobuf: varint too long");
+    }
+  };
+  const chunk = () => {
+    const n = varint();
+    if (i + n > b.length) throw new Error("protobuf: truncated field");
+    const c = b.subarray(i, i + n);
+    i += n;
+    return c;
+  };
+  while (i < b.length) {
+    const tag = varint();
+    const no = Math.floor(tag / 8);
+    const wire = tag % 8;
+    const f = schema[no];
+    const want = f && !f[2] && PB_VARINTS.has(f[1]) ? 0 : 2;
+    if (!f || wire !== want) {
+      // Unknown (or unexpected) field: skip it.
+      if (wire === 0) varint();
+      else if (wire === 1) i += 8;
+      else if (wire === 2) chunk();
+      else if (wire === 5) i += 4;
+      else throw new Error(`protobuf: wire type ${wire}`);
+      continue;
+    }
+    const [name, ftype, kind] = f;
+    if (kind === "map") {
+      const entry = chunk();
+      const e = pbDecode(ftype === "string" ? "MapStringString" : "MapStringMessage", entry);
+      const value = ftype === "string" ? (e.value ?? "") : pbDecode(ftype, e.value ?? new Uint8Array(0));
+      (out[name] ??= {})[e.key ?? ""] = value;
+      continue;
+    }
+    let v;
+    if (ftype === "uint32" || ftype === "uint64") v = varint();
+    else if (ftype === "bool") v = varint() !== 0;
+    else if (ftype === "string") v = utf8Lenient.decode(chunk());
+    else if (ftype === "raw") v = chunk();
+    else if (ftype === "bytes") {
+      const c = chunk();
+      if (c.length === 0) continue; // as the JSON mapping: an empty payload is absent
+      v = payloadValue(c);
+    } else v = pbDecode(ftype, chunk());
+    if (kind === "repeated") (out[name] ??= []).push(v);
+    else out[name] = v;
+  }
+  return out;
+}
+
+// Map entries: key 1, value 2 (a string, or a message's bytes decoded by the caller).
+PB_SCHEMA.MapStringString = { 1: ["key", "string"], 2: ["value", "string"] };
+PB_SCHEMA.MapStringMessage = { 1: ["key", "string"], 2: ["value", "raw"] };
+
 // ------------------------------------------------------------------ WebSocket connection
 
-/** One WebSocket speaking the JSON mapping: commands with replies, pushes to the client. */
-class WsConn {
-  constructor(client, gen, ws) {
+/**
+ * One hub connection with commands and replies: the parts the WebSocket and the WebTransport
+ * connection share. Subclasses send a command (`_send`) and hand in frames (`onFrame`, JSON
+ * mapping objects) and their end (`onClose`).
+ */
+class HubConn {
+  constructor(client, gen, kind) {
     this.client = client;
     this.gen = gen;
-    this.ws = ws;
-    this.kind = "websocket";
+    this.kind = kind;
     this.nextId = 0;
     /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
     this.pending = new Map();
     this.closed = false;
+  }
+
+  onFrame(frame) {
+    if (frame.reply) {
+      const id = Number(frame.reply.id ?? 0);
+      const w = this.pending.get(id);
+      if (!w) return;
+      this.pending.delete(id);
+      clearTimeout(w.timer);
+      if (frame.reply.error) w.reject(hubError(frame.reply.error));
+      else w.resolve(frame.reply);
+    } else if (frame.push) {
+      this.client._onPush(frame.push, this);
+    }
+  }
+
+  onClose(code, reason) {
+    if (this.closed) return;
+    this.closed = true;
+    this.failPending();
+    this.client._onTransportClosed(this, { code: Number(code ?? 1006), reason: String(reason ?? "") });
+  }
+
+  failPending() {
+    for (const [, w] of this.pending) {
+      clearTimeout(w.timer);
+      w.reject(new HubError(ClientCode.NotConnected, "connection closed", true));
+    }
+    this.pending.clear();
+  }
+
+  /** Sends one command; resolves with its reply (rejects with a HubError). */
+  call(method, body, timeout) {
+    return new Promise((resolve, reject) => {
+      if (this.closed) {
+        reject(new HubError(ClientCode.NotConnected, "connection closed", true));
+        return;
+      }
+      const id = ++this.nextId;
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new HubError(ClientCode.Timeout, `${method}: no reply within ${timeout} ms`, true));
+      }, timeout);
+      this.pending.set(id, { resolve, reject, timer });
+      try {
+        this._send({ id, [method]: body });
+      } catch (e) {
+        this.pending.delete(id);
+        clearTimeout(timer);
+        reject(new HubError(ClientCode.NotConnected, String(e?.message ?? e), true));
+      }
+    });
+  }
+}
+
+/** One WebSocket speaking the JSON mapping: commands with replies, pushes to the client. */
+class WsConn extends HubConn {
+  constructor(client, gen, ws) {
+    super(client, gen, "websocket");
+    this.ws = ws;
   }
 
   /** Opens a WebSocket; resolves when it is open with our subprotocol. */
@@ -345,55 +690,11 @@ class WsConn {
       this.client._log("unparsable frame", text);
       return;
     }
-    if (frame.reply) {
-      const id = Number(frame.reply.id ?? 0);
-      const w = this.pending.get(id);
-      if (!w) return;
-      this.pending.delete(id);
-      clearTimeout(w.timer);
-      if (frame.reply.error) w.reject(hubError(frame.reply.error));
-      else w.resolve(frame.reply);
-    } else if (frame.push) {
-      this.client._onPush(frame.push, this);
-    }
+    this.onFrame(frame);
   }
 
-  onClose(code, reason) {
-    if (this.closed) return;
-    this.closed = true;
-    this.failPending();
-    this.client._onTransportClosed(this, { code: Number(code ?? 1006), reason: String(reason ?? "") });
-  }
-
-  failPending() {
-    for (const [, w] of this.pending) {
-      clearTimeout(w.timer);
-      w.reject(new HubError(ClientCode.NotConnected, "connection closed", true));
-    }
-    this.pending.clear();
-  }
-
-  /** Sends one command; resolves with its reply (rejects with a HubError). */
-  call(method, body, timeout) {
-    return new Promise((resolve, reject) => {
-      if (this.closed) {
-        reject(new HubError(ClientCode.NotConnected, "connection closed", true));
-        return;
-      }
-      const id = ++this.nextId;
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new HubError(ClientCode.Timeout, `${method}: no reply within ${timeout} ms`, true));
-      }, timeout);
-      this.pending.set(id, { resolve, reject, timer });
-      try {
-        this.ws.send(JSON.stringify({ id, [method]: body }));
-      } catch (e) {
-        this.pending.delete(id);
-        clearTimeout(timer);
-        reject(new HubError(ClientCode.NotConnected, String(e?.message ?? e), true));
-      }
-    });
+  _send(command) {
+    this.ws.send(JSON.stringify(command));
   }
 
   close(code = 1000, reason = "") {
@@ -405,6 +706,136 @@ class WsConn {
     } catch {
       // already closing
     }
+  }
+}
+
+/** Frames longer than this (bytes) end a WebTransport connection (the server's own cap is lower). */
+const WT_MAX_FRAME = 64 << 20;
+
+/**
+ * One WebTransport session (`/v1/wt`, HTTP/3) with one bidirectional stream: one hub connection
+ * speaking length-prefixed protobuf (docs/http3.md). A session per connection: closing it ends
+ * the hub connection at once on the server.
+ */
+class WtConn extends HubConn {
+  constructor(client, gen, wt) {
+    super(client, gen, "webtransport");
+    this.wt = wt;
+    this.writer = null;
+  }
+
+  /** Opens a session and its stream; rejects with OpenFailed (try the next transport). */
+  static async open(client, gen) {
+    const WT = client._opts.webtransport ?? globalThis.WebTransport;
+    if (typeof WT !== "function") throw new OpenFailed("no WebTransport implementation");
+    const url = client._opts.webtransportUrl ?? client._ep.wt;
+    let wt;
+    try {
+      wt = client._opts.webtransportOptions ? new WT(url, client._opts.webtransportOptions) : new WT(url);
+    } catch (e) {
+      throw new OpenFailed(`cannot open ${url}: ${e?.message ?? e}`);
+    }
+    // Both reject when the session fails; they are awaited below, or by the connection.
+    Promise.resolve(wt.ready).catch(() => {});
+    Promise.resolve(wt.closed).catch(() => {});
+    const conn = new WtConn(client, gen, wt);
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("WebTransport open timed out")), client._opts.timeout);
+    });
+    let stream;
+    try {
+      await Promise.race([wt.ready, timeout]);
+      stream = await Promise.race([wt.createBidirectionalStream(), timeout]);
+    } catch (e) {
+      conn.closed = true;
+      conn.shutdown(0, "open failed");
+      throw new OpenFailed(`cannot open ${url}: ${e?.message ?? e}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    conn.start(stream);
+    return conn;
+  }
+
+  start(stream) {
+    this.writer = stream.writable.getWriter();
+    Promise.resolve(this.writer.closed).catch(() => {});
+    this.read(stream.readable).then(
+      () => this.onClose(0, "stream finished"),
+      (e) => this.onClose(0, `stream failed: ${e?.message ?? e}`),
+    );
+    Promise.resolve(this.wt.closed).then(
+      (info) => this.onClose(Number(info?.closeCode ?? 0), String(info?.reason ?? "session closed")),
+      (e) => this.onClose(0, `session failed: ${e?.message ?? e}`),
+    );
+  }
+
+  /** Reads `u32 length + ServerFrame` frames until the stream ends. */
+  async read(readable) {
+    const reader = readable.getReader();
+    let buf = new Uint8Array(0);
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.closed) return;
+        const chunk = value instanceof Uint8Array ? value : new Uint8Array(value);
+        if (buf.length === 0) {
+          buf = chunk;
+        } else {
+          const joined = new Uint8Array(buf.length + chunk.length);
+          joined.set(buf);
+          joined.set(chunk, buf.length);
+          buf = joined;
+        }
+        while (buf.length >= 4) {
+          const len = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0);
+          if (len > WT_MAX_FRAME) throw new Error(`frame of ${len} bytes`);
+          if (buf.length < 4 + len) break;
+          const frame = pbDecode("ServerFrame", buf.subarray(4, 4 + len));
+          buf = buf.subarray(4 + len);
+          this.onFrame(frame);
+          if (this.closed) return;
+        }
+      }
+    } finally {
+      try {
+        reader.releaseLock();
+      } catch {
+        // a read is pending
+      }
+    }
+  }
+
+  _send(command) {
+    const body = pbEncode("Command", command).finish();
+    const frame = new Uint8Array(4 + body.length);
+    new DataView(frame.buffer).setUint32(0, body.length);
+    frame.set(body, 4);
+    // Writes queue in order; a failed one ends the stream, which closes the connection.
+    this.writer.write(frame).catch(() => {});
+  }
+
+  onClose(code, reason) {
+    if (this.closed) return;
+    super.onClose(code, reason);
+    this.shutdown(0, "");
+  }
+
+  /** Closes the session (every stream of it). */
+  shutdown(code, reason) {
+    try {
+      this.wt.close({ closeCode: code, reason });
+    } catch {
+      // closed already
+    }
+  }
+
+  close(code = 0, reason = "") {
+    if (this.closed) return;
+    this.closed = true;
+    this.failPending();
+    this.shutdown(code, reason);
   }
 }
 
@@ -538,9 +969,15 @@ export class Client extends Emitter {
         throw new TypeError(`switchboard: unknown transport ${t}`);
       }
     }
+    // Opting in to WebTransport never removes the fallback: a list naming only "webtransport"
+    // goes on with the default WebSocket, then SSE.
+    const t = this._opts.transports;
+    this._transports = t.length > 0 && t.every((x) => x === "webtransport") ? [...t, ...DEFAULTS.transports] : [...t];
+    /** WebTransport failed to open where a later transport worked: skipped until `connect()`. */
+    this._wtBlocked = false;
     /** @type {"disconnected"|"connecting"|"connected"} */
     this.state = State.Disconnected;
-    /** The transport in use while connected: "websocket" or "sse". */
+    /** The transport in use while connected: "webtransport", "websocket" or "sse". */
     this.transport = "";
     /** This connection's client id (empty over SSE until the stream's connect reply). */
     this.clientId = "";
@@ -552,7 +989,7 @@ export class Client extends Emitter {
     /** @type {Map<string, Room>} */
     this._rooms = new Map();
     this._gen = 0;
-    this._conn = null; // WsConn, or null
+    this._conn = null; // WsConn or WtConn, or null
     this._sse = null; // SseStream, or null (SSE mode may be connected without a stream)
     this._sseMode = false;
     this._sseResyncTimer = null;
@@ -568,6 +1005,7 @@ export class Client extends Emitter {
   connect() {
     if (this.state !== State.Disconnected) return;
     this._attempt = 0;
+    this._wtBlocked = false;
     this._setState(State.Connecting, { code: ClientCode.Called, reason: "connect called" });
     this._startAttempt();
   }
@@ -751,34 +1189,37 @@ export class Client extends Emitter {
       if (!this._token && this._opts.getToken) await this._refreshToken();
       if (gen !== this._gen) return;
       let lastOpenError = null;
-      for (const kind of this._opts.transports) {
+      let wtFailed = false;
+      for (const kind of this._transports) {
         if (gen !== this._gen) return;
-        if (kind === "webtransport") {
-          // TODO(issue 15): WebTransport (`/v1/wt`) speaks length-prefixed protobuf frames; the
-          // SDK has no protobuf codec yet, so an opt-in falls through to the next transport.
-          if (typeof globalThis.WebTransport === "function") {
-            this._log("webtransport: not implemented yet, trying the next transport");
+        if (kind === "webtransport" || kind === "websocket") {
+          if (kind === "webtransport") {
+            if (this._wtBlocked) continue;
+            if (typeof (this._opts.webtransport ?? globalThis.WebTransport) !== "function") {
+              this._log("webtransport: not available here, trying the next transport");
+              continue;
+            }
           }
-          continue;
-        }
-        if (kind === "websocket") {
           let conn;
           try {
-            conn = await WsConn.open(this, gen);
+            conn = kind === "webtransport" ? await WtConn.open(this, gen) : await WsConn.open(this, gen);
           } catch (e) {
             if (!(e instanceof OpenFailed)) throw e;
-            this._log("websocket:", e.message);
+            this._log(`${kind}:`, e.message);
             lastOpenError = e;
+            if (kind === "webtransport") wtFailed = true;
             continue;
           }
           if (gen !== this._gen) {
             conn.close();
             return;
           }
+          if (wtFailed) this._wtBlocked = true;
           await this._handshake(conn, gen);
           return;
         }
         if (kind === "sse") {
+          if (wtFailed) this._wtBlocked = true;
           await this._startSse(gen);
           return;
         }
@@ -794,7 +1235,7 @@ export class Client extends Emitter {
     }
   }
 
-  /** `connect` on an open WebSocket; after 109 once more with a fresh token. */
+  /** `connect` on an open WebSocket or WebTransport stream; after 109 once more with a fresh token. */
   async _handshake(conn, gen) {
     this._conn = conn;
     this._sseMode = false;
@@ -811,7 +1252,7 @@ export class Client extends Emitter {
           this._opts.timeout,
         );
         if (gen !== this._gen) return;
-        this._connected("websocket", reply.connect ?? {});
+        this._connected(conn.kind, reply.connect ?? {});
         return;
       } catch (e) {
         if (gen !== this._gen) return;
@@ -848,7 +1289,7 @@ export class Client extends Emitter {
       clearTimeout(w.timer);
       w.resolve();
     }
-    if (transport === "websocket") {
+    if (transport !== "sse") {
       this._startPing();
       for (const sub of this._subs.values()) {
         if (sub.state === SubscriptionState.Subscribing) sub._sendSubscribe();
