@@ -689,24 +689,29 @@ const scenarios = {
         assert(r && r.ok(), `GET ${origin}/video.html: HTTP ${r?.status()}`);
         calls.push(p);
       }
+      // Read through CDP without a user gesture: playwright's evaluate counts as one (it would
+      // activate the page and lift the autoplay policy the recipe must live with).
       const remoteVideos = (p) =>
-        p.$$eval("video", (vs) => vs.filter((v) => v.srcObject && !v.muted).map((v) => {
-          const q = v.getVideoPlaybackQuality();
-          return {
+        quietEval(p, () => ({
+          activated: navigator.userActivation.hasBeenActive,
+          local: [...document.querySelectorAll("video")].filter((v) => v.muted && v.srcObject).length,
+          remote: [...document.querySelectorAll("video")].filter((v) => v.srcObject && !v.muted).map((v) => ({
             id: v.id, videoWidth: v.videoWidth, paused: v.paused, currentTime: v.currentTime,
-            framesDecoded: q.totalVideoFrames, tracks: v.srcObject.getTracks().map((t) => t.kind).sort(),
-          };
+            framesDecoded: v.getVideoPlaybackQuality().totalVideoFrames,
+            tracks: v.srcObject.getTracks().map((t) => t.kind).sort(),
+          })),
         }));
-      const localVideo = (p) =>
-        p.$$eval("video", (vs) => vs.filter((v) => v.muted && v.srcObject).map((v) => v.srcObject.id));
       out.video = [];
       for (const [i, p] of calls.entries()) {
-        const vids = await until(`video tab ${i + 1}: the other's video playing`, () => remoteVideos(p),
-          (vs) => vs.length === 1 && vs[0].videoWidth > 0 && vs[0].framesDecoded > 0 && !vs[0].paused && vs[0].currentTime > 0,
+        const seen = await until(`video tab ${i + 1}: the other's video playing`, () => remoteVideos(p),
+          ({ remote: vs }) => vs.length === 1 && vs[0].videoWidth > 0 && vs[0].framesDecoded > 0 && !vs[0].paused && vs[0].currentTime > 0,
           STEP_MS, p);
-        out.video.push({ remote: vids[0], local: (await localVideo(p)).length });
+        out.video.push({ remote: seen.remote[0], local: seen.local, activated: seen.activated });
       }
-      for (const v of out.video) assert(v.local === 1, `a tab without its own camera shown: ${JSON.stringify(out.video)}`);
+      for (const v of out.video) {
+        assert(v.local === 1, `a tab without its own camera shown: ${JSON.stringify(out.video)}`);
+        assert(v.activated === false, `a video tab got a user gesture, autoplay not tested: ${JSON.stringify(out.video)}`);
+      }
       await closePages(...calls);
       assert(fatal.length === 0, `page errors: ${fatal.join("; ")}`);
       return out;
@@ -715,6 +720,23 @@ const scenarios = {
     }
   },
 };
+
+/** Evaluates `fn()` in the page through CDP with no user gesture; its JSON value. */
+async function quietEval(page, fn) {
+  const cdp = await page.context().newCDPSession(page);
+  try {
+    const r = await cdp.send("Runtime.evaluate", {
+      expression: `(${fn.toString()})()`,
+      returnByValue: true,
+      awaitPromise: true,
+      userGesture: false,
+    });
+    if (r.exceptionDetails) throw new Error(r.exceptionDetails.exception?.description ?? r.exceptionDetails.text);
+    return r.result.value;
+  } finally {
+    await cdp.detach().catch(() => {});
+  }
+}
 
 /** The ```html block that follows the heading `## title` in the markdown file `file`. */
 function recipe(file, title) {

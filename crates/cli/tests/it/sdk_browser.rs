@@ -559,6 +559,9 @@ fn sdk_recipes_in_docs_work_verbatim_against_serve_with_no_flags() {
         );
         assert_eq!(strings(&remote["tracks"]), ["audio", "video"], "{r}");
         assert_eq!(tab["local"], 1, "video call: {r}");
+        // Read without a user gesture: the remote <video> played under Chromium's own autoplay
+        // policy, as it would for a visitor who has not clicked anything.
+        assert_eq!(tab["activated"], false, "video call: {r}");
     }
     assert!(server.stop().success(), "switchboard did not exit cleanly");
 }
