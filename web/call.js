@@ -1,19 +1,19 @@
-// The call page: WebRTC between the peers of one signaling room.
+// The call page: WebRTC between the peers of one signaling room, built on the JavaScript SDK.
 //
-// Signaling rides on the hub's WebSocket (/v1/ws, subprotocol switchboard.json): connect, roomJoin,
-// then offer/answer/candidate commands addressed to one peer, and roomJoin/roomLeave/signal
-// pushes (docs/signaling.md). ICE servers (STUN and TURN with short-lived credentials) come from
-// GET /v1/ice-servers. One RTCPeerConnection per other member, negotiated with the W3C "perfect
-// negotiation" pattern: the room says who is polite (the later joiner, towards everyone already
-// there). The newcomer creates each connection and the "chat" data channel and makes the first
-// offer; members already in the room create theirs when that offer arrives.
-//
-// window.switchboardCall is a read-only view of the state for tests (docs/web.md).
+// Everything that speaks to the server goes through the SDK the binary serves at
+// /sdk/switchboard.js (clients/js/switchboard.js, docs/clients.md): a `Client` on this origin
+// (WebSocket /v1/ws) and `client.joinRoom()`, whose `Room` fetches the ICE servers
+// (/v1/ice-servers, refreshed before they expire), joins the room, runs perfect negotiation with
+// the roles the server assigns, trickles candidates, restarts ICE when it fails, and rejoins after
+// a reconnect. This page keeps only what is its own: the form, the chat over the data channel
+// "chat", local and remote video, the stats panel per peer (getStats() of the SDK's
+// RTCPeerConnections), the error list, and the read-only test hook window.switchboardCall
+// (docs/web.md).
 
-import { $, el, human, wsUrl } from "./common.js";
+import { Client, ClientCode, HubError } from "/sdk/switchboard.js";
+import { $, el, human } from "./common.js";
 
 const PING_MS = 10_000; // rooms drop a peer after 30 s of silence
-const CALL_TIMEOUT_MS = 10_000;
 const MAX_MESSAGES = 500;
 const MAX_ERRORS = 100;
 
@@ -24,20 +24,25 @@ const state = {
   polite: false,
   relay: false,
   media: false,
-  /** @type {Map<string, Peer>} */
-  peers: new Map(),
   messages: [],
   errors: [],
   status: "",
 };
 
-let hub = null;
-let config = { iceServers: [] };
+/** @type {Client|null} the page's connection (one per join) */
+let client = null;
+/** @type {import("/sdk/switchboard.js").Room|null} the SDK's room, once joined */
+let room = null;
 let localStream = null;
-let pingTimer = 0;
 // Bumped by every join and every teardown: a join still awaiting something when the user
 // leaves (or the hub drops it) sees that it is stale and stops instead of reviving the call.
 let session = 0;
+/** True while a join is under way or done (the Join button is off until teardown). */
+let active = false;
+/** True while Leave runs: errors of the connections being closed are not errors. */
+let leaving = false;
+/** The peers that were in the room when we (last) joined it: not announced as "joined". */
+let members = new Set();
 
 // ------------------------------------------------------------------ errors and status
 
@@ -68,287 +73,35 @@ function setStatus(text) {
   $("#status").textContent = text;
 }
 
-class HubError extends Error {
-  constructor(code, message) {
-    super(message);
-    this.code = code;
-  }
-}
+// ------------------------------------------------------------------ one peer's view
 
-// ------------------------------------------------------------------ the hub connection
-
-/** One WebSocket to the hub speaking the JSON mapping of Command / ServerFrame. */
-class Hub {
-  constructor(url, onPush, onClose) {
-    this.url = url;
-    this.onPush = onPush;
-    this.onClose = onClose;
-    this.nextId = 0;
-    this.waiting = new Map();
-    this.ws = null;
-  }
-
-  open() {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url, "switchboard.json");
-      this.ws = ws;
-      let opened = false;
-      ws.onopen = () => {
-        opened = true;
-        if (ws.protocol !== "switchboard.json") {
-          reject(new Error(`server chose subprotocol "${ws.protocol}"`));
-          ws.close();
-          return;
-        }
-        resolve();
-      };
-      ws.onmessage = (e) => this.receive(e.data);
-      ws.onerror = () => {
-        if (!opened) reject(new Error(`cannot open ${this.url}`));
-      };
-      ws.onclose = (e) => {
-        for (const [, w] of this.waiting) w.reject(new Error(`connection closed (${e.code})`));
-        this.waiting.clear();
-        if (opened) this.onClose(e.code, e.reason);
-      };
-    });
-  }
-
-  receive(text) {
-    let frame;
-    try {
-      frame = JSON.parse(text);
-    } catch (e) {
-      report(e, "unparsable frame from the server");
-      return;
-    }
-    if (frame.reply) {
-      const id = Number(frame.reply.id ?? 0);
-      const w = this.waiting.get(id);
-      if (!w) return;
-      this.waiting.delete(id);
-      clearTimeout(w.timer);
-      if (frame.reply.error) {
-        const err = frame.reply.error;
-        w.reject(new HubError(err.code ?? 0, err.message ?? "error"));
-      } else {
-        w.resolve(frame.reply);
-      }
-    } else if (frame.push) {
-      this.onPush(frame.push);
-    }
-  }
-
-  /** Sends one command and resolves with its reply (rejects with a HubError on `error`). */
-  call(method, body = {}) {
-    return new Promise((resolve, reject) => {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
-        reject(new Error("not connected"));
-        return;
-      }
-      const id = ++this.nextId;
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`${method}: no reply within ${CALL_TIMEOUT_MS / 1000} s`));
-      }, CALL_TIMEOUT_MS);
-      this.waiting.set(id, { resolve, reject, timer });
-      this.ws.send(JSON.stringify({ id, [method]: body }));
-    });
-  }
-
-  close() {
-    if (this.ws) this.ws.close(1000, "leaving");
-  }
-}
-
-// ------------------------------------------------------------------ one peer
-
-class Peer {
-  constructor(id, polite, data) {
-    this.id = id;
-    this.polite = polite; // towards this peer
-    this.data = data ?? null;
-    this.pc = null;
-    this.dc = null;
-    this.makingOffer = false;
-    this.ignoreOffer = false;
-    this.settingRemoteAnswer = false;
-    this.pendingCandidates = [];
-    this.endSent = new Set();
-    this.queue = Promise.resolve(); // signals of this peer, handled one at a time
+/**
+ * What the page keeps beside one of the SDK's RoomPeers: its panel, its remote video and the
+ * last stats read from its RTCPeerConnection.
+ */
+class PeerView {
+  constructor(peer) {
+    this.peer = peer;
     this.stats = { selectedPair: null, video: null };
     this.card = null;
     this.remoteVideo = null;
-    this.closed = false; // after close(): no new connection, signals ignored
+    this.watched = null; // the RTCPeerConnection whose ICE state changes are listened to
   }
 
-  /** Creates the RTCPeerConnection (and the data channel, for the side that offers first). */
-  connection(createChannel) {
-    if (this.pc || this.closed) return this.pc;
-    const pc = new RTCPeerConnection(config);
-    this.pc = pc;
-    if (localStream) {
-      for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
-    }
-    if (createChannel) this.attach(pc.createDataChannel("chat"));
-    pc.ondatachannel = (e) => this.attach(e.channel);
-    pc.onnegotiationneeded = async () => {
-      try {
-        this.makingOffer = true;
-        await pc.setLocalDescription();
-        await this.sendDescription(pc.localDescription);
-      } catch (e) {
-        if (!this.closed) report(e, `negotiation with ${this.id}`);
-      } finally {
-        this.makingOffer = false;
-      }
-    };
-    pc.onicecandidate = (e) => this.sendCandidate(e.candidate);
-    pc.oniceconnectionstatechange = () => {
-      if (pc.iceConnectionState === "failed") {
-        report(new Error("ICE failed; restarting ICE"), `connection to ${this.id}`);
-        pc.restartIce();
-      }
-      render();
-    };
-    pc.onconnectionstatechange = render;
-    pc.onsignalingstatechange = render;
-    pc.ontrack = (e) => {
-      const stream = e.streams[0] ?? new MediaStream([e.track]);
-      if (this.remoteVideo && this.remoteVideo.srcObject !== stream) {
-        this.remoteVideo.srcObject = stream;
-        this.remoteVideo.closest("figure").hidden = false;
-      }
-    };
-    render();
-    return pc;
-  }
-
-  attach(dc) {
-    if (dc.label !== "chat") return;
-    this.dc = dc;
-    dc.onopen = () => {
-      addMessage(null, `data channel to ${this.id} open`);
-      render();
-    };
-    dc.onclose = render;
-    dc.onmessage = (e) => {
-      if (typeof e.data === "string") addMessage(this.id, e.data);
-    };
-    render();
-  }
-
-  sendDescription(desc) {
-    if (!desc || (desc.type !== "offer" && desc.type !== "answer")) return Promise.resolve();
-    if (!hub) return Promise.reject(new Error("not connected"));
-    return hub.call(desc.type, {
-      room: state.room,
-      to: this.id,
-      description: { type: desc.type, sdp: desc.sdp },
-    });
-  }
-
-  sendCandidate(candidate) {
-    if (!hub || !state.joined || this.closed) return;
-    const send = (c) =>
-      hub.call("candidate", { room: state.room, to: this.id, candidate: c }).catch((e) =>
-        report(e, `candidate to ${this.id}`),
-      );
-    if (candidate && candidate.candidate) {
-      send(compact({
-        candidate: candidate.candidate,
-        sdpMid: candidate.sdpMid,
-        sdpMLineIndex: candidate.sdpMLineIndex,
-        usernameFragment: candidate.usernameFragment,
-      }));
-      return;
-    }
-    // End of candidates: an empty candidate per media section (once per section and ICE
-    // generation), which ends gathering on the other side.
-    const sdp = this.pc?.localDescription?.sdp ?? "";
-    const ufrag = /^a=ice-ufrag:(\S+)/m.exec(sdp)?.[1];
-    const mids = candidate?.sdpMid != null
-      ? [candidate.sdpMid]
-      : [...sdp.matchAll(/^a=mid:(\S+)/gm)].map((m) => m[1]);
-    for (const mid of mids) {
-      const key = `${ufrag}/${mid}`;
-      if (this.endSent.has(key)) continue;
-      this.endSent.add(key);
-      send(compact({ candidate: "", sdpMid: mid, usernameFragment: ufrag }));
-    }
-  }
-
-  /** Handles one signal push from this peer, after the previous one finished. */
-  signal(s) {
-    this.queue = this.queue
-      .then(() => this.handle(s))
-      .catch((e) => {
-        if (!this.closed) report(e, `signal from ${this.id}`);
-      });
-  }
-
-  async handle(s) {
-    if (this.closed) return; // left, or replaced by a new Peer for the same id
-    if (s.offer || s.answer) {
-      const desc = s.offer ?? s.answer;
-      const pc = this.connection(false);
-      // Perfect negotiation (W3C webrtc-pc, "Perfect negotiation example").
-      const readyForOffer =
-        !this.makingOffer && (pc.signalingState === "stable" || this.settingRemoteAnswer);
-      const collision = desc.type === "offer" && !readyForOffer;
-      this.ignoreOffer = !this.polite && collision;
-      if (this.ignoreOffer) return;
-      this.settingRemoteAnswer = desc.type === "answer";
-      try {
-        await pc.setRemoteDescription({ type: desc.type, sdp: desc.sdp });
-      } finally {
-        this.settingRemoteAnswer = false;
-      }
-      if (desc.type === "offer") {
-        await pc.setLocalDescription();
-        await this.sendDescription(pc.localDescription);
-      }
-      const pending = this.pendingCandidates.splice(0);
-      for (const c of pending) await this.addCandidate(c);
-    } else if (s.candidate) {
-      const pc = this.connection(false);
-      if (!pc.remoteDescription) {
-        this.pendingCandidates.push(s.candidate);
-        return;
-      }
-      await this.addCandidate(s.candidate);
-    } else if ("bye" in s) {
-      addMessage(null, `${this.id} hung up${s.bye ? ` (${s.bye})` : ""}`);
-      this.close();
-      render();
-    }
-  }
-
-  async addCandidate(c) {
-    try {
-      await this.pc.addIceCandidate(compact({
-        candidate: c.candidate ?? "",
-        sdpMid: c.sdpMid,
-        sdpMLineIndex: c.sdpMLineIndex,
-        usernameFragment: c.usernameFragment,
-      }));
-    } catch (e) {
-      if (!this.ignoreOffer && !this.closed) report(e, `candidate from ${this.id}`);
-    }
-  }
-
-  close() {
-    this.closed = true;
-    if (this.dc) this.dc.close();
-    if (this.pc) this.pc.close();
-    this.pc = null;
-    this.dc = null;
+  /** Listens to a new RTCPeerConnection of this peer (the SDK makes them lazily). */
+  watch() {
+    const pc = this.peer.pc;
+    if (!pc || pc === this.watched) return;
+    this.watched = pc;
+    pc.addEventListener("iceconnectionstatechange", render);
+    pc.addEventListener("signalingstatechange", render);
   }
 
   async refreshStats() {
-    if (!this.pc) return;
-    const stats = await this.pc.getStats();
-    if (this.closed) return;
+    const pc = this.peer.pc;
+    if (!pc) return;
+    const stats = await pc.getStats();
+    if (this.peer.pc !== pc) return; // closed meanwhile
     let pair = null;
     stats.forEach((s) => {
       if (s.type === "transport" && s.selectedCandidatePairId) {
@@ -401,85 +154,38 @@ class Peer {
   }
 
   snapshot() {
+    const p = this.peer;
     return {
-      polite: this.polite,
-      signalingState: this.pc?.signalingState ?? "new",
-      iceConnectionState: this.pc?.iceConnectionState ?? "new",
-      connectionState: this.pc?.connectionState ?? "new",
-      dataChannelState: this.dc?.readyState ?? "none",
+      polite: p.polite,
+      signalingState: p.pc?.signalingState ?? "new",
+      iceConnectionState: p.pc?.iceConnectionState ?? "new",
+      connectionState: p.pc?.connectionState ?? "new",
+      dataChannelState: p.channel?.readyState ?? "none",
       selectedPair: this.stats.selectedPair,
       video: this.stats.video,
     };
   }
 }
 
-/** Drops null and undefined fields (the JSON mapping wants them absent). */
-function compact(o) {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null && v !== undefined));
-}
+/** @type {WeakMap<object, PeerView>} */
+const views = new WeakMap();
 
-// ------------------------------------------------------------------ room events
-
-function peer(id, polite, data) {
-  let p = state.peers.get(id);
-  if (!p) {
-    p = new Peer(id, polite, data);
-    state.peers.set(id, p);
+function view(peer) {
+  let v = views.get(peer);
+  if (!v) {
+    v = new PeerView(peer);
+    views.set(peer, v);
   }
-  return p;
+  v.watch();
+  return v;
 }
 
-function onPush(push) {
-  if (push.roomJoin) {
-    const j = push.roomJoin;
-    if (j.room !== state.room || !j.peer) return;
-    // Normally a newcomer: it will offer and we are impolite towards it. `polite` is true only
-    // when it joined at the same moment on another cluster node and neither join listed the
-    // other: the room's tie-break then makes us the polite side, and we offer, as a newcomer.
-    const id = j.peer.peerId;
-    const polite = Boolean(j.polite);
-    const old = state.peers.get(id);
-    if (old && old.polite === polite && old.pc && old.pc.connectionState !== "failed" &&
-        old.pc.connectionState !== "closed") {
-      return; // already negotiating with it in this role
-    }
-    if (old) {
-      old.close();
-      state.peers.delete(id);
-    }
-    const p = peer(id, polite, j.peer.data);
-    if (polite) p.connection(true);
-    addMessage(null, `${id} joined`);
-    render();
-  } else if (push.roomLeave) {
-    const l = push.roomLeave;
-    if (l.room !== state.room) return;
-    if (l.peerId === state.peerId) {
-      report(new Error("the room dropped this peer (no sign of life for too long)"), "room");
-      teardown();
-      return;
-    }
-    const p = state.peers.get(l.peerId);
-    if (p) {
-      p.close();
-      state.peers.delete(l.peerId);
-    }
-    addMessage(null, `${l.peerId} ${l.timedOut ? "timed out" : "left"}`);
-    render();
-  } else if (push.signal) {
-    const s = push.signal;
-    if (s.room !== state.room || !s.from) return;
-    // Someone we do not know yet joined after us (its roomJoin push may still be on its way):
-    // we are impolite towards it. A peer that hung up (bye) and calls again gets a fresh
-    // connection, in the same role.
-    const old = state.peers.get(s.from);
-    if (old?.closed) state.peers.delete(s.from);
-    peer(s.from, old ? old.polite : false).signal(s);
-  } else if (push.disconnect) {
-    const d = push.disconnect;
-    report(new HubError(d.code ?? 0, d.reason ?? "disconnected"), "server disconnected");
-  }
+/** The other peers of the room now (the SDK's map), with their views. */
+function peerViews() {
+  return room ? [...room.peers.values()].map(view) : [];
 }
+
+// ------------------------------------------------------------------ chat
 
 function addMessage(from, text) {
   const m = { from, text: String(text), at: Date.now() };
@@ -503,42 +209,80 @@ function addMessage(from, text) {
 /** Sends text on every open data channel; returns how many peers got it. */
 function send(text) {
   const t = String(text);
-  let sent = 0;
-  for (const p of state.peers.values()) {
-    if (p.dc && p.dc.readyState === "open") {
-      p.dc.send(t);
-      sent += 1;
-    }
-  }
+  const sent = room && !leaving ? room.send(t) : 0;
   if (sent > 0) addMessage(state.peerId, t);
   else report(new Error("no open data channel"), "chat");
   return sent;
 }
 
-// ------------------------------------------------------------------ join and leave
+// ------------------------------------------------------------------ the room's events
 
-async function fetchIceServers(token) {
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const r = await fetch("/v1/ice-servers", { headers, cache: "no-store" });
-  let body = null;
-  try {
-    body = await r.json();
-  } catch {
-    body = null;
-  }
-  if (!r.ok) {
-    if (r.status === 404) return []; // no STUN/TURN on this server: host candidates only
-    const err = body?.error ?? {};
-    throw new HubError(err.code ?? 0, `GET /v1/ice-servers: ${err.message ?? r.status}`);
-  }
-  return Array.isArray(body?.iceServers) ? body.iceServers : [];
+/** Wires the SDK room `r` to the page; events of a room that is no longer the page's are dropped. */
+function watchRoom(r) {
+  const mine = (fn) => (ctx) => {
+    if (room === r && !leaving) fn(ctx);
+  };
+  let joins = 0;
+  r.on("joined", mine((j) => {
+    joins += 1;
+    state.polite = j.polite;
+    members = new Set(j.members);
+    if (joins > 1) {
+      // After a reconnect, or when the room dropped us: the SDK joined again as a newcomer.
+      addMessage(null, `joined ${j.room} again as a newcomer`);
+    }
+    if (j.members.length > 0) addMessage(null, `in the room: ${j.members.join(", ")}`);
+    render();
+  }));
+  r.on("peerjoined", mine(({ peer }) => {
+    if (!members.has(peer.id)) addMessage(null, `${peer.id} joined`);
+    render();
+  }));
+  r.on("peerleft", mine(({ peer, timedOut }) => {
+    members.delete(peer.id);
+    addMessage(null, `${peer.id} ${timedOut ? "timed out" : "left"}`);
+    render();
+  }));
+  r.on("bye", mine(({ peer, reason }) => {
+    addMessage(null, `${peer.id} hung up${reason ? ` (${reason})` : ""}`);
+    render();
+  }));
+  r.on("channelopen", mine(({ peer }) => {
+    addMessage(null, `data channel to ${peer.id} open`);
+    peer.channel?.addEventListener("close", render);
+    render();
+  }));
+  r.on("message", mine(({ peer, data }) => {
+    if (typeof data === "string") addMessage(peer.id, data);
+  }));
+  r.on("track", mine(({ peer, track, streams }) => {
+    const v = view(peer);
+    peerCard(v);
+    const stream = streams[0] ?? new MediaStream([track]);
+    if (v.remoteVideo && v.remoteVideo.srcObject !== stream) {
+      v.remoteVideo.srcObject = stream;
+      v.remoteVideo.closest("figure").hidden = false;
+    }
+  }));
+  r.on("connectionstatechange", mine(({ peer, state: s }) => {
+    if (s === "failed") {
+      report(new Error("connection failed; restarting ICE"), `connection to ${peer.id}`);
+    }
+    render();
+  }));
+  r.on("error", mine(({ peer, error }) => {
+    // A connection the SDK closed (bye, left) may still fail what it was doing; and while the
+    // hub connection is down every command fails (that loss is reported once, by the client).
+    if (peer && (r.peers.get(peer.id) !== peer || !peer.pc)) return;
+    if (error?.code === ClientCode.NotConnected && client?.state !== "connected") return;
+    report(error, peer ? `peer ${peer.id}` : "room");
+  }));
 }
 
-/** True while a join is under way or done (the Join button is off until teardown). */
-let active = false;
+// ------------------------------------------------------------------ join and leave
 
 async function join(opts) {
-  if (active || state.joined || hub) return;
+  if (active || state.joined || client) return;
   active = true;
   const mine = ++session;
   // Throws if the user left (or the hub dropped us) while this join was waiting.
@@ -553,6 +297,8 @@ async function join(opts) {
     polite: false,
     messages: [],
   });
+  members = new Set();
+  leaving = false;
   $("#join-button").disabled = true;
   $("#leave-button").disabled = false;
   $("#join-form").hidden = true;
@@ -562,17 +308,6 @@ async function join(opts) {
   $("#room-name").textContent = opts.room;
   $("#me").textContent = `you are ${opts.peer}${opts.relay ? " · relay only" : ""}${opts.media ? " · camera and microphone" : ""}`;
   try {
-    setStatus("fetching ICE servers…");
-    const iceServers = await fetchIceServers(opts.token);
-    current();
-    const hasTurn = iceServers.some((s) =>
-      [].concat(s.urls ?? []).some((u) => String(u).startsWith("turn")),
-    );
-    if (opts.relay && !hasTurn) {
-      throw new Error("relay only needs TURN, and this server hands out no TURN credentials (start it with --turn-realm and --turn-secret)");
-    }
-    config = { iceServers, iceTransportPolicy: opts.relay ? "relay" : "all" };
-
     if (opts.media) {
       setStatus("opening camera and microphone…");
       const stream = await navigator.mediaDevices.getUserMedia({
@@ -589,35 +324,72 @@ async function join(opts) {
     }
 
     setStatus("connecting to the hub…");
-    // Pushes and the close of a connection that is no longer the page's (left, then joined
-    // again before the old socket finished closing) must not touch the new call.
-    const h = new Hub(
-      wsUrl("/v1/ws"),
-      (push) => { if (hub === h) onPush(push); },
-      (code, reason) => { if (hub === h) onClose(code, reason); },
-    );
-    hub = h;
-    await h.open();
-    current();
-    await h.call("connect", compact({ token: opts.token || null, name: "switchboard-call" }));
-    current();
-    setStatus(`joining ${opts.room}…`);
-    const reply = await h.call("roomJoin", {
-      room: opts.room,
-      peerId: opts.peer,
-      data: { media: opts.media, relay: opts.relay },
+    // One client per join, on this origin, WebSocket only (rooms need it; no SSE fallback).
+    const c = new Client("/", {
+      token: opts.token,
+      name: "switchboard-call",
+      transports: ["websocket"],
+      pingInterval: PING_MS,
     });
+    client = c;
+    let refusal = null; // why the first connect failed, with the server's code
+    let up = false; // connected now (a loss is reported once, not at every retry)
+    c.on("error", ({ type, error }) => {
+      if (client === c && type === "connect" && !state.joined) refusal = error;
+    });
+    c.on("connecting", ({ code, reason }) => {
+      if (client !== c) return;
+      const lost = up;
+      up = false;
+      if (!lost || !state.joined || leaving) return;
+      // The SDK reconnects with backoff and joins the room again as a newcomer.
+      report(new HubError(code, `connection to the hub lost: ${reason}; reconnecting`), "hub");
+      setStatus("connection to the hub lost; reconnecting…");
+    });
+    c.on("connected", () => {
+      if (client !== c) return;
+      if (state.joined && !leaving) addMessage(null, "connected to the hub again");
+      up = true;
+    });
+    c.on("disconnected", ({ code, reason }) => {
+      if (client !== c || code === ClientCode.Called || !state.joined) return;
+      // Stopped for good (the server refused or ended the connection and said not to retry).
+      report(new HubError(code, `disconnected by the server${reason ? `: ${reason}` : ""}`), "hub");
+      setStatus("disconnected");
+      teardown();
+    });
+    c.connect();
+    try {
+      await c.ready();
+    } catch (e) {
+      throw refusal ?? e;
+    }
     current();
-    const r = reply.roomJoin ?? {};
+
+    setStatus(`joining ${opts.room}…`);
+    let r;
+    try {
+      r = await c.joinRoom(opts.room, {
+        peerId: opts.peer,
+        data: { media: opts.media, relay: opts.relay },
+        relayOnly: opts.relay,
+        stream: localStream ?? undefined,
+        dataChannel: "chat",
+      });
+    } catch (e) {
+      if (opts.relay && e?.code === 108 && /relayOnly/.test(e.message ?? "")) {
+        throw new HubError(108, `${e.message} (start the server with --turn-realm and --turn-secret)`);
+      }
+      throw e;
+    }
+    if (mine !== session) {
+      r.leave().catch(() => {}); // the client is disconnected: this only closes the connections
+      return;
+    }
+    room = r;
+    watchRoom(r);
     state.joined = true;
-    state.polite = Boolean(r.polite);
-    pingTimer = setInterval(() => {
-      hub?.call("ping", {}).catch((e) => report(e, "ping"));
-    }, PING_MS);
-    const members = r.members ?? [];
-    // We are the newcomer: polite towards everyone here; we create the connection, the data
-    // channel and the first offer.
-    for (const m of members) peer(m.peerId, true, m.data).connection(true);
+    state.polite = r.polite;
     render();
   } catch (e) {
     if (mine !== session) return; // left meanwhile: not an error, and already torn down
@@ -627,26 +399,21 @@ async function join(opts) {
   }
 }
 
-function onClose(code, reason) {
-  if (state.joined) {
-    report(new HubError(code, `connection to the hub closed${reason ? `: ${reason}` : ""}`), "hub");
-  }
-  teardown();
-}
-
 /** Back to the state before Join: no connections, no peer panels, no chat, the form enabled. */
 function teardown() {
   session += 1;
   active = false;
-  clearInterval(pingTimer);
-  pingTimer = 0;
-  for (const p of state.peers.values()) p.close();
-  state.peers.clear();
+  const c = client;
+  const r = room;
+  client = null;
+  room = null;
+  members = new Set();
   state.joined = false;
   state.polite = false;
-  const h = hub;
-  hub = null;
-  if (h) h.close();
+  // Disconnected first, so that the room's leave only closes its connections (no commands).
+  if (c) c.disconnect();
+  if (r) r.leave().catch(() => {});
+  leaving = false;
   if (localStream) {
     for (const t of localStream.getTracks()) t.stop();
     localStream = null;
@@ -662,19 +429,17 @@ function teardown() {
 }
 
 async function leave() {
-  const h = hub;
+  const r = room;
   const mine = session;
   $("#leave-button").disabled = true; // one Leave at a time
-  if (h && state.joined) {
+  if (r && state.joined) {
     setStatus("leaving…");
-    const room = state.room;
+    leaving = true;
     try {
-      await Promise.all([...state.peers.keys()].map((to) =>
-        h.call("bye", { room, to, reason: "left" }).catch(() => {})));
-      await h.call("roomLeave", { room });
+      await r.leave(); // bye to each peer, then roomLeave
     } catch (e) {
-      // The hub went away meanwhile: leaving is done anyway (onClose tore the call down).
-      if (hub === h) report(e, "leave");
+      // The hub went away meanwhile: leaving is done anyway.
+      if (room === r) report(e, "leave");
     }
   }
   if (mine === session) {
@@ -685,8 +450,9 @@ async function leave() {
 
 // ------------------------------------------------------------------ rendering
 
-function peerCard(p) {
-  if (p.card) return p.card;
+function peerCard(v) {
+  if (v.card) return v.card;
+  const id = v.peer.id;
   const video = el("video", { autoplay: true, playsInline: true, muted: true });
   const unmute = el("button", { type: "button", className: "small" }, "unmute");
   unmute.addEventListener("click", () => {
@@ -694,14 +460,14 @@ function peerCard(p) {
     unmute.textContent = video.muted ? "unmute" : "mute";
     video.play().catch(() => {});
   });
-  const figure = el("figure", { hidden: true }, video, el("figcaption", {}, p.id, " ", unmute));
-  p.remoteVideo = video;
-  p.card = el("article", { className: "card peer", dataset: { peer: p.id } },
-    el("h3", {}, p.id, " ", el("span", { className: "badge role" })),
+  const figure = el("figure", { hidden: true }, video, el("figcaption", {}, id, " ", unmute));
+  v.remoteVideo = video;
+  v.card = el("article", { className: "card peer", dataset: { peer: id } },
+    el("h3", {}, id, " ", el("span", { className: "badge role" })),
     el("div", { className: "media" }, figure),
     el("table", { className: "stats" }, el("tbody")),
   );
-  return p.card;
+  return v.card;
 }
 
 /**
@@ -733,22 +499,23 @@ export function candidateText(c) {
 }
 
 function render() {
-  if (state.joined) {
-    const n = state.peers.size;
-    const up = [...state.peers.values()].filter((p) => p.pc?.connectionState === "connected").length;
+  const all = peerViews();
+  if (state.joined && client?.state === "connected") {
+    const n = all.length;
+    const up = all.filter((v) => v.peer.pc?.connectionState === "connected").length;
     setStatus(n === 0
       ? "joined; waiting for others"
       : `in the room with ${n} other peer${n === 1 ? "" : "s"}, ${up} connected`);
   }
   const box = $("#peers");
   const seen = new Set();
-  for (const p of state.peers.values()) {
-    const card = peerCard(p);
+  for (const v of all) {
+    const card = peerCard(v);
     seen.add(card);
     if (card.parentNode !== box) box.append(card);
-    const s = p.snapshot();
+    const s = v.snapshot();
     const role = card.querySelector(".role");
-    role.textContent = p.polite ? "polite" : "impolite";
+    role.textContent = s.polite ? "polite" : "impolite";
     const pair = s.selectedPair;
     const rows = [
       ["connection", `${s.connectionState} (ICE ${s.iceConnectionState}, signaling ${s.signalingState})`],
@@ -762,7 +529,7 @@ function render() {
       rows.push(["video in", `${s.video.frameWidth}×${s.video.frameHeight}, ${s.video.framesDecoded} frames decoded`]);
     }
     const tbody = card.querySelector("tbody");
-    tbody.replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
+    tbody.replaceChildren(...rows.map(([k, val]) => el("tr", {}, el("th", {}, k), el("td", {}, val))));
     card.classList.toggle("relay", pair?.local?.candidateType === "relay");
     card.classList.toggle("up", s.connectionState === "connected");
   }
@@ -770,9 +537,9 @@ function render() {
 }
 
 async function statsTick() {
-  for (const p of state.peers.values()) {
+  for (const v of peerViews()) {
     try {
-      await p.refreshStats();
+      await v.refreshStats();
     } catch {
       // a connection closed while its stats were read
     }
@@ -792,7 +559,7 @@ Object.defineProperty(window, "switchboardCall", {
     get polite() { return state.polite; },
     get status() { return state.status; },
     get peers() {
-      return Object.fromEntries([...state.peers.values()].map((p) => [p.id, clone(p.snapshot())]));
+      return Object.fromEntries(peerViews().map((v) => [v.peer.id, clone(v.snapshot())]));
     },
     get messages() { return clone(state.messages); },
     get errors() { return clone(state.errors); },
@@ -824,15 +591,16 @@ function start() {
     history.replaceState(null, "", `${location.pathname}?${params}`);
   }
 
+  const formOpts = () => ({
+    room: $("#room").value.trim(),
+    peer: $("#peer").value.trim(),
+    token: $("#token").value.trim(),
+    relay: $("#relay").checked,
+    media: $("#media").checked,
+  });
   $("#join-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    const opts = {
-      room: $("#room").value.trim(),
-      peer: $("#peer").value.trim(),
-      token: $("#token").value.trim(),
-      relay: $("#relay").checked,
-      media: $("#media").checked,
-    };
+    const opts = formOpts();
     const q = new URLSearchParams({ room: opts.room, peer: opts.peer });
     if (opts.relay) q.set("relay", "1");
     if (opts.media) q.set("media", "1");
@@ -850,19 +618,12 @@ function start() {
     $("#errors").hidden = true;
   });
   window.addEventListener("pagehide", () => {
-    if (hub) hub.close();
+    // Closes the WebSocket: the server takes the peer out of the room.
+    if (client) client.disconnect();
   });
   setInterval(statsTick, 1000);
 
-  if (flag("join") && params.get("room")) {
-    join({
-      room: $("#room").value.trim(),
-      peer: $("#peer").value.trim(),
-      token: $("#token").value.trim(),
-      relay: $("#relay").checked,
-      media: $("#media").checked,
-    });
-  }
+  if (flag("join") && params.get("room")) join(formOpts());
 }
 
 start();

@@ -31,10 +31,3 @@ export function human(n, unit = "") {
   if (Number.isInteger(n)) return `${n}${unit ? " " + unit : ""}`;
   return `${n.toFixed(abs >= 10 ? 0 : 1)}${unit ? " " + unit : ""}`;
 }
-
-/** ws: or wss: URL of a same-origin path, following the page's own scheme. */
-export function wsUrl(path) {
-  const u = new URL(path, location.href);
-  u.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  return u.toString();
-}

@@ -77,6 +77,12 @@ fn pages_are_served_with_types_csp_and_caching() {
             "text/javascript; charset=utf-8",
             "switchboardCall",
         ),
+        // The call page is built on the SDK the binary serves (same origin: `script-src 'self'`).
+        (
+            "/assets/call.js",
+            "text/javascript; charset=utf-8",
+            "from \"/sdk/switchboard.js\"",
+        ),
         (
             "/assets/console.js",
             "text/javascript; charset=utf-8",
@@ -85,7 +91,7 @@ fn pages_are_served_with_types_csp_and_caching() {
         (
             "/assets/common.js",
             "text/javascript; charset=utf-8",
-            "wsUrl",
+            "export function el",
         ),
         ("/assets/style.css", "text/css; charset=utf-8", ":root"),
         ("/assets/favicon.svg", "image/svg+xml", "<svg"),
