@@ -358,6 +358,27 @@ impl Hub {
         Ok(self.inner.broker.publish_control(control).await?)
     }
 
+    /// The channels with subscribers on this node whose name matches `pattern` (`*` matches
+    /// any run of characters; empty matches all), with their subscriber counts, by name.
+    /// Internal channels (`$…`) are never listed.
+    pub fn channels(&self, pattern: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let chans = lock(&shard.channels);
+            for (name, cs) in chans.iter() {
+                if cs.subs.is_empty() || name.starts_with('$') || !glob(pattern, name) {
+                    continue;
+                }
+                out.push((
+                    name.clone(),
+                    u32::try_from(cs.subs.len()).unwrap_or(u32::MAX),
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// This node's counters.
     pub fn info(&self) -> proto::NodeInfo {
         let inner = &self.inner;
@@ -488,5 +509,42 @@ fn anonymous_publisher(ip: std::net::IpAddr) -> String {
                 s[0], s[1], s[2], s[3]
             )
         }
+    }
+}
+
+/// `*`-only glob matching (no other metacharacters), empty pattern = everything.
+fn glob(pattern: &str, name: &str) -> bool {
+    if pattern.is_empty() {
+        return true;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod glob_tests {
+    #[test]
+    fn star_globs() {
+        use super::glob;
+        assert!(glob("", "x"));
+        assert!(glob("news", "news"));
+        assert!(!glob("news", "news2"));
+        assert!(glob("chat:*", "chat:room"));
+        assert!(glob("*room*", "chat:room:1"));
+        assert!(!glob("a*b*c", "acb"));
     }
 }

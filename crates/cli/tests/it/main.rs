@@ -13,6 +13,7 @@ mod lab;
 mod browser;
 mod cli;
 mod cluster;
+mod compat;
 mod hardening;
 mod http3_peers;
 mod http3_tls;

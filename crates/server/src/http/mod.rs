@@ -120,6 +120,7 @@ fn is_admin_path(path: &str) -> bool {
 /// The server API: REST, gRPC `HubApi`, and ICE credential revocation.
 fn is_api_path(path: &str) -> bool {
     path.starts_with("/v1/api/")
+        || path.starts_with("/api/")
         || path.starts_with("/switchboard.v1.HubApi/")
         || path == "/v1/ice-servers/revoke"
 }

@@ -11,13 +11,15 @@ use switchboard_hub::Hub;
 use tokio::sync::watch;
 
 use super::ctx::Ctx;
-use super::{grpc, ice, poll, rest, sse, ws};
+use super::{centrifugo_api, grpc, ice, poll, rest, sse, ws};
 
 /// The hub routes (HTTP, WebSocket, SSE, long-poll, gRPC) to merge into the HTTP router.
 pub(crate) fn routes(ctx: Ctx, ice: Option<ice::Ice>) -> Router {
     let http = Router::new()
         // `any`: WebSocket over HTTP/1.1 (GET + Upgrade) and over HTTP/2 (RFC 8441 CONNECT).
         .route("/v1/ws", any(ws::handler))
+        // Centrifugo's client protocol, for the apps of its SDKs (docs/compat.md).
+        .route("/connection/websocket", any(ws::centrifugo_handler))
         .route("/v1/sse", get(sse::handler))
         .route("/v1/poll", get(poll::handler))
         // A client publish is one message: the WebSocket message limit applies (not axum's
@@ -27,6 +29,8 @@ pub(crate) fn routes(ctx: Ctx, ice: Option<ice::Ice>) -> Router {
             post(rest::publish).layer(DefaultBodyLimit::max(ctx.max_frame)),
         )
         .route("/v1/api/{method}", post(rest::api))
+        // Centrifugo's server API, for `cent` and the other Centrifugo API clients.
+        .route("/api/{method}", post(centrifugo_api::api))
         .with_state(ctx.clone());
     let ice = Router::new()
         .route("/v1/ice-servers", get(ice::ice_servers))

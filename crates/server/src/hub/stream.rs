@@ -18,6 +18,9 @@ use super::ctx::HubCtx;
 pub(crate) enum Inbound {
     /// One decoded command.
     Command(proto::Command),
+    /// A reply the transport adapter made itself (a method it answers without the hub, such as
+    /// a feature another protocol has and switchboard has not): sent as it is.
+    Answer(proto::Reply),
     /// A control frame (ping, pong): the peer is alive.
     Alive,
     /// A frame that does not decode (or of the wrong kind for the subprotocol).
@@ -52,6 +55,12 @@ pub(crate) trait FrameConn: Send {
     /// Flushes frames queued by [`FrameConn::feed`]; false when the connection is gone.
     fn flush(&mut self) -> impl Future<Output = bool> + Send {
         async { true }
+    }
+    /// Whether a refused `connect` that ends the connection gets its error reply before the
+    /// disconnect (switchboard's protocol), or only the disconnect (Centrifugo's: an invalid
+    /// token is close code 3500, which its SDKs read as "do not reconnect").
+    fn replies_to_refused_connect(&self) -> bool {
+        true
     }
     /// Whether the transport pings (and so can detect silence); gRPC relies on HTTP/2 pings.
     fn pings(&self) -> bool;
@@ -109,6 +118,11 @@ pub(crate) async fn drive<C: FrameConn>(
         let command = match inbound {
             Inbound::Command(c) => c,
             Inbound::Alive => continue,
+            Inbound::Answer(_) => {
+                tracing::debug!(transport, "a command before connect");
+                finish(conn, &codes::disconnect_message(disconnect::BAD_REQUEST)).await;
+                return;
+            }
             Inbound::Closed => return,
             Inbound::TooBig => {
                 conn.close(1009, "message too big").await;
@@ -147,14 +161,17 @@ pub(crate) async fn drive<C: FrameConn>(
                 break session;
             }
             Err(e) => {
-                let reply = proto::Reply {
-                    id: command.id,
-                    result: Some(proto::reply::Result::Error(e.to_proto())),
-                };
-                if !conn.send(Out::Reply(&reply)).await {
-                    return;
+                let ends = e.connect_disconnect();
+                if ends.is_none() || conn.replies_to_refused_connect() {
+                    let reply = proto::Reply {
+                        id: command.id,
+                        result: Some(proto::reply::Result::Error(e.to_proto())),
+                    };
+                    if !conn.send(Out::Reply(&reply)).await {
+                        return;
+                    }
                 }
-                if let Some(d) = e.connect_disconnect() {
+                if let Some(d) = ends {
                     finish(conn, &d).await;
                     return;
                 }
@@ -176,6 +193,11 @@ pub(crate) async fn drive<C: FrameConn>(
                 match inbound {
                     Inbound::Command(command) => {
                         let reply = session.handle(command).await;
+                        if !conn.send(Out::Reply(&reply)).await {
+                            break None;
+                        }
+                    }
+                    Inbound::Answer(reply) => {
                         if !conn.send(Out::Reply(&reply)).await {
                             break None;
                         }

@@ -29,6 +29,111 @@ pub(crate) const PROTO: &str = "switchboard.proto";
 enum Codec {
     Json,
     Proto,
+    /// Centrifugo's client protocol, JSON (`/connection/websocket`).
+    CentrifugoJson,
+    /// Centrifugo's client protocol, protobuf (subprotocol `centrifuge-protobuf`).
+    CentrifugoProto,
+}
+
+impl Codec {
+    fn centrifugo(self) -> bool {
+        matches!(self, Codec::CentrifugoJson | Codec::CentrifugoProto)
+    }
+}
+
+/// `/connection/websocket`: Centrifugo's client protocol (JSON, or protobuf with the
+/// `centrifuge-protobuf` subprotocol) onto the same hub (docs/compat.md).
+pub(crate) async fn centrifugo_handler(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match checked(upgrade) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let proto = upgrade
+        .requested_protocols()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == super::centrifugo::PROTOBUF);
+    let codec = if proto {
+        Codec::CentrifugoProto
+    } else {
+        Codec::CentrifugoJson
+    };
+    let mut upgrade = limits(upgrade, &ctx);
+    if proto {
+        upgrade.set_selected_protocol(HeaderValue::from_static(super::centrifugo::PROTOBUF));
+    }
+    serve(upgrade, ctx, codec, peer, "centrifugo")
+}
+
+/// The upgrade, or the answer to a request that is not one.
+#[allow(clippy::result_large_err)]
+fn checked(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, Response> {
+    upgrade.map_err(|rejection| {
+        let status = match rejection {
+            WebSocketUpgradeRejection::MethodNotGet(_)
+            | WebSocketUpgradeRejection::MethodNotConnect(_) => StatusCode::METHOD_NOT_ALLOWED,
+            // A plain request (no `Connection: upgrade` / `Upgrade: websocket`).
+            WebSocketUpgradeRejection::ConnectionNotUpgradable(_)
+            | WebSocketUpgradeRejection::InvalidConnectionHeader(_)
+            | WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(
+            status,
+            code::BAD_REQUEST,
+            format!("WebSocket upgrade required: {rejection}"),
+        )
+        .into_response()
+    })
+}
+
+/// The size, buffer and write bounds of every hub WebSocket.
+fn limits(upgrade: WebSocketUpgrade, ctx: &Ctx) -> WebSocketUpgrade {
+    upgrade
+        .max_message_size(ctx.max_frame)
+        .max_frame_size(ctx.max_frame)
+        // tungstenite zero-fills up to this much of its read buffer on *every* read attempt,
+        // including the ones that find nothing (each wake-up of a connection's task polls for
+        // input): at the default 128 KiB that memset was half the server's CPU under fan-out.
+        // Clients send small commands; a larger frame just takes a few more reads.
+        .read_buffer_size(READ_BUFFER)
+        // Frames gather up to WRITE_BUFFER before a write; past MAX_WRITE_BUFFER (a client that
+        // does not read) a send fails and the connection ends. tungstenite's default is
+        // unbounded: each ping of a client that stopped reading queued another pong.
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 2 * ctx.max_frame)
+}
+
+fn serve(
+    upgrade: WebSocketUpgrade,
+    ctx: Ctx,
+    codec: Codec,
+    peer: SocketAddr,
+    transport: &'static str,
+) -> Response {
+    let peer = Some(peer);
+    upgrade
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            let conn = WsConn {
+                socket,
+                codec,
+                write_timeout: ctx.idle,
+                control: ControlBudget::new(tokio::time::Instant::now()),
+                queued: std::collections::VecDeque::new(),
+                position_only: std::collections::HashSet::new(),
+                extras: super::centrifugo::ConnectExtras {
+                    ping_secs: u32::try_from(ctx.ping.as_secs()).unwrap_or(u32::MAX),
+                },
+            };
+            drive(ctx, conn, transport, peer, None).await;
+        })
 }
 
 pub(crate) async fn handler(
@@ -81,35 +186,12 @@ pub(crate) async fn handler(
             .into_response()
         }
     };
-    let mut upgrade = upgrade
-        .max_message_size(ctx.max_frame)
-        .max_frame_size(ctx.max_frame)
-        // tungstenite zero-fills up to this much of its read buffer on *every* read attempt,
-        // including the ones that find nothing (each wake-up of a connection's task polls for
-        // input): at the default 128 KiB that memset was half the server's CPU under fan-out.
-        // Clients send small commands; a larger frame just takes a few more reads.
-        .read_buffer_size(READ_BUFFER)
-        // Frames gather up to WRITE_BUFFER before a write; past MAX_WRITE_BUFFER (a client that
-        // does not read) a send fails and the connection ends. tungstenite's default is
-        // unbounded: each ping of a client that stopped reading queued another pong.
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + 2 * ctx.max_frame);
+    let mut upgrade = limits(upgrade, &ctx);
     if chosen.is_some() {
         let name = if codec == Codec::Json { JSON } else { PROTO };
         upgrade.set_selected_protocol(HeaderValue::from_static(name));
     }
-    let peer = Some(peer);
-    upgrade
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            let conn = WsConn {
-                socket,
-                codec,
-                write_timeout: ctx.idle,
-                control: ControlBudget::new(tokio::time::Instant::now()),
-            };
-            drive(ctx, conn, "websocket", peer, None).await;
-        })
+    serve(upgrade, ctx, codec, peer, "websocket")
 }
 
 struct WsConn {
@@ -119,6 +201,12 @@ struct WsConn {
     write_timeout: Duration,
     /// Pings and pongs the client may send.
     control: ControlBudget,
+    /// Commands decoded from a frame that carried several (Centrifugo), not yet handed out.
+    queued: std::collections::VecDeque<Inbound>,
+    /// Ids of Centrifugo history calls that asked for the stream position only.
+    position_only: std::collections::HashSet<u32>,
+    /// What a Centrifugo connect reply announces.
+    extras: super::centrifugo::ConnectExtras,
 }
 
 /// Control frames (ping, pong) a client may send: a burst of [`CONTROL_BURST`], then
@@ -157,20 +245,72 @@ impl ControlBudget {
 const WS_ABUSE: &str = "switchboard_hub_ws_closed_total";
 
 impl WsConn {
-    fn encode(&self, out: Out<'_>) -> Message {
-        match (self.codec, out) {
+    /// The frame of `out`; `None` for what this protocol does not carry (Centrifugo clients get
+    /// no room signaling, and their disconnect travels as the close frame).
+    fn encode(&mut self, out: Out<'_>) -> Option<Message> {
+        use super::centrifugo as cf;
+        Some(match (self.codec, out) {
+            (Codec::CentrifugoJson, Out::Reply(r)) => {
+                let position_only = self.position_only.remove(&r.id);
+                Message::text(cf::reply_json(r, self.extras, position_only))
+            }
+            (Codec::CentrifugoProto, Out::Reply(r)) => {
+                let position_only = self.position_only.remove(&r.id);
+                Message::binary(cf::reply_proto(r, self.extras, position_only))
+            }
+            (Codec::CentrifugoJson, Out::Push(p)) => Message::text(cf::push_json(p)?),
+            (Codec::CentrifugoProto, Out::Push(p)) => Message::binary(cf::push_proto(p)?),
+            (codec, out) => self.encode_native(codec, out),
+        })
+    }
+
+    fn encode_native(&self, codec: Codec, out: Out<'_>) -> Message {
+        match (codec, out) {
             (Codec::Json, Out::Reply(r)) => Message::text(frame::reply_json(r)),
             // Encoded once per publication for every subscriber on this codec.
             (Codec::Json, Out::Push(p)) => match Utf8Bytes::try_from(frame::shared_json(p)) {
                 Ok(text) => Message::Text(text),
                 Err(_) => Message::text(frame::push_json(p)),
             },
-            (Codec::Proto, Out::Reply(r)) => Message::binary(frame::reply_proto(r)),
-            (Codec::Proto, Out::Push(p)) => Message::Binary(frame::shared_proto(p)),
+            (_, Out::Reply(r)) => Message::binary(frame::reply_proto(r)),
+            (_, Out::Push(p)) => Message::Binary(frame::shared_proto(p)),
         }
     }
 
-    fn decode(&self, msg: Message) -> Inbound {
+    /// A Centrifugo frame: its commands queued, the first returned.
+    fn decode_centrifugo(&mut self, msg: Message) -> Inbound {
+        use super::centrifugo::{self as cf, Decoded};
+        let decoded = match (self.codec, msg) {
+            (Codec::CentrifugoJson, Message::Text(text)) => cf::decode_json(text.as_str()),
+            (Codec::CentrifugoProto, Message::Binary(bytes)) => cf::decode_proto(&bytes),
+            (_, Message::Ping(_) | Message::Pong(_)) => return Inbound::Alive,
+            (_, Message::Close(_)) => return Inbound::Closed,
+            (_, _) => Err("frame of the wrong type for the subprotocol".to_owned()),
+        };
+        match decoded {
+            Err(why) => Inbound::Bad(why),
+            Ok(list) => {
+                for d in list {
+                    let inbound = match d {
+                        Decoded::Command(c) => Inbound::Command(c),
+                        Decoded::PositionOnly(c) => {
+                            self.position_only.insert(c.id);
+                            Inbound::Command(c)
+                        }
+                        Decoded::Answer(r) => Inbound::Answer(r),
+                        Decoded::Nothing => Inbound::Alive,
+                    };
+                    self.queued.push_back(inbound);
+                }
+                self.queued.pop_front().unwrap_or(Inbound::Alive)
+            }
+        }
+    }
+
+    fn decode(&mut self, msg: Message) -> Inbound {
+        if self.codec.centrifugo() {
+            return self.decode_centrifugo(msg);
+        }
         let decoded = match (self.codec, msg) {
             (Codec::Json, Message::Text(text)) => {
                 json::from_str::<proto::Command>(text.as_str()).map_err(|e| e.to_string())
@@ -178,10 +318,10 @@ impl WsConn {
             (Codec::Proto, Message::Binary(bytes)) => {
                 proto::Command::decode(bytes).map_err(|e| format!("invalid protobuf: {e}"))
             }
-            (Codec::Json, Message::Binary(_)) => {
+            (_, Message::Binary(_)) => {
                 Err("binary frame on the switchboard.json subprotocol".to_owned())
             }
-            (Codec::Proto, Message::Text(_)) => {
+            (_, Message::Text(_)) => {
                 Err("text frame on the switchboard.proto subprotocol".to_owned())
             }
             (_, Message::Ping(_) | Message::Pong(_)) => return Inbound::Alive,
@@ -201,6 +341,9 @@ const WRITE_BUFFER: usize = 64 * 1024;
 
 impl FrameConn for WsConn {
     async fn recv(&mut self) -> Inbound {
+        if let Some(next) = self.queued.pop_front() {
+            return next;
+        }
         match self.socket.recv().await {
             Some(Ok(Message::Close(_))) => {
                 // tungstenite queued the close reply; flush it so the handshake completes.
@@ -239,7 +382,9 @@ impl FrameConn for WsConn {
     }
 
     async fn send(&mut self, out: Out<'_>) -> bool {
-        let msg = self.encode(out);
+        let Some(msg) = self.encode(out) else {
+            return true;
+        };
         matches!(
             tokio::time::timeout(self.write_timeout, self.socket.send(msg)).await,
             Ok(Ok(()))
@@ -247,7 +392,9 @@ impl FrameConn for WsConn {
     }
 
     async fn feed(&mut self, out: Out<'_>) -> bool {
-        let msg = self.encode(out);
+        let Some(msg) = self.encode(out) else {
+            return true;
+        };
         matches!(
             tokio::time::timeout(self.write_timeout, self.socket.feed(msg)).await,
             Ok(Ok(()))
@@ -261,12 +408,22 @@ impl FrameConn for WsConn {
         )
     }
 
+    fn replies_to_refused_connect(&self) -> bool {
+        !self.codec.centrifugo()
+    }
+
     fn pings(&self) -> bool {
         true
     }
 
     async fn ping(&mut self) -> bool {
-        let ping = self.socket.send(Message::Ping(bytes::Bytes::new()));
+        // Centrifugo clients expect the protocol's own ping (an empty reply) and answer it.
+        let msg = match self.codec {
+            Codec::CentrifugoJson => Message::text(super::centrifugo::PING_JSON),
+            Codec::CentrifugoProto => Message::binary(super::centrifugo::ping_proto()),
+            _ => Message::Ping(bytes::Bytes::new()),
+        };
+        let ping = self.socket.send(msg);
         matches!(
             tokio::time::timeout(self.write_timeout, ping).await,
             Ok(Ok(()))
