@@ -14,6 +14,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod compat;
+mod compat_browser;
 mod hardening;
 mod http3_peers;
 mod http3_tls;
