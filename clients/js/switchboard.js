@@ -963,7 +963,7 @@ export class Client extends Emitter {
   constructor(url, opts = {}) {
     super();
     this._ep = endpoints(url);
-    this._opts = { ...DEFAULTS, ...opts };
+    this._opts = { ...DEFAULTS, ...compact(opts) }; // an option given as undefined/null = its default
     for (const t of this._opts.transports) {
       if (!["websocket", "sse", "webtransport"].includes(t)) {
         throw new TypeError(`switchboard: unknown transport ${t}`);

@@ -27,6 +27,7 @@ mod ops;
 mod readme;
 mod sdk;
 mod sdk_browser;
+mod sdk_webtransport;
 mod stun_peers;
 mod stun_robustness;
 mod tls_reload;
