@@ -139,12 +139,24 @@ fn sdk_over_webtransport_in_chromium_and_fallback_to_websocket() {
     assert_eq!(strings(&w["presence"]["users"]), ["alice", "bob"], "{w}");
     let wt_connects = |v: &Value| v["webtransport"].as_f64().unwrap_or(0.0);
     let c = &w["connects"];
-    assert_eq!(wt_connects(&c["afterConnect"]) - wt_connects(&c["before"]), 1.0, "{w}");
-    assert_eq!(wt_connects(&c["afterCut"]) - wt_connects(&c["afterConnect"]), 1.0, "{w}");
+    assert_eq!(
+        wt_connects(&c["afterConnect"]) - wt_connects(&c["before"]),
+        1.0,
+        "{w}"
+    );
+    assert_eq!(
+        wt_connects(&c["afterCut"]) - wt_connects(&c["afterConnect"]),
+        1.0,
+        "{w}"
+    );
     // (b) A call whose signaling went over WebTransport.
     let r = &scenarios["room"];
     assert_eq!(r["transport"], "webtransport", "{r}");
-    assert_eq!(strings(&r["received"]), ["hello from b", "hello from a"], "{r}");
+    assert_eq!(
+        strings(&r["received"]),
+        ["hello from b", "hello from a"],
+        "{r}"
+    );
     // (c) Refused WebTransport ends on the WebSocket.
     let f = &scenarios["fallback"];
     assert_eq!(f["noHash"], "websocket", "{f}");
@@ -161,7 +173,11 @@ fn sdk_over_webtransport_in_chromium_and_fallback_to_websocket() {
     };
     assert_eq!(by("webtransport"), 4.0, "{m}");
     assert_eq!(by("websocket"), 3.0, "{m}");
-    assert_eq!(metric(&m, "switchboard_webtransport_sessions_total"), 4.0, "{m}");
+    assert_eq!(
+        metric(&m, "switchboard_webtransport_sessions_total"),
+        4.0,
+        "{m}"
+    );
 }
 
 #[test]
