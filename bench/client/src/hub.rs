@@ -7,6 +7,14 @@
 //! subscribers record publish-to-receive latency. Prints published and delivered counts,
 //! delivered messages per second, and p50/p99/max latency. Bounded by `--messages` and
 //! `--duration`; loopback only unless `--allow-remote`.
+//!
+//! `--protocol` picks the subscribers' wire protocol; the publishing side is the same for all:
+//! - `native` (default): `/v1/ws`, subprotocol `switchboard.proto`, binary `ServerFrame`s;
+//! - `native-json`: `/v1/ws`, subprotocol `switchboard.json`, text `ServerFrame`s;
+//! - `centrifugo`: Centrifugo's client protocol (JSON) at `/connection/websocket`: connect
+//!   `{"id":1,"connect":{}}`, subscribe `{"id":2,"subscribe":{"channel":C}}`, counts
+//!   `{"push":{"channel":…,"pub":{…}}}` and answers the server's `{}` pings with `{}`, as
+//!   centrifuge-js does.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +32,29 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The subscribers' wire protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// switchboard's own WebSocket, protobuf (`/v1/ws`, `switchboard.proto`).
+    Native,
+    /// switchboard's own WebSocket, JSON (`/v1/ws`, `switchboard.json`).
+    NativeJson,
+    /// Centrifugo's client protocol, JSON (`/connection/websocket`).
+    Centrifugo,
+}
+
+impl Protocol {
+    fn path(self) -> &'static str {
+        match self {
+            Protocol::Native | Protocol::NativeJson => "/v1/ws",
+            Protocol::Centrifugo => "/connection/websocket",
+        }
+    }
+}
+
 /// Options of one run.
 pub struct HubOptions {
+    pub protocol: Protocol,
     pub server: SocketAddr,
     /// Other nodes: subscriber i connects to node i % (1 + also.len()).
     pub also: Vec<SocketAddr>,
@@ -61,7 +90,7 @@ async fn bench(o: HubOptions) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let urls: Vec<String> = std::iter::once(&o.server)
         .chain(&o.also)
-        .map(|a| format!("ws://{a}/v1/ws"))
+        .map(|a| format!("ws://{a}{}", o.protocol.path()))
         .collect();
 
     // 1. Subscribers, a few connection attempts at a time.
@@ -80,9 +109,10 @@ async fn bench(o: HubOptions) -> anyhow::Result<()> {
         let sem = sem.clone();
         let local = Arc::new(Mutex::new(Vec::new()));
         samples.push(local.clone());
+        let protocol = o.protocol;
         subs.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await;
-            let ws = subscribe(&url, &channel).await;
+            let ws = subscribe(protocol, &url, &channel).await;
             drop(permit);
             let mut ws = match ws {
                 Ok(ws) => {
@@ -94,32 +124,51 @@ async fn bench(o: HubOptions) -> anyhow::Result<()> {
                     return;
                 }
             };
+            let delivered = |sent: Option<u64>| {
+                let now = epoch.elapsed().as_micros() as u64;
+                if let Some(sent) = sent {
+                    let mut l = local.lock().unwrap_or_else(|e| e.into_inner());
+                    if l.len() < SAMPLE_MAX_PER_SUBSCRIBER {
+                        l.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                    }
+                }
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+            };
             while let Some(Ok(msg)) = ws.next().await {
-                let Message::Binary(bytes) = msg else {
-                    continue;
-                };
-                let Ok(frame) = proto::ServerFrame::decode(bytes) else {
-                    continue;
-                };
-                let Some(proto::server_frame::Frame::Push(push)) = frame.frame else {
-                    continue;
-                };
-                match push.push {
-                    Some(proto::push::Push::Publication(p)) => {
-                        let now = epoch.elapsed().as_micros() as u64;
-                        if let Some(sent) = sent_at(&p.data) {
-                            let mut l = local.lock().unwrap_or_else(|e| e.into_inner());
-                            if l.len() < SAMPLE_MAX_PER_SUBSCRIBER {
-                                l.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                let event = match (protocol, msg) {
+                    (Protocol::Native, Message::Binary(bytes)) => native_proto_event(&bytes),
+                    (Protocol::NativeJson, Message::Text(text)) => native_json_event(&text),
+                    (Protocol::Centrifugo, Message::Text(text)) => {
+                        // One or more objects, one per line.
+                        let mut pings = 0;
+                        for line in text.lines() {
+                            match centrifugo_event(line) {
+                                Event::Publication(sent) => delivered(sent),
+                                Event::Ping => pings += 1,
+                                Event::Disconnect(why) => {
+                                    eprintln!("subscriber disconnected: {why}");
+                                    return;
+                                }
+                                Event::Other => {}
                             }
                         }
-                        stats.delivered.fetch_add(1, Ordering::Relaxed);
+                        for _ in 0..pings {
+                            if ws.send(Message::text("{}")).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
                     }
-                    Some(proto::push::Push::Disconnect(d)) => {
-                        eprintln!("subscriber disconnected: {} {}", d.code, d.reason);
+                    (_, Message::Close(c)) => Event::Disconnect(format!("{c:?}")),
+                    _ => Event::Other,
+                };
+                match event {
+                    Event::Publication(sent) => delivered(sent),
+                    Event::Disconnect(why) => {
+                        eprintln!("subscriber disconnected: {why}");
                         break;
                     }
-                    _ => {}
+                    Event::Ping | Event::Other => {}
                 }
             }
         }));
@@ -254,20 +303,102 @@ fn expected_deliveries(subscribers: usize, channels: usize, published: u64) -> u
         .sum()
 }
 
+/// What one server frame (or line) meant to a subscriber.
+#[derive(Debug, PartialEq)]
+enum Event {
+    /// A publication, with the send time of its data (`t`) when present.
+    Publication(Option<u64>),
+    /// Centrifugo's server ping (`{}`), to answer with `{}`.
+    Ping,
+    /// The server ended the session.
+    Disconnect(String),
+    Other,
+}
+
+fn native_proto_event(bytes: &[u8]) -> Event {
+    let Ok(frame) = proto::ServerFrame::decode(bytes) else {
+        return Event::Other;
+    };
+    let Some(proto::server_frame::Frame::Push(push)) = frame.frame else {
+        return Event::Other;
+    };
+    match push.push {
+        Some(proto::push::Push::Publication(p)) => Event::Publication(sent_at(&p.data)),
+        Some(proto::push::Push::Disconnect(d)) => {
+            Event::Disconnect(format!("{} {}", d.code, d.reason))
+        }
+        _ => Event::Other,
+    }
+}
+
+/// A `switchboard.json` frame: `{"push":{"publication":{…,"data":{…}}}}`.
+fn native_json_event(text: &str) -> Event {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Event::Other;
+    };
+    let Some(push) = v.get("push") else {
+        return Event::Other;
+    };
+    if let Some(p) = push.get("publication") {
+        return Event::Publication(p.get("data").and_then(json_sent_at));
+    }
+    if let Some(d) = push.get("disconnect") {
+        return Event::Disconnect(d.to_string());
+    }
+    Event::Other
+}
+
+/// A Centrifugo JSON object: `{}` (ping), `{"push":{"channel":…,"pub":{…,"data":{…}}}}`.
+fn centrifugo_event(line: &str) -> Event {
+    let line = line.trim();
+    if line.is_empty() {
+        return Event::Other;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return Event::Other;
+    };
+    let Some(o) = v.as_object() else {
+        return Event::Other;
+    };
+    if o.is_empty() {
+        return Event::Ping;
+    }
+    let Some(push) = o.get("push") else {
+        return Event::Other;
+    };
+    if let Some(p) = push.get("pub") {
+        return Event::Publication(p.get("data").and_then(json_sent_at));
+    }
+    if let Some(d) = push.get("disconnect") {
+        return Event::Disconnect(d.to_string());
+    }
+    Event::Other
+}
+
+fn json_sent_at(data: &serde_json::Value) -> Option<u64> {
+    data.get("t")?.as_u64()
+}
+
 /// The `t` field (microseconds since the bench started) of a publication's JSON data.
 fn sent_at(data: &[u8]) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-    v.get("t")?.as_u64()
+    json_sent_at(&v)
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-async fn subscribe(url: &str, channel: &str) -> anyhow::Result<Ws> {
+async fn subscribe(protocol: Protocol, url: &str, channel: &str) -> anyhow::Result<Ws> {
     let mut req = url.into_client_request()?;
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static("switchboard.proto"),
-    );
+    let subprotocol = match protocol {
+        Protocol::Native => Some("switchboard.proto"),
+        Protocol::NativeJson => Some("switchboard.json"),
+        // centrifuge-js offers no subprotocol for JSON.
+        Protocol::Centrifugo => None,
+    };
+    if let Some(sp) = subprotocol {
+        req.headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static(sp));
+    }
     // A small read buffer: tungstenite zero-fills up to this much on every read attempt, and
     // the default 128 KiB would make the load client (on the same cores) burn CPU on memset.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -275,32 +406,71 @@ async fn subscribe(url: &str, channel: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
         .await
         .with_context(|| format!("WebSocket {url}"))?;
-    let commands = [
-        proto::Command {
-            id: 1,
-            method: Some(proto::command::Method::Connect(Default::default())),
-        },
-        proto::Command {
-            id: 2,
-            method: Some(proto::command::Method::Subscribe(proto::SubscribeRequest {
-                channel: channel.to_owned(),
-                recover: None,
-            })),
-        },
-    ];
-    for cmd in commands {
-        ws.send(Message::binary(cmd.encode_to_vec())).await?;
-        loop {
-            let msg = ws.next().await.context("closed during subscribe")??;
-            let Message::Binary(bytes) = msg else {
-                continue;
-            };
-            let frame = proto::ServerFrame::decode(bytes)?;
-            if let Some(proto::server_frame::Frame::Reply(r)) = frame.frame {
-                if let Some(proto::reply::Result::Error(e)) = r.result {
-                    bail!("command {} refused: {} {}", r.id, e.code, e.message);
+    if protocol == Protocol::Native {
+        let commands = [
+            proto::Command {
+                id: 1,
+                method: Some(proto::command::Method::Connect(Default::default())),
+            },
+            proto::Command {
+                id: 2,
+                method: Some(proto::command::Method::Subscribe(proto::SubscribeRequest {
+                    channel: channel.to_owned(),
+                    recover: None,
+                })),
+            },
+        ];
+        for cmd in commands {
+            ws.send(Message::binary(cmd.encode_to_vec())).await?;
+            loop {
+                let msg = ws.next().await.context("closed during subscribe")??;
+                let Message::Binary(bytes) = msg else {
+                    continue;
+                };
+                let frame = proto::ServerFrame::decode(bytes)?;
+                if let Some(proto::server_frame::Frame::Reply(r)) = frame.frame {
+                    if let Some(proto::reply::Result::Error(e)) = r.result {
+                        bail!("command {} refused: {} {}", r.id, e.code, e.message);
+                    }
+                    break;
                 }
-                break;
+            }
+        }
+        return Ok(ws);
+    }
+    // JSON: the same two commands; native replies are `{"reply":{"id":N,…}}`, Centrifugo's
+    // `{"id":N,…}`; either may carry `error`.
+    let channel = serde_json::Value::from(channel);
+    let commands = [
+        (1, r#"{"id":1,"connect":{}}"#.to_owned()),
+        (
+            2,
+            format!(r#"{{"id":2,"subscribe":{{"channel":{channel}}}}}"#),
+        ),
+    ];
+    for (id, cmd) in commands {
+        ws.send(Message::text(cmd)).await?;
+        'reply: loop {
+            let msg = ws.next().await.context("closed during subscribe")??;
+            let text = match msg {
+                Message::Text(t) => t,
+                Message::Close(c) => bail!("closed during subscribe: {c:?}"),
+                _ => continue,
+            };
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let reply = match protocol {
+                    Protocol::NativeJson => v.get("reply").cloned().unwrap_or_default(),
+                    _ => v,
+                };
+                if reply.get("id").and_then(|i| i.as_u64()) == Some(id) {
+                    if let Some(e) = reply.get("error") {
+                        bail!("command {id} refused: {e}");
+                    }
+                    break 'reply;
+                }
             }
         }
     }
@@ -330,5 +500,21 @@ mod tests {
         assert_eq!(expected_deliveries(1000, 1000, 2000), 2000);
         assert_eq!(expected_deliveries(10, 3, 3), 10);
         assert_eq!(sent_at(br#"{"t":42,"pad":"x"}"#), Some(42));
+    }
+
+    #[test]
+    fn json_frames() {
+        assert_eq!(centrifugo_event("{}"), Event::Ping);
+        assert_eq!(
+            centrifugo_event(
+                r#"{"push":{"channel":"bench-0","pub":{"data":{"t":7,"pad":"x"},"offset":3}}}"#
+            ),
+            Event::Publication(Some(7))
+        );
+        assert_eq!(centrifugo_event(r#"{"id":2,"subscribe":{}}"#), Event::Other);
+        assert_eq!(
+            native_json_event(r#"{"push":{"publication":{"channel":"bench-0","data":{"t":9}}}}"#),
+            Event::Publication(Some(9))
+        );
     }
 }

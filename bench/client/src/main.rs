@@ -7,7 +7,8 @@
 //!
 //! `switchboard-bench hub --server 127.0.0.1:8080 --api-key KEY` loads the real-time hub: many
 //! WebSocket subscribers, a paced publish load through the server API, delivered messages per
-//! second and publish-to-receive latency (see `hub.rs`).
+//! second and publish-to-receive latency (see `hub.rs`); `--protocol centrifugo` subscribes
+//! through Centrifugo's client protocol at `/connection/websocket` instead.
 //!
 //! `switchboard-bench h3 --server 127.0.0.1:8443` loads an HTTP/3 endpoint with small GETs over
 //! quinn + h3 and reports requests per second (see `h3.rs`).
@@ -93,6 +94,11 @@ enum Cmd {
         /// Server API key.
         #[arg(long)]
         api_key: String,
+        /// The subscribers' protocol: native (/v1/ws, switchboard.proto), native-json (/v1/ws,
+        /// switchboard.json) or centrifugo (Centrifugo's JSON client protocol at
+        /// /connection/websocket). Publishing is the same for all.
+        #[arg(long, value_enum, default_value = "native")]
+        protocol: hub::Protocol,
         /// WebSocket subscribers.
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
@@ -234,6 +240,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Hub {
             server,
             api_key,
+            protocol,
             subscribers,
             channels,
             messages,
@@ -257,6 +264,7 @@ fn main() -> anyhow::Result<()> {
                 bail!("out of bounds: subscribers 1..20000, channels 1..subscribers, messages 1..1e7, rate 0.1..1e6, payload <= 60000, publishers 1..64, duration 0.1..600 s");
             }
             hub::run(hub::HubOptions {
+                protocol,
                 server,
                 also,
                 api_key,
