@@ -188,10 +188,25 @@ impl Hub {
                     }
                 })?
         };
-        let anonymous = identity.user.is_empty();
-        if anonymous && !inner.config.allow_anonymous {
+        if identity.user.is_empty() && !inner.config.allow_anonymous {
             return Err(HubError::Unauthorized(AuthFailure::AnonymousNotAllowed));
         }
+        self.connect_identity(identity, &request.name, &request.version, transport, peer)
+    }
+
+    /// Registers a session for an identity the caller established itself (another protocol's
+    /// authentication, such as Pusher's signed channel subscriptions): no token is checked and
+    /// an empty user is accepted whatever `allow_anonymous` says. The connection limits apply.
+    pub fn connect_identity(
+        &self,
+        identity: Identity,
+        name: &str,
+        version: &str,
+        transport: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Session, HubError> {
+        let inner = &self.inner;
+        let anonymous = identity.user.is_empty();
         let limits = &inner.config.limits;
         let now_ms = inner.clock.now_millis();
         let publisher = match peer {
@@ -214,8 +229,8 @@ impl Hub {
             channels: identity.channels,
             expires_at: identity.expires_at,
             transport: transport.to_owned(),
-            client_name: request.name.clone(),
-            client_version: request.version.clone(),
+            client_name: name.to_owned(),
+            client_version: version.to_owned(),
             queue: PushQueue::new(limits.queue_max_messages, limits.queue_max_bytes),
             subscriptions: Mutex::new(HashSet::new()),
             rooms: Mutex::new(HashMap::new()),

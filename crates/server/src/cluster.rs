@@ -17,7 +17,7 @@ pub(crate) async fn start_hub(
     tasks: &mut JoinSet<()>,
 ) -> Result<switchboard_hub::Hub, ServerError> {
     let hub = match &settings.cluster.redis {
-        None => switchboard_hub::Hub::with_memory_broker(settings.hub.clone())
+        None => switchboard_hub::Hub::with_memory_broker(hub_config(settings))
             .map_err(|e| ServerError::Hub(e.to_string()))?,
         Some(url) => {
             let mut config = switchboard_hub::RedisConfig::new(url.clone());
@@ -34,7 +34,7 @@ pub(crate) async fn start_hub(
                 .map_err(|e| ServerError::Hub(format!("--redis {}: {e}", redact_url(url))))?;
             tasks.spawn(watch_redis(broker.health_changes(), rx.clone()));
             let clock: Arc<dyn switchboard_hub::Clock> = Arc::new(switchboard_hub::SystemClock);
-            switchboard_hub::Hub::new(settings.hub.clone(), broker, clock)
+            switchboard_hub::Hub::new(hub_config(settings), broker, clock)
                 .map_err(|e| ServerError::Hub(e.to_string()))?
         }
     };
@@ -77,4 +77,23 @@ async fn watch_redis(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The hub's configuration: the settings' own, plus a namespace per Pusher app holding its
+/// channels (presence and join/leave on, no history: Pusher has none; subscriptions are
+/// authorized by the Pusher adapter, which gives its sessions that namespace only).
+pub(crate) fn hub_config(settings: &Settings) -> switchboard_hub::HubConfig {
+    let mut config = settings.hub.clone();
+    for app in &settings.pusher.apps {
+        config.namespaces.entry(app.namespace()).or_insert_with(|| {
+            switchboard_hub::NamespaceOptions {
+                presence: true,
+                join_leave: true,
+                allow_publish_for_subscriber: true,
+                allow_presence_for_subscriber: true,
+                ..Default::default()
+            }
+        });
+    }
+    config
 }

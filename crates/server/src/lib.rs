@@ -353,7 +353,13 @@ impl Server {
                         "memory"
                     },
                 },
-                hub::routes(ctx.clone(), Some(ice)),
+                {
+                    let routes = hub::routes(ctx.clone(), Some(ice));
+                    match hub::pusher::routes(ctx.clone(), &settings.pusher.apps) {
+                        Some(pusher) => routes.merge(pusher),
+                        None => routes,
+                    }
+                },
                 http::Origins::new(
                     &settings.http.allowed_origins,
                     settings.http.allow_loopback_origins,

@@ -1,6 +1,8 @@
 //! Other servers' SDKs, unchanged, against switchboard: Centrifugo's client protocol at
 //! `/connection/websocket` and its server API at `/api` (docs/compat.md), checked with
-//! centrifuge-js (Node), centrifuge-python (JSON and protobuf) and cent.
+//! centrifuge-js (Node), centrifuge-python (JSON and protobuf) and cent; and the Pusher Channels
+//! protocol at `/app/KEY` with its HTTP API at `/apps/ID`, checked with pusher-js and Pusher's
+//! Node server library.
 
 use std::process::Command;
 use std::time::Duration;
@@ -118,4 +120,64 @@ fn centrifugo_clients_across_a_cluster() {
             "cluster-history-same-offsets",
         ],
     );
+}
+
+/// Two Pusher apps (the first with client events) in a config file.
+const PUSHER_APPS: &str = r#"
+[[pusher.apps]]
+id = "100"
+key = "app-key"
+secret = "app-secret"
+client_events = true
+
+[[pusher.apps]]
+id = "200"
+key = "other-key"
+secret = "other-secret"
+"#;
+
+fn pusher_config(name: &str, extra: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("sb-pusher-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, format!("{PUSHER_APPS}{extra}")).unwrap();
+    path
+}
+
+/// pusher-js and Pusher's Node server library, unchanged: public, private (signed, and a forged
+/// signature refused) and presence channels, client events on and off, socket exclusion, batch
+/// events, channel info, app isolation, a publication through switchboard's own API reaching a
+/// Pusher client, request signing (bad signature, stale timestamp, tampered body refused),
+/// terminate_connections, and an unknown app key.
+#[test]
+fn pusher_js_and_the_pusher_server_library() {
+    let config = pusher_config("js", "");
+    let server = TestServer::new()
+        .http()
+        .api_key(API_KEY)
+        .config(&config)
+        .start();
+    let addr = server.addr("http", "tcp").to_string();
+    let out = run(
+        Command::new("node")
+            .arg("pusher_js.mjs")
+            .args([addr.as_str(), API_KEY])
+            .current_dir(repo_root().join("tests/compat")),
+        Duration::from_secs(120),
+    );
+    assert_checks(
+        &text(&out),
+        &[
+            "public-channel-trigger",
+            "private-channel-auth-and-refusal",
+            "presence-members-added-removed",
+            "client-events-and-exclusion",
+            "client-events-off-for-other-app",
+            "apps-are-isolated",
+            "batch-events-and-channel-info",
+            "switchboard-api-reaches-pusher-clients",
+            "bad-signature-and-stale-timestamp-refused",
+            "terminate-user-connections",
+            "unknown-app-key-4001",
+        ],
+    );
+    std::fs::remove_file(config).ok();
 }

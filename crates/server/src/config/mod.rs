@@ -83,6 +83,42 @@ pub struct Settings {
     pub hub: HubConfig,
     /// Several nodes acting as one through Redis.
     pub cluster: ClusterSettings,
+    /// Pusher Channels apps (`[[pusher.apps]]`, file only).
+    pub pusher: PusherSettings,
+}
+
+/// The Pusher Channels protocol (docs/compat.md): its apps.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct PusherSettings {
+    /// One per application; each app's clients see only its channels.
+    pub apps: Vec<PusherApp>,
+}
+
+/// One Pusher app: `[[pusher.apps]]`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct PusherApp {
+    /// The app id (in the HTTP API's paths, `/apps/ID/...`).
+    pub id: String,
+    /// The app key (in the WebSocket path, `/app/KEY`; public).
+    pub key: String,
+    /// The app secret (signs channel authorizations, API requests and webhooks).
+    pub secret: String,
+    /// Whether clients may send `client-*` events on private and presence channels.
+    pub client_events: bool,
+    /// URLs that receive the app's webhooks (signed with the secret).
+    pub webhooks: Vec<String>,
+}
+
+impl PusherApp {
+    /// The hub namespace that holds this app's channels: Pusher channel `C` of app `ID` is hub
+    /// channel `pusher-ID:C`.
+    pub fn namespace(&self) -> String {
+        format!("pusher-{}", self.id)
+    }
 }
 
 /// Cluster settings: without `redis` the node is alone (in-memory broker).
@@ -128,6 +164,7 @@ impl Default for Settings {
             http3: Http3Settings::default(),
             hub: HubConfig::default(),
             cluster: ClusterSettings::default(),
+            pusher: PusherSettings::default(),
         };
         s.hub.default_namespace = default_namespace();
         for spec in table() {
@@ -576,6 +613,11 @@ impl Settings {
                 .try_into()
                 .map_err(|e: toml::de::Error| format!("key hub.namespaces: {e}"))?;
         }
+        if let Some(v) = take(&mut file, "pusher.apps") {
+            s.pusher.apps = v
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("key pusher.apps: {e}"))?;
+        }
         if let Some(key) = leftover(&file, "") {
             return Err(format!("unknown key {key}"));
         }
@@ -650,6 +692,31 @@ impl Settings {
                     "--allow-origin {o:?}: expected SCHEME://HOST[:PORT] (such as \
                      https://app.example.com) or *"
                 )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, app) in self.pusher.apps.iter().enumerate() {
+            let bad =
+                |why: &str| ConfigError::Invalid(format!("[[pusher.apps]] entry {}: {why}", i + 1));
+            if app.id.is_empty() || app.key.is_empty() || app.secret.is_empty() {
+                return Err(bad("id, key and secret are required"));
+            }
+            let name_ok = |v: &str| {
+                v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            };
+            if !name_ok(&app.id) || !name_ok(&app.key) {
+                return Err(bad(
+                    "id and key may hold letters, digits, '-', '_' and '.' only",
+                ));
+            }
+            if !seen.insert(format!("id:{}", app.id)) || !seen.insert(format!("key:{}", app.key)) {
+                return Err(bad("another app has the same id or key"));
+            }
+            for url in &app.webhooks {
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(bad(&format!("webhook {url:?}: expected an http(s):// URL")));
+                }
             }
         }
         if h.api_admin_only && h.admin.is_off() {
@@ -795,6 +862,17 @@ impl Settings {
                 "hub.namespaces",
                 toml::Value::try_from(&self.hub.namespaces),
             ),
+            ("pusher.apps", {
+                let mut apps = self.pusher.apps.clone();
+                if !reveal {
+                    for a in &mut apps {
+                        if !a.secret.is_empty() {
+                            a.secret = "(redacted)".into();
+                        }
+                    }
+                }
+                toml::Value::try_from(&apps)
+            }),
         ] {
             match v {
                 Ok(v) => insert(&mut t, path, v),

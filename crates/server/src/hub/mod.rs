@@ -24,6 +24,7 @@ mod grpc;
 pub(crate) mod ice;
 mod params;
 mod poll;
+pub(crate) mod pusher;
 mod rest;
 mod routes;
 mod sse;
