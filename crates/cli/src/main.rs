@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod credentials;
 mod hubcli;
 mod nat_check;
+mod probe;
 
 /// `0.1.0 (commit abcdef012345, built 2026-12-06)`.
 const LONG_VERSION: &str = concat!(
@@ -48,6 +49,8 @@ enum Command {
     Config(ConfigCommand),
     /// Classify the NAT in front of this host (RFC 5780: mapping, filtering, hairpinning).
     NatCheck(nat_check::NatCheckArgs),
+    /// Measure what happens on the wire for URLs: DNS, TCP, TLS, HTTP/1.1, h2, h3, STUN, TURN.
+    Probe(probe::ProbeArgs),
     /// Print a channel's publications as JSON lines, recovering across reconnects.
     Sub(hubcli::SubArgs),
     /// Publish to a channel (DATA, or each line of standard input).
@@ -376,6 +379,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::NatCheck(args) => return nat_check::run(args),
+        Command::Probe(args) => return probe::run(args),
         Command::Sub(args) => return hubcli::sub(args),
         Command::Pub(args) => return hubcli::publish(args),
         Command::History(args) => return hubcli::history(args),
