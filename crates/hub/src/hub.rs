@@ -97,6 +97,7 @@ impl Hub {
             bus: Bus::default(),
             publish_rates,
             channel_count: AtomicUsize::new(0),
+            observer: std::sync::OnceLock::new(),
         });
         let weak: Weak<HubInner> = Arc::downgrade(&inner);
         let handler: Weak<dyn BrokerHandler> = weak;
@@ -371,6 +372,12 @@ impl Hub {
             client_id: client_id.map(str::to_owned),
         };
         Ok(self.inner.broker.publish_control(control).await?)
+    }
+
+    /// Sets the observer of this node's channel and session events (once; later calls are
+    /// ignored). It is called under the hub's locks: it must only queue the event.
+    pub fn observe(&self, observer: crate::NodeObserver) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// The channels with subscribers on this node whose name matches `pattern` (`*` matches

@@ -45,9 +45,19 @@ pub(crate) struct HubInner {
     pub(crate) publish_rates: PublishRates,
     /// Entries of every shard's `channels` (bounded by `limits.max_channels`).
     pub(crate) channel_count: AtomicUsize,
+    /// Told of channels becoming occupied or vacated on this node and of sessions ending
+    /// (webhooks); called under the hub's locks, so it must only queue.
+    pub(crate) observer: std::sync::OnceLock<crate::NodeObserver>,
 }
 
 impl HubInner {
+    /// Tells the observer, when there is one.
+    pub(crate) fn observe(&self, event: crate::NodeEvent) {
+        if let Some(o) = self.observer.get() {
+            o(event);
+        }
+    }
+
     /// Drops the publish budgets no session holds that are full again.
     pub(crate) fn forget_idle_publishers(&self) {
         let now = self.clock.now_millis();
@@ -269,6 +279,9 @@ impl HubInner {
                     let was = cs.broker_subscribed;
                     chans.remove(channel);
                     self.channel_count.fetch_sub(1, Ordering::Relaxed);
+                    self.observe(crate::NodeEvent::ChannelVacated {
+                        channel: channel.to_owned(),
+                    });
                     was
                 }
                 _ => false,

@@ -89,3 +89,31 @@ pub use push::{Codec, SharedPush};
 pub use session::Session;
 /// The protocol messages (`switchboard_proto::v1`).
 pub use switchboard_proto::v1 as proto;
+
+/// Something that happened on this node, for an observer (webhooks): see [`Hub::observe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The first subscriber of a channel on this node.
+    ChannelOccupied {
+        /// The channel.
+        channel: String,
+    },
+    /// The last subscriber of a channel on this node left.
+    ChannelVacated {
+        /// The channel.
+        channel: String,
+    },
+    /// A session ended.
+    SessionClosed {
+        /// Its client id.
+        client_id: String,
+        /// Its user (empty: anonymous).
+        user: String,
+        /// Its transport.
+        transport: String,
+    },
+}
+
+/// The observer [`Hub::observe`] takes.
+pub type NodeObserver = std::sync::Arc<dyn Fn(NodeEvent) + Send + Sync>;

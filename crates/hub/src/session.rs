@@ -195,6 +195,11 @@ impl Session {
             }
             metrics::gauge!(crate::metric::CONNECTIONS).set(reg.sessions.len() as f64);
         }
+        self.hub.observe(crate::NodeEvent::SessionClosed {
+            client_id: s.client_id().to_owned(),
+            user: s.info.user.clone(),
+            transport: s.transport.clone(),
+        });
         let mut cleanups = self.hub.signal.room_release(s);
         let channels: Vec<String> = lock(&s.subscriptions).drain().collect();
         for channel in channels {
@@ -272,9 +277,15 @@ impl Session {
                 if !chans.contains_key(channel) && !hub.reserve_channel() {
                     return Err(HubError::Limit(Limit::NodeChannels));
                 }
+                let new = !chans.contains_key(channel);
                 let cs = chans.entry(channel.to_owned()).or_default();
                 cs.subs
                     .insert(s.client_id().to_owned(), Subscriber::pending(Arc::clone(s)));
+                if new {
+                    hub.observe(crate::NodeEvent::ChannelOccupied {
+                        channel: channel.to_owned(),
+                    });
+                }
                 !cs.broker_subscribed
             };
             if need_broker {

@@ -22,6 +22,7 @@ mod net;
 pub mod stats;
 pub mod tls;
 mod turn;
+mod webhooks;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -271,6 +272,11 @@ impl Server {
         }
 
         let hub = cluster::start_hub(settings, &rx, &mut tasks).await?;
+        let webhooks = webhooks::Webhooks::start(settings, hub.info().uid, &rx, &mut tasks);
+        if let Some(w) = &webhooks {
+            hub.observe(webhooks::observer(w.clone(), &settings.pusher.apps));
+            core.set_webhooks(w.clone());
+        }
         if core.turn_enabled() {
             // TURN revocations reach every node, and nodes starting later still find them.
             let keep = settings.turn.credential_ttl;
@@ -355,7 +361,8 @@ impl Server {
                 },
                 {
                     let routes = hub::routes(ctx.clone(), Some(ice));
-                    match hub::pusher::routes(ctx.clone(), &settings.pusher.apps) {
+                    match hub::pusher::routes(ctx.clone(), &settings.pusher.apps, webhooks.clone())
+                    {
                         Some(pusher) => routes.merge(pusher),
                         None => routes,
                     }

@@ -181,3 +181,194 @@ fn pusher_js_and_the_pusher_server_library() {
     );
     std::fs::remove_file(config).ok();
 }
+
+/// Webhooks, checked by a receiver that verifies Pusher's signatures with Pusher's own server
+/// library (PyPI `pusher`) and switchboard's with HMAC-SHA256: the Pusher app hears channels
+/// occupied and vacated, members added and removed, and client events, each once; switchboard's
+/// own webhooks hear a hub channel occupied and vacated, the connection closing and a TURN
+/// allocation ending. The receiver refuses the first POST (503): the batch is retried.
+#[test]
+fn webhooks_for_pusher_apps_and_the_hub() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    let port_file = std::env::temp_dir().join(format!("sb-webhook-port-{}", std::process::id()));
+    let _ = std::fs::remove_file(&port_file);
+    let mut receiver = Command::new(venv_python())
+        .arg(peer_script("webhook_receiver.py"))
+        .arg(&port_file)
+        .args(["100", "app-key", "app-secret", "hub-hook-secret"])
+        .env("FAIL_FIRST", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("webhook receiver");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let out = receiver.stdout.take().unwrap();
+    let keep = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    let _receiver = Kill(receiver);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lines.lock().unwrap().iter().any(|l| l == "READY") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "receiver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = std::fs::read_to_string(&port_file).unwrap();
+    let config = pusher_config("hooks", "");
+    // The first app sends its webhooks to the receiver.
+    let toml = std::fs::read_to_string(&config).unwrap().replacen(
+        "client_events = true",
+        &format!("client_events = true\nwebhooks = [\"http://127.0.0.1:{port}/pusher\"]"),
+        1,
+    );
+    std::fs::write(&config, toml).unwrap();
+    let peer = crate::common::TurnPeer::start();
+    let server = TestServer::new()
+        .http()
+        .stun_udp()
+        .turn_user("example.org", "alice:secret")
+        .flag("--allow-peer", "127.0.0.0/8")
+        .flag("--webhook", &format!("http://127.0.0.1:{port}/hub"))
+        .flag("--webhook-secret", "hub-hook-secret")
+        .config(&config)
+        .start();
+    let http = server.addr("http", "tcp");
+    // Pusher: members, a client event.
+    let out = run(
+        Command::new("node")
+            .arg("pusher_webhooks.mjs")
+            .arg(http.to_string())
+            .current_dir(repo_root().join("tests/compat")),
+        Duration::from_secs(60),
+    );
+    assert!(text(&out).contains("DONE"), "{}", text(&out));
+    // The hub: a WebSocket subscriber (`switchboard sub`) comes, gets one publication, goes.
+    {
+        let url = format!("http://{http}");
+        let mut sub = Command::new(crate::common::BIN)
+            .args(["sub", "news", "--count", "1", "--server", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let out = run(
+            Command::new(crate::common::BIN).args(["pub", "news", "1", "--server", &url]),
+            Duration::from_secs(20),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while sub.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < end, "sub did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // TURN: an allocation that ends.
+    let out = run(
+        &mut crate::common::uclient_cmd(
+            &peer,
+            server.addr("stun", "udp").port(),
+            1,
+            5,
+            5,
+            &["-c", "-u", "alice", "-w", "secret"],
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(
+        text(&out).contains("Total lost packets 0"),
+        "{}",
+        text(&out)
+    );
+    let want_pusher = [
+        r#""channel": "presence-room", "name": "channel_occupied""#,
+        r#""channel": "private-chat", "name": "channel_occupied""#,
+        r#""channel": "private-chat", "data": "{\"from\":\"ann\"}", "event": "client-hello", "name": "client_event""#,
+        r#""channel": "presence-room", "name": "channel_vacated""#,
+        r#""channel": "private-chat", "name": "channel_vacated""#,
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let all = lines.lock().unwrap().clone();
+        let pusher: Vec<&String> = all
+            .iter()
+            .filter(|l| l.starts_with("EVENT pusher "))
+            .collect();
+        let hub: Vec<&String> = all.iter().filter(|l| l.starts_with("EVENT hub ")).collect();
+        let done = want_pusher
+            .iter()
+            .all(|w| pusher.iter().any(|l| l.contains(w)))
+            && pusher
+                .iter()
+                .filter(|l| l.contains("member_removed"))
+                .count()
+                == 2
+            && hub
+                .iter()
+                .any(|l| l.contains(r#""name": "turn_allocation_ended""#))
+            && hub
+                .iter()
+                .any(|l| l.contains(r#""channel": "news", "name": "channel_vacated""#));
+        if done || std::time::Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dump = events.join("\n");
+    assert!(!dump.contains("BADSIG"), "{dump}");
+    assert!(
+        dump.contains("REFUSED 1"),
+        "the first POST was refused: {dump}"
+    );
+    for w in want_pusher {
+        let n = events
+            .iter()
+            .filter(|l| l.starts_with("EVENT pusher ") && l.contains(w))
+            .count();
+        assert_eq!(n, 1, "{w} once in:\n{dump}");
+    }
+    for user in ["ann", "bob"] {
+        for name in ["member_added", "member_removed"] {
+            let n = events
+                .iter()
+                .filter(|l| l.contains(name) && l.contains(&format!(r#""user_id": "{user}""#)))
+                .count();
+            assert_eq!(n, 1, "{name} {user} once in:\n{dump}");
+        }
+    }
+    for w in [
+        r#""channel": "news", "name": "channel_occupied""#,
+        r#""channel": "news", "name": "channel_vacated""#,
+        r#""name": "connection_closed""#,
+        r#""name": "turn_allocation_ended""#,
+        r#""user": "alice""#,
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|l| l.starts_with("EVENT hub ") && l.contains(w)),
+            "{w} in:\n{dump}"
+        );
+    }
+    // Every event carries its node's sequence number and time.
+    assert!(events
+        .iter()
+        .filter(|l| l.starts_with("EVENT hub "))
+        .all(|l| l.contains(r#""seq": "#) && l.contains(r#""time_ms": "#)));
+    std::fs::remove_file(config).ok();
+    std::fs::remove_file(port_file).ok();
+}

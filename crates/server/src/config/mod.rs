@@ -85,7 +85,20 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// Pusher Channels apps (`[[pusher.apps]]`, file only).
     pub pusher: PusherSettings,
+    /// switchboard's own webhooks.
+    pub webhooks: WebhookSettings,
 }
+
+/// switchboard's own webhooks (docs/webhooks.md).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct WebhookSettings {
+    /// Receivers.
+    pub urls: Vec<String>,
+    /// Signs the bodies.
+    pub secret: Option<String>,
+}
+
 
 /// The Pusher Channels protocol (docs/compat.md): its apps.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -165,6 +178,7 @@ impl Default for Settings {
             hub: HubConfig::default(),
             cluster: ClusterSettings::default(),
             pusher: PusherSettings::default(),
+            webhooks: WebhookSettings::default(),
         };
         s.hub.default_namespace = default_namespace();
         for spec in table() {
@@ -693,6 +707,20 @@ impl Settings {
                      https://app.example.com) or *"
                 )));
             }
+        }
+        for url in &self.webhooks.urls {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::Invalid(format!(
+                    "--webhook {url:?}: expected an http:// or https:// URL"
+                )));
+            }
+        }
+        if !self.webhooks.urls.is_empty()
+            && self.webhooks.secret.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "--webhook needs --webhook-secret (receivers check the signature)".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.pusher.apps.iter().enumerate() {

@@ -346,6 +346,12 @@ pub const SECTIONS: &[(&str, &str)] = &[
          tokens.",
     ),
     (
+        "webhooks",
+        "switchboard's own webhooks (docs/webhooks.md): channels occupied and vacated, \
+         connections closed and TURN allocations ended, POSTed in batches, signed with the \
+         secret, retried with backoff. Pusher apps' webhooks are set per app ([[pusher.apps]]).",
+    ),
+    (
         "cluster",
         "Several nodes behind a load balancer act as one through Redis (or Valkey): \
          publications, history and recovery, presence, signaling rooms and TURN revocations span \
@@ -1384,6 +1390,27 @@ fn build() -> Vec<Spec> {
         .expects("a redis:// URL or off")
         .secret()
         .example("\"redis://127.0.0.1:6379/0\""),
+        s(
+            "webhook",
+            "webhooks.urls",
+            Hub,
+            "URL",
+            "URL (http or https) that receives switchboard's webhooks.",
+            at!(webhooks.urls),
+        )
+        .list()
+        .example("[\"https://app.example.com/switchboard/events\"]"),
+        s(
+            "webhook-secret",
+            "webhooks.secret",
+            Hub,
+            "SECRET",
+            "Signs webhook bodies: X-Switchboard-Signature: sha256=HEX(HMAC-SHA256(secret, body)).",
+            at!(webhooks.secret),
+        )
+        .expects("a shared secret")
+        .secret()
+        .example("\"change-me\""),
         s(
             "redis-prefix",
             "cluster.redis_prefix",

@@ -97,6 +97,8 @@ pub(crate) struct Core {
     revoked: Mutex<BTreeSet<String>>,
     /// Write a line per ended allocation (`--access-log`).
     access_log: bool,
+    /// Where ended allocations are reported (`--webhook`).
+    webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// Builds the credential set from TURN settings and the revocation list.
@@ -207,6 +209,7 @@ impl Core {
             turn_settings: Mutex::new(settings.turn.clone()),
             revoked: Mutex::new(BTreeSet::new()),
             access_log: settings.access_log,
+            webhooks: std::sync::OnceLock::new(),
             relays: RwLock::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
             ports: Mutex::new(PortPicker::new(lo, hi, port_seed)),
@@ -316,6 +319,11 @@ impl Core {
             .contains(user)
     }
 
+    /// Reports ended allocations to `webhooks` too.
+    pub(crate) fn set_webhooks(&self, webhooks: Arc<crate::webhooks::Webhooks>) {
+        let _ = self.webhooks.set(webhooks);
+    }
+
     /// Registers a UDP listener socket for sending relayed data to clients.
     pub(crate) fn register_udp(&self, sock: Arc<Sock>) {
         let mut m = self.udp_out.write().unwrap_or_else(|e| e.into_inner());
@@ -405,6 +413,24 @@ impl Core {
         if self.access_log {
             for e in &ended {
                 log_ended(e);
+            }
+        }
+        if let Some(w) = self.webhooks.get() {
+            for e in &ended {
+                w.emit(
+                    &crate::webhooks::Audience::Hub,
+                    serde_json::json!({
+                        "name": "turn_allocation_ended",
+                        "transport": e.five.transport.as_str(),
+                        "client": e.five.client.to_string(),
+                        "relay": e.relay.to_string(),
+                        "user": e.username,
+                        "reason": e.reason.as_str(),
+                        "duration_ms": e.duration.as_millis() as u64,
+                        "bytes_to_peer": e.traffic.bytes_to_peer,
+                        "bytes_to_client": e.traffic.bytes_to_client,
+                    }),
+                );
             }
         }
         counters.export(exported, &stats, active);

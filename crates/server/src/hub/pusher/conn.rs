@@ -380,10 +380,41 @@ impl Conn {
         self.end().await;
     }
 
+    /// Leaves a presence channel: its session ends; when that was the user's last connection
+    /// there (on any node), the app's webhooks hear `member_removed`.
+    async fn leave_presence(&mut self, channel: &str, p: PresenceSub) {
+        let hub_channel = self.app.hub_channel(channel);
+        let hub_user = self.app.hub_user(&p.user_id);
+        self.release(channel, p.session).await;
+        if self.ctx.webhooks.is_none() {
+            return;
+        }
+        let r = self
+            .ctx
+            .hub
+            .hub
+            .api_presence(proto::PresenceRequest {
+                channel: hub_channel,
+            })
+            .await;
+        let still = r
+            .result
+            .is_some_and(|r| r.presence.values().any(|c| c.user == hub_user));
+        if !still {
+            self.ctx.webhook(
+                &self.app,
+                json!({"name": "member_removed", "channel": channel, "user_id": p.user_id}),
+            );
+        }
+    }
+
     /// Ends every session of the connection.
     async fn end(&mut self) {
-        let mut sessions: Vec<(String, Arc<Session>)> =
-            self.presence.drain().map(|(k, p)| (k, p.session)).collect();
+        let presence: Vec<(String, PresenceSub)> = self.presence.drain().collect();
+        for (channel, p) in presence {
+            self.leave_presence(&channel, p).await;
+        }
+        let mut sessions: Vec<(String, Arc<Session>)> = Vec::new();
         sessions.extend(self.main.take().map(|s| (String::new(), s)));
         sessions.extend(self.signed_in.take().map(|s| ("$signin".to_owned(), s)));
         for (key, s) in sessions {
@@ -565,10 +596,15 @@ impl Conn {
                 members.entry(user).or_default().insert(client);
             }
         }
-        members
-            .entry(user_id.clone())
-            .or_default()
-            .insert(session.client_id().to_owned());
+        let mine = members.entry(user_id.clone()).or_default();
+        mine.insert(session.client_id().to_owned());
+        if mine.len() == 1 {
+            // The user's first connection to the channel (on any node).
+            self.ctx.webhook(
+                &self.app,
+                json!({"name": "member_added", "channel": channel, "user_id": user_id}),
+            );
+        }
         hash.entry(user_id.clone())
             .or_insert_with(|| member.get("user_info").cloned().unwrap_or(Value::Null));
         let ids: Vec<&String> = members.keys().collect();
@@ -597,7 +633,7 @@ impl Conn {
             }
         }
         if let Some(p) = self.presence.remove(channel) {
-            self.release(channel, p.session).await;
+            self.leave_presence(channel, p).await;
         }
     }
 
@@ -684,6 +720,16 @@ impl Conn {
             tags,
         };
         let hub_channel = self.app.hub_channel(channel);
+        let mut hook = json!({
+            "name": "client_event",
+            "channel": channel,
+            "event": event,
+            "data": data,
+            "socket_id": self.socket_id,
+        });
+        if let Some(p) = self.presence.get(channel) {
+            hook["user_id"] = p.user_id.clone().into();
+        }
         if let Err(e) = self
             .ctx
             .hub
@@ -695,6 +741,7 @@ impl Conn {
                 .send_error(None, &format!("Client event rejected: {e}"))
                 .await;
         }
+        self.ctx.webhook(&self.app, hook);
         true
     }
 

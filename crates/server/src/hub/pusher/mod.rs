@@ -65,10 +65,28 @@ pub(crate) struct PusherCtx {
     pub hub: Ctx,
     pub by_key: HashMap<String, Arc<App>>,
     pub by_id: HashMap<String, Arc<App>>,
+    /// Member and client-event webhooks (channel occupancy comes from the hub's observer).
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+}
+
+impl PusherCtx {
+    /// Queues a webhook event of `app`, when it has webhooks.
+    pub fn webhook(&self, app: &App, event: serde_json::Value) {
+        if let Some(w) = &self.webhooks {
+            w.emit(
+                &crate::webhooks::Audience::Pusher(app.config.id.clone()),
+                event,
+            );
+        }
+    }
 }
 
 /// The routes, when any app is configured.
-pub(crate) fn routes(hub: Ctx, apps: &[PusherApp]) -> Option<Router> {
+pub(crate) fn routes(
+    hub: Ctx,
+    apps: &[PusherApp],
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+) -> Option<Router> {
     if apps.is_empty() {
         return None;
     }
@@ -82,7 +100,12 @@ pub(crate) fn routes(hub: Ctx, apps: &[PusherApp]) -> Option<Router> {
         by_key.insert(a.key.clone(), app.clone());
         by_id.insert(a.id.clone(), app);
     }
-    let ctx = Arc::new(PusherCtx { hub, by_key, by_id });
+    let ctx = Arc::new(PusherCtx {
+        hub,
+        by_key,
+        by_id,
+        webhooks,
+    });
     Some(
         Router::new()
             .route("/app/{key}", any(conn::handler))
