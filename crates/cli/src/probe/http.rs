@@ -934,7 +934,7 @@ fn verdicts(t: &mut Target, r: &HttpReport, ctx: &Ctx) {
         if tls.version.as_deref() == Some("TLSv1.2") {
             t.verdict(
                 Level::Warning,
-                "the server negotiated TLS 1.2 although TLS 1.3 was offered: no 1-RTT handshake, no 0-RTT, no post-quantum key exchange",
+                "the server negotiated TLS 1.2 although TLS 1.3 was offered: a two-round-trip handshake, no 0-RTT, no post-quantum key exchange",
             );
         }
     }

@@ -457,9 +457,8 @@ fn write_http(out: &mut impl Write, h: &HttpReport) -> std::io::Result<()> {
         if let Some(r) = &c.request {
             writeln!(
                 out,
-                "  {:<W$} {} status {} ttfb {} total {} ({} bytes){}",
+                "  {:<W$} GET status {} ttfb {} total {} ({} bytes){}",
                 format!("  {}", r.protocol),
-                "GET",
                 r.status.map(|s| s.to_string()).unwrap_or("-".into()),
                 fmt_ms(r.ttfb_ms),
                 fmt_ms(r.total_ms),

@@ -226,6 +226,9 @@ fn describe_error(e: &rustls::Error) -> String {
             }
             C::BadSignature => "bad signature".into(),
             C::Revoked => "revoked".into(),
+            other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                "a CA certificate (basicConstraints CA:TRUE) used as the server's own".into()
+            }
             other => format!("{other:?}"),
         },
         other => other.to_string(),

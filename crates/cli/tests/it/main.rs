@@ -24,6 +24,7 @@ mod hub_write_delay;
 mod ice_servers;
 mod nat_lab;
 mod ops;
+mod probe;
 mod readme;
 mod sdk;
 mod sdk_browser;
