@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Gather ICE candidates with aioice (an independent ICE agent) against switchboard's STUN/TURN.
 
-usage: aioice_relay.py HOST PORT USERNAME PASSWORD [udp|tcp]
+usage: aioice_relay.py HOST PORT USERNAME PASSWORD [udp|tcp|tls]
+
+tls is `turns:` (TURN over TLS, no ALPN, as browsers do it; the certificate is not checked).
 
 Prints one line per gathered candidate and exits 0 when a relay candidate was gathered whose
 address belongs to the server (the relay), and a server-reflexive or host candidate exists.
 """
 import asyncio
+import ssl
 import sys
 
 import aioice
@@ -15,6 +18,12 @@ import aioice
 async def main():
     host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     transport = sys.argv[5] if len(sys.argv) > 5 else "udp"
+    tls = None
+    if transport == "tls":
+        transport = "tcp"
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
     conn = aioice.Connection(
         ice_controlling=True,
         components=1,
@@ -23,6 +32,7 @@ async def main():
         turn_username=user,
         turn_password=password,
         turn_transport=transport,
+        turn_ssl=tls or False,
         use_ipv4=True,
         use_ipv6=False,
     )

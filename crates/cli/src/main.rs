@@ -327,7 +327,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let tls_on = server
             .listeners()
             .iter()
-            .any(|l| l.transport == "tls" || l.protocol == "https");
+            .any(|l| l.transport == "tls" || l.protocol == "https" || l.protocol == "listen");
         if tls_on {
             match server.certs().source() {
                 switchboard_server::tls::CertSource::SelfSigned => writeln!(

@@ -18,6 +18,7 @@ mod cluster;
 pub mod config;
 mod http;
 mod hub;
+mod mux;
 mod net;
 pub mod stats;
 pub mod tls;
@@ -128,6 +129,9 @@ const HTTP_NOTE: &str =
     "HTTP/1.1, h2c: /healthz /metrics /v1/ws /v1/sse /v1/poll /v1/publish /v1/api, gRPC";
 const HTTPS_NOTE: &str = "TLS, ALPN h2 http/1.1: same endpoints";
 const ADMIN_NOTE: &str = "HTTP: /metrics /healthz, console, server API";
+const LISTEN_TCP_NOTE: &str = "one port: TLS (HTTPS h2 http/1.1, TURN), STUN/TURN, HTTP";
+const LISTEN_UDP_NOTE: &str = "one port: STUN/TURN";
+const LISTEN_QUIC_NOTE: &str = "one port: QUIC (HTTP/3, WebTransport), STUN/TURN";
 
 /// Open connections of the admin listeners together.
 const ADMIN_MAX_CONNECTIONS: usize = 256;
@@ -271,10 +275,72 @@ impl Server {
             }
         }
 
+        // The one-port listeners (mux/): TCP here, served once the HTTP router exists; UDP
+        // carries STUN/TURN, and QUIC too when HTTP/3 is on (one socket, demultiplexed).
+        let mut one_port = Vec::new();
+        let mut one_port_quic = Vec::new();
+        for &addr in &settings.listen.0 {
+            let (l, udp_addr) = if settings.http3.enabled {
+                let (l, u) = net::bind_pair(addr).map_err(bind_err("listen", "udp", addr))?;
+                let udp_addr = u.local_addr().map_err(bind_err("listen", "udp", addr))?;
+                let demux = mux::udp::Demux::new(u, core.clone(), udp_stats.clone())
+                    .map_err(bind_err("listen", "udp", udp_addr))?;
+                one_port_quic.push((demux, udp_addr));
+                (l, udp_addr)
+            } else {
+                let l = net::bind_tcp(addr).map_err(bind_err("listen", "tcp", addr))?;
+                let port = l
+                    .local_addr()
+                    .map_err(bind_err("listen", "tcp", addr))?
+                    .port();
+                let udp_addr = SocketAddr::new(addr.ip(), port);
+                let addrs = turn::udp::spawn(
+                    udp_addr,
+                    None,
+                    workers,
+                    core.clone(),
+                    udp_stats.clone(),
+                    &rx,
+                    &mut tasks,
+                )
+                .map_err(bind_err("listen", "udp", udp_addr))?;
+                (l, addrs[0])
+            };
+            let bound = l.local_addr().map_err(bind_err("listen", "tcp", addr))?;
+            listeners.push(ListenerInfo {
+                protocol: "listen",
+                transport: "tcp",
+                addr: bound,
+                note: LISTEN_TCP_NOTE,
+            });
+            listeners.push(ListenerInfo {
+                protocol: "listen",
+                transport: "udp",
+                addr: udp_addr,
+                note: if settings.http3.enabled {
+                    LISTEN_QUIC_NOTE
+                } else {
+                    LISTEN_UDP_NOTE
+                },
+            });
+            one_port.push((l, bound));
+        }
+        let stream_ctx = |transport| {
+            Arc::new(turn::stream::StreamCtx {
+                core: core.clone(),
+                stats: Arc::new(StunStats::new(transport)),
+                limit: limit.clone(),
+                idle,
+                tls: None,
+                transport,
+            })
+        };
+        let one_port_stun = (stream_ctx(Transport::Tcp), stream_ctx(Transport::Tls));
+
         let hub = cluster::start_hub(settings, &rx, &mut tasks).await?;
-        let webhooks = webhooks::Webhooks::start(settings, hub.info().uid, &rx, &mut tasks);
+        let webhooks = webhooks::Webhooks::start(settings, &hub, &rx, &mut tasks);
         if let Some(w) = &webhooks {
-            hub.observe(webhooks::observer(w.clone(), &settings.pusher.apps));
+            hub.observe(webhooks::observer(w.clone()));
             core.set_webhooks(w.clone());
         }
         if core.turn_enabled() {
@@ -345,7 +411,7 @@ impl Server {
             });
             admin_listeners.push((l, bound));
         }
-        if !http_listeners.is_empty() || !admin_listeners.is_empty() {
+        if !http_listeners.is_empty() || !admin_listeners.is_empty() || !one_port.is_empty() {
             let ice = hub::ice::Ice::new(settings, core.clone(), &listeners);
             let ctx = hub::HubCtx::new(hub.clone(), settings, rx.clone());
             let router = http::router(
@@ -422,6 +488,41 @@ impl Server {
                 };
                 http::spawn(l, addr, tls, router, options.clone(), &rx, &mut tasks);
             }
+            if !one_port.is_empty() {
+                let tls = certs.acceptor(mux::ALPN, "listen")?;
+                // Waiting to be classified holds a slot of its own group (see mux.rs).
+                let pending = net::limits::ConnLimiter::new(
+                    "listen",
+                    stun_cap,
+                    settings.http.max_connections_per_ip,
+                );
+                let plain = http::Conns::new(router.clone(), options.clone(), &rx);
+                for (l, addr) in one_port {
+                    // Alt-Svc names this port for HTTP/3 (on TLS only, as on --https).
+                    let https = if settings.http3.enabled {
+                        plain.with_router(http::h3::with_alt_svc(router.clone(), addr.port()))
+                    } else {
+                        plain.clone()
+                    };
+                    let mux = Arc::new(mux::TcpMux {
+                        http: plain.clone(),
+                        https,
+                        stun_tcp: one_port_stun.0.clone(),
+                        stun_tls: one_port_stun.1.clone(),
+                        tls: tls.clone(),
+                        pending: pending.clone(),
+                        timeout: settings.listen_timeout,
+                    });
+                    mux::spawn(l, addr, mux, &rx, &mut tasks);
+                }
+            }
+            let h3_sockets = h3_sockets
+                .into_iter()
+                .map(|(u, a)| (http::h3::H3Socket::Own(u), a))
+                .chain(one_port_quic.into_iter().map(|(d, a)| {
+                    let shared: Arc<dyn quinn::AsyncUdpSocket> = d;
+                    (http::h3::H3Socket::Shared(shared), a)
+                }));
             for (udp, addr) in h3_sockets {
                 http::h3::spawn(
                     udp,

@@ -23,6 +23,7 @@ mod hub_peers;
 mod hub_write_delay;
 mod ice_servers;
 mod nat_lab;
+mod one_port;
 mod ops;
 mod probe;
 mod readme;

@@ -69,6 +69,11 @@ pub struct Settings {
     pub log_level: String,
     /// Access log lines (HTTP requests, ended TURN allocations).
     pub access_log: bool,
+    /// One-port listen addresses (TCP and UDP on each): every protocol, told apart per
+    /// connection and per datagram (docs/one-port.md).
+    pub listen: Listen,
+    /// Time a one-port connection has to show what it is.
+    pub listen_timeout: Duration,
     /// STUN/TURN listeners.
     pub stun: StunSettings,
     /// Certificates for every TLS listener.
@@ -98,7 +103,6 @@ pub struct WebhookSettings {
     /// Signs the bodies.
     pub secret: Option<String>,
 }
-
 
 /// The Pusher Channels protocol (docs/compat.md): its apps.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -170,6 +174,8 @@ impl Default for Settings {
             log_format: LogFormat::Pretty,
             log_level: String::new(),
             access_log: true,
+            listen: Listen::default(),
+            listen_timeout: Duration::from_secs(10),
             stun: StunSettings::default(),
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
@@ -772,7 +778,9 @@ impl Settings {
                 .stun
                 .udp
                 .0
-                .first()
+                .iter()
+                .chain(&self.listen.0)
+                .next()
                 .is_some_and(|a| a.ip().is_unspecified()),
         };
         if turn_on && relay_unspecified && t.external_ip.is_none() {

@@ -563,6 +563,33 @@ fn build() -> Vec<Spec> {
         .list()
         .default("off"),
         s(
+            "listen",
+            "listen",
+            Listeners,
+            "ADDR",
+            "One port for everything (such as 0.0.0.0:443): on TCP each connection is told apart \
+             by its first bytes (TLS: HTTPS, or TURN over TLS by ALPN stun.turn or its first \
+             bytes; plain STUN/TURN; plain HTTP), on UDP each datagram (STUN/TURN, or QUIC for \
+             HTTP/3 and WebTransport when [http3] is on); docs/one-port.md. Mixes with the \
+             other listeners.",
+            at!(listen),
+        )
+        .list()
+        .default("off"),
+        s(
+            "listen-timeout",
+            "listen_timeout",
+            Listeners,
+            "SECS",
+            "Seconds a --listen connection has to show what it is (its first bytes, the TLS \
+             handshake and, without ALPN, its first bytes inside TLS); then it is closed and \
+             counted in switchboard_listen_unclassified_total.",
+            at!(listen_timeout),
+        )
+        .default("10")
+        .secs()
+        .range(1, 300),
+        s(
             "api-key",
             "http.api_keys",
             Http,

@@ -89,9 +89,17 @@ pub(crate) struct Endpoints {
     pub hub: hub::Ctx,
 }
 
+/// The UDP socket of an HTTP/3 endpoint.
+pub(crate) enum H3Socket {
+    /// A socket of its own (the UDP side of an `--https` port).
+    Own(std::net::UdpSocket),
+    /// The one-port socket, shared with STUN/TURN (`crate::mux::udp`).
+    Shared(Arc<dyn quinn::AsyncUdpSocket>),
+}
+
 /// Serves HTTP/3 on `udp` until shutdown.
 pub(crate) fn spawn(
-    udp: std::net::UdpSocket,
+    udp: H3Socket,
     addr: SocketAddr,
     certs: &Arc<CertStore>,
     endpoints: Endpoints,
@@ -115,12 +123,26 @@ pub(crate) fn spawn(
         .transport_config(Arc::new(transport))
         .migration(true)
         .max_incoming(settings.max_connections.clamp(1, 1 << 16));
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        udp,
-        Arc::new(quinn::TokioRuntime),
-    )
+    let endpoint = match udp {
+        H3Socket::Own(udp) => quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            udp,
+            Arc::new(quinn::TokioRuntime),
+        ),
+        H3Socket::Shared(socket) => {
+            // Clients may clear the QUIC bit only when told they may (RFC 9287): they must
+            // not here, or their packets could look like STUN (RFC 9443).
+            let mut config = quinn::EndpointConfig::default();
+            config.grease_quic_bit(false);
+            quinn::Endpoint::new_with_abstract_socket(
+                config,
+                Some(server),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+        }
+    }
     .map_err(|source| ServerError::Bind {
         protocol: "https",
         transport: "udp",

@@ -434,6 +434,86 @@ pub(crate) struct ConnOptions {
     pub admin: bool,
 }
 
+/// Serves the connections a listener (or the one-port classifier, `crate::mux`) hands over:
+/// the HTTP builder, the router, the connection options and the shutdown signal they share.
+#[derive(Clone)]
+pub(crate) struct Conns {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    router: Router,
+    options: ConnOptions,
+    stop: watch::Receiver<bool>,
+}
+
+impl Conns {
+    pub(crate) fn new(
+        router: Router,
+        options: ConnOptions,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // Also the idle time allowed between keep-alive requests.
+            .header_read_timeout(Duration::from_secs(30));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(options.ping)
+            .keep_alive_timeout(options.ping.max(Duration::from_secs(10)))
+            .enable_connect_protocol();
+        Conns {
+            builder: Arc::new(builder),
+            router,
+            options,
+            stop: shutdown.clone(),
+        }
+    }
+
+    /// The same with another router (one with `Alt-Svc`, say).
+    pub(crate) fn with_router(&self, router: Router) -> Self {
+        Conns {
+            router,
+            ..self.clone()
+        }
+    }
+
+    /// The caps of these connections.
+    pub(crate) fn limiter(&self) -> &Arc<ConnLimiter> {
+        &self.options.limiter
+    }
+
+    /// Serves one connection (plain, or after its TLS handshake) holding its slot `guard`, which
+    /// is freed when the socket goes, wherever it went (an upgraded WebSocket too). `local` is
+    /// the server side's address (the [`Surface`] of a main listener depends on it).
+    pub(crate) async fn serve<I>(
+        &self,
+        io: I,
+        guard: ConnGuard,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let surface = if self.options.admin {
+            Surface::Admin
+        } else {
+            Surface::of_local(local.map(|a| a.ip()))
+        };
+        let io = Guarded { io, _guard: guard };
+        serve(
+            &self.builder,
+            io,
+            peer,
+            surface,
+            self.router.clone(),
+            &self.options,
+            self.stop.clone(),
+        )
+        .await
+    }
+}
+
 /// Serves `router` on `listener` (TLS when `tls` is set) until shutdown.
 pub(crate) fn spawn(
     listener: TcpListener,
@@ -445,24 +525,12 @@ pub(crate) fn spawn(
     tasks: &mut JoinSet<()>,
 ) {
     let mut stop = shutdown.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Also the idle time allowed between keep-alive requests.
-        .header_read_timeout(Duration::from_secs(30));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(options.ping)
-        .keep_alive_timeout(options.ping.max(Duration::from_secs(10)))
-        .enable_connect_protocol();
-    let builder = Arc::new(builder);
     let listener_name = match (&tls, options.admin) {
         (_, true) => "admin",
         (Some(_), false) => "https",
         (None, false) => "http",
     };
+    let conns = Conns::new(router, options, shutdown);
     tasks.spawn(async move {
         let mut backoff = crate::net::AcceptBackoff::default();
         loop {
@@ -482,7 +550,7 @@ pub(crate) fn spawn(
                     continue;
                 }
             };
-            let guard = match options.limiter.try_acquire(peer.ip()) {
+            let guard = match conns.limiter().try_acquire(peer.ip()) {
                 Ok(g) => g,
                 Err(why) => {
                     tracing::debug!(%peer, reason = why.as_str(), "HTTP connection refused by a cap");
@@ -491,33 +559,20 @@ pub(crate) fn spawn(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let surface = if options.admin {
-                Surface::Admin
-            } else {
-                Surface::of_local(tcp.local_addr().ok().map(|a| a.ip()))
-            };
-            let router = router.clone();
-            let builder = builder.clone();
-            let stop = stop.clone();
+            let local = tcp.local_addr().ok();
+            let conns = conns.clone();
             let tls = tls.clone();
-            let options = options.clone();
             tokio::spawn(async move {
                 // The slot goes with the socket, into a WebSocket or other upgrade too, so an
                 // upgraded connection still counts until it closes.
                 match tls {
-                    None => {
-                        let io = Guarded { io: tcp, _guard: guard };
-                        serve(&builder, io, peer, surface, router, &options, stop).await
-                    }
+                    None => conns.serve(tcp, guard, peer, local).await,
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
                                 .await;
                         match handshake {
-                            Ok(Ok(stream)) => {
-                                let io = Guarded { io: stream, _guard: guard };
-                                serve(&builder, io, peer, surface, router, &options, stop).await
-                            }
+                            Ok(Ok(stream)) => conns.serve(stream, guard, peer, local).await,
                             Ok(Err(e)) => {
                                 metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
                                 tracing::debug!(%peer, error = %e, "HTTPS handshake failed");

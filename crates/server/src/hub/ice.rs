@@ -1,6 +1,7 @@
 //! ICE servers for WebRTC clients (the shape of `RTCConfiguration.iceServers`, as Twilio's and
 //! Cloudflare's TURN APIs return it): `GET /v1/ice-servers` lists this server's `stun:`,
-//! `turn:` (UDP and TCP) and `turns:` URLs with TURN REST credentials made from the first
+//! `turn:` (UDP and TCP) and `turns:` URLs (all on the port of the first `--listen` when there
+//! is one, docs/one-port.md) with TURN REST credentials made from the first
 //! `--turn-secret` and valid for `--credential-ttl`; authentication is the hub's (token, or
 //! anonymous where allowed). `POST /v1/ice-servers/revoke` (server API key) revokes a user's
 //! credentials before they expire — the TURN listeners consult the list.
@@ -60,6 +61,18 @@ impl Ice {
                 .find(|l| l.protocol == "stun" && l.transport == transport && l.note.is_empty())
                 .map(|l| l.addr.port())
         };
+        // A one-port listener (`--listen`) serves every transport on one port: its URLs are the
+        // ones handed out (they pass firewalls that only let 443 out).
+        let one_port = |transport: &str| {
+            listeners
+                .iter()
+                .find(|l| l.protocol == "listen" && l.transport == transport)
+                .map(|l| l.addr.port())
+        };
+        let (udp, tcp, tls) = match one_port("tcp") {
+            Some(p) => (one_port("udp"), Some(p), Some(p)),
+            None => (port("udp"), port("tcp"), port("tls")),
+        };
         let turn_on = !settings.turn.realm.is_empty();
         Ice {
             core,
@@ -72,9 +85,9 @@ impl Ice {
             rate: RateLimiter::new("ice-servers", ICE_PER_SEC, ICE_BURST),
             ttl: settings.turn.credential_ttl.as_secs(),
             host: settings.turn.ice_host.clone(),
-            udp: port("udp"),
-            tcp: port("tcp"),
-            tls: port("tls"),
+            udp,
+            tcp,
+            tls,
         }
     }
 }

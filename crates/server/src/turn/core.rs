@@ -74,6 +74,34 @@ struct IoStats {
     relays_open: Gauge,
 }
 
+/// The UDP clients holding allocations: the owner of each relay, and each owner's relay count
+/// (an allocation may hold an IPv4 and an IPv6 relay).
+#[derive(Default)]
+struct UdpClients {
+    owner: HashMap<SocketAddr, FiveTuple>,
+    count: HashMap<FiveTuple, u32>,
+}
+
+impl UdpClients {
+    fn add(&mut self, relay: SocketAddr, five: FiveTuple) {
+        if self.owner.insert(relay, five).is_none() {
+            *self.count.entry(five).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, relay: SocketAddr) {
+        let Some(five) = self.owner.remove(&relay) else {
+            return;
+        };
+        if let Some(n) = self.count.get_mut(&five) {
+            *n -= 1;
+            if *n == 0 {
+                self.count.remove(&five);
+            }
+        }
+    }
+}
+
 /// The node-bus topic of TURN revocations (one user name per message).
 pub(crate) const REVOCATIONS_TOPIC: &str = "turn.revoked";
 
@@ -90,6 +118,9 @@ pub(crate) struct Core {
     relay_ip6: Option<IpAddr>,
     udp_out: RwLock<HashMap<SocketAddr, Arc<Sock>>>,
     stream_out: RwLock<HashMap<FiveTuple, Arc<OutQueue>>>,
+    /// UDP 5-tuples holding an allocation (the one-port socket tells their ChannelData from QUIC
+    /// by it, RFC 9443), with the relays that made them so.
+    udp_clients: RwLock<UdpClients>,
     io_stats: IoStats,
     /// The TURN settings credentials are built from (replaced on reload).
     turn_settings: Mutex<TurnSettings>,
@@ -131,6 +162,7 @@ pub(crate) fn peer_filter(
         .iter()
         .chain(&s.tcp.0)
         .chain(&s.tls.0)
+        .chain(&settings.listen.0)
         .map(|a| a.ip())
         .collect();
     own.extend(s.alt_address);
@@ -158,13 +190,15 @@ fn read_interfaces() -> Option<Vec<IpAddr>> {
 impl Core {
     pub(crate) fn new(settings: &Settings, secret: [u8; 32]) -> Arc<Core> {
         let t = &settings.turn;
-        // Relays bind to --relay-ip, else to the first STUN UDP address of each family.
+        // Relays bind to --relay-ip, else to the first STUN UDP (or one-port) address of each
+        // family.
         let udp_ip = |v4: bool| {
             settings
                 .stun
                 .udp
                 .0
                 .iter()
+                .chain(&settings.listen.0)
                 .map(|a| a.ip())
                 .find(|ip| ip.is_ipv4() == v4)
         };
@@ -217,6 +251,7 @@ impl Core {
             relay_ip,
             relay_ip6,
             udp_out: RwLock::new(HashMap::new()),
+            udp_clients: RwLock::new(UdpClients::default()),
             stream_out: RwLock::new(HashMap::new()),
             io_stats: IoStats {
                 relay_send_errors: counter!("switchboard_turn_relay_send_errors_total"),
@@ -328,6 +363,15 @@ impl Core {
     pub(crate) fn register_udp(&self, sock: Arc<Sock>) {
         let mut m = self.udp_out.write().unwrap_or_else(|e| e.into_inner());
         m.entry(sock.local).or_insert(sock);
+    }
+
+    /// Whether the UDP 5-tuple `five` holds an allocation.
+    pub(crate) fn has_udp_allocation(&self, five: &FiveTuple) -> bool {
+        self.udp_clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .count
+            .contains_key(five)
     }
 
     /// Registers a stream client's writer.
@@ -601,6 +645,12 @@ impl RelayProvider for Binder<'_> {
                 .insert(a, s);
             a
         });
+        if req.five.transport == switchboard_turn::Transport::Udp {
+            core.udp_clients
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(addr, req.five);
+        }
         tracing::debug!(relay = %addr, client = %req.five.client, "relay bound");
         Ok(RelayBinding {
             addr,
@@ -609,6 +659,11 @@ impl RelayProvider for Binder<'_> {
     }
 
     fn release(&mut self, addr: SocketAddr) {
+        self.core
+            .udp_clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(addr);
         let removed = self
             .core
             .relays

@@ -112,6 +112,42 @@ async fn connection(tcp: tokio::net::TcpStream, arrival: Arrival, ctx: &StreamCt
     }
 }
 
+/// Serves a connection the one-port listener (`crate::mux`) classified as STUN/TURN: plain TCP
+/// (`tcp`, its first bytes still unread in the kernel) or a finished TLS stream (`tls`, with the
+/// bytes read to classify it put back in front). Holds `permit` until the connection ends.
+pub(crate) async fn serve_classified<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    conn: Classified<S>,
+    arrival: Arrival,
+    ctx: Arc<StreamCtx>,
+    permit: crate::net::limits::ConnGuard,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _permit = permit;
+    ctx.stats.connections.increment(1);
+    let served = async {
+        let result = match conn {
+            Classified::Tcp(tcp) => serve_tcp(tcp, arrival, &ctx).await,
+            Classified::Stream(io) => Box::pin(serve_stream(io, arrival, &ctx)).await,
+        };
+        if let Err(reason) = result {
+            ctx.stats.closed_fault.increment(1);
+            tracing::debug!(peer = %arrival.peer, transport = ctx.transport.as_str(), reason, "closing STUN connection");
+        }
+    };
+    tokio::select! {
+        _ = crate::stopped(&mut stop) => {}
+        _ = served => {}
+    }
+}
+
+/// A connection handed to [`serve_classified`].
+pub(crate) enum Classified<S> {
+    /// Plain TCP: relayed data is written to the socket directly.
+    Tcp(tokio::net::TcpStream),
+    /// Anything else (TLS).
+    Stream(S),
+}
+
 /// TLS: the handshake (bounded by [`HANDSHAKE_TIMEOUT`]), then frames as on any stream.
 async fn serve_tls(
     tcp: tokio::net::TcpStream,
