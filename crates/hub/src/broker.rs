@@ -263,6 +263,34 @@ pub trait Broker: Send + Sync + 'static {
         channel: &'a str,
     ) -> BoxFuture<'a, Result<PresenceStats, BrokerError>>;
 
+    /// Cluster-wide counts, for what must be reported once for the whole cluster (webhooks:
+    /// a channel occupied or vacated, a member added or removed). `node` changes its count of
+    /// `key` by `delta`; the answer is whether the cluster-wide total crossed zero with this
+    /// change (from 0 for a positive delta, to 0 for a negative one): the one caller that gets
+    /// `true` reports the event.
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        node: &'a str,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// Declares `node` alive for `ttl` (its counts survive only while it keeps doing so).
+    fn heartbeat<'a>(
+        &'a self,
+        node: &'a str,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = (node, ttl);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Drops the counts of nodes whose heartbeat ran out; the keys whose totals fell to zero
+    /// that way, each returned to exactly one caller in the cluster.
+    fn sweep_counts(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Periodic housekeeping (expiry sweeps), called from [`crate::Hub::maintain`].
     fn maintain(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})

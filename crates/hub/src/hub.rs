@@ -374,6 +374,23 @@ impl Hub {
         Ok(self.inner.broker.publish_control(control).await?)
     }
 
+    /// Changes this node's cluster-wide count of `key` by `delta`; true when the cluster total
+    /// crossed zero with it (see [`crate::Broker::count`]): report the event then.
+    pub async fn cluster_count(&self, key: &str, delta: i64) -> Result<bool, HubError> {
+        Ok(self.inner.broker.count(key, &self.inner.uid, delta).await?)
+    }
+
+    /// Keeps this node's cluster-wide counts alive for `ttl`.
+    pub async fn cluster_heartbeat(&self, ttl: std::time::Duration) -> Result<(), HubError> {
+        Ok(self.inner.broker.heartbeat(&self.inner.uid, ttl).await?)
+    }
+
+    /// Drops the counts of nodes that stopped heartbeating; the keys that fell to zero that
+    /// way (each handed to one node of the cluster).
+    pub async fn cluster_sweep(&self) -> Result<Vec<String>, HubError> {
+        Ok(self.inner.broker.sweep_counts().await?)
+    }
+
     /// Sets the observer of this node's channel and session events (once; later calls are
     /// ignored). It is called under the hub's locks: it must only queue the event.
     pub fn observe(&self, observer: crate::NodeObserver) {

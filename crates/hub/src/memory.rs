@@ -87,6 +87,8 @@ pub struct MemoryBroker {
     totals: Totals,
     /// Serializes evictions. Lock order: `evicting`, then one shard at a time.
     evicting: Mutex<()>,
+    /// [`Broker::count`]'s totals (one node: no per-node split).
+    counts: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for MemoryBroker {
@@ -456,6 +458,7 @@ impl MemoryBroker {
                 next_seq: AtomicU64::new(0),
             },
             evicting: Mutex::new(()),
+            counts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -685,6 +688,25 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     fn set_handler(&self, handler: Weak<dyn BrokerHandler>) {
         self.handler.set(handler);
+    }
+
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        _node: &'a str,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            let mut counts = lock(&self.counts);
+            let before = counts.get(key).copied().unwrap_or(0);
+            let after = (before + delta).max(0);
+            if after == 0 {
+                counts.remove(key);
+            } else {
+                counts.insert(key.to_owned(), after);
+            }
+            Ok((before == 0 && after > 0) || (before > 0 && after == 0))
+        })
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {

@@ -611,3 +611,32 @@ mod contract_on_redis {
     use super::*;
     contract_tests!(redis_env().await);
 }
+
+/// A node that stops heartbeating loses its counts at the next sweep, and the keys that fall to
+/// zero that way are handed to one sweeper only (the report of a dead node's members and
+/// channels, exactly once for the cluster).
+#[tokio::test]
+async fn counts_of_a_node_that_stopped_heartbeating_are_swept_once() {
+    let env = redis_env().await;
+    let (a, b) = (env.node(0), env.node(1));
+    a.heartbeat("dead", Duration::from_millis(300))
+        .await
+        .unwrap();
+    b.heartbeat("alive", Duration::from_secs(30)).await.unwrap();
+    assert!(a.count("c|only-dead", "dead", 1).await.unwrap());
+    assert!(a.count("c|shared", "dead", 1).await.unwrap());
+    assert!(!b.count("c|shared", "alive", 1).await.unwrap());
+    assert!(b.sweep_counts().await.unwrap().is_empty(), "both alive");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (x, y) = tokio::join!(a.sweep_counts(), b.sweep_counts());
+    let mut swept: Vec<String> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    swept.sort();
+    assert_eq!(
+        swept,
+        vec!["c|only-dead".to_owned()],
+        "once, and not the shared key"
+    );
+    assert!(a.sweep_counts().await.unwrap().is_empty());
+    // The live node's count is intact: its last leave crosses to zero.
+    assert!(b.count("c|shared", "alive", -1).await.unwrap());
+}

@@ -55,16 +55,40 @@ pub(crate) struct Webhooks {
     targets: Vec<Target>,
     seq: AtomicU64,
     node: String,
+    /// Occupancy and membership changes, counted cluster-wide before they are reported.
+    reports: mpsc::UnboundedSender<Report>,
+    /// Each Pusher app's channel prefix (`pusher-ID:`) and audience.
+    prefixes: Vec<(String, Audience)>,
 }
+
+/// A change whose webhook depends on the rest of the cluster.
+enum Report {
+    /// This node's first subscriber (+1) or last (-1) of a hub channel.
+    Channel { channel: String, delta: i64 },
+    /// A Pusher member's connection joined (+1) or left (-1) a presence channel (hub name).
+    Member {
+        channel: String,
+        user: String,
+        delta: i64,
+    },
+}
+
+/// A node refreshes its liveness this often, and is taken for dead (its counts swept, so its
+/// channels and members are reported gone by another node) after [`DEAD_AFTER`] without.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const DEAD_AFTER: Duration = Duration::from_secs(10);
+/// How often a node looks for dead nodes' counts.
+const SWEEP: Duration = Duration::from_secs(3);
 
 impl Webhooks {
     /// Starts a sender task per URL; `None` when no webhook is configured.
     pub(crate) fn start(
         settings: &crate::config::Settings,
-        node: String,
+        hub: &switchboard_hub::Hub,
         stop: &watch::Receiver<bool>,
         tasks: &mut JoinSet<()>,
     ) -> Option<Arc<Webhooks>> {
+        let node = hub.info().uid;
         let mut targets = Vec::new();
         let mut spawn = |url: &str, audience: Audience, format: Format| {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -92,13 +116,59 @@ impl Webhooks {
                 );
             }
         }
-        (!targets.is_empty()).then(|| {
-            Arc::new(Webhooks {
-                targets,
-                seq: AtomicU64::new(0),
-                node,
-            })
-        })
+        if targets.is_empty() {
+            return None;
+        }
+        let (reports, rx) = mpsc::unbounded_channel();
+        let webhooks = Arc::new(Webhooks {
+            targets,
+            seq: AtomicU64::new(0),
+            node,
+            reports,
+            prefixes: settings
+                .pusher
+                .apps
+                .iter()
+                .map(|a| {
+                    (
+                        format!("{}:", a.namespace()),
+                        Audience::Pusher(a.id.clone()),
+                    )
+                })
+                .collect(),
+        });
+        tasks.spawn(reporter(
+            Arc::downgrade(&webhooks),
+            hub.clone(),
+            rx,
+            stop.clone(),
+        ));
+        Some(webhooks)
+    }
+
+    /// Who hears about `channel`, and by which name: a Pusher app (its own channel name) or
+    /// switchboard's webhooks; none for internal channels.
+    fn audience<'a>(&self, channel: &'a str) -> Option<(Audience, &'a str)> {
+        if channel.starts_with('$') {
+            return None;
+        }
+        for (prefix, audience) in &self.prefixes {
+            if let Some(c) = channel.strip_prefix(prefix.as_str()) {
+                return Some((audience.clone(), c));
+            }
+        }
+        Some((Audience::Hub, channel))
+    }
+
+    /// A Pusher member's connection to a presence channel (hub name) came (+1) or went (-1):
+    /// reported as `member_added`/`member_removed` when it is the user's first or last
+    /// connection there in the whole cluster.
+    pub(crate) fn member(&self, hub_channel: &str, user: &str, delta: i64) {
+        let _ = self.reports.send(Report::Member {
+            channel: hub_channel.to_owned(),
+            user: user.to_owned(),
+            delta,
+        });
     }
 
     /// Queues `event` (its `name` and fields) for every target of `audience`; never waits.
@@ -120,27 +190,20 @@ impl Webhooks {
     }
 }
 
-/// The hub observer that turns node events into webhooks: channels of a Pusher app's namespace
-/// go to that app (by its own channel names), internal channels (`$…`) nowhere, the rest and
-/// closed sessions (but Pusher's own sessions) to switchboard's webhooks.
-pub(crate) fn observer(
-    webhooks: Arc<Webhooks>,
-    apps: &[crate::config::PusherApp],
-) -> switchboard_hub::NodeObserver {
-    let prefixes: Vec<(String, Audience)> = apps
-        .iter()
-        .map(|a| {
-            (
-                format!("{}:", a.namespace()),
-                Audience::Pusher(a.id.clone()),
-            )
-        })
-        .collect();
+/// The hub observer: channel occupancy goes through the cluster-wide counts (reporter),
+/// closed sessions (but Pusher's own) straight to switchboard's webhooks.
+pub(crate) fn observer(webhooks: Arc<Webhooks>) -> switchboard_hub::NodeObserver {
     Arc::new(move |event| {
         use switchboard_hub::NodeEvent as E;
-        let (name, channel) = match &event {
-            E::ChannelOccupied { channel } => ("channel_occupied", channel),
-            E::ChannelVacated { channel } => ("channel_vacated", channel),
+        match event {
+            E::ChannelOccupied { channel } => {
+                let _ = webhooks.reports.send(Report::Channel { channel, delta: 1 });
+            }
+            E::ChannelVacated { channel } => {
+                let _ = webhooks
+                    .reports
+                    .send(Report::Channel { channel, delta: -1 });
+            }
             E::SessionClosed {
                 client_id,
                 user,
@@ -152,21 +215,94 @@ pub(crate) fn observer(
                         json!({"name": "connection_closed", "client_id": client_id, "user": user, "transport": transport}),
                     );
                 }
-                return;
             }
-            _ => return,
-        };
-        if channel.starts_with('$') {
-            return;
+            _ => {}
         }
-        for (prefix, audience) in &prefixes {
-            if let Some(c) = channel.strip_prefix(prefix.as_str()) {
-                webhooks.emit(audience, json!({"name": name, "channel": c}));
-                return;
-            }
-        }
-        webhooks.emit(&Audience::Hub, json!({"name": name, "channel": channel}));
     })
+}
+
+/// Counts occupancy and membership changes cluster-wide (one report per cluster-wide change),
+/// keeps this node's counts alive, and reports the channels and members of nodes that died.
+async fn reporter(
+    webhooks: std::sync::Weak<Webhooks>,
+    hub: switchboard_hub::Hub,
+    mut rx: mpsc::UnboundedReceiver<Report>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let alive = |hub: switchboard_hub::Hub| async move {
+        if let Err(e) = hub.cluster_heartbeat(DEAD_AFTER).await {
+            tracing::debug!(error = %e, "webhook heartbeat failed");
+        }
+    };
+    alive(hub.clone()).await;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut stop) => return,
+            _ = heartbeat.tick() => alive(hub.clone()).await,
+            _ = sweep.tick() => {
+                let Some(w) = webhooks.upgrade() else { return };
+                match hub.cluster_sweep().await {
+                    Ok(keys) => {
+                        for key in keys {
+                            w.report_zero(&key);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "webhook sweep failed"),
+                }
+            }
+            report = rx.recv() => {
+                let Some(report) = report else { return };
+                let Some(w) = webhooks.upgrade() else { return };
+                let (key, delta) = match &report {
+                    Report::Channel { channel, delta } => (format!("c|{channel}"), *delta),
+                    Report::Member { channel, user, delta } => {
+                        (format!("m|{channel}|{user}"), *delta)
+                    }
+                };
+                match hub.cluster_count(&key, delta).await {
+                    Ok(true) if delta > 0 => w.report_first(&key),
+                    Ok(true) => w.report_zero(&key),
+                    Ok(false) => {}
+                    Err(e) => {
+                        metrics::counter!(DROPPED, "reason" => "broker").increment(1);
+                        tracing::warn!(error = %e, %key, "webhook event lost: the broker did not count it");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Webhooks {
+    /// A count key's first holder in the cluster: occupied, or a member added.
+    fn report_first(&self, key: &str) {
+        self.report(key, "channel_occupied", "member_added");
+    }
+
+    /// A count key nobody holds any more: vacated, or a member removed.
+    fn report_zero(&self, key: &str) {
+        self.report(key, "channel_vacated", "member_removed");
+    }
+
+    fn report(&self, key: &str, channel_event: &str, member_event: &str) {
+        if let Some(channel) = key.strip_prefix("c|") {
+            if let Some((audience, name)) = self.audience(channel) {
+                self.emit(&audience, json!({"name": channel_event, "channel": name}));
+            }
+        } else if let Some(rest) = key.strip_prefix("m|") {
+            let Some((channel, user)) = rest.rsplit_once('|') else {
+                return;
+            };
+            if let Some((audience, name)) = self.audience(channel) {
+                self.emit(
+                    &audience,
+                    json!({"name": member_event, "channel": name, "user_id": user}),
+                );
+            }
+        }
+    }
 }
 
 fn now_ms() -> u64 {

@@ -372,3 +372,164 @@ fn webhooks_for_pusher_apps_and_the_hub() {
     std::fs::remove_file(config).ok();
     std::fs::remove_file(port_file).ok();
 }
+
+/// Three nodes on one Redis: every webhook event is sent once for the cluster, not once per
+/// node — a user connected through two nodes is added and removed once, channels are occupied
+/// and vacated once — and when a node dies (SIGKILL) its members are reported removed, once,
+/// by a surviving node after its heartbeat runs out.
+#[test]
+fn webhooks_once_per_cluster_even_when_a_node_dies() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    let _heavy = crate::common::heavy();
+    let redis = Redis::start();
+    let port_file = std::env::temp_dir().join(format!("sb-webhook-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_file(&port_file);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let collect = |child: &mut std::process::Child| {
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let keep = lines.clone();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        lines
+    };
+    let wait_line = |lines: &Arc<Mutex<Vec<String>>>, want: &str, secs: u64| {
+        let end = std::time::Instant::now() + Duration::from_secs(secs);
+        while !lines.lock().unwrap().iter().any(|l| l == want) {
+            assert!(
+                std::time::Instant::now() < end,
+                "no {want} in {:?}",
+                lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut receiver = Command::new(venv_python())
+        .arg(peer_script("webhook_receiver.py"))
+        .arg(&port_file)
+        .args(["100", "app-key", "app-secret", "unused"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("webhook receiver");
+    let events = collect(&mut receiver);
+    let _receiver = Kill(receiver);
+    wait_line(&events, "READY", 20);
+    let port = std::fs::read_to_string(&port_file).unwrap();
+    let config =
+        std::env::temp_dir().join(format!("sb-pusher-cluster-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[[pusher.apps]]\nid = \"100\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n\
+             webhooks = [\"http://127.0.0.1:{port}/pusher\"]\n"
+        ),
+    )
+    .unwrap();
+    let nodes: Vec<_> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|name| {
+            TestServer::new()
+                .http()
+                .flag("--redis", &redis.url())
+                .flag("--node-name", name)
+                .config(&config)
+                .start()
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| n.addr("http", "tcp").to_string())
+        .collect();
+    let mut script = Command::new("node")
+        .arg("pusher_cluster.mjs")
+        .args(&addrs)
+        .current_dir(repo_root().join("tests/compat"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let out = collect(&mut script);
+    let mut stdin = script.stdin.take().unwrap();
+    let _script = Kill(script);
+    wait_line(&out, "READY", 60);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Node 3 dies without a word.
+    let pid = nodes[2].child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let count = |w: &str| {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("EVENT pusher ") && l.contains(w))
+            .count()
+    };
+    let carl_removed = r#""name": "member_removed", "seq": "#;
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(carl_removed) && l.contains(r#""user_id": "carl""#))
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "carl was not reported removed: {:?}",
+            events.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writeln!(stdin, "leave").unwrap();
+    wait_line(&out, "DONE", 30);
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while count(r#""channel": "news", "name": "channel_vacated""#) == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "news never vacated: {:?}",
+            events.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let dump = events.lock().unwrap().join("\n");
+    assert!(!dump.contains("BADSIG"), "{dump}");
+    for w in [
+        r#""channel": "presence-room", "name": "channel_occupied""#,
+        r#""channel": "news", "name": "channel_occupied""#,
+        r#""channel": "presence-room", "name": "channel_vacated""#,
+        r#""channel": "news", "name": "channel_vacated""#,
+    ] {
+        assert_eq!(count(w), 1, "{w} once in:\n{dump}");
+    }
+    for user in ["ann", "bob", "carl"] {
+        for name in ["member_added", "member_removed"] {
+            let n = events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| {
+                    l.contains(&format!(r#""name": "{name}""#))
+                        && l.contains(&format!(r#""user_id": "{user}""#))
+                })
+                .count();
+            assert_eq!(n, 1, "{name} {user} once in:\n{dump}");
+        }
+    }
+    std::fs::remove_file(config).ok();
+    std::fs::remove_file(port_file).ok();
+}

@@ -38,6 +38,26 @@ impl Keys {
         format!("{}:pexp:{{{channel}}}", self.prefix)
     }
 
+    /// `P:cnt:KEY`: a cluster-wide count, node → count.
+    pub(super) fn count(&self, key: &str) -> String {
+        format!("{}:cnt:{key}", self.prefix)
+    }
+
+    /// `P:cntnodes`: the nodes holding counts.
+    pub(super) fn count_nodes(&self) -> String {
+        format!("{}:cntnodes", self.prefix)
+    }
+
+    /// `P:cntnode:NODE`: the keys a node holds counts of.
+    pub(super) fn count_node(&self, node: &str) -> String {
+        format!("{}:cntnode:{node}", self.prefix)
+    }
+
+    /// `P:alive:NODE`: a node's heartbeat (expires unless refreshed).
+    pub(super) fn alive(&self, node: &str) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
+
     pub(super) fn pubsub(&self, channel: &str) -> String {
         format!("{}{channel}", self.pubsub_prefix)
     }

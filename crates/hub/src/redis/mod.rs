@@ -521,6 +521,67 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        node: &'a str,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.shared.keys;
+            let mut invocation = self.shared.scripts.count.prepare_invoke();
+            invocation
+                .key(keys.count(key))
+                .key(keys.count_nodes())
+                .key(keys.count_node(node))
+                .arg(node)
+                .arg(delta)
+                .arg(key);
+            let mut con = self.shared.con();
+            let crossed: i64 = self
+                .shared
+                .run("count", invocation.invoke_async(&mut con))
+                .await?;
+            Ok(crossed == 1)
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        node: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut cmd = ::redis::cmd("SET");
+            cmd.arg(self.shared.keys.alive(node))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl_ms(ttl));
+            let mut con = self.shared.con();
+            let _: () = self
+                .shared
+                .run("heartbeat", cmd.query_async(&mut con))
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn sweep_counts(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.shared.keys;
+            let mut invocation = self.shared.scripts.count_sweep.prepare_invoke();
+            invocation
+                .key(keys.count_nodes())
+                .arg(keys.count(""))
+                .arg(keys.count_node(""))
+                .arg(keys.alive(""));
+            let mut con = self.shared.con();
+            self.shared
+                .run("count", invocation.invoke_async(&mut con))
+                .await
+        })
+    }
+
     fn maintain(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.touch_quiet_streams())
     }

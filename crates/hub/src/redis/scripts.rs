@@ -1,6 +1,6 @@
 //! The Lua scripts of the Redis broker, one file each in `lua/` (embedded at build time). What
 //! each takes (KEYS, ARGV) and returns is written at the top of its file. Every script but
-//! `presence_remove.lua` starts with `lua/prelude.lua`: effects replication and `now`, the
+//! `presence_remove.lua`, `count.lua` and `count_sweep.lua` starts with `lua/prelude.lua`: effects replication and `now`, the
 //! Redis server's time in ms.
 
 use ::redis::Script;
@@ -28,6 +28,10 @@ pub(super) struct Scripts {
     pub(super) presence_remove: Script,
     /// Reads presence, dropping expired entries (`presence_get.lua`).
     pub(super) presence_get: Script,
+    /// Changes a node's cluster-wide count of a key (`count.lua`).
+    pub(super) count: Script,
+    /// Drops the counts of nodes that stopped heartbeating (`count_sweep.lua`).
+    pub(super) count_sweep: Script,
 }
 
 impl Scripts {
@@ -39,6 +43,8 @@ impl Scripts {
             presence_add: with_prelude!("presence_add.lua"),
             presence_remove: Script::new(include_str!("lua/presence_remove.lua")),
             presence_get: with_prelude!("presence_get.lua"),
+            count: Script::new(include_str!("lua/count.lua")),
+            count_sweep: Script::new(include_str!("lua/count_sweep.lua")),
         }
     }
 }

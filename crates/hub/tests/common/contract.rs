@@ -817,6 +817,21 @@ pub async fn read_only_streams_expire_unless_watched(env: &Env) {
     );
 }
 
+/// Cluster-wide counts: the change that takes the total over every node from 0, and the one
+/// that takes it back to 0, are the only ones that report a crossing.
+pub async fn cluster_counts(env: &Env) {
+    let a = env.first();
+    let b = env.node(env.nodes.len() - 1);
+    let c = |r: Result<bool, _>| r.expect("count");
+    assert!(c(a.count("c|x", "n1", 1).await), "0 -> 1 crosses");
+    assert!(!c(b.count("c|x", "n2", 1).await), "1 -> 2 does not");
+    assert!(!c(a.count("c|x", "n1", -1).await), "2 -> 1 does not");
+    assert!(c(b.count("c|x", "n2", -1).await), "1 -> 0 crosses");
+    assert!(!c(b.count("c|x", "n2", -1).await), "below 0 stays 0");
+    assert!(c(a.count("c|x", "n1", 1).await), "and 0 -> 1 again");
+    assert!(!a.count("c|other", "n1", -1).await.expect("count"));
+}
+
 /// One `#[tokio::test]` per contract check, each on a fresh environment made by `$env` (an
 /// expression evaluated inside the async test, so it may `.await`). The one list of checks for
 /// every broker.
@@ -832,6 +847,7 @@ macro_rules! contract_tests {
             delivery,
             presence,
             read_only_streams_expire_unless_watched,
+            cluster_counts,
         );
     };
     (@each $env:expr; $($name:ident),* $(,)?) => {

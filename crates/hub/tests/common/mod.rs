@@ -180,6 +180,14 @@ impl Broker for RacyBroker {
     fn set_handler(&self, handler: Weak<dyn BrokerHandler>) {
         self.inner.set_handler(handler)
     }
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        node: &'a str,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        self.inner.count(key, node, delta)
+    }
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         if self.fail.load(Ordering::SeqCst) {
             return Box::pin(async { Err(BrokerError::Closed) });

@@ -381,30 +381,12 @@ impl Conn {
     }
 
     /// Leaves a presence channel: its session ends; when that was the user's last connection
-    /// there (on any node), the app's webhooks hear `member_removed`.
+    /// there in the cluster, the app's webhooks hear `member_removed`.
     async fn leave_presence(&mut self, channel: &str, p: PresenceSub) {
         let hub_channel = self.app.hub_channel(channel);
-        let hub_user = self.app.hub_user(&p.user_id);
         self.release(channel, p.session).await;
-        if self.ctx.webhooks.is_none() {
-            return;
-        }
-        let r = self
-            .ctx
-            .hub
-            .hub
-            .api_presence(proto::PresenceRequest {
-                channel: hub_channel,
-            })
-            .await;
-        let still = r
-            .result
-            .is_some_and(|r| r.presence.values().any(|c| c.user == hub_user));
-        if !still {
-            self.ctx.webhook(
-                &self.app,
-                json!({"name": "member_removed", "channel": channel, "user_id": p.user_id}),
-            );
+        if let Some(w) = &self.ctx.webhooks {
+            w.member(&hub_channel, &p.user_id, -1);
         }
     }
 
@@ -596,14 +578,13 @@ impl Conn {
                 members.entry(user).or_default().insert(client);
             }
         }
-        let mine = members.entry(user_id.clone()).or_default();
-        mine.insert(session.client_id().to_owned());
-        if mine.len() == 1 {
-            // The user's first connection to the channel (on any node).
-            self.ctx.webhook(
-                &self.app,
-                json!({"name": "member_added", "channel": channel, "user_id": user_id}),
-            );
+        members
+            .entry(user_id.clone())
+            .or_default()
+            .insert(session.client_id().to_owned());
+        if let Some(w) = &self.ctx.webhooks {
+            // Counted cluster-wide: reported when it is the user's first connection there.
+            w.member(&hub_channel, &user_id, 1);
         }
         hash.entry(user_id.clone())
             .or_insert_with(|| member.get("user_info").cloned().unwrap_or(Value::Null));
