@@ -343,7 +343,8 @@ export interface RoomEvents {
   connectionstatechange: PeerContext & { state: RTCPeerConnectionState };
   bye: PeerContext & { reason: string };
   error: { room: string; peer?: RoomPeer; error: Error };
-  left: { room: string };
+  /** The room was left: `leave()`, or the client stopped for good (then with its code and reason). */
+  left: { room: string; code?: number; reason?: string };
 }
 
 export declare class Room extends Emitter<RoomEvents> {

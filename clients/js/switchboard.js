@@ -1345,7 +1345,8 @@ export class Client extends Emitter {
     this._reconnectTimer = null;
     this._closeTransport();
     for (const sub of this._subs.values()) sub._connectionLost(ctx);
-    for (const room of this._rooms.values()) room._connectionLost();
+    // The rooms end with the client: their peer connections close and `left` says why.
+    for (const room of [...this._rooms.values()]) room._end(ctx);
     for (const w of this._waiters.splice(0)) {
       clearTimeout(w.timer);
       w.reject(new HubError(ClientCode.NotConnected, `disconnected: ${ctx.reason}`));
@@ -2057,6 +2058,16 @@ export class Room extends Emitter {
     let n = 0;
     for (const p of this.peers.values()) if (p.send(data)) n++;
     return n;
+  }
+
+  /** The client stopped for good (`disconnect()` or a permanent refusal): every peer
+   * connection closes and `left` carries the client's code and reason. */
+  _end(ctx) {
+    if (this._left) return;
+    this._left = true;
+    this._teardown();
+    this._client._rooms.delete(this.name);
+    this._emit("left", { room: this.name, code: ctx.code, reason: ctx.reason });
   }
 
   /** Says bye to every peer, leaves the room and closes every connection. */
