@@ -150,6 +150,33 @@ fn http_h1_h2_h2c_and_stun_streams_share_the_port() {
         0.0,
         "{body}"
     );
+    // SIGTERM with the one port open: a clean exit.
+    assert!(server.stop().success());
+}
+
+#[test]
+fn without_http3_the_udp_side_is_plain_stun_and_turn() {
+    let peer = TurnPeer::start();
+    let server = server(&["--http3", "off"]);
+    let addr = port(&server);
+    assert!(
+        server
+            .lines
+            .iter()
+            .any(|l| l.starts_with("listen udp") && l.ends_with("(one port: STUN/TURN)")),
+        "{:?}",
+        server.lines
+    );
+    let flags = ["-c", "-u", "alice", "-w", "wonderland"];
+    let out = text(&run(
+        &mut uclient_cmd(&peer, addr.port(), 4, 100, 5, &flags),
+        Duration::from_secs(60),
+    ));
+    assert_zero_loss(&out, 400);
+    assert_eq!(
+        curl(&["-k", "--http2"], &format!("https://{addr}/healthz")),
+        "200 2"
+    );
 }
 
 /// The final (sent, received) message totals a uclient run reports.
