@@ -1,6 +1,8 @@
 //! Centrifugo's client protocol (v2, as centrifuge-js 5, centrifuge-python and the other
 //! Centrifugal SDKs speak it) translated to and from switchboard's `Command`/`ServerFrame`, so
-//! the WebSocket at `/connection/websocket` is one more thin adapter onto the same hub session.
+//! the server's WebSocket at `/connection/websocket` is one more thin adapter onto the same hub
+//! session. Pure functions of bytes and messages (no I/O), fuzzed (`fuzz/`, target
+//! `centrifugo_frames`).
 //!
 //! JSON: a frame carries one or more commands, one JSON object per line; replies and pushes go
 //! out one object per frame. `data` fields are embedded JSON. An empty object is a ping (server
@@ -12,17 +14,24 @@
 //! too (connection tokens carry channel permissions here); `send` is dropped (it has no reply);
 //! delta compression is never negotiated (publications are always whole).
 
+use crate::v1 as proto;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchboard_hub::codes::error as code;
-use switchboard_hub::proto;
+
+/// The hub error codes this module answers with itself (the same numbers as Centrifugo's).
+mod code {
+    /// 104: a method this protocol does not know.
+    pub const METHOD_NOT_FOUND: u32 = 104;
+    /// 108: a feature switchboard does not have.
+    pub const NOT_AVAILABLE: u32 = 108;
+}
 
 /// The subprotocol of the protobuf variant.
-pub(crate) const PROTOBUF: &str = "centrifuge-protobuf";
+pub const PROTOBUF: &str = "centrifuge-protobuf";
 
 /// A Centrifugo command, decoded and judged.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// For the hub.
     Command(proto::Command),
     /// Answered here (an unsupported method): the reply to send.
@@ -117,7 +126,7 @@ struct JsonHistory {
 }
 
 /// Decodes one JSON frame: one command per line.
-pub(crate) fn decode_json(text: &str) -> Result<Vec<Decoded>, String> {
+pub fn decode_json(text: &str) -> Result<Vec<Decoded>, String> {
     let mut out = Vec::new();
     for line in text.split('\n') {
         let line = line.trim();
@@ -347,13 +356,13 @@ struct OutError<'a> {
 /// What the connect reply adds for Centrifugo clients: the ping interval and that pongs are
 /// expected.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ConnectExtras {
+pub struct ConnectExtras {
     /// Seconds between the server's pings.
     pub ping_secs: u32,
 }
 
 /// One reply as a JSON frame.
-pub(crate) fn reply_json(r: &proto::Reply, extras: ConnectExtras, position_only: bool) -> String {
+pub fn reply_json(r: &proto::Reply, extras: ConnectExtras, position_only: bool) -> String {
     use proto::reply::Result as R;
     let id = r.id;
     let body = match &r.result {
@@ -437,7 +446,7 @@ fn to_json<T: Serialize>(v: &T) -> String {
 
 /// One push as a JSON frame; `None` for what Centrifugo clients do not get (room signaling,
 /// and `Disconnect`, which travels as the close frame).
-pub(crate) fn push_json(p: &proto::Push) -> Option<String> {
+pub fn push_json(p: &proto::Push) -> Option<String> {
     use proto::push::Push as P;
     let (channel, kind, body) = match p.push.as_ref()? {
         P::Publication(x) => (&x.channel, "pub", to_json(&publication(x))),
@@ -471,13 +480,14 @@ pub(crate) fn push_json(p: &proto::Push) -> Option<String> {
 }
 
 /// The server's ping (JSON): an empty object.
-pub(crate) const PING_JSON: &str = "{}";
+pub const PING_JSON: &str = "{}";
 
 // ---- protobuf ------------------------------------------------------------------------------
 
 /// Centrifugo's protobuf messages (package `centrifugal.centrifuge.protocol`), the fields
-/// switchboard reads or writes.
-pub(crate) mod pb {
+/// switchboard reads or writes; names and tags as in Centrifugo's `client.proto`.
+#[allow(missing_docs)]
+pub mod pb {
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Error {
@@ -712,7 +722,7 @@ pub(crate) mod pb {
 }
 
 /// Decodes one protobuf frame: varint-length-delimited commands.
-pub(crate) fn decode_proto(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
+pub fn decode_proto(mut bytes: &[u8]) -> Result<Vec<Decoded>, String> {
     use prost::Message as _;
     let mut out = Vec::new();
     while !bytes.is_empty() {
@@ -791,7 +801,7 @@ fn pb_publication(p: &proto::Publication) -> pb::Publication {
 }
 
 /// One reply as a protobuf frame (length-delimited `Reply`).
-pub(crate) fn reply_proto(r: &proto::Reply, extras: ConnectExtras, position_only: bool) -> Vec<u8> {
+pub fn reply_proto(r: &proto::Reply, extras: ConnectExtras, position_only: bool) -> Vec<u8> {
     use prost::Message as _;
     use proto::reply::Result as R;
     let mut out = pb::Reply {
@@ -860,7 +870,7 @@ pub(crate) fn reply_proto(r: &proto::Reply, extras: ConnectExtras, position_only
 }
 
 /// One push as a protobuf frame; `None` as for [`push_json`].
-pub(crate) fn push_proto(p: &proto::Push) -> Option<Vec<u8>> {
+pub fn push_proto(p: &proto::Push) -> Option<Vec<u8>> {
     use prost::Message as _;
     use proto::push::Push as P;
     let mut push = pb::Push::default();
@@ -898,7 +908,7 @@ pub(crate) fn push_proto(p: &proto::Push) -> Option<Vec<u8>> {
 }
 
 /// The server's ping (protobuf): an empty `Reply`.
-pub(crate) fn ping_proto() -> Vec<u8> {
+pub fn ping_proto() -> Vec<u8> {
     use prost::Message as _;
     pb::Reply::default().encode_length_delimited_to_vec()
 }

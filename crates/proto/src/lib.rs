@@ -28,6 +28,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/switchboard.v1.serde.rs"));
 }
 
+pub mod centrifugo;
 pub mod json;
 
 /// The prost version the messages are generated with (for `Message::encode`/`decode`).

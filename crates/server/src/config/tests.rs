@@ -145,7 +145,13 @@ fn every_key_is_settable() {
         let mut st = Settings::default();
         let value = match key {
             "log-format" => "json",
-            "stun-udp" | "stun-tcp" | "stun-tls" | "http" | "https" | "listen" => "127.0.0.1:1",
+            "stun-udp" | "stun-tcp" | "stun-tls" | "http" | "https" | "listen" | "admin" => {
+                "127.0.0.1:1"
+            }
+            // Switches whose default is on.
+            "access-log" | "allow-loopback-origins" => "false",
+            "public-admin" | "api-admin-only" => "true",
+            "webhook" => "https://app.example.com/hooks",
             "allow-anonymous" => "false",
             "hub-ping-interval" | "hub-idle-timeout" | "poll-timeout" => "7",
             "allow-origin" => "https://app.example.com",

@@ -14,7 +14,6 @@
 //! `stream.rs` holds the run loop shared by the framed, bidirectional transports (WebSocket,
 //! the gRPC `Connect` stream, WebTransport streams).
 
-mod centrifugo;
 mod centrifugo_api;
 mod ctx;
 mod cursor;

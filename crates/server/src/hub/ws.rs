@@ -56,7 +56,7 @@ pub(crate) async fn centrifugo_handler(
         .requested_protocols()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == super::centrifugo::PROTOBUF);
+        .any(|p| p.trim() == switchboard_proto::centrifugo::PROTOBUF);
     let codec = if proto {
         Codec::CentrifugoProto
     } else {
@@ -64,7 +64,9 @@ pub(crate) async fn centrifugo_handler(
     };
     let mut upgrade = limits(upgrade, &ctx);
     if proto {
-        upgrade.set_selected_protocol(HeaderValue::from_static(super::centrifugo::PROTOBUF));
+        upgrade.set_selected_protocol(HeaderValue::from_static(
+            switchboard_proto::centrifugo::PROTOBUF,
+        ));
     }
     serve(upgrade, ctx, codec, peer, "centrifugo")
 }
@@ -128,7 +130,7 @@ fn serve(
                 control: ControlBudget::new(tokio::time::Instant::now()),
                 queued: std::collections::VecDeque::new(),
                 position_only: std::collections::HashSet::new(),
-                extras: super::centrifugo::ConnectExtras {
+                extras: switchboard_proto::centrifugo::ConnectExtras {
                     ping_secs: u32::try_from(ctx.ping.as_secs()).unwrap_or(u32::MAX),
                 },
             };
@@ -206,7 +208,7 @@ struct WsConn {
     /// Ids of Centrifugo history calls that asked for the stream position only.
     position_only: std::collections::HashSet<u32>,
     /// What a Centrifugo connect reply announces.
-    extras: super::centrifugo::ConnectExtras,
+    extras: switchboard_proto::centrifugo::ConnectExtras,
 }
 
 /// Control frames (ping, pong) a client may send: a burst of [`CONTROL_BURST`], then
@@ -248,7 +250,7 @@ impl WsConn {
     /// The frame of `out`; `None` for what this protocol does not carry (Centrifugo clients get
     /// no room signaling, and their disconnect travels as the close frame).
     fn encode(&mut self, out: Out<'_>) -> Option<Message> {
-        use super::centrifugo as cf;
+        use switchboard_proto::centrifugo as cf;
         Some(match (self.codec, out) {
             (Codec::CentrifugoJson, Out::Reply(r)) => {
                 let position_only = self.position_only.remove(&r.id);
@@ -279,7 +281,7 @@ impl WsConn {
 
     /// A Centrifugo frame: its commands queued, the first returned.
     fn decode_centrifugo(&mut self, msg: Message) -> Inbound {
-        use super::centrifugo::{self as cf, Decoded};
+        use switchboard_proto::centrifugo::{self as cf, Decoded};
         let decoded = match (self.codec, msg) {
             (Codec::CentrifugoJson, Message::Text(text)) => cf::decode_json(text.as_str()),
             (Codec::CentrifugoProto, Message::Binary(bytes)) => cf::decode_proto(&bytes),
@@ -419,8 +421,8 @@ impl FrameConn for WsConn {
     async fn ping(&mut self) -> bool {
         // Centrifugo clients expect the protocol's own ping (an empty reply) and answer it.
         let msg = match self.codec {
-            Codec::CentrifugoJson => Message::text(super::centrifugo::PING_JSON),
-            Codec::CentrifugoProto => Message::binary(super::centrifugo::ping_proto()),
+            Codec::CentrifugoJson => Message::text(switchboard_proto::centrifugo::PING_JSON),
+            Codec::CentrifugoProto => Message::binary(switchboard_proto::centrifugo::ping_proto()),
             _ => Message::Ping(bytes::Bytes::new()),
         };
         let ping = self.socket.send(msg);
