@@ -1,0 +1,26 @@
+//! `switchboard send` / `receive`: peer-to-peer file transfer over a WebRTC data channel.
+//!
+//! * [`code`]: the transfer code (`7-amber-crane-otter`): a room number and secret words.
+//! * [`seal`]: SPAKE2 keyed by the code, and ChaCha20-Poly1305 sealing of what is signaled.
+//! * [`signal`]: pairing in a switchboard room (the server relays sealed envelopes only).
+//! * [`turn`]: a sans-IO TURN client (relay candidates).
+//! * [`peer`]: the str0m peer and the tokio task that drives it (sockets, clock).
+//! * [`wire`] and [`files`]: the file protocol on the data channel.
+//!
+//! ```text
+//! receiver                                                sender
+//! peer::gather -> Agent::offer -> Session::send_offer ->  signal::sender -> Agent::accept_offer
+//! Session::answer <- Session::send_answer <-------------- (answer)
+//! Agent::start -> files::receive  <== data channel ==>    Agent::start -> files::send
+//! ```
+#![deny(missing_docs)]
+
+pub mod code;
+pub mod files;
+pub mod peer;
+pub mod seal;
+pub mod signal;
+pub mod turn;
+pub mod wire;
+
+pub use code::Code;

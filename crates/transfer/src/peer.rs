@@ -1,0 +1,719 @@
+//! The WebRTC peer: str0m (sans-IO) driven by one tokio task that owns the UDP sockets and the
+//! clock.
+//!
+//! 1. [`gather`] binds one UDP socket per local address (host candidates), asks each STUN
+//!    server for this socket's mapping (server-reflexive candidates) and allocates on each TURN
+//!    server (relay candidates, [`crate::turn`]), all at once and bounded by a deadline.
+//! 2. The receiver makes the offer ([`Agent::offer`], one data channel), the sender answers
+//!    ([`Agent::accept_offer`]); candidates travel inside the SDP (no trickle needed).
+//! 3. [`Agent::start`] spawns the run loop: datagrams in (a relay's unwrapped), str0m's
+//!    transmits out (through the relay when their source is the relayed address), timeouts,
+//!    and the application's messages onto the data channel while its buffered amount is below
+//!    [`HIGH_WATER`]. ICE picks the pair; nothing here prefers direct or relayed paths.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::turn::{binding_request, binding_response, TurnClient, TurnEvent};
+
+/// The data channel's buffered amount above which no more messages are taken.
+pub const HIGH_WATER: usize = 2 << 20;
+/// str0m refuses writes beyond this much buffered.
+const MAX_BUFFERED: usize = 8 << 20;
+/// How long ICE and DTLS may take once both descriptions are applied.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One entry of `RTCConfiguration.iceServers` (what `GET /v1/ice-servers` returns).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct IceServer {
+    /// `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp`, ...
+    pub urls: Vec<String>,
+    /// TURN user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// How to gather.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// STUN and TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Offer only relay candidates (the connection then goes through TURN).
+    pub relay_only: bool,
+    /// Local addresses for host candidates; empty: the addresses of the default routes.
+    pub host_ips: Vec<IpAddr>,
+    /// How long STUN and TURN may take.
+    pub gather_timeout: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            ice_servers: Vec::new(),
+            relay_only: false,
+            host_ips: Vec::new(),
+            gather_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What can go wrong with the peer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// A socket could not be bound or used.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// No candidate to offer.
+    #[error("no ICE candidate: {0}")]
+    NoCandidates(String),
+    /// The peer's description was refused.
+    #[error("the peer's session description: {0}")]
+    Sdp(String),
+    /// str0m failed.
+    #[error("WebRTC: {0}")]
+    Rtc(#[from] str0m::RtcError),
+}
+
+/// Which socket a datagram came in on.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Host(usize),
+    Turn(usize),
+}
+
+struct Datagram {
+    via: Via,
+    from: SocketAddr,
+    data: Vec<u8>,
+}
+
+struct Host {
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+}
+
+struct Relay {
+    sock: Arc<UdpSocket>,
+    client: TurnClient,
+    ok: bool,
+}
+
+/// A gathered peer, before the descriptions are exchanged.
+pub struct Agent {
+    rtc: Rtc,
+    hosts: Vec<Host>,
+    relays: Vec<Relay>,
+    rx: mpsc::Receiver<Datagram>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    pending: Option<SdpPendingOffer>,
+    /// The candidates offered, as `typ address` strings (for logs and `--json`).
+    pub candidates: Vec<String>,
+}
+
+/// The addresses of the default routes (no packet is sent), else loopback.
+pub fn default_ips() -> Vec<IpAddr> {
+    let mut v = Vec::new();
+    let probe = |bind: SocketAddr, to: SocketAddr| -> Option<IpAddr> {
+        let s = std::net::UdpSocket::bind(bind).ok()?;
+        s.connect(to).ok()?;
+        let ip = s.local_addr().ok()?.ip();
+        (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+    };
+    if let Some(ip) = probe(
+        (Ipv4Addr::UNSPECIFIED, 0).into(),
+        (Ipv4Addr::new(192, 0, 2, 1), 9).into(),
+    ) {
+        v.push(ip);
+    }
+    if let Some(ip) = probe(
+        (Ipv6Addr::UNSPECIFIED, 0).into(),
+        "[2001:db8::1]:9".parse().expect("address"),
+    ) {
+        v.push(ip);
+    }
+    if v.is_empty() {
+        v.push(Ipv4Addr::LOCALHOST.into());
+    }
+    v
+}
+
+/// `stun:`/`turn:` URL → (is TURN, host, port); TCP/TLS TURN is skipped (UDP only here).
+fn parse_url(url: &str) -> Option<(bool, String, u16)> {
+    let (scheme, rest) = url.split_once(':')?;
+    let turn = match scheme {
+        "stun" => false,
+        "turn" => true,
+        _ => return None,
+    };
+    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if turn && query.contains("transport=") && !query.contains("transport=udp") {
+        return None;
+    }
+    let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
+        let (h, p) = r.split_once(']')?;
+        (h.to_string(), p.strip_prefix(':').unwrap_or("3478"))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (hostport.to_string(), "3478"),
+        }
+    };
+    Some((turn, host, port.parse().ok()?))
+}
+
+async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default()
+}
+
+fn spawn_reader(
+    sock: Arc<UdpSocket>,
+    via: Via,
+    tx: mpsc::Sender<Datagram>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    let d = Datagram {
+                        via,
+                        from,
+                        data: buf[..n].to_vec(),
+                    };
+                    if tx.send(d).await.is_err() {
+                        return;
+                    }
+                }
+                // ICMP errors surface as recv errors on some systems: not fatal.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// Binds the sockets and gathers host, server-reflexive and relay candidates.
+pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
+    let ips = if cfg.host_ips.is_empty() {
+        default_ips()
+    } else {
+        cfg.host_ips.clone()
+    };
+    let (tx, mut rx) = mpsc::channel(4096);
+    let mut hosts = Vec::new();
+    let mut readers = Vec::new();
+    for ip in ips {
+        let sock = Arc::new(UdpSocket::bind((ip, 0)).await?);
+        let local = sock.local_addr()?;
+        readers.push(spawn_reader(
+            sock.clone(),
+            Via::Host(hosts.len()),
+            tx.clone(),
+        ));
+        hosts.push(Host { sock, local });
+    }
+    let now = Instant::now();
+    // STUN: (host index, server, transaction, request, answered mapping).
+    let mut stuns = Vec::new();
+    let mut relays: Vec<Relay> = Vec::new();
+    for s in &cfg.ice_servers {
+        for url in &s.urls {
+            let Some((turn, host, port)) = parse_url(url) else {
+                continue;
+            };
+            for server in resolve(&host, port).await {
+                if turn {
+                    let (Some(user), Some(pass)) = (&s.username, &s.credential) else {
+                        continue;
+                    };
+                    if relays.iter().any(|r| r.client.server() == server) {
+                        continue;
+                    }
+                    // From a host address of the server's family (else any).
+                    let bind_ip = hosts
+                        .iter()
+                        .map(|h| h.local.ip())
+                        .find(|ip| {
+                            ip.is_ipv4() == server.is_ipv4() && !ip.is_loopback()
+                                || server.ip().is_loopback() && ip.is_ipv4() == server.is_ipv4()
+                        })
+                        .unwrap_or(if server.is_ipv4() {
+                            Ipv4Addr::UNSPECIFIED.into()
+                        } else {
+                            Ipv6Addr::UNSPECIFIED.into()
+                        });
+                    let Ok(sock) = UdpSocket::bind((bind_ip, 0)).await else {
+                        continue;
+                    };
+                    let sock = Arc::new(sock);
+                    readers.push(spawn_reader(
+                        sock.clone(),
+                        Via::Turn(relays.len()),
+                        tx.clone(),
+                    ));
+                    relays.push(Relay {
+                        sock,
+                        client: TurnClient::new(server, user, pass, now),
+                        ok: false,
+                    });
+                } else if !cfg.relay_only {
+                    for (i, h) in hosts.iter().enumerate() {
+                        if h.local.is_ipv4() == server.is_ipv4() {
+                            let (id, req) = binding_request();
+                            stuns.push((i, server, id, req, None::<SocketAddr>));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(tx);
+    // Run STUN and TURN until every answer is in or the deadline passes.
+    let deadline = now + cfg.gather_timeout;
+    let mut done_relays = vec![false; relays.len()];
+    let mut next_stun = now;
+    loop {
+        let now = Instant::now();
+        if now >= next_stun {
+            for (i, server, _, req, got) in &stuns {
+                if got.is_none() {
+                    let _ = hosts[*i].sock.send_to(req, *server).await;
+                }
+            }
+            next_stun = now + Duration::from_millis(400);
+        }
+        for r in relays.iter_mut() {
+            r.client.handle_timeout(now);
+            while let Some(b) = r.client.poll_transmit() {
+                let _ = r.sock.send_to(&b, r.client.server()).await;
+            }
+        }
+        let stun_done = stuns.iter().all(|s| s.4.is_some());
+        if stun_done && done_relays.iter().all(|d| *d) || now >= deadline {
+            break;
+        }
+        let wake = next_stun.min(deadline);
+        let d = tokio::select! {
+            d = rx.recv() => d,
+            _ = tokio::time::sleep_until(wake.into()) => continue,
+        };
+        let Some(d) = d else { break };
+        match d.via {
+            Via::Host(i) => {
+                for s in stuns.iter_mut().filter(|s| s.0 == i && s.1 == d.from) {
+                    if let Some(a) = binding_response(&d.data, s.2) {
+                        s.4 = Some(a);
+                    }
+                }
+            }
+            Via::Turn(j) => match relays[j].client.handle_input(&d.data, Instant::now()) {
+                Some(TurnEvent::Allocated { .. }) => {
+                    relays[j].ok = true;
+                    done_relays[j] = true;
+                }
+                Some(TurnEvent::Failed(why)) => {
+                    tracing::warn!(server = %relays[j].client.server(), "{why}");
+                    done_relays[j] = true;
+                }
+                _ => {}
+            },
+        }
+        for r in relays.iter_mut() {
+            while let Some(b) = r.client.poll_transmit() {
+                let _ = r.sock.send_to(&b, r.client.server()).await;
+            }
+        }
+    }
+    let mut rtc = Rtc::builder()
+        .set_sctp_max_buffered_amount(MAX_BUFFERED)
+        .build(Instant::now());
+    let mut candidates = Vec::new();
+    if !cfg.relay_only {
+        for h in &hosts {
+            if let Ok(c) = Candidate::host(h.local, "udp") {
+                rtc.add_local_candidate(c);
+                candidates.push(format!("host {}", h.local));
+            }
+        }
+        let mut seen = Vec::new();
+        for (i, _, _, _, got) in &stuns {
+            if let Some(mapped) = got {
+                if *mapped != hosts[*i].local && !seen.contains(mapped) {
+                    seen.push(*mapped);
+                    if let Ok(c) = Candidate::server_reflexive(*mapped, hosts[*i].local, "udp") {
+                        rtc.add_local_candidate(c);
+                        candidates.push(format!("srflx {mapped}"));
+                    }
+                }
+            }
+        }
+    }
+    let mut kept = Vec::new();
+    for r in relays {
+        if let (true, Some(relayed)) = (r.ok, r.client.relayed()) {
+            let local = r.sock.local_addr()?;
+            if let Ok(c) = Candidate::relayed(relayed, local, "udp") {
+                rtc.add_local_candidate(c);
+                candidates.push(format!("relay {relayed}"));
+                kept.push(r);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Err(PeerError::NoCandidates(if cfg.relay_only {
+            "no relay candidate: the server handed out no TURN server, or allocating failed \
+             (is TURN on, with --turn-realm and --turn-secret?)"
+                .into()
+        } else {
+            "no usable local address".into()
+        }));
+    }
+    // Relays that failed are dropped, with their readers' datagrams routed nowhere: renumber.
+    let (tx, rx2) = mpsc::channel(4096);
+    for r in readers.drain(..) {
+        r.abort();
+    }
+    drop(rx);
+    for (i, h) in hosts.iter().enumerate() {
+        readers.push(spawn_reader(h.sock.clone(), Via::Host(i), tx.clone()));
+    }
+    for (j, r) in kept.iter().enumerate() {
+        readers.push(spawn_reader(r.sock.clone(), Via::Turn(j), tx.clone()));
+    }
+    Ok(Agent {
+        rtc,
+        hosts,
+        relays: kept,
+        rx: rx2,
+        readers,
+        pending: None,
+        candidates,
+    })
+}
+
+/// The label of the one data channel.
+pub const LABEL: &str = "switchboard-send";
+
+impl Agent {
+    /// The offer (with one data channel and every candidate).
+    pub fn offer(&mut self) -> Result<String, PeerError> {
+        let mut change = self.rtc.sdp_api();
+        change.add_channel(LABEL.to_string());
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| PeerError::Sdp("nothing to offer".into()))?;
+        self.pending = Some(pending);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Applies the peer's answer to [`Agent::offer`].
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), PeerError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| PeerError::Sdp("an answer without an offer".into()))?;
+        self.rtc.sdp_api().accept_answer(pending, answer)?;
+        Ok(())
+    }
+
+    /// Applies the peer's offer; the answer.
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, PeerError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Spawns the run loop; talk to it through the [`Link`].
+    pub fn start(self) -> Link {
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, ev_rx) = mpsc::channel(256);
+        tokio::spawn(self.run(cmd_rx, ev_tx));
+        Link {
+            tx: cmd_tx,
+            rx: ev_rx,
+        }
+    }
+
+    async fn transmit(&mut self, t: str0m::net::Transmit, route: &mut Option<Route>) {
+        let stun = t.contents.first().is_some_and(|b| *b < 2);
+        if let Some(h) = self.hosts.iter().find(|h| h.local == t.source) {
+            let _ = h.sock.send_to(&t.contents, t.destination).await;
+            if !stun {
+                *route = Some(Route::Direct {
+                    local: t.source,
+                    remote: t.destination,
+                });
+            }
+            return;
+        }
+        let now = Instant::now();
+        if let Some(r) = self
+            .relays
+            .iter_mut()
+            .find(|r| r.client.relayed() == Some(t.source))
+        {
+            r.client.send_to(t.destination, &t.contents, now);
+            while let Some(b) = r.client.poll_transmit() {
+                let _ = r.sock.send_to(&b, r.client.server()).await;
+            }
+            if !stun {
+                *route = Some(Route::Relay {
+                    relayed: t.source,
+                    server: r.client.server(),
+                    remote: t.destination,
+                });
+            }
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, events: mpsc::Sender<LinkEvent>) {
+        let why = self.drive(&mut cmds, &events).await;
+        let _ = events.send(LinkEvent::Closed(why)).await;
+        for r in &mut self.relays {
+            if let Some(b) = r.client.release() {
+                let _ = r.sock.send_to(&b, r.client.server()).await;
+            }
+        }
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+
+    async fn drive(
+        &mut self,
+        cmds: &mut mpsc::Receiver<Cmd>,
+        events: &mpsc::Sender<LinkEvent>,
+    ) -> String {
+        let started = Instant::now();
+        let mut channel: Option<ChannelId> = None;
+        let mut outgoing: Option<Vec<u8>> = None;
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut route: Option<Route> = None;
+        let mut closing = false;
+        loop {
+            // Drain str0m after every mutation.
+            let timeout = loop {
+                match self.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Transmit(t)) => self.transmit(t, &mut route).await,
+                    Ok(Output::Event(e)) => match e {
+                        Event::ChannelOpen(id, _) => {
+                            channel = Some(id);
+                            if let Some(mut ch) = self.rtc.channel(id) {
+                                ch.set_buffered_amount_low_threshold(HIGH_WATER / 2);
+                            }
+                            let r = route.unwrap_or(Route::Unknown);
+                            if events.send(LinkEvent::Open(r)).await.is_err() {
+                                return "closed".into();
+                            }
+                        }
+                        Event::ChannelData(d) => {
+                            if events.send(LinkEvent::Data(d.data)).await.is_err() {
+                                return "closed".into();
+                            }
+                        }
+                        Event::ChannelClose(_) => {
+                            return "the peer closed the connection".into();
+                        }
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                            return "the peer is gone (the connection was lost)".into();
+                        }
+                        _ => {}
+                    },
+                    Err(e) => return format!("WebRTC error: {e}"),
+                }
+            };
+            if !self.rtc.is_alive() {
+                return "the connection ended".into();
+            }
+            if closing {
+                return "closed".into();
+            }
+            if channel.is_none() && started.elapsed() > CONNECT_TIMEOUT {
+                return "could not connect to the peer: no candidate pair worked within 30 s \
+                        (a firewall? try a server with TURN)"
+                    .into();
+            }
+            let buffered = match channel.and_then(|id| self.rtc.channel(id)) {
+                Some(mut ch) => ch.buffered_amount(),
+                None => 0,
+            };
+            if buffered == 0 {
+                for f in flushes.drain(..) {
+                    let _ = f.send(());
+                }
+            }
+            // One write, then drain again.
+            if let (Some(id), Some(buf)) = (channel, outgoing.as_ref()) {
+                if buffered < HIGH_WATER {
+                    if let Some(mut ch) = self.rtc.channel(id) {
+                        match ch.write(true, buf) {
+                            Ok(true) => {
+                                outgoing = None;
+                                continue;
+                            }
+                            Ok(false) => {}
+                            Err(e) => return format!("data channel: {e}"),
+                        }
+                    }
+                }
+            }
+            let mut wake = timeout;
+            for r in &self.relays {
+                if let Some(t) = r.client.poll_timeout() {
+                    wake = wake.min(t);
+                }
+            }
+            if channel.is_none() {
+                wake = wake.min(started + CONNECT_TIMEOUT + Duration::from_millis(10));
+            }
+            let take = channel.is_some() && outgoing.is_none();
+            tokio::select! {
+                d = self.rx.recv() => {
+                    let Some(d) = d else { return "sockets closed".into() };
+                    let now = Instant::now();
+                    match d.via {
+                        Via::Host(i) => {
+                            let local = self.hosts[i].local;
+                            if let Ok(r) = Receive::new(Protocol::Udp, d.from, local, &d.data) {
+                                if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+                                    tracing::debug!("input refused: {e}");
+                                }
+                            }
+                        }
+                        Via::Turn(j) => {
+                            let relay = &mut self.relays[j];
+                            let ev = relay.client.handle_input(&d.data, now);
+                            while let Some(b) = relay.client.poll_transmit() {
+                                let _ = relay.sock.send_to(&b, relay.client.server()).await;
+                            }
+                            match ev {
+                                Some(TurnEvent::Data { peer, data }) => {
+                                    let Some(relayed) = self.relays[j].client.relayed() else { continue };
+                                    if let Ok(r) = Receive::new(Protocol::Udp, peer, relayed, &data) {
+                                        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+                                            tracing::debug!("input refused: {e}");
+                                        }
+                                    }
+                                }
+                                Some(TurnEvent::Failed(why)) => tracing::warn!("{why}"),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                c = cmds.recv(), if take => match c {
+                    Some(Cmd::Send(b)) => outgoing = Some(b),
+                    Some(Cmd::Flush(f)) => flushes.push(f),
+                    None | Some(Cmd::Close) => {
+                        // SCTP shutdown and DTLS close_notify go out with the next drain.
+                        let _ = self.rtc.close();
+                        closing = true;
+                    }
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    for r in &mut self.relays {
+                        if let Some(TurnEvent::Failed(why)) = r.client.handle_timeout(now) {
+                            tracing::warn!("{why}");
+                        }
+                        while let Some(b) = r.client.poll_transmit() {
+                            let _ = r.sock.send_to(&b, r.client.server()).await;
+                        }
+                    }
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                        return format!("WebRTC error: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The path the data channel took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Straight between the two hosts (host or server-reflexive candidates).
+    Direct {
+        /// This side's socket.
+        local: SocketAddr,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
+    /// Through a TURN relay (ours; the peer's relay looks like a direct peer address).
+    Relay {
+        /// The relayed address.
+        relayed: SocketAddr,
+        /// The TURN server.
+        server: SocketAddr,
+        /// The peer's address as the relay sees it.
+        remote: SocketAddr,
+    },
+    /// Not seen yet.
+    Unknown,
+}
+
+/// Commands for the run loop.
+pub enum Cmd {
+    /// A message for the data channel (taken only below the high-water mark).
+    Send(Vec<u8>),
+    /// Answer when nothing is buffered any more.
+    Flush(oneshot::Sender<()>),
+    /// Close the data channel and stop.
+    Close,
+}
+
+/// What the run loop reports.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The data channel is open.
+    Open(Route),
+    /// A message from the peer.
+    Data(Vec<u8>),
+    /// The connection ended (why).
+    Closed(String),
+}
+
+/// The application's end of a running peer.
+pub struct Link {
+    /// Commands.
+    pub tx: mpsc::Sender<Cmd>,
+    /// Events.
+    pub rx: mpsc::Receiver<LinkEvent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_urls() {
+        assert_eq!(
+            parse_url("stun:127.0.0.1:3478"),
+            Some((false, "127.0.0.1".into(), 3478))
+        );
+        assert_eq!(
+            parse_url("turn:example.org:3479?transport=udp"),
+            Some((true, "example.org".into(), 3479))
+        );
+        assert_eq!(parse_url("turn:example.org:3479?transport=tcp"), None);
+        assert_eq!(parse_url("turns:example.org:5349?transport=tcp"), None);
+        assert_eq!(parse_url("stun:[::1]:9"), Some((false, "::1".into(), 9)));
+    }
+}

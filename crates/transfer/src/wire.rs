@@ -1,0 +1,272 @@
+//! The file protocol on the data channel: binary messages, the first byte says which.
+//!
+//! ```text
+//! sender -> receiver   'M' manifest (JSON)             what is coming
+//!                      'C' file u32, offset u64, sha256(data) [32], data
+//!                      'E' file u32, size u64, sha256(file) [32]
+//!                      'D'                              nothing more
+//! receiver -> sender   'A' file u32                     verified and kept
+//!                      'K'                              everything kept: done
+//! either way           'X' message (UTF-8)              abort, with why
+//! ```
+//!
+//! Chunks carry their own SHA-256 and are checked on arrival; a file is renamed into place only
+//! when its whole-file SHA-256 matches `E`.
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes of file data per chunk message.
+pub const CHUNK: usize = 64 * 1024;
+
+/// One entry of a transfer: a file or a directory, with a relative `/`-separated path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative path (`dir/sub/file.txt`), never absolute, never `..`.
+    pub path: String,
+    /// True for a directory (no data follows for it).
+    #[serde(default)]
+    pub dir: bool,
+    /// The size; `None` for a stream of unknown length (stdin).
+    pub size: Option<u64>,
+    /// Unix permission bits.
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// Modification time, seconds since the epoch.
+    #[serde(default)]
+    pub mtime: Option<i64>,
+}
+
+/// What the sender announces first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Protocol version (1).
+    pub v: u32,
+    /// The entries, directories before what they contain.
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// Total bytes of known size.
+    pub fn total(&self) -> u64 {
+        self.entries.iter().filter_map(|e| e.size).sum()
+    }
+    /// Number of files (not directories).
+    pub fn files(&self) -> usize {
+        self.entries.iter().filter(|e| !e.dir).count()
+    }
+}
+
+/// One message of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// What is coming.
+    Manifest(Manifest),
+    /// File data.
+    Chunk {
+        /// Index into the manifest's entries.
+        file: u32,
+        /// Where the data goes.
+        offset: u64,
+        /// SHA-256 of `data`.
+        sha256: [u8; 32],
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The end of a file.
+    End {
+        /// Index into the manifest's entries.
+        file: u32,
+        /// Its size.
+        size: u64,
+        /// SHA-256 of the whole file.
+        sha256: [u8; 32],
+    },
+    /// Nothing more to send.
+    Done,
+    /// A file was verified and kept.
+    Ack(u32),
+    /// Everything was kept.
+    Kept,
+    /// Abort.
+    Abort(String),
+}
+
+/// A message that does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed transfer message ({0})")]
+pub struct WireError(pub &'static str);
+
+impl Frame {
+    /// The message bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Frame::Manifest(m) => {
+                let mut v = vec![b'M'];
+                v.extend(serde_json::to_vec(m).expect("a manifest serializes"));
+                v
+            }
+            Frame::Chunk {
+                file,
+                offset,
+                sha256,
+                data,
+            } => {
+                let mut v = Vec::with_capacity(45 + data.len());
+                v.push(b'C');
+                v.extend_from_slice(&file.to_be_bytes());
+                v.extend_from_slice(&offset.to_be_bytes());
+                v.extend_from_slice(sha256);
+                v.extend_from_slice(data);
+                v
+            }
+            Frame::End { file, size, sha256 } => {
+                let mut v = vec![b'E'];
+                v.extend_from_slice(&file.to_be_bytes());
+                v.extend_from_slice(&size.to_be_bytes());
+                v.extend_from_slice(sha256);
+                v
+            }
+            Frame::Done => vec![b'D'],
+            Frame::Ack(f) => {
+                let mut v = vec![b'A'];
+                v.extend_from_slice(&f.to_be_bytes());
+                v
+            }
+            Frame::Kept => vec![b'K'],
+            Frame::Abort(why) => {
+                let mut v = vec![b'X'];
+                v.extend_from_slice(why.as_bytes());
+                v
+            }
+        }
+    }
+
+    /// Decodes one message.
+    pub fn decode(b: &[u8]) -> Result<Frame, WireError> {
+        let (&kind, rest) = b.split_first().ok_or(WireError("empty"))?;
+        let u32_at = |r: &[u8], at: usize| -> Result<u32, WireError> {
+            r.get(at..at + 4)
+                .map(|s| u32::from_be_bytes(s.try_into().expect("4 bytes")))
+                .ok_or(WireError("short"))
+        };
+        let u64_at = |r: &[u8], at: usize| -> Result<u64, WireError> {
+            r.get(at..at + 8)
+                .map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")))
+                .ok_or(WireError("short"))
+        };
+        let hash_at = |r: &[u8], at: usize| -> Result<[u8; 32], WireError> {
+            r.get(at..at + 32)
+                .map(|s| s.try_into().expect("32 bytes"))
+                .ok_or(WireError("short"))
+        };
+        Ok(match kind {
+            b'M' => {
+                Frame::Manifest(serde_json::from_slice(rest).map_err(|_| WireError("manifest"))?)
+            }
+            b'C' => Frame::Chunk {
+                file: u32_at(rest, 0)?,
+                offset: u64_at(rest, 4)?,
+                sha256: hash_at(rest, 12)?,
+                data: rest.get(44..).ok_or(WireError("short"))?.to_vec(),
+            },
+            b'E' => Frame::End {
+                file: u32_at(rest, 0)?,
+                size: u64_at(rest, 4)?,
+                sha256: hash_at(rest, 12)?,
+            },
+            b'D' => Frame::Done,
+            b'A' => Frame::Ack(u32_at(rest, 0)?),
+            b'K' => Frame::Kept,
+            b'X' => Frame::Abort(String::from_utf8_lossy(rest).into_owned()),
+            _ => return Err(WireError("unknown kind")),
+        })
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    d.as_ref().try_into().expect("32 bytes")
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A manifest path made safe to join under the output directory: relative, normal components
+/// only, no `..`, no empty or dot components, no NUL or backslash.
+pub fn safe_path(p: &str) -> Option<std::path::PathBuf> {
+    if p.is_empty() || p.starts_with('/') || p.contains('\0') || p.contains('\\') {
+        return None;
+    }
+    let mut out = std::path::PathBuf::new();
+    for c in p.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return None;
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = [
+            Frame::Manifest(Manifest {
+                v: 1,
+                entries: vec![Entry {
+                    path: "a/b.txt".into(),
+                    dir: false,
+                    size: Some(3),
+                    mode: Some(0o644),
+                    mtime: Some(1_700_000_000),
+                }],
+            }),
+            Frame::Chunk {
+                file: 3,
+                offset: 1 << 40,
+                sha256: sha256(b"abc"),
+                data: b"abc".to_vec(),
+            },
+            Frame::End {
+                file: 3,
+                size: 3,
+                sha256: [7; 32],
+            },
+            Frame::Done,
+            Frame::Ack(9),
+            Frame::Kept,
+            Frame::Abort("disk full".into()),
+        ];
+        for f in frames {
+            assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+        }
+        assert!(Frame::decode(b"").is_err());
+        assert!(Frame::decode(b"C\0\0").is_err());
+        assert!(Frame::decode(b"Z").is_err());
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+        ] {
+            assert!(safe_path(bad).is_none(), "{bad}");
+        }
+        assert_eq!(
+            safe_path("dir/sub/f.txt").unwrap(),
+            std::path::Path::new("dir/sub/f.txt")
+        );
+    }
+}
