@@ -26,6 +26,7 @@ mod nat_lab;
 mod one_port;
 mod ops;
 mod probe;
+mod pusher_browser;
 mod readme;
 mod sdk;
 mod sdk_browser;
