@@ -101,14 +101,14 @@ enum Proto {
     H2,
 }
 
-struct Parsed {
-    tls: bool,
-    host: String,
-    port: u16,
-    uri: Uri,
+pub(super) struct Parsed {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub uri: Uri,
 }
 
-fn parse(url: &str) -> anyhow::Result<Parsed> {
+pub(super) fn parse(url: &str) -> anyhow::Result<Parsed> {
     let uri: Uri = url.parse()?;
     let tls = match uri.scheme_str() {
         Some("https") => true,
@@ -233,12 +233,12 @@ where
     }
 }
 
-fn ua() -> &'static str {
+pub(super) fn ua() -> &'static str {
     concat!("switchboard-probe/", env!("CARGO_PKG_VERSION"))
 }
 
 /// TCP to the first address that answers; the failures are kept for the report.
-async fn connect(
+pub(super) async fn connect(
     addrs: &[SocketAddr],
     limit: Duration,
 ) -> Result<(TcpStream, SocketAddr, Duration), StepError> {
@@ -531,6 +531,16 @@ pub async fn probe(url: &str, ctx: &Ctx) -> Target {
             }
         }
     }
+    if ctx.compare && p.tls && primary_ok {
+        if let Some(addr) = remote {
+            let h3_addr = report
+                .connections
+                .iter()
+                .find(|c| c.purpose == "h3" && c.error.is_none())
+                .and_then(|c| c.remote.parse().ok());
+            report.compare = Some(super::compare::run(&p, addr, h3_addr, ctx).await);
+        }
+    }
     verdicts(&mut target, &report, ctx);
     target.http = Some(report);
     target
@@ -555,9 +565,9 @@ pub fn alt_svc_h3(v: &str) -> Option<(String, Option<String>, u16)> {
     None
 }
 
-type H3Send = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+pub(super) type H3Send = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
-async fn h3_get(
+pub(super) async fn h3_get(
     send: &mut H3Send,
     uri: &Uri,
     limit: Duration,
@@ -599,7 +609,7 @@ async fn h3_get(
     ))
 }
 
-async fn h3_session(
+pub(super) async fn h3_session(
     conn: quinn::Connection,
     limit: Duration,
 ) -> Result<(H3Send, tokio::task::JoinHandle<()>), StepError> {

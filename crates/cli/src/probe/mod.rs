@@ -10,6 +10,8 @@
 //! * `turn:`/`turns:`: the same, then Allocate, CreatePermission and echoes through the relay to
 //!   a UDP peer the probe runs itself (the relay RTT).
 //! * `--ice BASE_URL`: every server of BASE_URL's `/v1/ice-servers`, with its credentials.
+//! * `--compare`: the same GET over HTTP/1.1, h2 and h3 on warm connections, repeated, with
+//!   medians and spread (head-of-line blocking under loss shows there).
 //!
 //! Every step runs under `--timeout`. One verdict per target; exit 1 when something is broken.
 //! The `--json` schema is in docs/probe.md.
@@ -23,6 +25,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
+mod compare;
 mod http;
 mod report;
 mod stun;
@@ -72,6 +75,16 @@ pub struct ProbeArgs {
     /// as `switchboard nat-check`).
     #[arg(long)]
     nat: bool,
+    /// For https:// URLs: the same GET over HTTP/1.1, h2 and h3 on warm connections, --repeat
+    /// rounds of --parallel requests, with median, min, p90 and max.
+    #[arg(long)]
+    compare: bool,
+    /// Rounds for --compare.
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "compare")]
+    repeat: u32,
+    /// Requests per round for --compare, all started at once (a page of many resources).
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "compare")]
+    parallel: usize,
 }
 
 /// What every probe needs.
@@ -81,6 +94,9 @@ pub struct Ctx {
     pub insecure: bool,
     pub force_h3: bool,
     pub nat: bool,
+    pub compare: bool,
+    pub repeat: u32,
+    pub parallel: usize,
 }
 
 /// Runs the subcommand: 0 all fine (warnings allowed), 1 something broken, 2 usage or local
@@ -99,6 +115,9 @@ fn probe_all(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     if args.urls.is_empty() && args.ice.is_none() {
         bail!("nothing to probe: give URLs or --ice BASE_URL");
     }
+    if args.repeat == 0 || args.repeat > 10_000 || args.parallel == 0 || args.parallel > 1000 {
+        bail!("--repeat must be 1..=10000 and --parallel 1..=1000");
+    }
     if !(args.timeout > 0.0 && args.timeout <= 600.0) {
         bail!("--timeout must be between 0 and 600 seconds");
     }
@@ -109,6 +128,9 @@ fn probe_all(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         insecure: args.insecure,
         force_h3: args.h3,
         nat: args.nat,
+        compare: args.compare,
+        repeat: args.repeat,
+        parallel: args.parallel,
     };
     let creds = args.user.clone().zip(args.password.clone());
     let rt = tokio::runtime::Builder::new_current_thread()

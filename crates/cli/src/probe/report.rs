@@ -180,6 +180,33 @@ pub struct H3 {
     pub address: String,
 }
 
+/// One protocol of `--compare`.
+#[derive(Serialize, Clone, Debug)]
+pub struct Compare {
+    /// `http/1.1`, `h2` or `h3`.
+    pub protocol: String,
+    /// Connections used (HTTP/1.1: up to 6; h2, h3: 1).
+    pub connections: usize,
+    /// Requests per round, all started at once.
+    pub parallel: usize,
+    /// Rounds that completed without an error.
+    pub rounds: u32,
+    /// Round times (first request sent to last response complete), in completion order.
+    pub samples_ms: Vec<f64>,
+    pub median_ms: Option<f64>,
+    pub min_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Each request's own time (round start to its last byte), over every round: what
+    /// head-of-line blocking delays.
+    pub request_median_ms: Option<f64>,
+    pub request_p90_ms: Option<f64>,
+    /// Rounds with a failed or timed-out request.
+    pub errors: u32,
+    /// The protocol could not be used at all.
+    pub error: Option<String>,
+}
+
 /// An HTTP(S) target's findings.
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct HttpReport {
@@ -187,6 +214,9 @@ pub struct HttpReport {
     pub certificate: Option<Certificate>,
     pub connections: Vec<Connection>,
     pub h3: Option<H3>,
+    /// `--compare` results (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Vec<Compare>>,
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -494,7 +524,50 @@ fn write_http(out: &mut impl Write, h: &HttpReport) -> std::io::Result<()> {
             writeln!(out, "  {:<W$} {}: {}", "  error", e.stage, e.message)?;
         }
     }
-    write_waterfall(out, &h.connections)
+    write_waterfall(out, &h.connections)?;
+    if let Some(rows) = &h.compare {
+        writeln!(
+            out,
+            "  {:<W$} {:<9} {:>5} {:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+            "compare",
+            "protocol",
+            "conns",
+            "parallel",
+            "rounds",
+            "median",
+            "min",
+            "p90",
+            "max",
+            "req median",
+            "req p90"
+        )?;
+        for r in rows {
+            match &r.error {
+                Some(e) => writeln!(out, "  {:<W$} {:<9} not usable: {e}", "", r.protocol)?,
+                None => writeln!(
+                    out,
+                    "  {:<W$} {:<9} {:>5} {:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}{}",
+                    "",
+                    r.protocol,
+                    r.connections,
+                    r.parallel,
+                    r.rounds,
+                    fmt_ms(r.median_ms),
+                    fmt_ms(r.min_ms),
+                    fmt_ms(r.p90_ms),
+                    fmt_ms(r.max_ms),
+                    fmt_ms(r.request_median_ms),
+                    fmt_ms(r.request_p90_ms),
+                    if r.errors > 0 {
+                        format!(" ({} rounds failed)", r.errors)
+                    } else {
+                        String::new()
+                    }
+                )?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One bar per phase of every connection, on one time scale.

@@ -2,7 +2,8 @@
 //! itself (HTTPS with h2 and h3, plain HTTP with h2c, STUN over UDP/TCP/TLS, TURN with a static
 //! user and through `--ice`), Debian's nginx (TLS 1.3 and a TLS-1.2-only ECDHE server, ALPN h2),
 //! coturn's `turnserver` (STUN with RFC 5780, TURN), and failures: a closed port and a listener
-//! that accepts TCP and never answers (reported as timeouts, never a hang).
+//! that accepts TCP and never answers (reported as timeouts, never a hang); and `--compare` in
+//! the NAT lab with loss on the router (h2's head-of-line stalls against h3).
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -518,12 +519,19 @@ fn nginx_tls13_and_tls12_only() {
     let (ca, cert, key) = ca_and_leaf(&dir, "leaf", 30);
     let (_, short, short_key) = ca_and_leaf(&dir, "short", 5);
     let (p13, p12) = (free_tcp_port(), free_tcp_port());
+    // The TLS 1.2 server advertises h3 on a UDP port nothing listens on.
+    let udp_closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let servers = format!(
         "server {{ listen 127.0.0.1:{p13} ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
            ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1;\n\
            location / {{ default_type text/plain; return 200 'hello from nginx\\n'; }} }}\n\
          server {{ listen 127.0.0.1:{p12} ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
            ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256; ssl_ecdh_curve X25519:prime256v1;\n\
+           add_header Alt-Svc 'h3=\":{udp_closed}\"; ma=60' always;\n\
            location / {{ default_type text/plain; return 200 'hello\\n'; }} }}",
         cert.display(),
         key.display(),
@@ -535,7 +543,7 @@ fn nginx_tls13_and_tls12_only() {
     wait_tcp(format!("127.0.0.1:{p12}").parse().unwrap());
     let u13 = format!("https://localhost:{p13}/");
     let u12 = format!("https://127.0.0.1:{p12}/x");
-    let (code, v) = probe_json(&[&u13, &u12, "--ca", ca.to_str().unwrap()]);
+    let (code, v) = probe_json(&[&u13, &u12, "--ca", ca.to_str().unwrap(), "--timeout", "2"]);
     assert_eq!(code, 0, "{v:#}");
     // TLS 1.3: OpenSSL 3.0 has no ML-KEM, so X25519 (from the probe's second key share, no
     // HelloRetryRequest); ALPN h2; tickets resume.
@@ -583,6 +591,23 @@ fn nginx_tls13_and_tls12_only() {
         all.contains(&format!("certificate expires in {days} days")),
         "{all}"
     );
+    // h3 advertised but unreachable over UDP: a warning naming both.
+    assert_eq!(t["http"]["h3"]["forced"], false);
+    assert_eq!(
+        t["http"]["h3"]["address"],
+        format!("127.0.0.1:{udp_closed}")
+    );
+    let h3 = conn(t, "h3");
+    assert_eq!(
+        (
+            h3["error"]["stage"].as_str(),
+            h3["error"]["timeout"].as_bool()
+        ),
+        (Some("quic"), Some(true)),
+        "{h3}"
+    );
+    assert!(all.contains("h3 advertised (h3="), "{all}");
+    assert!(all.contains("but not reachable over UDP"), "{all}");
 
     // --h3 against a server without HTTP/3: reported, never a hang.
     let (code, v) = probe_json(&[&u13, "--ca", ca.to_str().unwrap(), "--h3", "--timeout", "1"]);
@@ -763,4 +788,98 @@ fn closed_ports_and_silent_servers_time_out() {
     assert_eq!(target(&v, "ftp://x/")["error"]["stage"], "url");
     let (code, out) = probe_text(&[]);
     assert_eq!(code, 2, "{out}");
+}
+
+/// `--compare` in the NAT lab with 5 % loss on the router (nftables `numgen random`): a page of
+/// 20 parallel requests, repeated. On h2 every request shares one TCP byte stream, so one lost
+/// segment holds back the responses behind it (head-of-line blocking); on h3 each request is its
+/// own QUIC stream and a loss delays only the stream it hit.
+#[test]
+fn compare_h2_head_of_line_blocking_vs_h3_under_loss() {
+    use crate::lab::{Lab, NatKind, SERVER_IP};
+    let _heavy = crate::common::heavy();
+    let mut lab = Lab::new();
+    let site = lab.add_nat(NatKind::PortRestrictedCone);
+    let https = format!("{SERVER_IP}:8443");
+    let _server = lab.start_switchboard(&["--https", &https, "--http", "off"]);
+    let path = std::env::var("SB_PROBE_PATH").unwrap_or("/healthz".into());
+    let url = format!("https://{https}{path}");
+    let loss = std::env::var("SB_PROBE_LOSS").unwrap_or("5".into());
+    let compare = |label: &str| {
+        let out = run(
+            site.command(BIN).args([
+                "probe",
+                &url,
+                "--insecure",
+                "--compare",
+                "--repeat",
+                "60",
+                "--parallel",
+                "20",
+                "--json",
+            ]),
+            Duration::from_secs(300),
+        );
+        let v: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        let rows = v["targets"][0]["http"]["compare"]
+            .as_array()
+            .unwrap()
+            .clone();
+        for r in &rows {
+            eprintln!(
+                "{label}: {} rounds {} median {} p90 {} max {} req median {} req p90 {} errors {} {}",
+                r["protocol"], r["rounds"], r["median_ms"], r["p90_ms"], r["max_ms"],
+                r["request_median_ms"], r["request_p90_ms"], r["errors"], r["error"]
+            );
+        }
+        rows
+    };
+    let clean = compare("no loss");
+    let router = site.router.clone().unwrap();
+    let rules = format!(
+        "table inet sbloss {{\n  chain dropper {{\n    type filter hook forward priority 10;\n    \
+         numgen random mod 100 < {loss} drop\n  }}\n}}\n"
+    );
+    let mut nft = crate::lab::ns_command(&router, "nft");
+    nft.args(["-f", "-"]).stdin(Stdio::piped());
+    let mut child = nft.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let lossy = compare("loss");
+    let get = |rows: &[Value], p: &str| rows.iter().find(|r| r["protocol"] == p).unwrap().clone();
+    // Rounds held back by a loss for 100 ms or more (a TCP retransmission timeout is 200 ms).
+    let stalls = |r: &Value| {
+        r["samples_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| num(s) >= 100.0)
+            .count()
+    };
+    for p in ["http/1.1", "h2", "h3"] {
+        let r = get(&clean, p);
+        assert_eq!(
+            (r["rounds"].as_u64(), r["errors"].as_u64()),
+            (Some(60), Some(0)),
+            "{r}"
+        );
+        assert_eq!(stalls(&r), 0, "stalls without loss: {r}");
+    }
+    let (h2, h3) = (get(&lossy, "h2"), get(&lossy, "h3"));
+    eprintln!(
+        "stalled rounds under loss: h2 {}, h3 {}",
+        stalls(&h2),
+        stalls(&h3)
+    );
+    assert!(
+        stalls(&h2) > stalls(&h3) && num(&h2["p90_ms"]) > num(&h3["p90_ms"]),
+        "h2 should stall more than h3 under loss:\nh2 {h2}\nh3 {h3}"
+    );
 }
