@@ -16,6 +16,7 @@ mod credentials;
 mod hubcli;
 mod nat_check;
 mod probe;
+mod send;
 
 /// `0.1.0 (commit abcdef012345, built 2026-12-06)`.
 const LONG_VERSION: &str = concat!(
@@ -59,6 +60,10 @@ enum Command {
     History(hubcli::HistoryArgs),
     /// Print who is subscribed to a channel.
     Presence(hubcli::PresenceArgs),
+    /// Send files, directories or stdin to another machine over WebRTC; prints a code.
+    Send(send::SendArgs),
+    /// Receive what `switchboard send` offers under CODE.
+    Receive(send::ReceiveArgs),
     /// Mint a hub connection token (JWT) with the configured key or a private key file.
     Token(credentials::TokenArgs),
     /// Mint a TURN REST credential (username EXPIRY:USER and its password) from a shared secret.
@@ -384,6 +389,8 @@ fn main() -> ExitCode {
         Command::Pub(args) => return hubcli::publish(args),
         Command::History(args) => return hubcli::history(args),
         Command::Presence(args) => return hubcli::presence(args),
+        Command::Send(args) => return send::send(args),
+        Command::Receive(args) => return send::receive(args),
         Command::Version => {
             println!("switchboard {LONG_VERSION}");
             Ok(())

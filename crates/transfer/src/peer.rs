@@ -31,6 +31,9 @@ const MAX_BUFFERED: usize = 8 << 20;
 /// How long ICE and DTLS may take once both descriptions are applied.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long ICE may stay disconnected once the data channel is open before the link ends.
+pub const LOST_AFTER: Duration = Duration::from_secs(15);
+
 /// One entry of `RTCConfiguration.iceServers` (what `GET /v1/ice-servers` returns).
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct IceServer {
@@ -434,8 +437,10 @@ impl Agent {
 
     /// Applies the peer's offer; the answer.
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, PeerError> {
+        tracing::debug!(%sdp, "offer");
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
         let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        tracing::debug!(sdp = %answer.to_sdp_string(), "answer");
         Ok(answer.to_sdp_string())
     }
 
@@ -506,6 +511,12 @@ impl Agent {
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
         let mut route: Option<Route> = None;
         let mut closing = false;
+        let mut disconnected: Option<Instant> = None;
+        // str0m starts its ICE checks from a timeout input; without one it would wait for the
+        // peer's first packet (which a relay drops until our own permission exists).
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+            return format!("WebRTC error: {e}");
+        }
         loop {
             // Drain str0m after every mutation.
             let timeout = loop {
@@ -531,8 +542,15 @@ impl Agent {
                         Event::ChannelClose(_) => {
                             return "the peer closed the connection".into();
                         }
-                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                            return "the peer is gone (the connection was lost)".into();
+                        // Disconnected is transient in str0m (checks may still succeed, a
+                        // lost path may come back): only a lasting one ends the link.
+                        Event::IceConnectionStateChange(s) => {
+                            tracing::debug!(state = ?s, "ICE");
+                            if s == IceConnectionState::Disconnected {
+                                disconnected.get_or_insert_with(Instant::now);
+                            } else {
+                                disconnected = None;
+                            }
                         }
                         _ => {}
                     },
@@ -544,6 +562,9 @@ impl Agent {
             }
             if closing {
                 return "closed".into();
+            }
+            if channel.is_some() && disconnected.is_some_and(|t| t.elapsed() > LOST_AFTER) {
+                return "the peer is gone (the connection was lost)".into();
             }
             if channel.is_none() && started.elapsed() > CONNECT_TIMEOUT {
                 return "could not connect to the peer: no candidate pair worked within 30 s \
@@ -583,6 +604,9 @@ impl Agent {
             if channel.is_none() {
                 wake = wake.min(started + CONNECT_TIMEOUT + Duration::from_millis(10));
             }
+            if let Some(t) = disconnected {
+                wake = wake.min(t + LOST_AFTER + Duration::from_millis(10));
+            }
             let take = channel.is_some() && outgoing.is_none();
             tokio::select! {
                 d = self.rx.recv() => {
@@ -605,6 +629,7 @@ impl Agent {
                             }
                             match ev {
                                 Some(TurnEvent::Data { peer, data }) => {
+                                    tracing::trace!(%peer, len = data.len(), "from the relay");
                                     let Some(relayed) = self.relays[j].client.relayed() else { continue };
                                     if let Ok(r) = Receive::new(Protocol::Udp, peer, relayed, &data) {
                                         if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {

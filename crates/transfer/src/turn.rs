@@ -205,6 +205,7 @@ impl TurnClient {
             });
         }
         let p = self.pending.remove(&m.transaction_id())?;
+        tracing::debug!(kind = ?p.kind, class = ?m.class(), error = ?m.error_code().ok().flatten(), "TURN response");
         if m.class() == Class::Error {
             let (code, reason) = m.error_code().ok().flatten().unwrap_or((0, ""));
             // The challenge (401 on the first try) and stale nonces: answer with credentials.

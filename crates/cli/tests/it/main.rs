@@ -31,6 +31,7 @@ mod readme;
 mod sdk;
 mod sdk_browser;
 mod sdk_webtransport;
+mod send;
 mod stun_peers;
 mod stun_robustness;
 mod tls_reload;
