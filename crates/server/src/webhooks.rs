@@ -208,13 +208,11 @@ pub(crate) fn observer(webhooks: Arc<Webhooks>) -> switchboard_hub::NodeObserver
                 client_id,
                 user,
                 transport,
-            } => {
-                if transport != "pusher" && webhooks.wants(&Audience::Hub) {
-                    webhooks.emit(
-                        &Audience::Hub,
-                        json!({"name": "connection_closed", "client_id": client_id, "user": user, "transport": transport}),
-                    );
-                }
+            } if transport != "pusher" && webhooks.wants(&Audience::Hub) => {
+                webhooks.emit(
+                    &Audience::Hub,
+                    json!({"name": "connection_closed", "client_id": client_id, "user": user, "transport": transport}),
+                );
             }
             _ => {}
         }
