@@ -534,6 +534,8 @@ impl Agent {
                                 return "closed".into();
                             }
                         }
+                        // (Not a match guard: the send awaits.)
+                        #[allow(clippy::collapsible_match)]
                         Event::ChannelData(d) => {
                             if events.send(LinkEvent::Data(d.data)).await.is_err() {
                                 return "closed".into();

@@ -237,12 +237,12 @@ pub async fn sender(
                     _ => {}
                 }
             }
-            Event::RoomLeave(l) if l.room == room => {
-                if session.as_ref().is_some_and(|(p, _)| *p == l.peer_id) {
-                    break Err(SignalError::PeerLeft(
-                        "the receiver left before connecting".into(),
-                    ));
-                }
+            Event::RoomLeave(l)
+                if l.room == room && session.as_ref().is_some_and(|(p, _)| *p == l.peer_id) =>
+            {
+                break Err(SignalError::PeerLeft(
+                    "the receiver left before connecting".into(),
+                ));
             }
             Event::Disconnected {
                 reconnect: false,
