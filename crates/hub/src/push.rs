@@ -16,6 +16,10 @@ pub enum Codec {
     Json,
     /// Protobuf (WebSocket `switchboard.proto`, WebTransport).
     Proto,
+    /// Centrifugo's JSON client protocol (`/connection/websocket`).
+    CentrifugoJson,
+    /// Centrifugo's protobuf client protocol (`centrifuge-protobuf`).
+    CentrifugoProto,
 }
 
 /// A push with its encodings cached; dereferences to the [`proto::Push`].
@@ -24,6 +28,8 @@ pub struct SharedPush {
     inner: proto::Push,
     json: OnceLock<Bytes>,
     proto: OnceLock<Bytes>,
+    centrifugo_json: OnceLock<Bytes>,
+    centrifugo_proto: OnceLock<Bytes>,
 }
 
 impl SharedPush {
@@ -33,6 +39,8 @@ impl SharedPush {
             inner: push,
             json: OnceLock::new(),
             proto: OnceLock::new(),
+            centrifugo_json: OnceLock::new(),
+            centrifugo_proto: OnceLock::new(),
         }
     }
 
@@ -48,6 +56,8 @@ impl SharedPush {
         let cell = match codec {
             Codec::Json => &self.json,
             Codec::Proto => &self.proto,
+            Codec::CentrifugoJson => &self.centrifugo_json,
+            Codec::CentrifugoProto => &self.centrifugo_proto,
         };
         cell.get_or_init(|| encode(&self.inner)).clone()
     }

@@ -260,8 +260,28 @@ impl WsConn {
                 let position_only = self.position_only.remove(&r.id);
                 Message::binary(cf::reply_proto(r, self.extras, position_only))
             }
-            (Codec::CentrifugoJson, Out::Push(p)) => Message::text(cf::push_json(p)?),
-            (Codec::CentrifugoProto, Out::Push(p)) => Message::binary(cf::push_proto(p)?),
+            // Encoded once per publication for every Centrifugo subscriber (empty: not for
+            // Centrifugo clients).
+            (Codec::CentrifugoJson, Out::Push(p)) => {
+                let bytes = p.encoded(switchboard_hub::Codec::CentrifugoJson, |p| {
+                    cf::push_json(p).map(bytes::Bytes::from).unwrap_or_default()
+                });
+                if bytes.is_empty() {
+                    return None;
+                }
+                Message::Text(Utf8Bytes::try_from(bytes).ok()?)
+            }
+            (Codec::CentrifugoProto, Out::Push(p)) => {
+                let bytes = p.encoded(switchboard_hub::Codec::CentrifugoProto, |p| {
+                    cf::push_proto(p)
+                        .map(bytes::Bytes::from)
+                        .unwrap_or_default()
+                });
+                if bytes.is_empty() {
+                    return None;
+                }
+                Message::Binary(bytes)
+            }
             (codec, out) => self.encode_native(codec, out),
         })
     }
