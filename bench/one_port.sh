@@ -49,12 +49,12 @@ https() {
 turn() {
   local side=$1 port=$2 before after out lost sent recv cpu
   before=$(cpu_ticks "$SB_PID")
-  out=$(timeout 300 turnutils_uclient -S -m "$TURN_M" -n "$TURN_N" -l 170 -z 1 -c -e 127.0.0.1 -r $PEER -g \
+  out=$(timeout 300 turnutils_uclient -t -S -m "$TURN_M" -n "$TURN_N" -l 170 -z 1 -c -e 127.0.0.1 -r $PEER -g \
         -u user -w pass -p "$port" 127.0.0.1 2>&1 || true)
   after=$(cpu_ticks "$SB_PID")
-  lost=$(grep -oE 'Total lost packets [0-9]+ \(([0-9.]+)%\)' <<<"$out" | tail -1 | sed -E 's/.*\(([0-9.]+)%\)/\1/')
-  sent=$(grep -oE 'start_mclient: tot_send_msgs=[0-9]+' <<<"$out" | tail -1 | sed 's/.*=//')
-  recv=$(grep -oE 'tot_recv_msgs=[0-9]+' <<<"$out" | tail -1 | sed 's/.*=//')
+  lost=$(grep -oE 'Total lost packets [0-9]+ \(([0-9.]+)%\)' <<<"$out" | tail -1 | sed -E 's/.*\(([0-9.]+)%\)/\1/' || true)
+  sent=$(grep -oE 'start_mclient: tot_send_msgs=[0-9]+' <<<"$out" | tail -1 | sed 's/.*=//' || true)
+  recv=$(grep -oE 'tot_recv_msgs=[0-9]+' <<<"$out" | tail -1 | sed 's/.*=//' || true)
   : "${lost:=100}" "${sent:=0}" "${recv:=0}"
   cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v p=$((sent + recv)) 'BEGIN{ printf "%.3f", (p > 0 ? t / hz * 1e6 / p : 0) }')
   printf '%-22s turn-tls %8s us CPU/packet  loss %s%%  (%s sent, %s received)\n' "$side" "$cpu" "$lost" "$sent" "$recv"
