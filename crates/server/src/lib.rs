@@ -20,6 +20,7 @@ mod http;
 mod hub;
 mod mux;
 mod net;
+mod sign;
 pub mod stats;
 pub mod tls;
 mod turn;

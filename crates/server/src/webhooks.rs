@@ -388,14 +388,14 @@ async fn deliver(client: &Client, format: &Format, batch: &[Value], attempts: u3
             "X-Switchboard-Signature",
             format!(
                 "sha256={}",
-                crate::hub::pusher::hex_hmac(secret.as_bytes(), body.as_bytes())
+                crate::sign::hex_hmac(secret.as_bytes(), body.as_bytes())
             ),
         )],
         Format::Pusher { key, secret } => vec![
             ("X-Pusher-Key", key.clone()),
             (
                 "X-Pusher-Signature",
-                crate::hub::pusher::hex_hmac(secret.as_bytes(), body.as_bytes()),
+                crate::sign::hex_hmac(secret.as_bytes(), body.as_bytes()),
             ),
         ],
     };

@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use axum::routing::{any, get, post};
 use axum::Router;
-use hmac::{KeyInit, Mac};
 
 use super::ctx::Ctx;
 use crate::config::PusherApp;
+pub(crate) use crate::sign::{hex, hex_hmac, same};
 
 /// One configured app, as the adapters use it.
 pub(crate) struct App {
@@ -120,26 +120,6 @@ pub(crate) fn routes(
             )
             .with_state(ctx),
     )
-}
-
-pub(crate) fn hex_hmac(key: &[u8], message: &[u8]) -> String {
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(message);
-    hex(&mac.finalize().into_bytes())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares in constant time.
-pub(crate) fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Pusher channel names: 1–164 bytes of `[A-Za-z0-9_\-=@,.;]`.
