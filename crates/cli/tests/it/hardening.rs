@@ -393,9 +393,19 @@ fn stun_over_tcp_bounds_each_frame_and_idle_connections_cost_little() {
     let mut idle = open(0..500);
     std::thread::sleep(Duration::from_millis(700));
     let before = rss(pid);
-    idle.extend(open(500..2500));
+    // 4,000 of them, so the allocator's 2 MiB growth steps weigh at most ~0.5 KiB each.
+    idle.extend(open(500..4500));
+    // Measured once the connections are idle: the server sets them up and then lets their
+    // start-up memory go over a second or so, later still on a loaded machine (the other
+    // tests of this binary), so the lowest of several readings from 1.5 s to 4.5 s counts.
+    let mut low = u64::MAX;
     std::thread::sleep(Duration::from_millis(1500));
-    let per_conn = rss(pid).saturating_sub(before) / 2000;
+    for _ in 0..4 {
+        low = low.min(rss(pid));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let per_conn = low.saturating_sub(before) / 4000;
+    eprintln!("an idle STUN/TCP connection costs {per_conn} bytes");
     assert!(
         per_conn <= 8 * 1024,
         "an idle STUN/TCP connection costs {per_conn} bytes"
