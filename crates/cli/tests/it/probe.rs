@@ -878,8 +878,11 @@ fn compare_h2_head_of_line_blocking_vs_h3_under_loss() {
         stalls(&h2),
         stalls(&h3)
     );
+    // Head-of-line blocking shows as rounds stalled for a TCP retransmission timeout (over
+    // 100 ms) and as the worst round; QUIC recovers each stream on its own (its rounds may be a
+    // little slower on average — a p90 comparison flips with a handful of stalls in 60 rounds).
     assert!(
-        stalls(&h2) > stalls(&h3) && num(&h2["p90_ms"]) > num(&h3["p90_ms"]),
+        stalls(&h2) > stalls(&h3) && num(&h2["max_ms"]) > num(&h3["max_ms"]),
         "h2 should stall more than h3 under loss:\nh2 {h2}\nh3 {h3}"
     );
 }
