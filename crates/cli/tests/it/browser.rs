@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{metric, repo_root, run, text, venv_python, TestServer};
+use crate::common::{isolate_network, metric, repo_root, run, text, venv_python, TestServer};
 use serde_json::Value;
 
 /// GET over HTTP/1.0; returns (status, lower-cased headers, body).
@@ -287,28 +287,6 @@ fn received(side: &Value) -> Vec<&str> {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default()
-}
-
-/// Moves this test's thread — and so every process it starts — into a new network namespace
-/// that has only a loopback interface; the namespace goes away with them.
-fn isolate_network() {
-    // SAFETY: unshare(2) takes no pointers; CLONE_NEWNET changes only the calling thread's
-    // network namespace (other tests run on other threads and are not affected).
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {} — the browser test runs in its own loopback-only network \
-         namespace and needs root (CI runs as root)",
-        std::io::Error::last_os_error()
-    );
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status();
-    assert!(
-        up.is_ok_and(|s| s.success()),
-        "ip link set lo up failed in the test's namespace"
-    );
 }
 
 /// The documentation-range address (RFC 5737) of [`add_lan`]'s interface.
