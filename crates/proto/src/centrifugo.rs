@@ -140,58 +140,49 @@ pub fn decode_json(text: &str) -> Result<Vec<Decoded>, String> {
     Ok(out)
 }
 
+/// A JSON command as the protobuf one it stands for: both are judged by [`judge_proto`].
 fn judge_json(c: JsonCommand<'_>) -> Result<Decoded, String> {
-    use proto::command::Method as M;
-    let id = c.id;
-    let method = if let Some(x) = c.connect {
-        M::Connect(proto::ConnectRequest {
+    let channel = |x: JsonChannel| pb::Channel { channel: x.channel };
+    let empty = |x: Option<&RawValue>| x.map(|_| pb::Empty {});
+    judge_proto(pb::Command {
+        id: c.id,
+        connect: c.connect.map(|x| pb::ConnectRequest {
             token: x.token,
             name: x.name,
             version: x.version,
-        })
-    } else if let Some(x) = c.subscribe {
-        if !x.token.is_empty() {
-            return Ok(not_available(id, "subscription tokens are not supported"));
-        }
-        M::Subscribe(subscribe(x.channel, x.recover, x.offset, x.epoch))
-    } else if let Some(x) = c.unsubscribe {
-        M::Unsubscribe(proto::UnsubscribeRequest { channel: x.channel })
-    } else if let Some(x) = c.publish {
-        M::Publish(proto::PublishRequest {
+        }),
+        subscribe: c.subscribe.map(|x| pb::SubscribeRequest {
+            channel: x.channel,
+            token: x.token,
+            recover: x.recover,
+            epoch: x.epoch,
+            offset: x.offset,
+        }),
+        unsubscribe: c.unsubscribe.map(channel),
+        publish: c.publish.map(|x| pb::PublishRequest {
             channel: x.channel,
             data: x
                 .data
                 .map(|d| d.get().as_bytes().to_vec())
                 .unwrap_or_default(),
-            idempotency_key: String::new(),
-        })
-    } else if let Some(x) = c.presence {
-        M::Presence(proto::PresenceRequest { channel: x.channel })
-    } else if let Some(x) = c.presence_stats {
-        M::PresenceStats(proto::PresenceStatsRequest { channel: x.channel })
-    } else if let Some(x) = c.history {
-        return history(
-            id,
-            x.channel,
-            x.limit,
-            x.since.map(|p| (p.offset, p.epoch)),
-            x.reverse,
-        );
-    } else if c.ping.is_some() {
-        M::Ping(proto::PingRequest {})
-    } else if c.rpc.is_some() || c.refresh.is_some() || c.sub_refresh.is_some() {
-        return Ok(not_available(id, "not available"));
-    } else if c.send.is_some() || id == 0 {
-        // `send` has no reply; an empty command is the client's pong.
-        return Ok(Decoded::Nothing);
-    } else {
-        // A method this protocol version does not know: Centrifugo's "method not found".
-        return Ok(method_not_found(id));
-    };
-    Ok(Decoded::Command(proto::Command {
-        id,
-        method: Some(method),
-    }))
+        }),
+        presence: c.presence.map(channel),
+        presence_stats: c.presence_stats.map(channel),
+        history: c.history.map(|x| pb::HistoryRequest {
+            channel: x.channel,
+            limit: x.limit,
+            since: x.since.map(|p| pb::StreamPosition {
+                offset: p.offset,
+                epoch: p.epoch,
+            }),
+            reverse: x.reverse,
+        }),
+        ping: empty(c.ping),
+        send: empty(c.send),
+        rpc: empty(c.rpc),
+        refresh: empty(c.refresh),
+        sub_refresh: empty(c.sub_refresh),
+    })
 }
 
 fn subscribe(
