@@ -352,7 +352,10 @@ impl AsyncRead for TcpReady {
 
 impl FrameSource for TcpReady {
     async fn ready(&mut self) -> io::Result<()> {
-        self.0.readable().await
+        // A peek, not `readable()`: a newly accepted socket reads as ready before anything has
+        // arrived, so every idle connection took (and held) a receive buffer at once.
+        let mut byte = [0u8; 1];
+        self.0.peek(&mut byte).await.map(|_| ())
     }
 }
 
