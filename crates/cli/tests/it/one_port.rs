@@ -228,31 +228,9 @@ fn turn_over_udp_tcp_and_tls_and_stunclient_on_one_port() {
             Duration::from_secs(60),
         ));
         assert_zero_loss(&out, 400);
-        // TLS: uclient picks a random OpenSSL method per connection, TLS 1.0 and 1.1 included,
-        // which switchboard refuses (see turn_peers.rs): a bounded number of tries.
-        let flags = [&["-t", "-S", mode][..], &user].concat();
-        let mut outputs = Vec::new();
-        let ok = (0..12).any(|_| {
-            let out = text(&run(
-                &mut uclient_cmd(&peer, p, 1, 50, 5, &flags),
-                Duration::from_secs(60),
-            ));
-            let good = out.contains("Total lost packets 0 (0.000000%)")
-                && matches!(totals(&out), Some((sent, recv)) if sent >= 50 && sent == recv);
-            if !good {
-                assert!(
-                    out.contains("handshake failure") || out.contains("alert"),
-                    "a TLS run failed for another reason than an old TLS version:\n{out}"
-                );
-                outputs.push(out);
-            }
-            good
-        });
-        assert!(
-            ok,
-            "no loss-free TLS run ({mode}):\n{}",
-            outputs.join("\n----\n")
-        );
+        // TLS: classified by the ClientHello and ALPN `stun.turn`; each echo in a TLS record of
+        // its own (uclient counts records), paced 1 ms apart.
+        crate::turn_peers::assert_uclient_tls_zero_loss(&peer, p, mode);
     }
 
     need("turnutils_stunclient");

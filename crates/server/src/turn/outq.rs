@@ -117,6 +117,13 @@ impl OutQueue {
     /// it has written them.
     pub(crate) async fn pop_into(&self, out: &mut Vec<u8>, max: usize) {
         out.clear();
+        self.pop_append(out, max).await;
+    }
+
+    /// Like [`OutQueue::pop_into`], but appends to what `out` holds (a writer that carries the
+    /// start of a frame over from the previous batch). Returns false, appending nothing, once
+    /// the queue is closed and drained.
+    pub(crate) async fn pop_append(&self, out: &mut Vec<u8>, max: usize) -> bool {
         loop {
             let data = self.data.notified();
             {
@@ -127,11 +134,11 @@ impl OutQueue {
                     q.writing = true;
                     drop(q);
                     self.room.notify_waiters();
-                    return;
+                    return true;
                 }
             }
             if self.closed.load(Ordering::Acquire) {
-                return;
+                return false;
             }
             data.await;
         }
