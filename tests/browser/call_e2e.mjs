@@ -13,6 +13,9 @@
 //   media    two pages with media=1 and Chromium's fake camera: remote video gets decoded frames;
 //            screenshot of /call during the call
 //   https    two pages over the --https listener (self-signed; wss:, fetch over TLS): messages
+//   turns    two pages from --base https://localhost:PORT (the one port of --listen), relay=1 and
+//            media=1, their /v1/ice-servers cut down to the turns: URLs: messages both ways,
+//            remote video decoding, and each page's selected local candidate a relay over TLS
 //   aiortc   one page waits in a room; prints "READY {json}" on stdout, then expects the Python
 //            aiortc peer (tests/peers/aiortc_call.py, started by the caller) to join, offer and
 //            exchange messages; waits until it leaves
@@ -29,7 +32,8 @@
 // (or with a ".local" name).
 //
 // usage: node call_e2e.mjs --base http://127.0.0.1:PORT [--https-base https://127.0.0.1:PORT]
-//          [--scenarios relay,direct,media,https,aiortc,console,mdns] [--out DIR] [--deadline-ms MS]
+//          [--scenarios relay,direct,media,https,aiortc,console,mdns,turns] [--out DIR]
+//          [--deadline-ms MS]
 //
 // stdout: "READY {...}" (aiortc scenario) and, last, "RESULT {...}" (a JSON summary); progress
 // and diagnostics go to stderr. Exit code 0 only when every scenario passed.
@@ -70,7 +74,7 @@ function parseArgs(argv) {
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.base) throw new Error("--base http://HOST:PORT is required");
-  const known = ["relay", "direct", "media", "https", "aiortc", "console", "mdns"];
+  const known = ["relay", "direct", "media", "https", "aiortc", "console", "mdns", "turns"];
   for (const s of o.scenarios) if (!known.includes(s)) throw new Error(`unknown scenario ${s}`);
   if (o.scenarios.includes("https") && !o.httpsBase) throw new Error("scenario https needs --https-base");
   return o;
@@ -461,6 +465,50 @@ const scenarios = {
       await r.a.waitForTimeout(1500);
       out.screenshot = await screenshot(r.a, "call.png");
     });
+  },
+
+  async turns() {
+    // TURN over TLS alone (docs/one-port.md): run with --base https://localhost:PORT, the one
+    // port of `--listen`. The pages join relay only, with camera and microphone, and the ICE
+    // servers they fetch are cut down to the turns: URLs, so the only candidates Chromium has
+    // are relays it allocated over TLS on that port (media and data both go through them).
+    const served = [];
+    const onlyTurns = async (route) => {
+      const res = await route.fetch();
+      const body = await res.json();
+      const iceServers = (body.iceServers ?? [])
+        .map((s) => ({ ...s, urls: [].concat(s.urls ?? []).filter((u) => /^turns:/.test(u)) }))
+        .filter((s) => s.urls.length > 0);
+      served.push(...iceServers.flatMap((s) => s.urls));
+      await route.fulfill({ status: res.status(), json: { ...body, iceServers } });
+    };
+    await context.route("**/v1/ice-servers", onlyTurns);
+    try {
+      return await twoPageScenario("turns", opts.base, { relay: "1", media: "1" }, async (r, out) => {
+        assert(r.a.url().startsWith("https:"), `page is not on HTTPS: ${r.a.url()}`);
+        assert(served.length > 0, "the pages were handed no turns: URL");
+        out.iceServers = [...new Set(served)];
+        const frames = (h, other) => {
+          const v = h.peers[other]?.video;
+          return Boolean(v && v.framesDecoded > 0 && v.videoWidth > 0);
+        };
+        await waitFor(r.a, `${r.aId}: remote video from ${r.bId} decoding frames`, frames, r.bId);
+        await waitFor(r.b, `${r.bId}: remote video from ${r.aId} decoding frames`, frames, r.aId);
+        const sa = await hook(r.a);
+        const sb = await hook(r.b);
+        out.a = pairSummary(sa, r.bId);
+        out.b = pairSummary(sb, r.aId);
+        for (const side of [out.a, out.b]) {
+          const local = side.selectedPair?.local;
+          assert(
+            local?.candidateType === "relay" && local?.relayProtocol === "tls",
+            `${side.peer}: the selected local candidate should be a relay over TLS: ${JSON.stringify(local)}`,
+          );
+        }
+      });
+    } finally {
+      await context.unroute("**/v1/ice-servers", onlyTurns);
+    }
   },
 
   async https() {

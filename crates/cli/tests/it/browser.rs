@@ -138,7 +138,7 @@ fn pages_are_served_with_types_csp_and_caching() {
 }
 
 /// Everything the browser test needs, or a message saying how to get it.
-fn prerequisites() -> (String, PathBuf) {
+pub(crate) fn prerequisites() -> (String, PathBuf) {
     let chromium = std::env::var("SB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).is_file(),
@@ -157,7 +157,7 @@ fn prerequisites() -> (String, PathBuf) {
 }
 
 /// The JSON after `prefix` on the last line that starts with it.
-fn tagged_json(out: &str, prefix: &str) -> Option<Value> {
+pub(crate) fn tagged_json(out: &str, prefix: &str) -> Option<Value> {
     out.lines()
         .rev()
         .find_map(|l| l.strip_prefix(prefix))
@@ -265,7 +265,7 @@ impl Drop for Script {
     }
 }
 
-fn node(chromium: &str, script: &Path, base: &str, extra: &[&str]) -> Command {
+pub(crate) fn node(chromium: &str, script: &Path, base: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new("node");
     cmd.arg(script)
         .args(["--base", base, "--chromium", chromium])

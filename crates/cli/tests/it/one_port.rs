@@ -2,7 +2,8 @@
 //! nobody here wrote: curl over HTTP/1.1 and h2 on TLS and over plain HTTP/1.1 and h2c,
 //! Python's ssl module without ALPN (HTTP and STUN, as browsers' `turns:`), coturn's
 //! turnutils_uclient over TCP, TLS and UDP with zero loss, turnutils_stunclient, aioquic over
-//! HTTP/3 (tests/peers/http3_checks.py); and raw sockets playing clients that send nothing,
+//! HTTP/3 (tests/peers/http3_checks.py), Chromium calling through `turns:` on the port (relay
+//! only, tests/browser/call_e2e.mjs); and raw sockets playing clients that send nothing,
 //! garbage or half a ClientHello: closed after `--listen-timeout`, counted, and no obstacle to
 //! the classified ones.
 
@@ -427,4 +428,83 @@ fn ice_servers_hand_out_the_one_port_urls_that_aioice_uses() {
             "{transport}: {t}"
         );
     }
+}
+
+/// A Chromium call from the call page forced through `turns:` on the one port: two pages from
+/// `https://localhost:PORT` (the self-signed certificate for `localhost`; the script runs
+/// Chromium with `--ignore-certificate-errors`, which its TURN client honours too), relay only,
+/// with their `/v1/ice-servers` cut down to the `turns:` URL, camera and microphone faked
+/// (tests/browser/call_e2e.mjs, scenario `turns`). In a loopback-only network namespace.
+#[test]
+fn chromium_call_through_turns_on_the_one_port() {
+    let _heavy = crate::common::heavy();
+    let started = Instant::now();
+    let (chromium, script) = crate::browser::prerequisites();
+    crate::common::isolate_network();
+    let server = server(&[]);
+    let p = port(&server).port();
+    let base = format!("https://localhost:{p}");
+    let out = run(
+        &mut crate::browser::node(
+            &chromium,
+            &script,
+            &base,
+            &["--scenarios", "turns", "--deadline-ms", "40000"],
+        ),
+        Duration::from_secs(50),
+    );
+    let t = text(&out);
+    let result = crate::browser::tagged_json(&t, "RESULT ").unwrap_or(serde_json::Value::Null);
+    assert!(
+        out.status.success() && result["ok"] == true,
+        "turns call failed:\n{t}"
+    );
+    let turns = &result["scenarios"]["turns"];
+    assert_eq!(
+        turns["iceServers"],
+        serde_json::json!([format!("turns:localhost:{p}?transport=tcp")]),
+        "{turns}"
+    );
+    for side in [&turns["a"], &turns["b"]] {
+        let local = &side["selectedPair"]["local"];
+        assert_eq!(local["candidateType"], "relay", "{side}");
+        assert_eq!(local["relayProtocol"], "tls", "{side}");
+        assert_eq!(
+            side["selectedPair"]["remote"]["candidateType"], "relay",
+            "{side}"
+        );
+        assert_eq!(side["received"].as_array().map(Vec::len), Some(1), "{side}");
+        assert!(side["video"]["framesDecoded"].as_u64() > Some(0), "{side}");
+    }
+
+    // The server saw it as TURN over TLS on the one port, and nothing else carried STUN.
+    std::thread::sleep(Duration::from_millis(1200));
+    let body = metrics(port(&server));
+    let m = |s: &str| metric(&body, s);
+    assert!(
+        m(r#"switchboard_listen_connections_total{protocol="stun-tls"}"#) >= 2.0,
+        "{body}"
+    );
+    assert!(
+        m(r#"switchboard_stun_messages_received_total{transport="tls"}"#) >= 100.0,
+        "{body}"
+    );
+    for other in ["udp", "tcp"] {
+        let series = format!(r#"switchboard_stun_messages_received_total{{transport="{other}"}}"#);
+        assert_eq!(m(&series), 0.0, "{body}");
+    }
+    assert!(
+        m("switchboard_turn_allocations_created_total") >= 2.0,
+        "{body}"
+    );
+    for direction in ["to_peer", "to_client"] {
+        let series = format!(r#"switchboard_turn_relayed_bytes_total{{direction="{direction}"}}"#);
+        assert!(m(&series) > 20_000.0, "{body}");
+    }
+    assert!(server.stop().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
 }
