@@ -198,10 +198,18 @@ impl Server {
         // Every connection cap fits in the descriptor limit, so running out on one listener
         // group never stops the others (docs/security.md).
         let (soft_before, soft, hard) = net::raise_descriptor_limit();
+        let one_port = !settings.listen.0.is_empty();
+        let groups = net::Groups::of(
+            one_port
+                || !settings.http.listen.0.is_empty()
+                || !settings.http.tls_listen.0.is_empty(),
+            one_port || !settings.stun.tcp.0.is_empty() || !settings.stun.tls.0.is_empty(),
+        );
         let (http_cap, stun_cap) = net::fit_caps(
             soft,
             settings.http.max_connections,
             settings.stun.max_connections,
+            groups,
         );
         tracing::info!(
             soft_before,

@@ -47,8 +47,9 @@ pub(crate) const DESCRIPTOR_RESERVE: u64 = 512;
 /// Connection caps that fit in `limit` descriptors: the HTTP listeners may take half of what
 /// is left after [`DESCRIPTOR_RESERVE`], STUN over TCP/TLS a quarter (the last quarter is for
 /// TURN relay sockets and everything else), so one group running out never starves the others.
-/// Returns the caps to use, each at most what was configured.
-pub(crate) fn fit_caps(limit: u64, http: usize, stun: usize) -> (usize, usize) {
+/// A group with no listener (`Groups`) leaves its share to the other. Returns the caps to use,
+/// each at most what was configured.
+pub(crate) fn fit_caps(limit: u64, http: usize, stun: usize, groups: Groups) -> (usize, usize) {
     let budget = limit.saturating_sub(DESCRIPTOR_RESERVE).max(8);
     let cap = |configured: usize, share: u64| {
         let share = usize::try_from(share).unwrap_or(usize::MAX).max(1);
@@ -58,7 +59,30 @@ pub(crate) fn fit_caps(limit: u64, http: usize, stun: usize) -> (usize, usize) {
             configured.min(share)
         }
     };
-    (cap(http, budget / 2), cap(stun, budget / 4))
+    let (http_share, stun_share) = match groups {
+        Groups::Both => (budget / 2, budget / 4),
+        Groups::HttpOnly => (budget / 4 * 3, 1),
+        Groups::StunOnly => (1, budget / 4 * 3),
+    };
+    (cap(http, http_share), cap(stun, stun_share))
+}
+
+/// Which connection-capped listener groups a server has (the one-port listener is both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Groups {
+    Both,
+    HttpOnly,
+    StunOnly,
+}
+
+impl Groups {
+    pub(crate) fn of(http: bool, stun: bool) -> Self {
+        match (http, stun) {
+            (true, false) => Groups::HttpOnly,
+            (false, true) => Groups::StunOnly,
+            _ => Groups::Both,
+        }
+    }
 }
 
 /// Backs off a failing accept loop: 10 ms doubling to 1 s, counted per listener and kind,
@@ -198,9 +222,25 @@ mod tests {
 
     #[test]
     fn caps_fit_the_descriptor_limit_and_never_exceed_the_configured_ones() {
-        assert_eq!(fit_caps(1_048_576, 20_000, 10_000), (20_000, 10_000));
-        assert_eq!(fit_caps(1024, 20_000, 10_000), (256, 128));
-        assert_eq!(fit_caps(100, 20_000, 10_000), (4, 2));
-        assert_eq!(fit_caps(4096, 0, 0), (1792, 896));
+        let both = Groups::Both;
+        assert_eq!(fit_caps(1_048_576, 20_000, 10_000, both), (20_000, 10_000));
+        assert_eq!(fit_caps(1024, 20_000, 10_000, both), (256, 128));
+        assert_eq!(fit_caps(100, 20_000, 10_000, both), (4, 2));
+        assert_eq!(fit_caps(4096, 0, 0, both), (1792, 896));
+    }
+
+    #[test]
+    fn a_group_without_listeners_leaves_its_share_to_the_other() {
+        // 20,000 descriptors: 14,616 for HTTP alone (10,000 WebSockets fit), not 9,744.
+        assert_eq!(fit_caps(20_000, 0, 0, Groups::of(true, false)), (14_616, 1));
+        assert_eq!(fit_caps(20_000, 0, 0, Groups::of(false, true)), (1, 14_616));
+        assert_eq!(
+            fit_caps(20_000, 0, 0, Groups::of(true, true)),
+            (9_744, 4_872)
+        );
+        assert_eq!(
+            fit_caps(20_000, 0, 0, Groups::of(false, false)),
+            (9_744, 4_872)
+        );
     }
 }
