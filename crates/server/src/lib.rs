@@ -198,6 +198,8 @@ impl Server {
         // Every connection cap fits in the descriptor limit, so running out on one listener
         // group never stops the others (docs/security.md).
         let (soft_before, soft, hard) = net::raise_descriptor_limit();
+        let thp_off = net::disable_transparent_huge_pages();
+        tracing::debug!(thp_off, "transparent huge pages disabled for this process");
         let one_port = !settings.listen.0.is_empty();
         let groups = net::Groups::of(
             one_port

@@ -16,6 +16,17 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use limits::names;
 
+/// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), as Redis and
+/// MongoDB advise: the allocator's arenas are madvised for huge pages, so with THP on each
+/// thread's heap grew its resident memory in 2 MiB steps — about 20 MiB more at start-up and
+/// 1.5–2.5 KiB more per idle TURN allocation or WebSocket. Returns whether it took effect
+/// (it fails harmlessly on kernels without THP).
+pub(crate) fn disable_transparent_huge_pages() -> bool {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments only and changes a flag of
+    // this process's memory map.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 }
+}
+
 /// Raises the process's soft open-file limit to the hard one; returns `(soft before, soft now,
 /// hard)`.
 pub(crate) fn raise_descriptor_limit() -> (u64, u64, u64) {

@@ -57,9 +57,16 @@ const RELAY_BATCH: usize = 4;
 /// Bytes per receive slot (a GRO run can fill 64 KiB).
 const RELAY_SLOT: usize = 65_536;
 
+/// One receive batch's buffers, its metadata and the reply buffer, per worker thread: kept out
+/// of the relay tasks, so an idle allocation's task holds none of them.
+type RelayBufs = (Vec<u8>, Vec<u8>, [RecvMeta; RELAY_BATCH]);
+
 thread_local! {
-    static RELAY_BUFS: RefCell<(Vec<u8>, Vec<u8>)> =
-        RefCell::new((vec![0u8; RELAY_BATCH * RELAY_SLOT], vec![0u8; MAX_DATAGRAM + PEER_OVERHEAD]));
+    static RELAY_BUFS: RefCell<RelayBufs> = RefCell::new((
+        vec![0u8; RELAY_BATCH * RELAY_SLOT],
+        vec![0u8; MAX_DATAGRAM + PEER_OVERHEAD],
+        [RecvMeta::default(); RELAY_BATCH],
+    ));
 }
 
 struct Relay {
@@ -694,7 +701,6 @@ async fn relay_loop(
     state: UdpSocketState,
     relay: SocketAddr,
 ) {
-    let mut metas = [RecvMeta::default(); RELAY_BATCH];
     let mut rounds = 0usize;
     loop {
         if sock.readable().await.is_err() {
@@ -702,7 +708,7 @@ async fn relay_loop(
         }
         let Some(core) = core.upgrade() else { return };
         let drained = RELAY_BUFS.with(|bufs| {
-            let (storage, out) = &mut *bufs.borrow_mut();
+            let (storage, out, metas) = &mut *bufs.borrow_mut();
             let (a, rest) = storage.split_at_mut(RELAY_SLOT);
             let (b, rest) = rest.split_at_mut(RELAY_SLOT);
             let (c, d) = rest.split_at_mut(RELAY_SLOT);
@@ -716,7 +722,7 @@ async fn relay_loop(
             // cleared without another recvmmsg that would only return EAGAIN.
             let mut got = 0usize;
             let r = sock.try_io(Interest::READABLE, || {
-                got = state.recv(UdpSockRef::from(&*sock), &mut slots, &mut metas)?;
+                got = state.recv(UdpSockRef::from(&*sock), &mut slots, metas)?;
                 if got < RELAY_BATCH {
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
