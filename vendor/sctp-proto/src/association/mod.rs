@@ -3946,6 +3946,10 @@ impl Association {
     /// or abandoned yet.
     fn get_data_packets_to_retransmit(&mut self, now: Instant) -> Vec<Packet> {
         self.expire_inflight_messages(now);
+        // Only a T3 timeout marks chunks: without one, nothing to walk (switchboard patch).
+        if !self.outbound_queue.may_retransmit() {
+            return vec![];
+        }
         let awnd = core::cmp::min(self.cwnd, self.rwnd);
         let mut chunks: Vec<ChunkPayloadData> = vec![];
         let mut bytes_to_send = 0;
@@ -3979,6 +3983,8 @@ impl Association {
 
                 bytes_to_send += c.user_data.len();
             } else {
+                // End of pending data: every marked chunk was met (and is taken below).
+                self.outbound_queue.none_to_retransmit();
                 break; // end of pending data
             }
 

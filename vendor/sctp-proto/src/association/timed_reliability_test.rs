@@ -32,6 +32,8 @@ fn timed_recovery_obeys_exact_deadline() {
                 let mut a = timed_fixture(unordered);
                 a.pop_pending_data_chunks_to_send(now);
                 for tsn in 1..=3 {
+                    // Marked by hand below: tell the queue (switchboard patch, PATCHES.md).
+                    a.outbound_queue.marked_by_hand();
                     let c = a.outbound_queue.get_mut(tsn).unwrap();
                     c.retransmit = true;
                     c.miss_indicator = 3;
@@ -67,6 +69,8 @@ fn timed_expiry_is_not_hidden_by_window_or_fast_packet_limit() {
         first.reliability = Some((ReliabilityType::Reliable, 0));
         first.message_id = u64::MAX;
         for tsn in 1..=3 {
+            // Marked by hand below: tell the queue (switchboard patch, PATCHES.md).
+            a.outbound_queue.marked_by_hand();
             let c = a.outbound_queue.get_mut(tsn).unwrap();
             c.retransmit = true;
             c.miss_indicator = 3;
@@ -151,6 +155,8 @@ fn timed_expiry_preserves_reliable_dcep_and_non_negotiated_traffic() {
             a.use_forward_tsn = false;
         }
         for tsn in 1..=3 {
+            // Marked by hand below: tell the queue (switchboard patch, PATCHES.md).
+            a.outbound_queue.marked_by_hand();
             let c = a.outbound_queue.get_mut(tsn).unwrap();
             c.retransmit = true;
             match control {

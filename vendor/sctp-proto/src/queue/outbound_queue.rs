@@ -18,6 +18,10 @@ pub(crate) struct OutboundQueue {
     inflight: PayloadQueue,
     next_message_id: u64,
     next_unstarted_message_id: u64,
+    /// Whether any message was ever given a deadline (timed reliability). Until one is,
+    /// nothing can expire and [`OutboundQueue::expired_inflight`] need not walk the flight
+    /// queue (switchboard patch: that walk ran three times per transmit poll).
+    timed: bool,
 }
 
 impl OutboundQueue {
@@ -44,7 +48,8 @@ impl OutboundQueue {
 
     pub(crate) fn start_timed_messages(&mut self, now: Instant) {
         if self.next_unstarted_message_id != self.next_message_id {
-            self.pending
+            self.timed |= self
+                .pending
                 .start_timed_messages(self.next_unstarted_message_id, now);
             self.next_unstarted_message_id = self.next_message_id;
         }
@@ -170,6 +175,9 @@ impl OutboundQueue {
     /// messages are excluded. Collect before abandonment mutates the queues so
     /// expiry is independent of send limits.
     pub(crate) fn expired_inflight(&self, now: Instant) -> Vec<u32> {
+        if !self.timed {
+            return Vec::new();
+        }
         self.inflight
             .sorted
             .iter()
@@ -186,6 +194,22 @@ impl OutboundQueue {
 
     pub(crate) fn mark_all_to_retransmit(&mut self) {
         self.inflight.mark_all_to_retransmit();
+    }
+
+    /// False when no chunk in flight is marked for retransmission.
+    pub(crate) fn may_retransmit(&self) -> bool {
+        self.inflight.may_retransmit()
+    }
+
+    /// Tests that set `retransmit` on a chunk directly.
+    #[cfg(test)]
+    pub(crate) fn marked_by_hand(&mut self) {
+        self.inflight.mark_all_to_retransmit_flag();
+    }
+
+    /// A walk of the flight queue found no chunk marked for retransmission.
+    pub(crate) fn none_to_retransmit(&mut self) {
+        self.inflight.none_to_retransmit();
     }
 
     pub(crate) fn pending_contains_stream(&self, stream: u16) -> bool {

@@ -14,6 +14,10 @@ pub(crate) struct PayloadQueue {
     pub(crate) sorted: VecDeque<u32>,
     dup_tsn: Vec<u32>,
     n_bytes: usize,
+    /// Some chunk may be marked for retransmission (set with the marks, cleared by a walk
+    /// that found none), so the sender need not walk the whole queue on every transmit poll
+    /// (switchboard patch).
+    marked: bool,
 }
 
 impl PayloadQueue {
@@ -37,10 +41,15 @@ impl PayloadQueue {
 
     pub(crate) fn push_no_check(&mut self, p: ChunkPayloadData) {
         self.n_bytes += p.user_data.len();
+        // TSNs mostly arrive in order: the keys stay sorted without sorting them again
+        // (switchboard patch: a sort per chunk sent).
+        let in_order = self.sorted.back().is_none_or(|last| sna32lt(*last, p.tsn));
         self.sorted.push_back(p.tsn);
         self.chunk_map.insert(p.tsn, p);
         //self.length += 1;
-        self.update_sorted_keys();
+        if !in_order {
+            self.update_sorted_keys();
+        }
     }
 
     /// push pushes a payload data. If the payload data is already in our queue or
@@ -55,10 +64,15 @@ impl PayloadQueue {
         }
 
         self.n_bytes += p.user_data.len();
+        // TSNs mostly arrive in order: the keys stay sorted without sorting them again
+        // (switchboard patch: a sort per chunk sent).
+        let in_order = self.sorted.back().is_none_or(|last| sna32lt(*last, p.tsn));
         self.sorted.push_back(p.tsn);
         self.chunk_map.insert(p.tsn, p);
         //self.length += 1;
-        self.update_sorted_keys();
+        if !in_order {
+            self.update_sorted_keys();
+        }
 
         true
     }
@@ -122,7 +136,21 @@ impl PayloadQueue {
         released
     }
 
+    pub(crate) fn may_retransmit(&self) -> bool {
+        self.marked
+    }
+
+    #[cfg(test)]
+    pub(crate) fn mark_all_to_retransmit_flag(&mut self) {
+        self.marked = true;
+    }
+
+    pub(crate) fn none_to_retransmit(&mut self) {
+        self.marked = false;
+    }
+
     pub(crate) fn mark_all_to_retransmit(&mut self) {
+        self.marked = true;
         for chunk in self.chunk_map.values_mut() {
             if !chunk.acked && !chunk.abandoned {
                 chunk.retransmit = true;

@@ -35,7 +35,9 @@ impl PendingQueue {
 
     /// Start lifetimes for the newly queued suffix using the next transmit poll's time.
     /// Both queues retain message-ID order, so old pending messages need no rescan.
-    pub(crate) fn start_timed_messages(&mut self, first_message_id: u64, now: Instant) {
+    /// Whether any message got a deadline.
+    pub(crate) fn start_timed_messages(&mut self, first_message_id: u64, now: Instant) -> bool {
+        let mut timed = false;
         for queue in [&mut self.ordered_queue, &mut self.unordered_queue] {
             for chunk in queue
                 .iter_mut()
@@ -49,9 +51,11 @@ impl PendingQueue {
                 }
                 if let Some((crate::ReliabilityType::Timed, lifetime)) = chunk.reliability {
                     chunk.deadline = now.checked_add(Duration::from_millis(u64::from(lifetime)));
+                    timed |= chunk.deadline.is_some();
                 }
             }
         }
+        timed
     }
 
     pub(crate) fn peek(&self) -> Option<&ChunkPayloadData> {
