@@ -5,6 +5,7 @@
 
 pub(crate) mod interfaces;
 pub(crate) mod limits;
+pub(crate) mod sendmmsg;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

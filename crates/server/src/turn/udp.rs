@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::core::Core;
+use crate::net::sendmmsg::Batch;
 use crate::net::{bind_udp, claim_udp, make_sock, Sock};
 use crate::stats::StunStats;
 
@@ -170,6 +171,8 @@ async fn run(
     let mut slots: Vec<IoSliceMut<'_>> = storage.chunks_mut(SLOT).map(IoSliceMut::new).collect();
     let mut metas = [RecvMeta::default(); BATCH];
     let mut out = [0u8; MAX_REPLY];
+    // Replies from this socket to one receive batch leave together (sendmmsg).
+    let mut replies = Batch::new(BATCH, MAX_REPLY);
     let other = group.other(role);
     loop {
         sock.io.readable().await?;
@@ -212,7 +215,11 @@ async fn run(
                     other,
                     transport: Transport::Udp,
                 };
-                match core.client_input(&arrival, datagram, &mut out) {
+                if replies.is_full() {
+                    flush(sock, &mut replies).await;
+                }
+                let buf = replies.next_buf();
+                match core.client_input(&arrival, datagram, buf) {
                     Output::Relay { relay, peer, data } => core.send_to_peer(relay, peer, data),
                     Output::Reply {
                         via,
@@ -224,19 +231,50 @@ async fn run(
                         let Some(r) = group.via_role(role, via) else {
                             continue;
                         };
-                        send(
-                            &group.socks[r],
-                            to,
-                            &out[..len],
-                            meta.dst_ip.filter(|_| r == role),
-                        )
-                        .await;
+                        if r == role {
+                            replies.commit(to, len, meta.dst_ip);
+                        } else {
+                            // RFC 5780 CHANGE-REQUEST: from another socket of the group, now.
+                            let len = len.min(MAX_REPLY);
+                            out[..len].copy_from_slice(&buf[..len]);
+                            send(&group.socks[r], to, &out[..len], None).await;
+                        }
                     }
                     Output::Drop(reason) => stats.count_drop(reason),
                 }
             }
         }
+        flush(sock, &mut replies).await;
     }
+}
+
+/// Sends the gathered replies (sendmmsg) and empties the batch. A reply the kernel refuses is
+/// skipped; when the send buffer stays full after a few waits, the rest are dropped like any
+/// lost datagram (the clients retransmit).
+async fn flush(sock: &Sock, replies: &mut Batch) {
+    let mut done = 0usize;
+    let mut waits = 0;
+    while done < replies.len() {
+        let r = sock.io.try_io(Interest::WRITABLE, || {
+            let (n, r) = replies.send(&sock.io, done);
+            done += n;
+            r
+        });
+        match r {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                waits += 1;
+                if waits > 3 || sock.io.writable().await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP send failed");
+                done += 1;
+            }
+        }
+    }
+    replies.clear();
 }
 
 async fn send(sock: &Sock, to: SocketAddr, data: &[u8], src_ip: Option<IpAddr>) {
