@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # TURN relay: switchboard vs coturn's turnserver under the same paced turnutils_uclient load,
-# back to back on this machine (loopback only, bounded in time).
+# on this machine (loopback only, bounded in time), ROUNDS (3) rounds alternating switchboard,
+# coturn, switchboard, ... so drift in the machine hits both alike.
 #
-# For each server and each case it prints: server CPU per relayed packet (from /proc, utime+stime),
-# loss, average RTT; then the ratios. With "knee" it also raises the paced load (-m) until loss
-# appears and reports the largest loss-free load for each server.
+# Each run prints the server CPU per relayed packet (from /proc, utime+stime), loss and average
+# RTT; then per case the median and min-max of each side's CPU per packet and of the per-round
+# ratio switchboard/coturn (goal <= 0.67). With "knee" each round also raises the paced load
+# (-m) until loss appears and records the largest loss-free load. Refuses to run on a busy
+# machine (bench/lib.sh); the runs go to bench-results/turn-DATE.json.
 #
 # Usage: bench/turn.sh [quick|full|knee]   (default quick: UDP channels at -m 40)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-quick}
-M=${M:-40}; N=${N:-5000}
+M=${M:-40}; N=${N:-5000}; ROUNDS=${ROUNDS:-3}
 for t in turnserver turnutils_uclient turnutils_peer; do
   command -v $t >/dev/null || { echo "bench/turn.sh: needs coturn ($t): apt-get install coturn" >&2; exit 2; }
 done
 cargo build --release -q -p switchboard-cli
+. bench/lib.sh
+bench_quiet
 SB=${CARGO_TARGET_DIR:-target}/release/switchboard
 TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
 trap cleanup EXIT
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -73,41 +78,53 @@ run_case() {
     'BEGIN{ pk = s + r; printf "%s %s %s %d %d\n", (pk>0 ? sprintf("%.2f", t/hz*1e6/pk) : "nan"), l, rtt, s, r }'
 }
 
-bench_server() {  # kind -> runs the cases, prints results to $TMP/kind.res
-  local kind=$1 port pid
+CASES=("udp-channel:-c")
+[ "$WHAT" = full ] && CASES=("udp-channel:-c" "udp-send:-s" "tcp-channel:-t -c" "tcp-send:-t -s")
+
+bench_server() {  # kind round: runs the cases once against a fresh server, records each
+  local kind=$1 round=$2 port pid
   port=$((20000 + RANDOM % 5000))
   if [ "$kind" = switchboard ]; then pid=$(start_switchboard $port); else pid=$(start_coturn $port); fi
   PIDS+=($pid)
-  local cases=("udp-channel:-c")
-  [ "$WHAT" = full ] && cases=("udp-channel:-c" "udp-send:-s" "tcp-channel:-t -c" "tcp-send:-t -s")
-  for c in "${cases[@]}"; do
+  for c in "${CASES[@]}"; do
     local name=${c%%:*} flags=${c#*:}
     # shellcheck disable=SC2086
     read -r cpu loss rtt sent recv < <(run_case "$kind" "$pid" "$port" "$M" $flags)
-    printf '%-12s %-12s m=%-3s %8s us CPU/pkt  loss %6s%%  rtt %6s ms  (%s sent, %s received)\n' \
-      "$kind" "$name" "$M" "$cpu" "$loss" "$rtt" "$sent" "$recv" | tee -a "$TMP/report"
-    echo "$name $cpu $loss" >> "$TMP/$kind.res"
+    printf 'round %s %-12s %-12s m=%-3s %8s us CPU/pkt  loss %6s%%  rtt %6s ms  (%s sent, %s received)\n' \
+      "$round" "$kind" "$name" "$M" "$cpu" "$loss" "$rtt" "$sent" "$recv"
+    bench_record "$kind-$name" "cpu_us=$cpu" "loss=$loss" "rtt_ms=$rtt"
   done
   if [ "$WHAT" = knee ]; then
     local knee=0
     for m in 40 60 80 100 120 160 200; do
       read -r cpu loss rtt sent recv < <(run_case "$kind" "$pid" "$port" "$m" -c)
-      printf '%-12s knee probe   m=%-3s %8s us CPU/pkt  loss %6s%%  rtt %6s ms\n' "$kind" "$m" "$cpu" "$loss" "$rtt" | tee -a "$TMP/report"
+      printf 'round %s %-12s knee probe   m=%-3s %8s us CPU/pkt  loss %6s%%  rtt %6s ms\n' "$round" "$kind" "$m" "$cpu" "$loss" "$rtt"
       if awk -v l="$loss" 'BEGIN{exit !(l+0 == 0)}'; then knee=$m; else break; fi
     done
-    echo "knee $knee 0" >> "$TMP/$kind.res"
+    bench_record "$kind-knee" "m=$knee"
   fi
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 }
 
-bench_server switchboard
-bench_server coturn
-echo "machine: $(nproc) cores, $(uname -r); uclient -m $M -n $N -l 170 -z 1 (paced)"
-join -j1 <(sort "$TMP/switchboard.res") <(sort "$TMP/coturn.res") | while read -r name sb_cpu sb_loss ct_cpu ct_loss; do
-  if [ "$name" = knee ]; then
-    echo "knee (largest loss-free -m): switchboard $sb_cpu, coturn $ct_cpu"
-  else
-    awk -v n="$name" -v a="$sb_cpu" -v b="$ct_cpu" -v la="$sb_loss" -v lb="$ct_loss" \
-      'BEGIN{ printf "%-12s CPU per relayed packet: switchboard %s us, coturn %s us, ratio %.2f (goal <= 0.67); loss %s%% vs %s%%\n", n, a, b, a/b, la, lb }'
-  fi
+for round in $(seq "$ROUNDS"); do
+  bench_server switchboard "$round"
+  bench_server coturn "$round"
 done
+echo
+echo "machine: $(nproc) cores, $(uname -r); uclient -m $M -n $N -l 170 -z 1 (paced); $ROUNDS rounds, median (min-max)"
+for c in "${CASES[@]}"; do
+  name=${c%%:*}
+  read -r a alo ahi < <(bench_stats "switchboard-$name" cpu_us)
+  read -r b blo bhi < <(bench_stats "coturn-$name" cpu_us)
+  read -r r rlo rhi < <(bench_ratio "switchboard-$name" "coturn-$name" cpu_us)
+  read -r la _ lahi < <(bench_stats "switchboard-$name" loss)
+  read -r lb _ lbhi < <(bench_stats "coturn-$name" loss)
+  printf '%-12s CPU per relayed packet: switchboard %s us (%s-%s), coturn %s us (%s-%s), ratio %s (%s-%s; goal <= 0.67); loss %s%% (max %s) vs %s%% (max %s)\n' \
+    "$name" "$a" "$alo" "$ahi" "$b" "$blo" "$bhi" "$r" "$rlo" "$rhi" "$la" "$lahi" "$lb" "$lbhi"
+done
+if [ "$WHAT" = knee ]; then
+  read -r ka kalo kahi < <(bench_stats switchboard-knee m)
+  read -r kb kblo kbhi < <(bench_stats coturn-knee m)
+  echo "knee (largest loss-free -m): switchboard $ka ($kalo-$kahi), coturn $kb ($kblo-$kbhi)"
+fi
+bench_json "turn-$WHAT"
