@@ -3,6 +3,7 @@
 //! * [`code`]: the transfer code (`7-amber-crane-otter`): a room number and secret words.
 //! * [`seal`]: SPAKE2 keyed by the code, and ChaCha20-Poly1305 sealing of what is signaled.
 //! * [`signal`]: pairing in a switchboard room (the server relays sealed envelopes only).
+//! * [`manual`]: serverless signaling: an offer or answer as one line of text (`sb1:…`).
 //! * [`turn`]: a sans-IO TURN client (relay candidates).
 //! * [`peer`]: the str0m peer and the tokio task that drives it (sockets, clock).
 //! * [`wire`] and [`files`]: the file protocol on the data channel.
@@ -17,6 +18,7 @@
 
 pub mod code;
 pub mod files;
+pub mod manual;
 pub mod peer;
 pub mod seal;
 pub mod signal;
