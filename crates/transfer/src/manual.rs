@@ -25,7 +25,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
 /// What a manual offer or answer starts with (`1`: the layout's version).
@@ -105,8 +106,22 @@ pub fn decode(text: &str, kind: Kind) -> Result<String, ManualError> {
             kind.name()
         ));
     };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(body.trim_end_matches('='))
+    // Lenient about the end, so that text cut short says so (below) rather than "not base64".
+    let lenient = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let mut body = body.trim_end_matches('=');
+    if !body.is_ascii() {
+        return err(format!("the {} is not valid base64url", kind.name()));
+    }
+    if body.len() % 4 == 1 {
+        body = &body[..body.len() - 1];
+    }
+    let bytes = lenient
+        .decode(body)
         .map_err(|_| ManualError(format!("the {} is not valid base64url", kind.name())))?;
     let d = from_bytes(&bytes)?;
     if d.kind != kind {
@@ -484,13 +499,18 @@ mod tests {
         let e = decode(&text, Kind::Answer).unwrap_err();
         assert_eq!(e.0, "this is an offer, not an answer");
         assert!(decode("hello", Kind::Offer).unwrap_err().0.contains("sb1:"));
+        assert!(decode("sb1:é", Kind::Offer)
+            .unwrap_err()
+            .0
+            .contains("base64url"));
+        assert!(decode("é", Kind::Offer).is_err());
         assert!(decode("sb1:!!!", Kind::Offer)
             .unwrap_err()
             .0
             .contains("base64url"));
-        for cut in [5, 40, text.len() - 1] {
+        for cut in [5, 6, 7, 40, 41, text.len() - 1] {
             let e = decode(&text[..cut], Kind::Offer).unwrap_err();
-            assert!(!e.0.is_empty());
+            assert!(e.0.contains("cut short"), "{cut}: {e}");
         }
         let mut extra = text.clone();
         extra.push_str("AAAA");
