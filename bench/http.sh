@@ -2,12 +2,15 @@
 # Small-response HTTPS requests/s: switchboard's /healthz against Debian's nginx serving the same
 # bytes, over HTTP/1.1 and h2 (h2load, TLS), plus switchboard over HTTP/3 (switchboard-bench h3;
 # Debian's nginx 1.22 and h2load have no HTTP/3). Loopback only, bounded in count and time.
-# Prints requests/s per protocol and the switchboard/nginx ratios.
+# ROUNDS (3) rounds, each alternating switchboard and nginx per protocol; prints each run, then
+# per protocol the median and min-max of each side's rate and of the per-round ratio
+# switchboard/nginx. Refuses to run on a busy machine (bench/lib.sh); runs go to
+# bench-results/http-DATE.json.
 # Usage: bench/http.sh [REQUESTS] [CONNECTIONS] [STREAMS_PER_CONNECTION]
 #        SB_PROFILE=debug bench/http.sh 5000 8 4     (quick smoke run on a debug build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-200000}; C=${2:-16}; M=${3:-10}
+N=${1:-200000}; C=${2:-16}; M=${3:-10}; ROUNDS=${ROUNDS:-3}
 PROFILE=${SB_PROFILE:-release}
 for tool in h2load nginx openssl curl; do
   command -v "$tool" >/dev/null || { echo "bench/http.sh: $tool missing (apt-get install nghttp2-client nginx openssl curl)"; exit 1; }
@@ -17,13 +20,15 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build -q -p switchboard-cli -p switchboard-bench
 fi
+. bench/lib.sh
+bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
 TMP=$(mktemp -d); PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$TMP/nginx.pid" ] && kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true
-  wait 2>/dev/null || true; rm -rf "$TMP"
+  wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"
 }
 trap cleanup EXIT
 
@@ -74,15 +79,29 @@ echo "machine: $(nproc) cores, $(uname -r); build: $PROFILE; $N requests, $C con
 # Warm-up (TLS session set-up, code paths).
 h2load -n 2000 -c 4 "https://127.0.0.1:$SB_PORT/healthz" >/dev/null 2>&1 || true
 h2load -n 2000 -c 4 "https://127.0.0.1:$NG_PORT/healthz" >/dev/null 2>&1 || true
-printf '%-10s %14s %14s %8s\n' protocol switchboard nginx ratio
-for proto in h1 h2; do
-  flag=(); [ "$proto" = h1 ] && flag=(--h1)
-  sb=$(h2load_rps "https://127.0.0.1:$SB_PORT/healthz" "${flag[@]}")
-  ng=$(h2load_rps "https://127.0.0.1:$NG_PORT/healthz" "${flag[@]}")
-  awk -v p="$proto" -v s="$sb" -v n="$ng" 'BEGIN{ printf "%-10s %14.0f %14.0f %8.2f\n", p, s, n, (n > 0 ? s / n : 0) }'
-  eval "${proto}_sb=$sb"
+for round in $(seq "$ROUNDS"); do
+  for proto in h1 h2; do
+    flag=(); [ "$proto" = h1 ] && flag=(--h1)
+    sb=$(h2load_rps "https://127.0.0.1:$SB_PORT/healthz" "${flag[@]}")
+    ng=$(h2load_rps "https://127.0.0.1:$NG_PORT/healthz" "${flag[@]}")
+    printf 'round %s %-4s switchboard %10.0f req/s   nginx %10.0f req/s\n' "$round" "$proto" "$sb" "$ng"
+    bench_record "switchboard-$proto" "rps=$sb"
+    bench_record "nginx-$proto" "rps=$ng"
+  done
+  h3=$($LOAD h3 --server 127.0.0.1:$SB_PORT --connections "$C" --streams "$M" --requests "$N" --duration 30)
+  h3_rps=$(sed -E 's/.* req_per_s=([0-9]+).*/\1/' <<<"$h3")
+  printf 'round %s h3   switchboard %10.0f req/s   (%s)\n' "$round" "$h3_rps" "$h3"
+  bench_record "switchboard-h3" "rps=$h3_rps"
 done
-h3=$($LOAD h3 --server 127.0.0.1:$SB_PORT --connections "$C" --streams "$M" --requests "$N" --duration 30)
-h3_rps=$(sed -E 's/.* req_per_s=([0-9]+).*/\1/' <<<"$h3")
-awk -v s="$h3_rps" -v h2="$h2_sb" 'BEGIN{ printf "%-10s %14.0f %14s %8s   (h3/h2 on switchboard: %.2f)\n", "h3", s, "-", "-", (h2 > 0 ? s / h2 : 0) }'
-echo "h3 detail: $h3"
+echo
+printf '%-6s %28s %28s %26s\n' protocol "switchboard (median, min-max)" "nginx (median, min-max)" "ratio (median, min-max)"
+for proto in h1 h2; do
+  read -r s slo shi < <(bench_stats "switchboard-$proto" rps)
+  read -r n nlo nhi < <(bench_stats "nginx-$proto" rps)
+  read -r r rlo rhi < <(bench_ratio "switchboard-$proto" "nginx-$proto" rps)
+  printf '%-6s %10.0f (%.0f-%.0f) %12.0f (%.0f-%.0f) %10s (%s-%s)\n' "$proto" "$s" "$slo" "$shi" "$n" "$nlo" "$nhi" "$r" "$rlo" "$rhi"
+done
+read -r s slo shi < <(bench_stats switchboard-h3 rps)
+read -r r rlo rhi < <(bench_ratio switchboard-h3 switchboard-h2 rps)
+printf '%-6s %10.0f (%.0f-%.0f) %28s   h3/h2 on switchboard %s (%s-%s)\n' h3 "$s" "$slo" "$shi" - "$r" "$rlo" "$rhi"
+bench_json http
