@@ -2,25 +2,29 @@
 # Real-time hub fan-out: 1,000 WebSocket subscribers (switchboard.proto) on one channel and on
 # 1,000 channels, a paced publish load through the HTTP server API, loopback only, bounded in
 # count and time. Prints delivered messages/s, publish-to-receive p50/p99 latency and the
-# server CPU per delivered message for each scenario.
+# server CPU per delivered message for each scenario; ROUNDS (3) rounds of both scenarios, then
+# the median and min-max of each figure. Refuses to run on a busy machine (bench/lib.sh); runs go
+# to bench-results/hub-DATE.json.
 # Usage: bench/hub.sh [SUBSCRIBERS] [MESSAGES_ONE_CHANNEL] [RATE_ONE_CHANNEL] [MESSAGES_MANY] [RATE_MANY]
 #        SB_PROFILE=debug bench/hub.sh 200 200 100 500 200   (quick smoke run on a debug build)
 #        WRITE_DELAY_MS=10 bench/hub.sh                      (gather pushes up to 10 ms per write)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBS=${1:-1000}; MSG1=${2:-2000}; RATE1=${3:-200}; MSGN=${4:-20000}; RATEN=${5:-2000}
-PROFILE=${SB_PROFILE:-release}
+PROFILE=${SB_PROFILE:-release}; ROUNDS=${ROUNDS:-3}
 if [ "$PROFILE" = release ]; then
   cargo build --release -q -p switchboard-cli -p switchboard-bench
 else
   cargo build -q -p switchboard-cli -p switchboard-bench
 fi
+. bench/lib.sh
+bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
 # Each subscriber is a socket in this script's client and one in the server.
 ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
 trap cleanup EXIT
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -44,18 +48,32 @@ for _ in $(seq 100); do grep -q '^http ' "$TMP/sb.log" && break; sleep 0.1; done
 grep -q '^http ' "$TMP/sb.log" || { cat "$TMP/sb.log"; exit 1; }
 ADDR=$(awk '/^http /{print $3; exit}' "$TMP/sb.log")
 
-# scenario NAME CHANNELS MESSAGES RATE
+# scenario ROUND NAME CHANNELS MESSAGES RATE: one run, printed and recorded.
 scenario() {
-  local name=$1 channels=$2 messages=$3 rate=$4 before after out delivered
+  local round=$1 name=$2 channels=$3 messages=$4 rate=$5 before after out delivered cpu
   before=$(cpu_ticks "$SB_PID")
   out=$($LOAD hub --server $ADDR --api-key $KEY --subscribers "$SUBS" --channels "$channels" \
         --messages "$messages" --rate "$rate" --duration 60)
   after=$(cpu_ticks "$SB_PID")
   delivered=$(sed -E 's/.* delivered=([0-9]+).*/\1/' <<<"$out")
-  awk -v t=$((after - before)) -v hz="$HZ" -v n="$delivered" -v name="$name" -v out="$out" 'BEGIN{
-    printf "%-14s %s server_cpu_us_per_delivery=%.2f\n", name, out, (n > 0 ? t / hz * 1e6 / n : 0) }'
+  cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$delivered" 'BEGIN{ printf "%.3f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+  printf 'round %s %-14s %s server_cpu_us_per_delivery=%s\n' "$round" "$name" "$out" "$cpu"
+  bench_record "$name" "rate=$(sed -E 's/.* delivered_rate=([0-9.]+).*/\1/' <<<"$out")" \
+    "p99_ms=$(sed -E 's/.* p99_ms=([0-9.]+).*/\1/' <<<"$out")" "cpu_us=$cpu" "delivered=$delivered" \
+    "expected=$(sed -E 's/.* expected=([0-9]+).*/\1/' <<<"$out")"
 }
 
-echo "machine: $(nproc) cores, $(uname -r); $SUBS WebSocket subscribers; build: $PROFILE; write_delay_ms=${WRITE_DELAY_MS:-0}"
-scenario one-channel 1 "$MSG1" "$RATE1"
-scenario many-channels "$SUBS" "$MSGN" "$RATEN"
+echo "machine: $(nproc) cores, $(uname -r); $SUBS WebSocket subscribers; build: $PROFILE; write_delay_ms=${WRITE_DELAY_MS:-0}; $ROUNDS rounds"
+for round in $(seq "$ROUNDS"); do
+  scenario "$round" one-channel 1 "$MSG1" "$RATE1"
+  scenario "$round" many-channels "$SUBS" "$MSGN" "$RATEN"
+done
+echo
+printf '%-14s %30s %26s %30s\n' scenario "deliveries/s (median, min-max)" "p99 ms (median, min-max)" "server CPU us/delivery (median)"
+for name in one-channel many-channels; do
+  read -r r rlo rhi < <(bench_stats "$name" rate)
+  read -r p plo phi < <(bench_stats "$name" p99_ms)
+  read -r c clo chi < <(bench_stats "$name" cpu_us)
+  printf '%-14s %12.0f (%.0f-%.0f) %12s (%s-%s) %14s (%s-%s)\n' "$name" "$r" "$rlo" "$rhi" "$p" "$plo" "$phi" "$c" "$clo" "$chi"
+done
+bench_json hub
