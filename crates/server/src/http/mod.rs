@@ -1,7 +1,8 @@
 //! The HTTP stack: one axum router (health, metrics, the pages of `web.rs`, the hub's
 //! HTTP/WebSocket/SSE/long-poll endpoints and its gRPC services) served on every `--http`
-//! (HTTP/1.1 + h2c) and `--https` (TLS, ALPN h2 + http/1.1) listener by hyper-util's auto builder
-//! with upgrades, so REST, WebSocket upgrades and gRPC share each port.
+//! (HTTP/1.1 + h2c) and `--https` (TLS, ALPN h2 + http/1.1) listener by hyper, HTTP/1 with
+//! upgrades or HTTP/2 as the connection's first bytes say, so REST, WebSocket upgrades and gRPC
+//! share each port.
 
 mod access;
 pub(crate) mod h3;
@@ -24,7 +25,6 @@ use axum::routing::get;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_hub::codes::error as code;
 use switchboard_hub::Hub;
@@ -438,7 +438,7 @@ pub(crate) struct ConnOptions {
 /// the HTTP builder, the router, the connection options and the shutdown signal they share.
 #[derive(Clone)]
 pub(crate) struct Conns {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     router: Router,
     options: ConnOptions,
     stop: watch::Receiver<bool>,
@@ -450,20 +450,17 @@ impl Conns {
         options: ConnOptions,
         shutdown: &watch::Receiver<bool>,
     ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
             // Also the idle time allowed between keep-alive requests.
             .header_read_timeout(Duration::from_secs(30));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .keep_alive_interval(options.ping)
             .keep_alive_timeout(options.ping.max(Duration::from_secs(10)))
             .enable_connect_protocol();
         Conns {
-            builder: Arc::new(builder),
+            builders: Arc::new(Builders { h1, h2 }),
             router,
             options,
             stop: shutdown.clone(),
@@ -502,7 +499,7 @@ impl Conns {
         };
         let io = Guarded { io, _guard: guard };
         serve(
-            &self.builder,
+            &self.builders,
             io,
             peer,
             surface,
@@ -561,30 +558,43 @@ pub(crate) fn spawn(
             let _ = tcp.set_nodelay(true);
             let local = tcp.local_addr().ok();
             let conns = conns.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                // The slot goes with the socket, into a WebSocket or other upgrade too, so an
-                // upgraded connection still counts until it closes.
-                match tls {
-                    None => conns.serve(tcp, guard, peer, local).await,
-                    Some(acceptor) => {
-                        let handshake =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                                .await;
-                        match handshake {
-                            Ok(Ok(stream)) => conns.serve(stream, guard, peer, local).await,
-                            Ok(Err(e)) => {
-                                metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
-                                tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
-                            }
-                            Err(_) => {
-                                metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
-                                tracing::debug!(%peer, "HTTPS handshake timed out");
-                            }
-                        }
-                    }
+            // The slot goes with the socket, into a WebSocket or other upgrade too, so an
+            // upgraded connection still counts until it closes. Plain and TLS connections are
+            // tasks of their own types: a task is as large as its largest state, and a plain
+            // connection's (an idle SSE stream's, say) was the TLS one's, three times its own.
+            match tls.clone() {
+                None => {
+                    tokio::spawn(async move { conns.serve(tcp, guard, peer, local).await });
                 }
-            });
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        // The handshake boxed (its state is gone once it is done), the stream
+                        // boxed too: it is large, and would be stored in each future it passes
+                        // through.
+                        let stream = {
+                            let handshake = Box::pin(tokio::time::timeout(
+                                Duration::from_secs(10),
+                                acceptor.accept(tcp),
+                            ))
+                            .await;
+                            match handshake {
+                                Ok(Ok(stream)) => Box::new(stream),
+                                Ok(Err(e)) => {
+                                    metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
+                                    tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
+                                    tracing::debug!(%peer, "HTTPS handshake timed out");
+                                    return;
+                                }
+                            }
+                        };
+                        conns.serve(stream, guard, peer, local).await
+                    });
+                }
+            }
         }
     });
 }
@@ -639,11 +649,136 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
 /// Metric: HTTP connections closed because no request arrived in time.
 const FIRST_REQUEST_TIMEOUTS: &str = "switchboard_http_first_request_timeouts_total";
 
+/// hyper's HTTP/1 and HTTP/2 connection settings.
+struct Builders {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): how an HTTP/2 connection begins.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the first bytes of a connection, up to the length of the HTTP/2 preface: whether it is
+/// HTTP/2 and how many bytes `head` holds. Stops at the first byte that is not the preface's
+/// (HTTP/1) or at the end of the stream.
+async fn sniff<I: AsyncRead + Unpin>(
+    io: &mut I,
+    head: &mut [u8; 24],
+) -> std::io::Result<(bool, usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = io.read(&mut head[filled..]).await?;
+        if n == 0 || head[filled..filled + n] != H2_PREFACE[filled..filled + n] {
+            return Ok((false, filled + n));
+        }
+        filled += n;
+    }
+    Ok((true, filled))
+}
+
+/// A connection with the bytes [`sniff`] read from it put back in front.
+struct Sniffed<I> {
+    io: I,
+    head: [u8; 24],
+    pos: u8,
+    len: u8,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Sniffed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.pos == this.len {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let (pos, len) = (usize::from(this.pos), usize::from(this.len));
+        let n = (len - pos).min(buf.remaining());
+        buf.put_slice(&this.head[pos..pos + n]);
+        this.pos += n as u8;
+        // The rest of what has arrived comes in the same read: hyper, given only the sniffed
+        // bytes, reads again into a buffer twice as large (16 KiB, kept for the connection's
+        // life). A failure or the end of the stream shows at the next read.
+        if buf.remaining() > 0 {
+            let _ = Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Sniffed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// An HTTP/1 or HTTP/2 connection of hyper's.
+trait HttpConn: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> HttpConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B> HttpConn for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self)
+    }
+}
+
 /// Serves one connection; on shutdown, lets in-flight requests finish (5 s at most). A
 /// connection that sends no request within `first_request` is closed.
+///
+/// Its first bytes tell HTTP/2 (the preface) from HTTP/1, served by hyper's connection of that
+/// version (hyper-util's auto connection holds room for both, twice an HTTP/1 connection's size,
+/// and handed hyper the sniffed bytes alone, which doubled its read buffer). The HTTP/2
+/// connection is boxed: a task is as large as its largest state.
 async fn serve<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
+    builders: &Builders,
+    mut io: I,
     peer: SocketAddr,
     surface: Surface,
     router: Router,
@@ -669,11 +804,48 @@ async fn serve<I>(
         let mut router = router.clone();
         async move { Ok::<_, Infallible>(router.call(request).await.into_response()) }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let first = tokio::time::sleep(options.first_request);
-    tokio::pin!(first);
-    let mut waiting_first = true;
+    // Boxed, and dropped once it has done its work: an idle connection keeps no timer.
+    let mut first = Some(Box::pin(tokio::time::sleep(options.first_request)));
+    let mut head = [0u8; 24];
+    let sniffed = tokio::select! {
+        r = sniff(&mut io, &mut head) => r,
+        () = first.as_mut().expect("set above") => {
+            metrics::counter!(FIRST_REQUEST_TIMEOUTS).increment(1);
+            tracing::debug!(%peer, "HTTP connection sent no request in time: closed");
+            return;
+        }
+        _ = crate::stopped(&mut stop) => return,
+    };
+    let (h2, len) = match sniffed {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            return;
+        }
+    };
+    let io = TokioIo::new(Sniffed {
+        io,
+        head,
+        pos: 0,
+        len: len as u8,
+    });
+    if h2 {
+        let mut conn = Box::pin(builders.h2.serve_connection(io, service));
+        run_conn(conn.as_mut(), first, &requested, peer, stop).await
+    } else {
+        let conn = builders.h1.serve_connection(io, service).with_upgrades();
+        run_conn(std::pin::pin!(conn), first, &requested, peer, stop).await
+    }
+}
+
+/// Runs `conn` until it ends, the first request is late or the server stops (see [`serve`]).
+async fn run_conn<C: HttpConn + ?Sized>(
+    mut conn: Pin<&mut C>,
+    mut first: Option<Pin<Box<tokio::time::Sleep>>>,
+    requested: &AtomicBool,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -682,13 +854,13 @@ async fn serve<I>(
                 }
                 return;
             }
-            () = &mut first, if waiting_first => {
+            () = async { first.as_mut().expect("waiting").await }, if first.is_some() => {
                 if !requested.load(Ordering::Relaxed) {
                     metrics::counter!(FIRST_REQUEST_TIMEOUTS).increment(1);
                     tracing::debug!(%peer, "HTTP connection sent no request in time: closed");
                     return;
                 }
-                waiting_first = false;
+                first = None;
             }
             _ = crate::stopped(&mut stop) => {
                 conn.as_mut().graceful_shutdown();
