@@ -14,28 +14,46 @@
 //!
 //! Throughput: the loop handles what is ready (timers due, messages to write, datagrams to
 //! read) one after the other, draining str0m after each, and goes back to the scheduler only
-//! when nothing is; the sockets get large kernel buffers (a window of SCTP packets arrives in
-//! a burst). An earlier version read each socket in a task of its own and handed datagrams
-//! over a channel: a task switch per datagram, about a third of the time at 15 MB/s.
+//! when nothing is. Datagrams come in several to a `recvmmsg` (and with UDP GRO several to a
+//! buffer); str0m's transmits to one destination leave together in one `sendmsg` with UDP
+//! GSO (quinn-udp; one by one where the system has no GSO), and what the datagrams of one read
+//! bring out (SACKs) leaves after the read. The sockets get large kernel buffers, SCTP a 4 MiB
+//! receive window, and the buffered amount may exceed it. An earlier version read each socket
+//! in a task of its own and handed datagrams over a channel (a task switch per datagram) and
+//! sent one datagram per system call; with sctp-proto's per-poll walks (vendor/sctp-proto)
+//! it moved 15 MB/s on loopback where this moves about 140 (2 cores, release; docs/send.md).
 
+use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::turn::{binding_request, binding_response, TurnClient, TurnEvent};
 
-/// The data channel's buffered amount above which no more messages are taken.
-pub const HIGH_WATER: usize = 2 << 20;
+/// The data channel's buffered amount above which no more messages are taken. The buffered
+/// amount counts what is in flight until it is acknowledged, so this must exceed the peer's
+/// receive window ([`RECEIVE_WINDOW`]) for the window to fill.
+pub const HIGH_WATER: usize = 6 << 20;
 /// str0m refuses writes beyond this much buffered.
 const MAX_BUFFERED: usize = 8 << 20;
+/// SCTP's receive window. str0m sizes it to hold one message of the largest size accepted
+/// (at least 1 MiB), so this is also the largest message the peer may send. With 1 MiB the
+/// window, not the CPU, bounded a loopback transfer (about 90 MB/s against 140).
+const RECEIVE_WINDOW: usize = 4 << 20;
+/// Messages from the peer waiting for the application: at most this many times
+/// [`RECEIVE_WINDOW`] bytes (256 MiB) even from a peer sending the largest messages (4 MiB of
+/// the 64 KiB chunks it does send; 16 cost about 15 % of the loopback throughput).
+const EVENTS: usize = 64;
 /// How long ICE and DTLS may take once both descriptions are applied.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -43,7 +61,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LOST_AFTER: Duration = Duration::from_secs(15);
 
 /// Datagrams the run loop reads in a row before it waits on the scheduler again.
-const READ_BATCH: usize = 64;
+const READ_BATCH: usize = 256;
+/// Receive buffers per read (one `recvmmsg`).
+const RECV_SLOTS: usize = 8;
+/// Room per receive buffer and GRO segment (str0m's datagrams are about 1,200 bytes).
+const SEGMENT_ROOM: usize = 2048;
+/// At most this many bytes in one GSO send.
+const GSO_BYTES: usize = 64_000;
 
 /// One entry of `RTCConfiguration.iceServers` (what `GET /v1/ice-servers` returns).
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -133,6 +157,10 @@ pub struct Agent {
     /// The gathering phase's socket readers, aborted: the run loop waits for them to be gone
     /// before it reads the sockets itself.
     readers: Vec<tokio::task::JoinHandle<()>>,
+    /// The sockets as the run loop uses them (hosts first, then relays), from its start.
+    udp: Vec<Sock>,
+    /// Transmits waiting to leave together.
+    batch: Batch,
     pending: Option<SdpPendingOffer>,
     /// The candidates offered, as `typ address` strings (for logs and `--json`).
     pub candidates: Vec<String>,
@@ -370,6 +398,7 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
     }
     let mut rtc = Rtc::builder()
         .set_sctp_max_buffered_amount(MAX_BUFFERED)
+        .set_sctp_max_message_size(RECEIVE_WINDOW as u32)
         .build(Instant::now());
     let mut candidates = Vec::new();
     if !cfg.relay_only {
@@ -423,6 +452,8 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
         hosts,
         relays: kept,
         readers,
+        udp: Vec::new(),
+        batch: Batch::default(),
         pending: None,
         candidates,
     })
@@ -466,7 +497,7 @@ impl Agent {
     /// Spawns the run loop; talk to it through the [`Link`].
     pub fn start(self) -> Link {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (ev_tx, ev_rx) = mpsc::channel(256);
+        let (ev_tx, ev_rx) = mpsc::channel(EVENTS);
         tokio::spawn(self.run(cmd_rx, ev_tx));
         Link {
             tx: cmd_tx,
@@ -474,10 +505,12 @@ impl Agent {
         }
     }
 
+    /// Queues one of str0m's transmits in the send batch (through the relay when its source
+    /// is the relayed address).
     async fn transmit(&mut self, t: str0m::net::Transmit, route: &mut Option<Route>) {
         let stun = t.contents.first().is_some_and(|b| *b < 2);
-        if let Some(h) = self.hosts.iter().find(|h| h.local == t.source) {
-            send(&h.sock, &t.contents, t.destination).await;
+        if let Some(i) = self.hosts.iter().position(|h| h.local == t.source) {
+            push(&self.udp, &mut self.batch, i, t.destination, &t.contents).await;
             if !stun {
                 *route = Some(Route::Direct {
                     local: t.source,
@@ -487,19 +520,22 @@ impl Agent {
             return;
         }
         let now = Instant::now();
-        if let Some(r) = self
+        let nhosts = self.hosts.len();
+        if let Some(j) = self
             .relays
-            .iter_mut()
-            .find(|r| r.client.relayed() == Some(t.source))
+            .iter()
+            .position(|r| r.client.relayed() == Some(t.source))
         {
+            let r = &mut self.relays[j];
             r.client.send_to(t.destination, &t.contents, now);
+            let server = r.client.server();
             while let Some(b) = r.client.poll_transmit() {
-                send(&r.sock, &b, r.client.server()).await;
+                push(&self.udp, &mut self.batch, nhosts + j, server, &b).await;
             }
             if !stun {
                 *route = Some(Route::Relay {
                     relayed: t.source,
-                    server: r.client.server(),
+                    server,
                     remote: t.destination,
                 });
             }
@@ -521,17 +557,52 @@ impl Agent {
     }
 
     /// Ready when any socket may have a datagram to read.
-    fn poll_readable(&self, socks: &[(Arc<UdpSocket>, Via)], cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut ready = false;
-        for (s, _) in socks {
+        for s in self.udp.iter().filter(|s| !s.dead) {
             // An error is readiness too: the read reports it.
-            ready |= s.poll_recv_ready(cx).is_ready();
+            ready |= s.io.poll_recv_ready(cx).is_ready();
         }
         if ready {
             Poll::Ready(())
         } else {
             Poll::Pending
         }
+    }
+
+    /// Reads what one socket holds (several datagrams in one call, and with GRO several
+    /// datagrams in one buffer) and feeds each to str0m, draining after each; the number of
+    /// datagrams, 0 when no socket had any.
+    async fn read(
+        &mut self,
+        pool: &mut RecvPool,
+        st: &mut LoopState,
+        events: &mpsc::Sender<LinkEvent>,
+    ) -> Result<usize, String> {
+        let Some((k, n)) = recv(&mut self.udp, pool) else {
+            return Ok(0);
+        };
+        let via = self.udp[k].via;
+        let mut count = 0;
+        for (m, meta) in pool.meta[..n].iter().enumerate() {
+            let start = m * pool.slot;
+            let Some(buf) = pool.buf.get(start..start + meta.len.min(pool.slot)) else {
+                continue;
+            };
+            let stride = if meta.stride == 0 {
+                buf.len()
+            } else {
+                meta.stride
+            };
+            for d in buf.chunks(stride.max(1)) {
+                self.input(via, meta.addr, d).await;
+                // What the datagrams bring out (SACKs, mostly) leaves together, below.
+                self.drain_then(st, events, false).await?;
+                count += 1;
+            }
+        }
+        flush(&self.udp, &mut self.batch).await;
+        Ok(count)
     }
 
     /// Feeds one datagram to str0m (a relay's unwrapped first).
@@ -593,9 +664,24 @@ impl Agent {
         st: &mut LoopState,
         events: &mpsc::Sender<LinkEvent>,
     ) -> Result<Instant, String> {
+        self.drain_then(st, events, true).await
+    }
+
+    /// [`Agent::drain`], sending the batched transmits at the end or leaving them to the caller.
+    async fn drain_then(
+        &mut self,
+        st: &mut LoopState,
+        events: &mpsc::Sender<LinkEvent>,
+        send_batch: bool,
+    ) -> Result<Instant, String> {
         loop {
             match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return Ok(t),
+                Ok(Output::Timeout(t)) => {
+                    if send_batch {
+                        flush(&self.udp, &mut self.batch).await;
+                    }
+                    return Ok(t);
+                }
                 Ok(Output::Transmit(t)) => self.transmit(t, &mut st.route).await,
                 Ok(Output::Event(e)) => match e {
                     Event::ChannelOpen(id, _) => {
@@ -604,6 +690,7 @@ impl Agent {
                             ch.set_buffered_amount_low_threshold(HIGH_WATER / 2);
                         }
                         let r = st.route.unwrap_or(Route::Unknown);
+                        flush(&self.udp, &mut self.batch).await;
                         if events.send(LinkEvent::Open(r)).await.is_err() {
                             return Err("closed".into());
                         }
@@ -611,6 +698,8 @@ impl Agent {
                     // (Not a match guard: the send awaits.)
                     #[allow(clippy::collapsible_match)]
                     Event::ChannelData(d) => {
+                        // What is batched goes first: the application may take its time.
+                        flush(&self.udp, &mut self.batch).await;
                         if events.send(LinkEvent::Data(d.data)).await.is_err() {
                             return Err("closed".into());
                         }
@@ -650,7 +739,7 @@ impl Agent {
         let mut outgoing: Option<Vec<u8>> = None;
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
         let mut closing = false;
-        let mut socks: Vec<(Arc<UdpSocket>, Via)> = self
+        let socks: Vec<(Arc<UdpSocket>, Via)> = self
             .hosts
             .iter()
             .enumerate()
@@ -662,7 +751,20 @@ impl Agent {
                     .map(|(j, r)| (r.sock.clone(), Via::Turn(j))),
             )
             .collect();
-        let mut buf = vec![0u8; 4096];
+        for (io, via) in socks {
+            // GRO on, the don't-fragment bit set, source addresses reported (quinn-udp).
+            let state = match UdpSocketState::new(UdpSockRef::from(&*io)) {
+                Ok(s) => s,
+                Err(e) => return format!("network: {e}"),
+            };
+            self.udp.push(Sock {
+                io,
+                state,
+                via,
+                dead: false,
+            });
+        }
+        let mut pool = RecvPool::new(&self.udp);
         let mut reads = 0usize;
         let sleep = tokio::time::sleep_until(started.into());
         tokio::pin!(sleep);
@@ -748,16 +850,20 @@ impl Agent {
                     }
                 }
             }
-            // A datagram straight off a socket, if one is there.
+            // Datagrams straight off a socket, if one has some.
             if reads < READ_BATCH {
-                if let Some((via, from, n)) = try_recv(&mut socks, &mut buf) {
-                    reads += 1;
-                    self.input(via, from, &buf[..n]).await;
-                    mutated = Ok(());
-                    continue;
-                }
-                if socks.is_empty() {
-                    return "sockets closed".into();
+                match self.read(&mut pool, &mut st, events).await {
+                    Ok(0) => {
+                        if self.udp.iter().all(|s| s.dead) {
+                            return "sockets closed".into();
+                        }
+                    }
+                    Ok(n) => {
+                        reads += n;
+                        mutated = Ok(());
+                        continue;
+                    }
+                    Err(why) => return why,
                 }
             }
             reads = 0;
@@ -766,7 +872,7 @@ impl Agent {
             }
             let take = st.channel.is_some() && outgoing.is_none() && buffered < HIGH_WATER;
             tokio::select! {
-                () = std::future::poll_fn(|cx| self.poll_readable(&socks, cx)) => {
+                () = std::future::poll_fn(|cx| self.poll_readable(cx)) => {
                     mutated = Ok(());
                 }
                 c = cmds.recv(), if take => match c {
@@ -810,30 +916,145 @@ async fn send(sock: &UdpSocket, data: &[u8], to: SocketAddr) {
     }
 }
 
-/// One datagram from whichever socket has one (which, from whom, its length); sockets that
-/// fail for good are dropped from `socks`.
-fn try_recv(
-    socks: &mut Vec<(Arc<UdpSocket>, Via)>,
-    buf: &mut [u8],
-) -> Option<(Via, SocketAddr, usize)> {
-    let mut i = 0;
-    while i < socks.len() {
-        match socks[i].0.try_recv_from(buf) {
-            Ok((n, from)) => return Some((socks[i].1, from, n)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => i += 1,
-            // ICMP errors surface as recv errors on some systems: not fatal.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                tracing::debug!(via = ?socks[i].1, "socket read failed: {e}");
-                socks.remove(i);
+/// A socket as the run loop uses it.
+struct Sock {
+    io: Arc<UdpSocket>,
+    state: UdpSocketState,
+    via: Via,
+    /// It failed for good: no longer read.
+    dead: bool,
+}
+
+/// Receive buffers: [`RECV_SLOTS`] slots, each room for a GRO batch.
+struct RecvPool {
+    buf: Vec<u8>,
+    slot: usize,
+    meta: [RecvMeta; RECV_SLOTS],
+}
+
+impl RecvPool {
+    fn new(socks: &[Sock]) -> RecvPool {
+        let gro = socks
+            .iter()
+            .map(|s| s.state.gro_segments())
+            .max()
+            .unwrap_or(1);
+        let slot = (gro.max(1) * SEGMENT_ROOM).max(1 << 16);
+        RecvPool {
+            buf: vec![0u8; slot * RECV_SLOTS],
+            slot,
+            meta: [RecvMeta::default(); RECV_SLOTS],
+        }
+    }
+}
+
+/// Reads from the first socket that has datagrams: (its index, buffers filled). Sockets that
+/// fail for good are marked dead.
+fn recv(socks: &mut [Sock], pool: &mut RecvPool) -> Option<(usize, usize)> {
+    for (k, s) in socks.iter_mut().enumerate() {
+        if s.dead {
+            continue;
+        }
+        loop {
+            let mut slots = pool.buf.chunks_mut(pool.slot);
+            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("RECV_SLOTS slots")));
+            let r = s.io.try_io(Interest::READABLE, || {
+                s.state
+                    .recv(UdpSockRef::from(&*s.io), &mut iovs, &mut pool.meta)
+            });
+            match r {
+                Ok(0) => break,
+                Ok(n) => return Some((k, n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors surface as read errors on some systems: not fatal.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    tracing::debug!(via = ?s.via, "socket read failed: {e}");
+                    s.dead = true;
+                    break;
+                }
             }
         }
     }
     None
+}
+
+/// Transmits to one destination from one socket, of one size (the last may be shorter), sent
+/// in one `sendmsg` with UDP GSO where the system has it.
+#[derive(Default)]
+struct Batch {
+    sock: usize,
+    to: Option<SocketAddr>,
+    seg: usize,
+    n: usize,
+    short: bool,
+    buf: Vec<u8>,
+}
+
+/// Adds a datagram to the batch, sending the batch first when this one cannot join it.
+async fn push(socks: &[Sock], b: &mut Batch, sock: usize, to: SocketAddr, data: &[u8]) {
+    let Some(s) = socks.get(sock) else { return };
+    let joins = b.n > 0
+        && b.sock == sock
+        && b.to == Some(to)
+        && !b.short
+        && data.len() <= b.seg
+        && b.n < s.state.max_gso_segments()
+        && b.buf.len() + data.len() <= GSO_BYTES;
+    if !joins {
+        flush(socks, b).await;
+        b.sock = sock;
+        b.to = Some(to);
+        b.seg = data.len();
+    }
+    b.buf.extend_from_slice(data);
+    b.n += 1;
+    b.short = data.len() < b.seg;
+}
+
+/// Sends the batch; errors are like losses (ICE notices a path that stays dead).
+async fn flush(socks: &[Sock], b: &mut Batch) {
+    if let (Some(s), Some(to), true) = (socks.get(b.sock), b.to, b.n > 0) {
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &b.buf,
+            segment_size: (b.n > 1).then_some(b.seg),
+            src_ip: None,
+        };
+        loop {
+            let r = s.io.try_io(Interest::WRITABLE, || {
+                s.state.try_send(UdpSockRef::from(&*s.io), &t)
+            });
+            match r {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if s.io.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // A device without segmentation offload refuses GSO (quinn-udp then stops
+                    // using it on this socket): these go one by one.
+                    if b.n > 1 {
+                        for d in b.buf.chunks(b.seg.max(1)) {
+                            send(&s.io, d, to).await;
+                        }
+                    }
+                    tracing::trace!("send failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    b.buf.clear();
+    b.n = 0;
+    b.short = false;
 }
 
 /// The path the data channel took.
