@@ -1,13 +1,15 @@
 //! `switchboard send PATH...` and `switchboard receive CODE`: peer-to-peer file transfer over a
 //! WebRTC data channel (crates/transfer), paired through a room on the server with a PAKE code
-//! (docs/send.md).
+//! (docs/send.md), or with `--manual` through an offer and an answer carried by hand
+//! ([`manual`]: no server at all).
 //!
-//! Exit codes: 0 done, 1 the transfer failed (the peer left or aborted), 2 bad arguments,
-//! 3 the server could not be reached or refused, 4 wrong code or no sender waiting, 5 the peers
+//! Exit codes: 0 done, 1 the transfer failed (the peer left or aborted), 2 bad arguments or a
+//! malformed code, offer or answer, 3 the server could not be reached or refused, 4 wrong code or no sender waiting, 5 the peers
 //! could not connect, 6 an integrity check failed (nothing of that file was kept), 7 a local
 //! file could not be read or written (disk full, exists already).
 
 mod ice;
+mod manual;
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use switchboard_client::{ClientError, Config};
 use switchboard_transfer::files::{self, Output, Status, TransferError};
-use switchboard_transfer::peer::{gather, Cmd, IceServer, PeerConfig, PeerError, Route};
+use switchboard_transfer::peer::{gather, Cmd, IceServer, Link, PeerConfig, PeerError, Route};
 use switchboard_transfer::signal::{self, SignalError};
 use switchboard_transfer::Code;
 
@@ -51,9 +53,14 @@ pub struct Common {
     /// Repeatable.
     #[arg(long, value_name = "IP")]
     host_ip: Vec<IpAddr>,
-    /// Print JSON status lines on stdout (code, connected, progress, file, done, error).
+    /// Print JSON status lines on stdout (code or offer/answer, connected, progress, file, done,
+    /// error).
     #[arg(long)]
     json: bool,
+    /// Serverless: no switchboard server. The offer and the answer are printed as text (and a QR
+    /// code on a terminal) and carried to the other side by hand; only --stun servers are used.
+    #[arg(long)]
+    manual: bool,
     /// Trust this CA certificate (PEM) for https, besides the system's.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -74,6 +81,13 @@ pub struct SendArgs {
     /// The file name the receiver gets for standard input.
     #[arg(long, value_name = "NAME", default_value = "stdin")]
     name: String,
+    /// With --manual: also write the offer to FILE.
+    #[arg(long, value_name = "FILE", requires = "manual")]
+    offer_file: Option<PathBuf>,
+    /// With --manual: read the answer from FILE (waiting until it is written) instead of
+    /// standard input.
+    #[arg(long, value_name = "FILE", requires = "manual")]
+    answer_file: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -81,8 +95,9 @@ pub struct SendArgs {
 /// `switchboard receive`.
 #[derive(Args, Debug)]
 pub struct ReceiveArgs {
-    /// The code the sender printed (like 7-amber-crane-otter).
-    code: String,
+    /// The code the sender printed (like 7-amber-crane-otter). With --manual: the sender's
+    /// offer (sb1:...); `-` or none reads it from standard input.
+    code: Option<String>,
     /// `-`: write the (single) file to standard output.
     #[arg(value_name = "-")]
     stdout: Option<String>,
@@ -92,6 +107,12 @@ pub struct ReceiveArgs {
     /// Replace files that exist.
     #[arg(long)]
     overwrite: bool,
+    /// With --manual: read the offer from FILE (waiting until it is written; `-`: standard input).
+    #[arg(long, value_name = "FILE", requires = "manual")]
+    offer_file: Option<PathBuf>,
+    /// With --manual: also write the answer to FILE.
+    #[arg(long, value_name = "FILE", requires = "manual")]
+    answer_file: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -305,10 +326,11 @@ impl Reporter {
     }
 }
 
-/// Warnings (and more with `SWITCHBOARD_LOG=debug`) on stderr.
+/// Warnings (and more with `SWITCHBOARD_LOG=debug`) on stderr. Not sctp-proto's by default: it
+/// logs a peer's ABORT at the end of a transfer (aiortc closes that way) as an error.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sctp_proto=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -376,6 +398,12 @@ pub fn send(args: SendArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return r.fail(&e.into()),
     };
+    if args.common.manual {
+        return match runtime().block_on(manual::send(&args, sources, &mut r)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => r.fail(&f),
+        };
+    }
     match runtime().block_on(send_inner(&args, sources, &mut r)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => r.fail(&f),
@@ -411,6 +439,15 @@ async fn send_inner(
     // One pairing per code: the room is left either way.
     session.close().await;
     r.status(Status::Connected(route?));
+    send_files(link, sources, r).await
+}
+
+/// Once connected: the files go, and the receiver's `K` ends it.
+async fn send_files(
+    mut link: Link,
+    sources: Vec<files::Source>,
+    r: &mut Reporter,
+) -> Result<(), Failure> {
     let bytes = files::send(&mut link, sources, &mut |s| r.status(s)).await?;
     let _ = link.tx.send(Cmd::Close).await;
     r.done(bytes);
@@ -420,14 +457,39 @@ async fn send_inner(
 /// `switchboard receive`.
 pub fn receive(args: ReceiveArgs) -> ExitCode {
     let mut r = Reporter::new(args.common.json, "receiving");
-    let code = match Code::parse(&args.code) {
+    if args.common.manual {
+        return match manual::receive(&args, &mut r) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => r.fail(&f),
+        };
+    }
+    let Some(code) = args.code.as_deref() else {
+        return r.fail(&Failure::new(
+            2,
+            "usage",
+            "a code is required (or --manual with an offer)",
+        ));
+    };
+    let code = match Code::parse(code) {
         Ok(c) => c,
         Err(e) => return r.fail(&Failure::new(2, "usage", format!("bad code: {e}"))),
     };
-    let out = match args.stdout.as_deref() {
+    let out = match output(&args, args.stdout.as_deref()) {
+        Ok(o) => o,
+        Err(f) => return r.fail(&f),
+    };
+    match runtime().block_on(receive_inner(&args, &code, &out, &mut r)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => r.fail(&f),
+    }
+}
+
+/// Where to put what is received: `-` is standard output, else `--output`.
+fn output(args: &ReceiveArgs, stdout: Option<&str>) -> Result<Output, Failure> {
+    Ok(match stdout {
         Some("-") => Output::Stdout,
         Some(other) => {
-            return r.fail(&Failure::new(
+            return Err(Failure::new(
                 2,
                 "usage",
                 format!("unexpected argument {other:?} (use --output DIR, or - for stdout)"),
@@ -437,14 +499,7 @@ pub fn receive(args: ReceiveArgs) -> ExitCode {
             dir: args.output.clone(),
             overwrite: args.overwrite,
         },
-    };
-    if matches!(out, Output::Stdout) && !args.common.json {
-        // The data owns stdout; only messages on stderr.
-    }
-    match runtime().block_on(receive_inner(&args, &code, &out, &mut r)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => r.fail(&f),
-    }
+    })
 }
 
 async fn receive_inner(
@@ -474,6 +529,11 @@ async fn receive_inner(
         .map_err(|e| Failure::new(5, "connect", e.to_string()));
     session.close().await;
     r.status(Status::Connected(route?));
+    receive_files(link, out, r).await
+}
+
+/// Once connected: the files come in, each kept only when its hashes match.
+async fn receive_files(mut link: Link, out: &Output, r: &mut Reporter) -> Result<(), Failure> {
     let bytes = files::receive(&mut link, out, &mut |s| r.status(s)).await?;
     let _ = link.tx.send(Cmd::Close).await;
     r.done(bytes);

@@ -284,3 +284,513 @@ fn a_code_nobody_waits_under_fails_within_seconds() {
     assert!(err.contains("no sender is waiting under code 999"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
+
+// --- `--manual`: no server; the offer and answer pass through files -------------------------
+
+/// A child process whose output is collected; killed when dropped (a failing test leaves no
+/// process behind).
+struct Proc {
+    child: Child,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let drain = |mut p: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut b = Vec::new();
+                let _ = p.read_to_end(&mut b);
+                b
+            })
+        };
+        let out = child.stdout.take().map(|p| drain(Box::new(p)));
+        let err = child.stderr.take().map(|p| drain(Box::new(p)));
+        Proc { child, out, err }
+    }
+
+    /// Waits at most `limit`: (exit code, stdout, stderr); kills it after that.
+    fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let take = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.and_then(|h| h.join().ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let (out, err) = (take(self.out.take()), take(self.err.take()));
+        let Some(status) = status else {
+            panic!("did not finish within {limit:?}\nstdout: {out}\nstderr: {err}");
+        };
+        (status.code(), out, err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `switchboard send|receive --manual` on loopback; nothing listens at `--server`.
+fn manual_cli(verb: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([verb, "--manual", "--host-ip", "127.0.0.1", "--json"])
+        .args(["--server", "http://127.0.0.1:1"])
+        .args(args);
+    c
+}
+
+/// The aiortc peer (tests/peers/transfer_aiortc.py) on loopback.
+fn aiortc_peer(mode: &str, offer: &Path, answer: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(crate::common::venv_python());
+    c.arg(crate::common::peer_script("transfer_aiortc.py"))
+        .arg(mode)
+        .arg("--offer-file")
+        .arg(offer)
+        .arg("--answer-file")
+        .arg(answer)
+        .args(["--host-ip", "127.0.0.1"])
+        .args(args);
+    c
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().map(str::to_owned).collect()
+}
+
+/// A file, a tree with an empty file and one of two chunks, under `dir`; what they hold.
+fn sample(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let files = vec![
+        ("big.bin", bytes(1_000_000, 7)),
+        ("tree/a.txt", b"alpha\n".to_vec()),
+        ("tree/sub/b.bin", bytes(70_000, 8)),
+        ("tree/sub/empty", Vec::new()),
+    ];
+    for (p, data) in &files {
+        let p = dir.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    files
+}
+
+/// Everything arrived under `out`, byte for byte, and each reported hash is the content's.
+fn check_received(out: &Path, files: &[(&str, Vec<u8>)], reported: &[serde_json::Value]) {
+    assert_eq!(reported.len(), files.len(), "{reported:?}");
+    for (p, data) in files {
+        let got = std::fs::read(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(got == *data, "{p} differs");
+        let r = reported
+            .iter()
+            .find(|f| f["path"] == *p)
+            .unwrap_or_else(|| panic!("{p} not reported: {reported:?}"));
+        assert_eq!(r["sha256"], sha256_hex(data), "{p}");
+        assert_eq!(r["size"], data.len(), "{p}");
+    }
+}
+
+#[test]
+fn manual_cli_to_cli_through_files() {
+    let t = Instant::now();
+    let dir = tmp("manual-cli");
+    let files = sample(&dir);
+    let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
+    let (o, a) = (offer.to_str().unwrap(), answer.to_str().unwrap());
+    let big = dir.join("big.bin");
+    let tree = dir.join("tree");
+    let sender = Proc::start(&mut manual_cli(
+        "send",
+        &[
+            "--offer-file",
+            o,
+            "--answer-file",
+            a,
+            big.to_str().unwrap(),
+            tree.to_str().unwrap(),
+        ],
+    ));
+    // Started at once: the receiver waits for the offer file.
+    let receiver = Proc::start(&mut manual_cli(
+        "receive",
+        &[
+            "--offer-file",
+            o,
+            "--answer-file",
+            a,
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(45));
+    let (scode, sout, serr) = sender.finish(Duration::from_secs(10));
+    assert_eq!(
+        rcode,
+        Some(0),
+        "receive: {rout}\n{rerr}\nsend: {sout}\n{serr}"
+    );
+    assert_eq!(scode, Some(0), "send: {sout}\n{serr}");
+    let (slines, rlines) = (lines(&sout), lines(&rout));
+    // The texts shown are the files' contents, and they are short.
+    let o_event = &events(&slines, "offer")[0];
+    let a_event = &events(&rlines, "answer")[0];
+    let o_text = o_event["offer"].as_str().unwrap();
+    let a_text = a_event["answer"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(&offer).unwrap().trim(), o_text);
+    assert_eq!(std::fs::read_to_string(&answer).unwrap().trim(), a_text);
+    assert!(o_text.starts_with("sb1:") && o_text.len() < 200, "{o_text}");
+    assert!(a_text.starts_with("sb1:") && a_text.len() < 200, "{a_text}");
+    assert_eq!(
+        o_event["candidates"][0].as_str().unwrap().split(' ').next(),
+        Some("host")
+    );
+    for l in [&slines, &rlines] {
+        assert_eq!(events(l, "connected")[0]["route"], "direct", "{l:?}");
+    }
+    check_received(&out, &files, &events(&rlines, "file"));
+    assert_eq!(events(&slines, "file").len(), 4);
+    assert_eq!(events(&rlines, "done")[0]["bytes"], 1_000_000 + 6 + 70_000);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "manual CLI -> CLI in {:?} (data phase {} s)",
+        t.elapsed(),
+        events(&rlines, "done")[0]["seconds"]
+    );
+}
+
+#[test]
+fn manual_cli_to_aiortc() {
+    let t = Instant::now();
+    let dir = tmp("manual-to-aiortc");
+    let files = sample(&dir);
+    let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
+    std::fs::create_dir_all(&out).unwrap();
+    let (o, a) = (offer.to_str().unwrap(), answer.to_str().unwrap());
+    let big = dir.join("big.bin");
+    let tree = dir.join("tree");
+    let sender = Proc::start(&mut manual_cli(
+        "send",
+        &[
+            "--offer-file",
+            o,
+            "--answer-file",
+            a,
+            big.to_str().unwrap(),
+            tree.to_str().unwrap(),
+        ],
+    ));
+    let peer = Proc::start(&mut aiortc_peer(
+        "receive",
+        &offer,
+        &answer,
+        &["--output", out.to_str().unwrap()],
+    ));
+    let (pcode, pout, perr) = peer.finish(Duration::from_secs(50));
+    let (scode, sout, serr) = sender.finish(Duration::from_secs(10));
+    assert_eq!(
+        pcode,
+        Some(0),
+        "aiortc: {pout}\n{perr}\nsend: {sout}\n{serr}"
+    );
+    assert_eq!(scode, Some(0), "send: {sout}\n{serr}");
+    let result: serde_json::Value = serde_json::from_str(pout.trim()).expect("aiortc's JSON line");
+    // aiortc checked every chunk and file hash against C and E; what it kept is what was sent,
+    // and the hashes it computed are the sender's.
+    let reported = result["files"].as_array().unwrap();
+    check_received(&out, &files, reported);
+    let sent = events(&lines(&sout), "file");
+    for f in reported {
+        assert!(
+            sent.iter()
+                .any(|s| s["path"] == f["path"] && s["sha256"] == f["sha256"]),
+            "{f} not among the sender's {sent:?}"
+        );
+    }
+    assert_eq!(
+        result["pair"]["remote"].as_str().unwrap().split(' ').next(),
+        Some("host")
+    );
+    assert_eq!(events(&lines(&sout), "connected")[0]["route"], "direct");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("manual CLI -> aiortc in {:?}", t.elapsed());
+}
+
+#[test]
+fn manual_aiortc_to_cli() {
+    let t = Instant::now();
+    let dir = tmp("manual-from-aiortc");
+    let files = sample(&dir);
+    let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
+    let big = dir.join("big.bin");
+    let tree = dir.join("tree");
+    let peer = Proc::start(&mut aiortc_peer(
+        "send",
+        &offer,
+        &answer,
+        &[big.to_str().unwrap(), tree.to_str().unwrap()],
+    ));
+    let receiver = Proc::start(&mut manual_cli(
+        "receive",
+        &[
+            "--offer-file",
+            offer.to_str().unwrap(),
+            "--answer-file",
+            answer.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(50));
+    let (pcode, pout, perr) = peer.finish(Duration::from_secs(10));
+    assert_eq!(
+        rcode,
+        Some(0),
+        "receive: {rout}\n{rerr}\naiortc: {pout}\n{perr}"
+    );
+    assert_eq!(pcode, Some(0), "aiortc: {pout}\n{perr}");
+    let rlines = lines(&rout);
+    check_received(&out, &files, &events(&rlines, "file"));
+    // aiortc had every file acknowledged (A) and then K.
+    let result: serde_json::Value = serde_json::from_str(pout.trim()).expect("aiortc's JSON line");
+    assert_eq!(result["acked"].as_array().unwrap().len(), 4, "{result}");
+    assert_eq!(events(&rlines, "connected")[0]["route"], "direct");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("manual aiortc -> CLI in {:?}", t.elapsed());
+}
+
+#[test]
+fn manual_aiortc_with_a_wrong_file_hash_is_refused() {
+    let dir = tmp("manual-corrupt");
+    let data = bytes(200_000, 9);
+    std::fs::write(dir.join("c.bin"), &data).unwrap();
+    let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
+    let peer = Proc::start(&mut aiortc_peer(
+        "send",
+        &offer,
+        &answer,
+        &["--corrupt", dir.join("c.bin").to_str().unwrap()],
+    ));
+    let receiver = Proc::start(&mut manual_cli(
+        "receive",
+        &[
+            "--offer-file",
+            offer.to_str().unwrap(),
+            "--answer-file",
+            answer.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(50));
+    let (pcode, pout, perr) = peer.finish(Duration::from_secs(10));
+    assert_eq!(
+        rcode,
+        Some(6),
+        "receive: {rout}\n{rerr}\naiortc: {pout}\n{perr}"
+    );
+    assert_eq!(events(&lines(&rout), "error")[0]["kind"], "integrity");
+    assert!(rerr.contains("integrity check failed: c.bin"), "{rerr}");
+    // The receiver told aiortc why (X), and kept nothing.
+    assert_eq!(pcode, Some(1), "aiortc: {pout}\n{perr}");
+    assert!(perr.contains("integrity check failed"), "{perr}");
+    let left: Vec<_> = if out.exists() { walk(&out) } else { Vec::new() };
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn manual_malformed_offer_and_answer_exit_2() {
+    let dir = tmp("manual-malformed");
+    std::fs::write(dir.join("f.txt"), b"x").unwrap();
+    let recv = |args: &[&str]| {
+        crate::common::run(
+            manual_cli("receive", args).stdin(Stdio::null()),
+            Duration::from_secs(20),
+        )
+    };
+    // Not sb1: text; cut short; an answer where the offer goes; --relay-only without a server.
+    let r = recv(&["hello"]);
+    assert_eq!(r.status.code(), Some(2), "{}", crate::common::text(&r));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("malformed offer"));
+    let r = recv(&["sb1:TwB8MO5k9wa01Owxvey"]);
+    assert_eq!(r.status.code(), Some(2), "{}", crate::common::text(&r));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cut short"));
+    assert_eq!(
+        events(&lines(&String::from_utf8_lossy(&r.stdout)), "error")[0]["kind"],
+        "usage"
+    );
+    // A sender's offer, then a malformed answer in its answer file.
+    let (offer, answer) = (dir.join("offer"), dir.join("answer"));
+    std::fs::write(&answer, "an old answer\n").unwrap();
+    let sender = Proc::start(&mut manual_cli(
+        "send",
+        &[
+            "--offer-file",
+            offer.to_str().unwrap(),
+            "--answer-file",
+            answer.to_str().unwrap(),
+            dir.join("f.txt").to_str().unwrap(),
+        ],
+    ));
+    let t = Instant::now();
+    while !offer.exists() {
+        assert!(t.elapsed() < Duration::from_secs(15), "no offer file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let offer_text = std::fs::read_to_string(&offer).unwrap();
+    let r = recv(&[offer_text.trim().replacen("sb1:Tw", "sb1:QQ", 1).as_str()]);
+    assert_eq!(r.status.code(), Some(2), "{}", crate::common::text(&r));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("this is an answer, not an offer"),
+        "{}",
+        crate::common::text(&r)
+    );
+    // The sender took the file's old content for stale and waits; an offer is no answer.
+    std::fs::write(&answer, &offer_text).unwrap();
+    let (code, out, err) = sender.finish(Duration::from_secs(15));
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(err.contains("this is an offer, not an answer"), "{err}");
+    let r = crate::common::run(
+        manual_cli(
+            "send",
+            &["--relay-only", dir.join("f.txt").to_str().unwrap()],
+        )
+        .stdin(Stdio::null()),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status.code(), Some(2), "{}", crate::common::text(&r));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child whose stdout lines arrive on a channel as they are printed; killed when dropped.
+struct Lines {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Lines {
+    fn start(cmd: &mut Command) -> Lines {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let err = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        }));
+        Lines { child, lines, err }
+    }
+
+    /// The first line starting with `word `, its rest.
+    fn expect(&self, word: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix(&format!("{word} ")) {
+                        return rest.to_string();
+                    }
+                }
+                Err(_) => panic!("no `{word} ...` line"),
+            }
+        }
+    }
+
+    /// Waits at most `limit`: (exit code, stderr).
+    fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + limit;
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = self.err.take().and_then(|h| h.join().ok());
+                panic!("did not finish within {limit:?}: {err:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let err = self
+            .err
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (code, err)
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The way a person uses it, without files or `--json`: the sender's offer given as the
+/// receiver's argument, the receiver's whole `answer sb1:…` line pasted on the sender's stdin.
+#[test]
+fn manual_offer_as_argument_and_answer_on_stdin() {
+    let dir = tmp("manual-stdin");
+    let data = bytes(300_000, 10);
+    std::fs::write(dir.join("s.bin"), &data).unwrap();
+    let out = dir.join("out");
+    let plain = |verb: &str| {
+        let mut c = Command::new(BIN);
+        c.args([verb, "--manual", "--host-ip", "127.0.0.1"]);
+        c
+    };
+    let mut sender = Lines::start(plain("send").arg(dir.join("s.bin")));
+    let offer = sender.expect("offer");
+    assert!(offer.starts_with("sb1:"), "{offer}");
+    let receiver = Lines::start(plain("receive").arg(&offer).arg("--output").arg(&out));
+    let answer = receiver.expect("answer");
+    let mut stdin = sender.child.stdin.take().unwrap();
+    writeln!(stdin, "\nanswer {answer}").unwrap();
+    let (rcode, rerr) = receiver.finish(Duration::from_secs(40));
+    let (scode, serr) = sender.finish(Duration::from_secs(10));
+    assert_eq!(rcode, Some(0), "receive: {rerr}\nsend: {serr}");
+    assert_eq!(scode, Some(0), "send: {serr}");
+    assert!(std::fs::read(out.join("s.bin")).unwrap() == data);
+    assert!(serr.contains("connected directly"), "{serr}");
+    assert!(
+        rerr.contains(&format!("s.bin 300000 bytes sha256 {}", sha256_hex(&data))),
+        "{rerr}"
+    );
+    // Not a terminal: no QR code.
+    assert!(
+        !serr.contains('\u{2588}') && !rerr.contains('\u{2588}'),
+        "{serr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
