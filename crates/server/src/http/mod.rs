@@ -483,13 +483,14 @@ impl Conns {
     /// Serves one connection (plain, or after its TLS handshake) holding its slot `guard`, which
     /// is freed when the socket goes, wherever it went (an upgraded WebSocket too). `local` is
     /// the server side's address (the [`Surface`] of a main listener depends on it).
-    pub(crate) async fn serve<I>(
+    pub(crate) fn serve<I>(
         &self,
         io: I,
         guard: ConnGuard,
         peer: SocketAddr,
         local: Option<SocketAddr>,
-    ) where
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let surface = if self.options.admin {
@@ -498,16 +499,21 @@ impl Conns {
             Surface::of_local(local.map(|a| a.ip()))
         };
         let io = Guarded { io, _guard: guard };
-        serve(
-            &self.builders,
-            io,
+        let service = ConnService {
+            router: self.router.clone(),
             peer,
             surface,
-            self.router.clone(),
-            &self.options,
+            body_rate: self.options.body_rate,
+            requested: Arc::new(AtomicBool::new(false)),
+        };
+        serve(
+            self.builders.clone(),
+            io,
+            service,
+            peer,
+            self.options.first_request,
             self.stop.clone(),
         )
-        .await
     }
 }
 
@@ -564,7 +570,7 @@ pub(crate) fn spawn(
             // connection's (an idle SSE stream's, say) was the TLS one's, three times its own.
             match tls.clone() {
                 None => {
-                    tokio::spawn(async move { conns.serve(tcp, guard, peer, local).await });
+                    tokio::spawn(conns.serve(tcp, guard, peer, local));
                 }
                 Some(acceptor) => {
                     tokio::spawn(async move {
@@ -648,6 +654,39 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
 
 /// Metric: HTTP connections closed because no request arrived in time.
 const FIRST_REQUEST_TIMEOUTS: &str = "switchboard_http_first_request_timeouts_total";
+
+/// The router as the hyper service of one connection, which notes that a request came.
+#[derive(Clone)]
+struct ConnService {
+    router: Router,
+    peer: SocketAddr,
+    surface: Surface,
+    body_rate: Option<BodyRate>,
+    requested: Arc<AtomicBool>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response;
+    type Error = Infallible;
+    // Boxed: hyper keeps room for this future for the connection's life (a kept-alive
+    // connection's, an SSE stream's), and the router's is large and lives for one request.
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.requested.store(true, Ordering::Relaxed);
+        // gRPC streams are long-lived and may stay quiet: no minimum rate for them.
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let rate = if grpc { None } else { self.body_rate };
+        let mut request = request.map(|body| MinRateBody::new(body, rate));
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.surface);
+        let response = self.router.clone().call(request);
+        Box::pin(async move { Ok(response.await.into_response()) })
+    }
+}
 
 /// hyper's HTTP/1 and HTTP/2 connection settings.
 struct Builders {
@@ -776,65 +815,52 @@ where
 /// version (hyper-util's auto connection holds room for both, twice an HTTP/1 connection's size,
 /// and handed hyper the sniffed bytes alone, which doubled its read buffer). The HTTP/2
 /// connection is boxed: a task is as large as its largest state.
-async fn serve<I>(
-    builders: &Builders,
+#[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+fn serve<I>(
+    builders: Arc<Builders>,
     mut io: I,
+    service: ConnService,
     peer: SocketAddr,
-    surface: Surface,
-    router: Router,
-    options: &ConnOptions,
+    first_request: Duration,
     mut stop: watch::Receiver<bool>,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let requested = Arc::new(AtomicBool::new(false));
-    let seen = requested.clone();
-    let body_rate = options.body_rate;
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        seen.store(true, Ordering::Relaxed);
-        // gRPC streams are long-lived and may stay quiet: no minimum rate for them.
-        let grpc = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let rate = if grpc { None } else { body_rate };
-        let mut request = request.map(|body| MinRateBody::new(body, rate));
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(surface);
-        let mut router = router.clone();
-        async move { Ok::<_, Infallible>(router.call(request).await.into_response()) }
-    });
-    // Boxed, and dropped once it has done its work: an idle connection keeps no timer.
-    let mut first = Some(Box::pin(tokio::time::sleep(options.first_request)));
-    let mut head = [0u8; 24];
-    let sniffed = tokio::select! {
-        r = sniff(&mut io, &mut head) => r,
-        () = first.as_mut().expect("set above") => {
-            metrics::counter!(FIRST_REQUEST_TIMEOUTS).increment(1);
-            tracing::debug!(%peer, "HTTP connection sent no request in time: closed");
-            return;
+    async move {
+        // Boxed, and dropped once it has done its work: an idle connection keeps no timer.
+        let mut first = Some(Box::pin(tokio::time::sleep(first_request)));
+        let mut head = [0u8; 24];
+        let sniffed = tokio::select! {
+            r = sniff(&mut io, &mut head) => r,
+            () = first.as_mut().expect("set above") => {
+                metrics::counter!(FIRST_REQUEST_TIMEOUTS).increment(1);
+                tracing::debug!(%peer, "HTTP connection sent no request in time: closed");
+                return;
+            }
+            _ = crate::stopped(&mut stop) => return,
+        };
+        let (h2, len) = match sniffed {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                return;
+            }
+        };
+        let requested = service.requested.clone();
+        let io = TokioIo::new(Sniffed {
+            io,
+            head,
+            pos: 0,
+            len: len as u8,
+        });
+        if h2 {
+            let mut conn = Box::pin(builders.h2.serve_connection(io, service));
+            run_conn(conn.as_mut(), first, &requested, peer, stop).await
+        } else {
+            let conn = builders.h1.serve_connection(io, service).with_upgrades();
+            run_conn(std::pin::pin!(conn), first, &requested, peer, stop).await
         }
-        _ = crate::stopped(&mut stop) => return,
-    };
-    let (h2, len) = match sniffed {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-            return;
-        }
-    };
-    let io = TokioIo::new(Sniffed {
-        io,
-        head,
-        pos: 0,
-        len: len as u8,
-    });
-    if h2 {
-        let mut conn = Box::pin(builders.h2.serve_connection(io, service));
-        run_conn(conn.as_mut(), first, &requested, peer, stop).await
-    } else {
-        let conn = builders.h1.serve_connection(io, service).with_upgrades();
-        run_conn(std::pin::pin!(conn), first, &requested, peer, stop).await
     }
 }
 
@@ -864,7 +890,7 @@ async fn run_conn<C: HttpConn + ?Sized>(
             }
             _ = crate::stopped(&mut stop) => {
                 conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(5), conn.as_mut())).await;
                 return;
             }
         }
