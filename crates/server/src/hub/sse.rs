@@ -11,18 +11,23 @@
 //! interval. The session's `Disconnect` push is the final event; after an unsubscribe 2500
 //! ("insufficient state") the stream ends too, so the client reconnects and recovers.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hyper::body::Frame;
 use switchboard_hub::codes::{self, disconnect, unsubscribe};
-use switchboard_hub::proto;
-use tokio::sync::mpsc;
+use switchboard_hub::{proto, Session, SharedPush};
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::ctx::Ctx;
 use super::error::ApiError;
@@ -129,64 +134,18 @@ async fn start(
         positions[i] = top;
     }
 
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
-    let write_timeout = ctx.idle;
-    let send = move |bytes: Bytes| {
-        let tx = tx.clone();
-        async move {
-            matches!(
-                tokio::time::timeout(write_timeout, tx.send(Ok(bytes))).await,
-                Ok(Ok(()))
-            )
-        }
+    // The events go to hyper through a pipe of PIPE_EVENTS: a client that stops reading blocks
+    // the task, which ends the stream after the write timeout. The first events (replies,
+    // recovered publications) are in it from the start.
+    let pipe = Arc::new(Pipe::new(initial));
+    let stream = Stream {
+        session,
+        channels,
+        positions,
+        tx: Sender(pipe.clone()),
+        write_timeout: ctx.idle,
     };
-    let mut stop = ctx.stop.clone();
-    let ping = ctx.ping;
-    tokio::spawn(async move {
-        let mut ok = true;
-        for e in initial {
-            if !send(e).await {
-                ok = false;
-                break;
-            }
-        }
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + ping, ping);
-        while ok {
-            tokio::select! {
-                _ = crate::stopped(&mut stop) => {
-                    let d = codes::disconnect_message(disconnect::SHUTDOWN);
-                    session.disconnect(d.clone());
-                    let push = proto::Push { push: Some(proto::push::Push::Disconnect(d)) };
-                    send(event(None, &frame::push_json(&push))).await;
-                    break;
-                }
-                _ = heartbeat.tick() => ok = send(Bytes::from_static(b": ping\n\n")).await,
-                push = session.recv() => {
-                    let Some(push) = push else { break };
-                    let mut id = None;
-                    let mut last = false;
-                    match &push.push {
-                        Some(proto::push::Push::Publication(p)) if p.offset > 0 => {
-                            if let Some(i) = channels.iter().position(|c| *c == p.channel) {
-                                positions[i] = Some(proto::StreamPosition {
-                                    offset: p.offset,
-                                    epoch: p.epoch.clone(),
-                                });
-                                id = Some(cursor::encode(&positions));
-                            }
-                        }
-                        Some(proto::push::Push::Disconnect(_)) => last = true,
-                        Some(proto::push::Push::Unsubscribe(u)) => {
-                            last = u.code == unsubscribe::INSUFFICIENT_STATE;
-                        }
-                        _ => {}
-                    }
-                    ok = send(event(id.as_deref(), &frame::push_json(&push))).await && !last;
-                }
-            }
-        }
-        session.close().await;
-    });
+    tokio::spawn(pump(stream, ctx.stop.clone(), ctx.ping));
 
     Ok((
         StatusCode::OK,
@@ -195,7 +154,238 @@ async fn start(
             (header::CACHE_CONTROL, "no-cache"),
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
-        Body::from_stream(ReceiverStream::new(rx)),
+        Body::new(Events(pipe)),
     )
         .into_response())
+}
+
+/// One stream's state in its task.
+struct Stream {
+    session: Session,
+    channels: Vec<String>,
+    /// Each channel's position, for event ids.
+    positions: Vec<Option<proto::StreamPosition>>,
+    tx: Sender,
+    /// A client that does not take an event within this long ends the stream.
+    write_timeout: Duration,
+}
+
+impl Stream {
+    async fn send(&self, bytes: Bytes) -> bool {
+        matches!(
+            tokio::time::timeout(self.write_timeout, self.tx.send(bytes)).await,
+            Ok(true)
+        )
+    }
+
+    /// Writes a push as an event; false ends the stream.
+    async fn push(&mut self, push: Arc<SharedPush>) -> bool {
+        let mut id = None;
+        let mut last = false;
+        match &push.push {
+            Some(proto::push::Push::Publication(p)) if p.offset > 0 => {
+                if let Some(i) = self.channels.iter().position(|c| *c == p.channel) {
+                    self.positions[i] = Some(proto::StreamPosition {
+                        offset: p.offset,
+                        epoch: p.epoch.clone(),
+                    });
+                    id = Some(cursor::encode(&self.positions));
+                }
+            }
+            Some(proto::push::Push::Disconnect(_)) => last = true,
+            Some(proto::push::Push::Unsubscribe(u)) => {
+                last = u.code == unsubscribe::INSUFFICIENT_STATE;
+            }
+            _ => {}
+        }
+        let bytes = event(id.as_deref(), &frame::push_json(&push));
+        drop(push);
+        self.send(bytes).await && !last
+    }
+
+    /// Shutdown: the disconnect event, the last.
+    async fn shut_down(&self) {
+        let d = codes::disconnect_message(disconnect::SHUTDOWN);
+        self.session.disconnect(d.clone());
+        let push = proto::Push {
+            push: Some(proto::push::Push::Disconnect(d)),
+        };
+        self.send(event(None, &frame::push_json(&push))).await;
+    }
+}
+
+/// What woke a stream's task.
+enum Wake {
+    Stop,
+    Gone,
+    Heartbeat,
+    Push(Option<Arc<SharedPush>>),
+}
+
+/// A stream's task: the session's pushes and the heartbeats into the pipe, until the session or
+/// the connection ends (a connection that closes ends it at once), or the server stops. What
+/// it holds while it waits is what an idle stream costs: the handling of what woke it is a
+/// future of its own.
+async fn pump(mut st: Stream, mut stop: watch::Receiver<bool>, ping: Duration) {
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + ping, ping);
+    loop {
+        let wake = tokio::select! {
+            _ = crate::stopped(&mut stop) => Wake::Stop,
+            () = st.tx.gone() => Wake::Gone,
+            _ = heartbeat.tick() => Wake::Heartbeat,
+            push = st.session.recv() => Wake::Push(push),
+        };
+        let go_on = match wake {
+            Wake::Stop => {
+                Box::pin(st.shut_down()).await;
+                false
+            }
+            Wake::Gone | Wake::Push(None) => false,
+            Wake::Heartbeat => st.send(Bytes::from_static(b": ping\n\n")).await,
+            Wake::Push(Some(push)) => st.push(push).await,
+        };
+        if !go_on {
+            break;
+        }
+    }
+    let Stream { session, tx, .. } = st;
+    // The body ends once hyper has taken what is queued.
+    drop(tx);
+    Box::pin(session.close()).await;
+}
+
+/// Events queued between a stream's task and hyper at most.
+const PIPE_EVENTS: usize = 16;
+
+/// The events of one stream, from its task ([`Sender`]) to hyper ([`Events`], the body). Lighter
+/// than a tokio channel (whose first block alone, 32 slots, is 1 KiB).
+struct Pipe(std::sync::Mutex<PipeState>);
+
+struct PipeState {
+    events: VecDeque<Bytes>,
+    /// The task is done: the body ends once `events` is empty.
+    ended: bool,
+    /// hyper dropped the body: the connection is gone.
+    gone: bool,
+    /// The body, waiting for an event.
+    reader: Option<Waker>,
+    /// The task, waiting for room or for the body to go.
+    writer: Option<Waker>,
+}
+
+impl Pipe {
+    fn new(first: Vec<Bytes>) -> Self {
+        Pipe(std::sync::Mutex::new(PipeState {
+            events: VecDeque::from(first),
+            ended: false,
+            gone: false,
+            reader: None,
+            writer: None,
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sets `slot` to `cx`'s waker (unless it is that already).
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
+/// The task's end of a [`Pipe`]; dropping it ends the body.
+struct Sender(Arc<Pipe>);
+
+impl Sender {
+    /// Queues an event once there is room; false when the body is gone.
+    async fn send(&self, bytes: Bytes) -> bool {
+        let mut bytes = Some(bytes);
+        std::future::poll_fn(|cx| {
+            let mut st = self.0.state();
+            if st.gone {
+                return Poll::Ready(false);
+            }
+            if st.events.len() >= PIPE_EVENTS {
+                register(&mut st.writer, cx);
+                return Poll::Pending;
+            }
+            st.events.extend(bytes.take());
+            if let Some(w) = st.reader.take() {
+                w.wake();
+            }
+            Poll::Ready(true)
+        })
+        .await
+    }
+
+    /// Resolves once the body is gone (the connection closed).
+    async fn gone(&self) {
+        std::future::poll_fn(|cx| {
+            let mut st = self.0.state();
+            if st.gone {
+                return Poll::Ready(());
+            }
+            register(&mut st.writer, cx);
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.ended = true;
+        if let Some(w) = st.reader.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The response body: the [`Pipe`]'s events.
+struct Events(Arc<Pipe>);
+
+impl hyper::body::Body for Events {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let mut st = self.0.state();
+        let was_full = st.events.len() >= PIPE_EVENTS;
+        let Some(bytes) = st.events.pop_front() else {
+            if st.ended {
+                return Poll::Ready(None);
+            }
+            register(&mut st.reader, cx);
+            return Poll::Pending;
+        };
+        if st.events.is_empty() && st.events.capacity() > PIPE_EVENTS {
+            // Many recovered publications were queued at the start: let their room go.
+            st.events = VecDeque::new();
+        }
+        if was_full {
+            // The task may be waiting for room (else it is woken for nothing, once).
+            if let Some(w) = st.writer.take() {
+                w.wake();
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.gone = true;
+        st.events.clear();
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+    }
 }

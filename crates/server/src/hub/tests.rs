@@ -212,6 +212,72 @@ async fn sse_resumes_from_the_subscribe_reply_when_nothing_was_published_yet() {
     );
 }
 
+/// The next chunk of an SSE body (one event each), within 5 s.
+async fn next_chunk<S>(body: &mut S) -> Option<Bytes>
+where
+    S: futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .expect("a chunk or the end in time")
+        .map(|c| c.unwrap())
+}
+
+/// Waits up to `limit` for `done`; whether it came.
+async fn within(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn sse_session_ends_as_soon_as_the_client_is_gone() {
+    let f = fixture(Settings::default());
+    let r = get(&f.router, "/v1/sse?channel=news", &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.into_body().into_data_stream();
+    next_chunk(&mut body).await.expect("the connect reply");
+    next_chunk(&mut body).await.expect("the subscribe reply");
+    assert_eq!(f.hub.connection_count(), 1);
+    // hyper drops the body when the connection closes: the session ends then, not at the next
+    // heartbeat or publication.
+    drop(body);
+    assert!(within(Duration::from_secs(2), || f.hub.connection_count() == 0).await);
+}
+
+#[tokio::test]
+async fn sse_client_that_stops_reading_is_ended_after_the_write_timeout() {
+    let mut settings = Settings::default();
+    settings.http.idle_timeout = Duration::from_millis(300);
+    let f = fixture(settings);
+    let r = get(&f.router, "/v1/sse?channel=news", &[]).await;
+    let mut body = r.into_body().into_data_stream();
+    next_chunk(&mut body).await.expect("the connect reply");
+    next_chunk(&mut body).await.expect("the subscribe reply");
+    // Nothing is read any more: the stream queues 16 events, then waits for room.
+    for n in 0..40 {
+        publish(&f.hub, "news", n).await;
+    }
+    let started = Instant::now();
+    assert!(within(Duration::from_secs(3), || f.hub.connection_count() == 0).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    // What was queued is still delivered, then the body ends.
+    let mut queued = 0;
+    while next_chunk(&mut body).await.is_some() {
+        queued += 1;
+    }
+    assert_eq!(queued, 16);
+}
+
 #[tokio::test]
 async fn client_publish_body_is_limited_like_a_websocket_message() {
     let f = fixture(Settings::default());
