@@ -442,6 +442,101 @@ fn stun_over_tcp_bounds_each_frame_and_idle_connections_cost_little() {
     assert_eq!(still_open, 0);
 }
 
+/// One server WebSocket frame's payload (unmasked, no extension), read from `s`.
+fn ws_read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head)?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            s.read_exact(&mut n)?;
+            u64::from(u16::from_be_bytes(n))
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            s.read_exact(&mut n)?;
+            u64::from_be_bytes(n)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload)?;
+    Ok(payload)
+}
+
+#[test]
+fn idle_websockets_cost_little() {
+    let _heavy = crate::common::heavy();
+    raise_nofile();
+    let server = http_server(&["--http-max-connections-per-ip", "0"]);
+    let addr = server.addr("http", "tcp");
+    let pid = server.child.id();
+    // Connected and subscribed to one channel, then silent, like bench/idle.sh's: the upgrade,
+    // `connect` and `subscribe` go in one write (hyper hands the bytes after the request to the
+    // WebSocket), every connection is opened before any answer is read.
+    let open = |range: std::ops::Range<usize>| -> Vec<TcpStream> {
+        let mut request = format!(
+            "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: switchboard.json\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend(ws_frame(0x1, br#"{"id":1,"connect":{}}"#));
+        request.extend(ws_frame(0x1, br#"{"id":2,"subscribe":{"channel":"idle"}}"#));
+        let mut conns: Vec<TcpStream> = range
+            .map(|i| {
+                let host: IpAddr = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250)
+                    .parse()
+                    .unwrap();
+                let mut s = connect_from(host, addr).unwrap();
+                s.write_all(&request).unwrap();
+                s
+            })
+            .collect();
+        for s in &mut conns {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut byte).expect("the upgrade answer");
+                head.push(byte[0]);
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+            for method in ["\"connect\"", "\"subscribe\""] {
+                let reply = String::from_utf8(ws_read_frame(s).expect("a reply")).unwrap();
+                assert!(reply.contains(method), "{reply}");
+            }
+        }
+        conns
+    };
+    let mut idle = open(0..500);
+    std::thread::sleep(Duration::from_millis(700));
+    let before = rss(pid);
+    idle.extend(open(500..4500));
+    // The lowest of several readings once idle (see the STUN/TCP test above).
+    let mut low = u64::MAX;
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..4 {
+        low = low.min(rss(pid));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let per_conn = low.saturating_sub(before) / 4000;
+    eprintln!("an idle WebSocket costs {per_conn} bytes");
+    // The bound is issue 21's goal for a release build, 8 KiB (bench/idle.sh: ~5.7 KB there).
+    // The debug build the tests run measures about the same here, ~5.1-5.3 KB, so the goal
+    // itself is the bound; before issue 21's changes it measured ~12.8-13.1 KB (a 5.8 KB task
+    // per connection, a 4 KiB read buffer).
+    assert!(
+        per_conn <= 8 * 1024,
+        "an idle WebSocket costs {per_conn} bytes"
+    );
+    drop(idle);
+}
+
 #[test]
 fn pages_of_other_origins_cannot_use_the_hub() {
     let server = http_server(&["--allow-origin", "https://app.example.com"]);
