@@ -483,6 +483,7 @@ impl Agent {
             .pending
             .take()
             .ok_or_else(|| PeerError::Sdp("an answer without an offer".into()))?;
+        self.catch_up()?;
         self.rtc.sdp_api().accept_answer(pending, answer)?;
         Ok(())
     }
@@ -491,9 +492,19 @@ impl Agent {
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, PeerError> {
         tracing::debug!(%sdp, "offer");
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.catch_up()?;
         let answer = self.rtc.sdp_api().accept_offer(offer)?;
         tracing::debug!(sdp = %answer.to_sdp_string(), "answer");
         Ok(answer.to_sdp_string())
+    }
+
+    /// Brings str0m's clock to now. It has not been driven since gathering, and applying the
+    /// peer's description starts DTLS from its last known time: 40 s or more after gathering
+    /// (`--manual`, where the offer and answer travel by hand) the DTLS handshake deadline
+    /// was already past, and the handshake failed at once.
+    fn catch_up(&mut self) -> Result<(), PeerError> {
+        self.rtc.handle_input(Input::Timeout(Instant::now()))?;
+        Ok(())
     }
 
     /// Spawns the run loop; talk to it through the [`Link`].

@@ -794,3 +794,52 @@ fn manual_offer_as_argument_and_answer_on_stdin() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The receiver comes 42 s after the offer was printed (someone walks to the other machine):
+/// the sender's DTLS starts from the time the answer arrives, not from gathering (str0m's DTLS
+/// handshake deadline is 40 s). About 45 s.
+#[test]
+fn manual_receiver_starting_late() {
+    let dir = tmp("manual-late");
+    let data = bytes(200_000, 11);
+    std::fs::write(dir.join("late.bin"), &data).unwrap();
+    let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
+    let (o, a) = (offer.to_str().unwrap(), answer.to_str().unwrap());
+    let sender = Proc::start(&mut manual_cli(
+        "send",
+        &[
+            "--offer-file",
+            o,
+            "--answer-file",
+            a,
+            dir.join("late.bin").to_str().unwrap(),
+        ],
+    ));
+    let t = Instant::now();
+    while !offer.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no offer file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(42));
+    let receiver = Proc::start(&mut manual_cli(
+        "receive",
+        &[
+            "--offer-file",
+            o,
+            "--answer-file",
+            a,
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(15));
+    let (scode, sout, serr) = sender.finish(Duration::from_secs(5));
+    assert_eq!(
+        rcode,
+        Some(0),
+        "receive: {rout}\n{rerr}\nsend: {sout}\n{serr}"
+    );
+    assert_eq!(scode, Some(0), "send: {sout}\n{serr}");
+    assert!(std::fs::read(out.join("late.bin")).unwrap() == data);
+    let _ = std::fs::remove_dir_all(&dir);
+}
