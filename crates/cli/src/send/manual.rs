@@ -345,7 +345,10 @@ async fn receive_inner(
         args.answer_file.as_deref(),
         data_on_stdout,
     )?;
-    r.note("give this answer to the sender (paste it, or scan the QR code); connecting...");
+    r.note(
+        "give this answer to the sender within 30 s (paste it, or scan the QR code); \
+         connecting...",
+    );
     let mut link = agent.start();
     let route = files::opened(&mut link)
         .await
