@@ -238,10 +238,9 @@ async fn connection(
         _ = crate::stopped(&mut stopping) => return,
         c = Box::pin(classify_conn(tcp, peer, &mux, deadline)) => c,
     };
-    let conn = match conn {
-        Ok(c) => c,
-        Err(why) => return unclassified(peer, why),
-    };
+    // Counted where it failed, while the socket was still open (a client that sees the close
+    // finds the metric already counted).
+    let Ok(conn) = conn else { return };
     match conn {
         Conn::Http(tcp) => {
             let Some(guard) = take_slot(mux.http.limiter(), peer, pending) else {
@@ -286,14 +285,15 @@ async fn classify_conn(
     deadline: Instant,
 ) -> Result<Conn, Unclassified> {
     let kind = match tokio::time::timeout_at(deadline, peek_kind(&tcp)).await {
-        Ok(k) => k?,
-        Err(_) => return Err(Unclassified::Timeout),
+        Ok(Ok(k)) => k,
+        Ok(Err(why)) => return Err(unclassified(peer, why)),
+        Err(_) => return Err(unclassified(peer, Unclassified::Timeout)),
     };
     match kind {
         Kind::Http => Ok(Conn::Http(tcp)),
         Kind::Stun => Ok(Conn::Stun(tcp)),
         Kind::Tls => tls(tcp, peer, mux, deadline).await,
-        Kind::Unknown | Kind::More => Err(Unclassified::Unknown),
+        Kind::Unknown | Kind::More => Err(unclassified(peer, Unclassified::Unknown)),
     }
 }
 
@@ -310,9 +310,11 @@ fn classified(protocol: &'static str) {
     metrics::counter!(CLASSIFIED, "protocol" => protocol).increment(1);
 }
 
-fn unclassified(peer: SocketAddr, why: Unclassified) {
+/// Counts and logs a connection that is about to be closed unclassified; returns `why`.
+fn unclassified(peer: SocketAddr, why: Unclassified) -> Unclassified {
     count_unclassified(why.as_str());
     tracing::debug!(%peer, reason = why.as_str(), "one-port connection closed unclassified");
+    why
 }
 
 /// Trades the pending slot for one of the group the connection belongs to.
@@ -371,11 +373,11 @@ async fn tls(
         Ok(Err(e)) => {
             failed();
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return Err(Unclassified::Tls);
+            return Err(unclassified(peer, Unclassified::Tls));
         }
         Err(_) => {
             failed();
-            return Err(Unclassified::Timeout);
+            return Err(unclassified(peer, Unclassified::Timeout));
         }
     };
     let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
@@ -387,15 +389,15 @@ async fn tls(
         None => loop {
             let read = stream.read(&mut head.buf[head.len..]);
             match tokio::time::timeout_at(deadline, read).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(Unclassified::Eof),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(unclassified(peer, Unclassified::Eof)),
                 Ok(Ok(n)) => head.len += n,
-                Err(_) => return Err(Unclassified::Timeout),
+                Err(_) => return Err(unclassified(peer, Unclassified::Timeout)),
             }
             match classify_inner(&head.buf[..head.len]) {
                 Kind::More => continue,
                 Kind::Stun => break true,
                 Kind::Http => break false,
-                _ => return Err(Unclassified::Unknown),
+                _ => return Err(unclassified(peer, Unclassified::Unknown)),
             }
         },
     };
