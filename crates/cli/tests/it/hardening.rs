@@ -371,6 +371,25 @@ fn request_bodies_must_keep_a_minimum_rate() {
     assert!(metric(&metrics(&server), "switchboard_http_slow_bodies_total") >= 1.0);
 }
 
+/// Server RSS per idle connection: 500 opened by `open` to warm the allocator up, then 4,000
+/// more (so the allocator's 2 MiB growth steps weigh at most ~0.5 KiB each). Measured once the
+/// connections are idle: the server sets them up and then lets their start-up memory go over a
+/// second or so, later still on a loaded machine (the other tests of this binary), so the lowest
+/// of several readings from 1.5 s to 4.5 s counts. Returns the cost and the open connections.
+fn idle_cost<T>(pid: u32, open: impl Fn(std::ops::Range<usize>) -> Vec<T>) -> (u64, Vec<T>) {
+    let mut idle = open(0..500);
+    std::thread::sleep(Duration::from_millis(700));
+    let before = rss(pid);
+    idle.extend(open(500..4500));
+    let mut low = u64::MAX;
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..4 {
+        low = low.min(rss(pid));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    (low.saturating_sub(before) / 4000, idle)
+}
+
 #[test]
 fn stun_over_tcp_bounds_each_frame_and_idle_connections_cost_little() {
     let _heavy = crate::common::heavy();
@@ -390,21 +409,7 @@ fn stun_over_tcp_bounds_each_frame_and_idle_connections_cost_little() {
             })
             .collect()
     };
-    let mut idle = open(0..500);
-    std::thread::sleep(Duration::from_millis(700));
-    let before = rss(pid);
-    // 4,000 of them, so the allocator's 2 MiB growth steps weigh at most ~0.5 KiB each.
-    idle.extend(open(500..4500));
-    // Measured once the connections are idle: the server sets them up and then lets their
-    // start-up memory go over a second or so, later still on a loaded machine (the other
-    // tests of this binary), so the lowest of several readings from 1.5 s to 4.5 s counts.
-    let mut low = u64::MAX;
-    std::thread::sleep(Duration::from_millis(1500));
-    for _ in 0..4 {
-        low = low.min(rss(pid));
-        std::thread::sleep(Duration::from_millis(1000));
-    }
-    let per_conn = low.saturating_sub(before) / 4000;
+    let (per_conn, mut idle) = idle_cost(pid, open);
     eprintln!("an idle STUN/TCP connection costs {per_conn} bytes");
     assert!(
         per_conn <= 8 * 1024,
@@ -513,18 +518,7 @@ fn idle_websockets_cost_little() {
         }
         conns
     };
-    let mut idle = open(0..500);
-    std::thread::sleep(Duration::from_millis(700));
-    let before = rss(pid);
-    idle.extend(open(500..4500));
-    // The lowest of several readings once idle (see the STUN/TCP test above).
-    let mut low = u64::MAX;
-    std::thread::sleep(Duration::from_millis(1500));
-    for _ in 0..4 {
-        low = low.min(rss(pid));
-        std::thread::sleep(Duration::from_millis(1000));
-    }
-    let per_conn = low.saturating_sub(before) / 4000;
+    let (per_conn, idle) = idle_cost(pid, open);
     eprintln!("an idle WebSocket costs {per_conn} bytes");
     // The bound is issue 21's goal for a release build, 8 KiB (bench/idle.sh: ~5.7 KB there).
     // The debug build the tests run measures about the same here, ~5.1-5.3 KB, so the goal
