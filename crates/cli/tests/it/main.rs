@@ -32,6 +32,8 @@ mod sdk;
 mod sdk_browser;
 mod sdk_webtransport;
 mod send;
+mod send_browser;
+mod send_nat;
 mod stun_peers;
 mod stun_robustness;
 mod tls_reload;
