@@ -5,6 +5,9 @@
 #   direct  send/receive, the data channel straight between the two (--host-ip 127.0.0.1)
 #   relay   send/receive --relay-only: the data goes through the server's TURN relay
 #   tcp     a plain TCP copy (python3: read, send, write, fsync), the ceiling
+#   chromium  Chromium -> Chromium: two RTCPeerConnections in one headless Debian Chromium,
+#           one data channel, the same bytes in 64 KiB messages (bench/datachannel.mjs), the
+#           anchor (issue 19's goal: direct at least Chromium's data-channel throughput)
 # Each run moves one SIZE_MB file of random bytes into a fresh directory and checks it with cmp.
 # Figures per run: MB/s over the data phase (CLI: the sender's "done" line, from the manifest to
 # the receiver's "kept", which follows its fsync; tcp: connect to the receiver's ack after its
@@ -16,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-200}; ROUNDS=${ROUNDS:-3}
-for t in python3 cmp; do
+for t in python3 cmp node; do
   command -v $t >/dev/null || { echo "bench/send.sh: needs $t" >&2; exit 2; }
 done
 [ -x /usr/bin/time ] || { echo "bench/send.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
@@ -112,6 +115,16 @@ cli() {
   fi
 }
 
+# chromium: one Chromium -> Chromium data-channel run; records mbps and cpu_s_per_mib (every
+# Chromium process).
+chromium() {
+  local r mbps cpu
+  r=$(node bench/datachannel.mjs --size-mb "$SIZE_MB") || { echo "bench/send.sh: chromium run failed (scripts/test-deps installs it)" >&2; exit 1; }
+  read -r mbps cpu <<<"$r"
+  printf '%-8s %8s MB/s  %8s CPU s/MiB (all Chromium processes)\n' chromium "$mbps" "$cpu"
+  bench_record chromium "mbps=$mbps" "cpu_s_per_mib=$cpu"
+}
+
 # tcp: one plain TCP copy; records mbps and cpu_s_per_mib (both ends).
 tcp() {
   local out=$TMP/out-tcp mbps cpu
@@ -129,23 +142,25 @@ tcp() {
 }
 
 echo "machine: $(nproc) cores, $(uname -r); load average before: $BENCH_LOAD_BEFORE"
-echo "$SIZE_MB MB of random bytes, CLI to CLI on loopback (direct, --relay-only) and a TCP copy; $ROUNDS rounds"
+echo "$SIZE_MB MB of random bytes, CLI to CLI on loopback (direct, --relay-only), Chromium to Chromium and a TCP copy; $ROUNDS rounds"
 for _ in $(seq "$ROUNDS"); do
   cli direct
   cli relay --relay-only
+  chromium
   tcp
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-for side in direct relay tcp; do
+for side in direct relay chromium tcp; do
   read -r m ml mh < <(bench_stats "$side" mbps)
   read -r c cl ch < <(bench_stats "$side" cpu_s_per_mib)
-  printf '%-7s median %8.1f MB/s (%.1f-%.1f)  %.5f CPU s/MiB (%.5f-%.5f)\n' "$side" "$m" "$ml" "$mh" "$c" "$cl" "$ch"
+  printf '%-8s median %8.1f MB/s (%.1f-%.1f)  %.5f CPU s/MiB (%.5f-%.5f)\n' "$side" "$m" "$ml" "$mh" "$c" "$cl" "$ch"
 done
 read -r s sl sh < <(bench_stats relay server_cpu_s_per_mib)
 printf 'relay   server median %.5f CPU s/MiB (%.5f-%.5f)\n' "$s" "$sl" "$sh"
-for side in direct relay; do
-  read -r q ql qh < <(bench_ratio "$side" tcp mbps)
-  read -r r rl rh < <(bench_ratio "$side" tcp cpu_s_per_mib)
-  printf '%-7s / tcp: MB/s %.3f (%.3f-%.3f)  CPU per MiB %.2f (%.2f-%.2f)\n' "$side" "$q" "$ql" "$qh" "$r" "$rl" "$rh"
+for pair in "direct chromium" "relay chromium" "direct tcp" "relay tcp" "chromium tcp"; do
+  read -r a b <<<"$pair"
+  read -r q ql qh < <(bench_ratio "$a" "$b" mbps)
+  read -r r rl rh < <(bench_ratio "$a" "$b" cpu_s_per_mib)
+  printf '%-8s / %-8s: MB/s %.3f (%.3f-%.3f)  CPU per MiB %.2f (%.2f-%.2f)\n' "$a" "$b" "$q" "$ql" "$qh" "$r" "$rl" "$rh"
 done
 bench_json send
