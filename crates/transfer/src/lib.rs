@@ -1,7 +1,7 @@
 //! `switchboard send` / `receive`: peer-to-peer file transfer over a WebRTC data channel.
 //!
 //! * [`code`]: the transfer code (`7-amber-crane-otter`): a room number and secret words.
-//! * [`seal`]: SPAKE2 keyed by the code, and ChaCha20-Poly1305 sealing of what is signaled.
+//! * [`seal`]: SPAKE2 keyed by the code, and AES-256-GCM sealing of what is signaled.
 //! * [`signal`]: pairing in a switchboard room (the server relays sealed envelopes only).
 //! * [`manual`]: serverless signaling: an offer or answer as one line of text (`sb1:…`).
 //! * [`turn`]: a sans-IO TURN client (relay candidates).

@@ -1,18 +1,25 @@
 //! The PAKE keyed by the code and the sealing of everything the two sides signal.
 //!
 //! Both sides run SPAKE2 (Ed25519 group) with the code as the password, the sender as side A
-//! and the receiver as side B. From the shared secret, HKDF-SHA256 derives one
-//! ChaCha20-Poly1305 key per direction. Every signaling message (offer, answer, candidates,
-//! the wrong-code notice) is sealed with the key of its direction and a counter nonce that must
-//! be exactly the next one, and with the room name in the associated data: the server (or
-//! anyone relaying) can neither read, alter, reorder, replay nor reflect them. With a wrong code
-//! the two sides derive different keys and the first sealed message fails to open; there is no
-//! offline guessing, since nothing sent depends on the password except through SPAKE2.
+//! and the receiver as side B. From the shared secret, HKDF-SHA256 derives one AES-256-GCM key
+//! per direction (AES-GCM rather than ChaCha20-Poly1305 because the `/send` page in a browser
+//! speaks the same protocol, and WebCrypto has AES-GCM but no ChaCha20-Poly1305). Every
+//! signaling message (offer, answer, candidates, the wrong-code notice) is sealed with the key
+//! of its direction and a counter nonce that must be exactly the next one (the 12-byte nonce is
+//! four zero bytes and the counter, big-endian), and with the room name in the associated data:
+//! the server (or anyone relaying) can neither read, alter, reorder, replay nor reflect them.
+//! With a wrong code the two sides derive different keys and the first sealed message fails to
+//! open; there is no offline guessing, since nothing sent depends on the password except
+//! through SPAKE2.
 //!
 //! Sealed bytes ride in the room's offer/answer messages (which the server validates as SDP)
 //! inside [`envelope`]: a minimal SDP with one `a=x-switchboard-sealed:` attribute.
+//!
+//! `web/spake2.js` implements all of this for the browser (SPAKE2 with BigInt, WebCrypto for
+//! the rest); `seal_vectors.json` beside this file pins a whole exchange with fixed randomness,
+//! checked here and by `tests/browser/spake2_vectors.mjs` against the JavaScript.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
 use base64::Engine;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
@@ -63,6 +70,15 @@ impl Pake {
             Side::Sender => Spake2::<Ed25519Group>::start_a(&password, &a, &b),
             Side::Receiver => Spake2::<Ed25519Group>::start_b(&password, &a, &b),
         };
+        Pake::from_state(state, msg, code, side)
+    }
+
+    fn from_state(
+        state: Spake2<Ed25519Group>,
+        msg: Vec<u8>,
+        code: &Code,
+        side: Side,
+    ) -> (Pake, Vec<u8>) {
         (
             Pake {
                 state,
@@ -93,7 +109,7 @@ pub struct Sealer {
 fn key(prk: &aws_lc_rs::hkdf::Prk, info: &[u8]) -> LessSafeKey {
     let info = [info];
     let okm = prk
-        .expand(&info, &CHACHA20_POLY1305)
+        .expand(&info, &AES_256_GCM)
         .expect("HKDF output of one key length");
     LessSafeKey::new(UnboundKey::from(okm))
 }
@@ -127,7 +143,7 @@ impl Sealer {
         let mut body = plain.to_vec();
         self.send
             .seal_in_place_append_tag(nonce(n), Aad::from(&self.send_aad), &mut body)
-            .expect("ChaCha20-Poly1305 seals any length we send");
+            .expect("AES-256-GCM seals any length we send");
         out.extend_from_slice(&body);
         out
     }
@@ -181,6 +197,136 @@ pub fn unenvelope(sdp: &str) -> Result<Vec<u8>, SealError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Randomness" that repeats the given bytes: SPAKE2 draws its scalar from 64 of them.
+    struct Fixed(Vec<u8>, usize);
+
+    impl rand_core::RngCore for Fixed {
+        fn next_u32(&mut self) -> u32 {
+            let mut b = [0u8; 4];
+            self.fill_bytes(&mut b);
+            u32::from_le_bytes(b)
+        }
+        fn next_u64(&mut self) -> u64 {
+            let mut b = [0u8; 8];
+            self.fill_bytes(&mut b);
+            u64::from_le_bytes(b)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for d in dest {
+                *d = self.0[self.1 % self.0.len()];
+                self.1 += 1;
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    impl rand_core::CryptoRng for Fixed {}
+
+    fn start_fixed(code: &Code, side: Side, random: &[u8]) -> (Pake, Vec<u8>) {
+        let password = Password::new(code.password());
+        let (a, b) = (Identity::new(ID_SENDER), Identity::new(ID_RECEIVER));
+        let rng = Fixed(random.to_vec(), 0);
+        let (state, msg) = match side {
+            Side::Sender => Spake2::<Ed25519Group>::start_a_with_rng(&password, &a, &b, rng),
+            Side::Receiver => Spake2::<Ed25519Group>::start_b_with_rng(&password, &a, &b, rng),
+        };
+        Pake::from_state(state, msg, code, side)
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// One exchange from fixed randomness, as the vectors file records it.
+    fn exchange(code_a: &str, code_b: &str, rng_a: &str, rng_b: &str) -> serde_json::Value {
+        let (ca, cb) = (Code::parse(code_a).unwrap(), Code::parse(code_b).unwrap());
+        let (pa, ma) = start_fixed(&ca, Side::Sender, &unhex(rng_a));
+        let (pb, mb) = start_fixed(&cb, Side::Receiver, &unhex(rng_b));
+        let secret_a = pa.state.finish(&mb).unwrap();
+        let secret_b = pb.state.finish(&ma).unwrap();
+        let mut s = Sealer::from_secret(&secret_a, Side::Sender, &ca.room());
+        let mut r = Sealer::from_secret(&secret_b, Side::Receiver, &cb.room());
+        let offer = "Ov=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n";
+        let answer = "Av=0\r\n";
+        let r2s = [r.seal(offer.as_bytes()), r.seal(b"second")];
+        let s2r = s.seal(answer.as_bytes());
+        serde_json::json!({
+            "code_a": code_a,
+            "code_b": code_b,
+            "room": ca.room(),
+            "rng_a": rng_a,
+            "rng_b": rng_b,
+            "msg_a": crate::wire::hex(&ma),
+            "msg_b": crate::wire::hex(&mb),
+            "secret_a": crate::wire::hex(&secret_a),
+            "secret_b": crate::wire::hex(&secret_b),
+            "r2s": [
+                {"counter": 0, "plain": offer, "sealed": crate::wire::hex(&r2s[0])},
+                {"counter": 1, "plain": "second", "sealed": crate::wire::hex(&r2s[1])},
+            ],
+            "s2r": [{"counter": 0, "plain": answer, "sealed": crate::wire::hex(&s2r)}],
+            "envelope": envelope(&r2s[0]),
+        })
+    }
+
+    /// The exchanges of `seal_vectors.json`, recomputed: the JavaScript of the `/send` page
+    /// (`web/spake2.js`) is tested against the same file (`tests/browser/spake2_vectors.mjs`).
+    /// `SWITCHBOARD_BLESS=1` rewrites the file.
+    #[test]
+    fn fixed_vectors_match_the_file() {
+        let ra: String = (0u8..64)
+            .map(|i| format!("{:02x}", i.wrapping_mul(37) ^ 0x5a))
+            .collect();
+        let rb: String = (0u8..64)
+            .map(|i| format!("{:02x}", i.wrapping_mul(101) ^ 0xc3))
+            .collect();
+        let max = "ff".repeat(64);
+        let computed = serde_json::json!({
+            "note": "crates/transfer/src/seal.rs fixed_vectors_match_the_file; rng_* are the 64 bytes SPAKE2 draws its scalar from (little-endian, mod l)",
+            "password_scalar": {
+                "password": "password",
+                "decimal": "3515301705789368674385125653994241092664323519848410154015274772661223168839",
+            },
+            "exchanges": [
+                exchange("7-amber-crane-otter", "7-amber-crane-otter", &ra, &rb),
+                exchange("999-acid-violin", "999-acid-violin", &max, &ra),
+                exchange("7-amber-crane-otter", "7-amber-crane-tulip", &ra, &rb),
+            ],
+        });
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/seal_vectors.json");
+        if std::env::var_os("SWITCHBOARD_BLESS").is_some() {
+            let text = serde_json::to_string_pretty(&computed).unwrap() + "\n";
+            std::fs::write(path, text).unwrap();
+        }
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(
+            stored, computed,
+            "{path} differs (SWITCHBOARD_BLESS=1 rewrites it)"
+        );
+        let ex = &computed["exchanges"];
+        assert_eq!(ex[0]["secret_a"], ex[0]["secret_b"]);
+        assert_eq!(ex[1]["secret_a"], ex[1]["secret_b"]);
+        assert_ne!(ex[2]["secret_a"], ex[2]["secret_b"]);
+        // The sealed messages open with the keys of the other side.
+        let mut s = Sealer::from_secret(
+            &unhex(ex[0]["secret_a"].as_str().unwrap()),
+            Side::Sender,
+            "send-7",
+        );
+        let sealed = unhex(ex[0]["r2s"][0]["sealed"].as_str().unwrap());
+        assert_eq!(
+            s.open(&sealed).unwrap(),
+            ex[0]["r2s"][0]["plain"].as_str().unwrap().as_bytes()
+        );
+    }
 
     fn pair(a: &Code, b: &Code) -> (Result<Sealer, SealError>, Result<Sealer, SealError>) {
         let (pa, ma) = Pake::start(a, Side::Sender);
