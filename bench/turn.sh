@@ -10,6 +10,7 @@
 # machine (bench/lib.sh); the runs go to bench-results/turn-DATE.json.
 #
 # Usage: bench/turn.sh [quick|full|knee]   (default quick: UDP channels at -m 40)
+#        SB=bench-results/sb-OLD bench/turn.sh full   (another build, not rebuilt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-quick}
@@ -17,10 +18,11 @@ M=${M:-40}; N=${N:-5000}; ROUNDS=${ROUNDS:-3}
 for t in turnserver turnutils_uclient turnutils_peer; do
   command -v $t >/dev/null || { echo "bench/turn.sh: needs coturn ($t): apt-get install coturn" >&2; exit 2; }
 done
-cargo build --release -q -p switchboard-cli
+# SB=PATH runs that binary instead of building (an A/B run of two builds against the same anchor).
+[ -n "${SB:-}" ] || cargo build --release -q -p switchboard-cli
 . bench/lib.sh
 bench_quiet
-SB=${CARGO_TARGET_DIR:-target}/release/switchboard
+SB=${SB:-${CARGO_TARGET_DIR:-target}/release/switchboard}
 TMP=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
 trap cleanup EXIT

@@ -436,8 +436,11 @@ impl Core {
                 });
                 match sock {
                     Some((s, src_ip)) => {
-                        if !s.try_send(five.client, data, src_ip) {
-                            self.io_stats.client_send_drops.increment(1);
+                        let drops = &self.io_stats.client_send_drops;
+                        if !super::gather::queue(s, five.client, src_ip, data, drops)
+                            && !s.try_send(five.client, data, src_ip)
+                        {
+                            drops.increment(1);
                         }
                     }
                     None => self.io_stats.client_send_drops.increment(1),
