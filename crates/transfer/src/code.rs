@@ -151,6 +151,24 @@ mod tests {
             .all(|w| w.bytes().all(|b| b.is_ascii_lowercase())));
     }
 
+    /// The `/send` page generates and checks codes itself: its list (`web/spake2.js`) must be
+    /// this one, in the same order (a word is a byte).
+    #[test]
+    fn the_browser_page_has_the_same_words() {
+        let js = include_str!("../../../web/spake2.js");
+        let list = js
+            .split_once("export const WORDS = Object.freeze([")
+            .and_then(|(_, rest)| rest.split_once("]);"))
+            .map(|(list, _)| list)
+            .expect("WORDS in web/spake2.js");
+        let words: Vec<&str> = list
+            .split(',')
+            .map(|w| w.trim().trim_matches('"'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        assert_eq!(words, WORDS.to_vec());
+    }
+
     #[test]
     fn round_trip_and_normalize() {
         for _ in 0..100 {
