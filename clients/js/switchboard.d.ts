@@ -311,6 +311,12 @@ export interface RoomOptions {
   rtcConfig?: RTCConfiguration;
   /** RTCPeerConnection implementation (default: globalThis.RTCPeerConnection). */
   RTCPeerConnection?: typeof RTCPeerConnection;
+  /**
+   * false: the room opens no connection itself (no perfect negotiation, no data channel, no
+   * byes on leave()); the peers' offers, answers and candidates arrive as `signal` events and
+   * go out with sendDescription / sendCandidate / bye, over your own RTCPeerConnection.
+   */
+  negotiate?: boolean;
 }
 
 export declare class RoomPeer {
@@ -342,6 +348,8 @@ export interface RoomEvents {
   message: PeerContext & { data: any };
   connectionstatechange: PeerContext & { state: RTCPeerConnectionState };
   bye: PeerContext & { reason: string };
+  /** With `negotiate: false`: a peer's offer or answer, or one of its candidates. */
+  signal: PeerContext & { description?: { type: "offer" | "answer"; sdp: string }; candidate?: RTCIceCandidateInit };
   error: { room: string; peer?: RoomPeer; error: Error };
   /** The room was left: `leave()`, or the client stopped for good (then with its code and reason). */
   left: { room: string; code?: number; reason?: string };
@@ -357,6 +365,11 @@ export declare class Room extends Emitter<RoomEvents> {
   /** Sends on every open default data channel; returns how many peers got it. */
   send(data: string | Blob | ArrayBuffer | ArrayBufferView): number;
   leave(): Promise<void>;
+  /** The RTCConfiguration of the room's connections (ICE servers from /v1/ice-servers). */
+  rtcConfiguration(): RTCConfiguration;
+  sendDescription(to: string, description: { type: "offer" | "answer"; sdp: string }): Promise<unknown>;
+  sendCandidate(to: string, candidate: RTCIceCandidateInit | null): Promise<unknown>;
+  bye(to: string, reason?: string): Promise<unknown>;
 }
 
 export default Client;

@@ -2043,6 +2043,39 @@ export class Room extends Emitter {
     this._iceTimer = null;
     /** @type {MediaStream[]} */
     this._streams = opts.stream ? [opts.stream] : [];
+    /** `negotiate: false`: no RTCPeerConnection here; signals surface as `signal` events. */
+    this._manual = opts.negotiate === false;
+  }
+
+  /** The RTCConfiguration the room's connections use (ICE servers from /v1/ice-servers). */
+  rtcConfiguration() {
+    return this._rtcConfig();
+  }
+
+  /** Sends a description (`{type: "offer"|"answer", sdp}`) to peer `to`. */
+  sendDescription(to, description) {
+    const type = description?.type;
+    if (type !== "offer" && type !== "answer") return Promise.reject(new Error("an offer or an answer"));
+    return this._command(type, { room: this.name, to, description: { type, sdp: description.sdp } });
+  }
+
+  /** Sends an ICE candidate (`RTCIceCandidateInit`; `candidate: ""` ends them) to peer `to`. */
+  sendCandidate(to, candidate) {
+    return this._command("candidate", {
+      room: this.name,
+      to,
+      candidate: compact({
+        candidate: candidate?.candidate ?? "",
+        sdpMid: candidate?.sdpMid,
+        sdpMLineIndex: candidate?.sdpMLineIndex,
+        usernameFragment: candidate?.usernameFragment,
+      }),
+    });
+  }
+
+  /** Tells peer `to` this side hangs up, with a reason it gets in its `bye` event. */
+  bye(to, reason = "") {
+    return this._command("bye", { room: this.name, to, reason });
   }
 
   /** Adds a local stream's tracks to every peer connection (now and later). */
@@ -2075,7 +2108,7 @@ export class Room extends Emitter {
     if (this._left) return;
     this._left = true;
     if (this.joined && this._client.state === State.Connected) {
-      for (const p of this.peers.values()) {
+      for (const p of this._manual ? [] : this.peers.values()) {
         await this._command("bye", { room: this.name, to: p.id, reason: "left" }).catch(() => {});
       }
       await this._command("roomLeave", { room: this.name }).catch(() => {});
@@ -2166,7 +2199,7 @@ export class Room extends Emitter {
       const p = new RoomPeer(this, m.peerId, true, payload(m), clientInfo(m.info));
       this.peers.set(p.id, p);
       later("peerjoined", { peer: p });
-      p.connection(true);
+      if (!this._manual) p.connection(true);
     }
   }
 
@@ -2214,7 +2247,7 @@ export class Room extends Emitter {
     this.peers.set(id, p);
     this._emit("peerjoined", { peer: p });
     // Normally the newcomer offers and we wait; `polite` (a cross-node tie-break) makes us offer.
-    if (polite) p.connection(true);
+    if (polite && !this._manual) p.connection(true);
   }
 
   _onRoomLeave(l) {
@@ -2239,6 +2272,12 @@ export class Room extends Emitter {
       p = new RoomPeer(this, s.from, false, null, undefined);
       this.peers.set(s.from, p);
       this._emit("peerjoined", { peer: p });
+    }
+    if (this._manual) {
+      if ("bye" in s) this._emit("bye", { peer: p, reason: s.bye ?? "" });
+      else if (s.offer || s.answer) this._emit("signal", { peer: p, description: s.offer ?? s.answer });
+      else if (s.candidate) this._emit("signal", { peer: p, candidate: s.candidate });
+      return;
     }
     p._signal(s);
   }
