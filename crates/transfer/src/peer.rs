@@ -166,6 +166,8 @@ pub struct Agent {
     pending: Option<SdpPendingOffer>,
     /// The candidates offered, as `typ address` strings (for logs and `--json`).
     pub candidates: Vec<String>,
+    /// The peer's candidates (from its description), to name the type of the one ICE picks.
+    remote: Vec<(SocketAddr, CandidateType)>,
 }
 
 /// The addresses of the default routes (no packet is sent), else loopback.
@@ -458,6 +460,7 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
         batch: Batch::default(),
         pending: None,
         candidates,
+        remote: Vec::new(),
     })
 }
 
@@ -485,6 +488,7 @@ impl Agent {
             .ok_or_else(|| PeerError::Sdp("an answer without an offer".into()))?;
         self.catch_up()?;
         self.rtc.sdp_api().accept_answer(pending, answer)?;
+        self.remote = remote_candidates(sdp);
         Ok(())
     }
 
@@ -494,6 +498,7 @@ impl Agent {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
         self.catch_up()?;
         let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        self.remote = remote_candidates(sdp);
         tracing::debug!(sdp = %answer.to_sdp_string(), "answer");
         Ok(answer.to_sdp_string())
     }
@@ -505,6 +510,15 @@ impl Agent {
     fn catch_up(&mut self) -> Result<(), PeerError> {
         self.rtc.handle_input(Input::Timeout(Instant::now()))?;
         Ok(())
+    }
+
+    /// The type of the peer's candidate at `addr`: as its description named it, else
+    /// peer-reflexive (learned from its checks, as behind a symmetric NAT).
+    fn remote_type(&self, addr: SocketAddr) -> CandidateType {
+        self.remote
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map_or(CandidateType::Prflx, |(_, t)| *t)
     }
 
     /// Spawns the run loop; talk to it through the [`Link`].
@@ -524,10 +538,11 @@ impl Agent {
         let stun = t.contents.first().is_some_and(|b| *b < 2);
         if let Some(i) = self.hosts.iter().position(|h| h.local == t.source) {
             push(&self.udp, &mut self.batch, i, t.destination, &t.contents).await;
-            if !stun {
+            if !stun && !route.is_some_and(|r| r.is(t.source, t.destination)) {
                 *route = Some(Route::Direct {
                     local: t.source,
                     remote: t.destination,
+                    remote_type: self.remote_type(t.destination),
                 });
             }
             return;
@@ -545,11 +560,12 @@ impl Agent {
             while let Some(b) = r.client.poll_transmit() {
                 push(&self.udp, &mut self.batch, nhosts + j, server, &b).await;
             }
-            if !stun {
+            if !stun && !route.is_some_and(|r| r.is(t.source, t.destination)) {
                 *route = Some(Route::Relay {
                     relayed: t.source,
                     server,
                     remote: t.destination,
+                    remote_type: self.remote_type(t.destination),
                 });
             }
         }
@@ -1070,17 +1086,70 @@ async fn flush(socks: &[Sock], b: &mut Batch) {
     b.short = false;
 }
 
-/// The path the data channel took.
+/// The type of an ICE candidate (RFC 8445 §5.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandidateType {
+    /// A local interface's address.
+    Host,
+    /// The address a NAT maps it to, as a STUN server saw it.
+    Srflx,
+    /// An address learned from connectivity checks (not in the description).
+    Prflx,
+    /// A TURN server's relayed address.
+    Relay,
+}
+
+impl CandidateType {
+    /// `host`, `srflx`, `prflx` or `relay`, as SDP names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidateType::Host => "host",
+            CandidateType::Srflx => "srflx",
+            CandidateType::Prflx => "prflx",
+            CandidateType::Relay => "relay",
+        }
+    }
+}
+
+/// The `a=candidate` lines of a description: (address, type).
+fn remote_candidates(sdp: &str) -> Vec<(SocketAddr, CandidateType)> {
+    sdp.lines()
+        .filter_map(|l| {
+            // a=candidate:FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE ...
+            let f: Vec<&str> = l
+                .trim()
+                .strip_prefix("a=candidate:")?
+                .split_whitespace()
+                .collect();
+            let ip: IpAddr = f.get(4)?.parse().ok()?;
+            let port: u16 = f.get(5)?.parse().ok()?;
+            let kind = match (*f.get(6)?, *f.get(7)?) {
+                ("typ", "host") => CandidateType::Host,
+                ("typ", "srflx") => CandidateType::Srflx,
+                ("typ", "prflx") => CandidateType::Prflx,
+                ("typ", "relay") => CandidateType::Relay,
+                _ => return None,
+            };
+            Some((SocketAddr::new(ip, port), kind))
+        })
+        .collect()
+}
+
+/// The path the data channel took: the pair ICE selected, as the data leaves this side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Straight between the two hosts (host or server-reflexive candidates).
+    /// From this side's own socket (a host candidate, or the server-reflexive one the peer
+    /// knows it by) to the peer's address — the peer's relayed address when `remote_type` is
+    /// [`CandidateType::Relay`]: then the data passes the peer's TURN relay.
     Direct {
         /// This side's socket.
         local: SocketAddr,
         /// The peer's address.
         remote: SocketAddr,
+        /// The type of the peer's candidate.
+        remote_type: CandidateType,
     },
-    /// Through a TURN relay (ours; the peer's relay looks like a direct peer address).
+    /// Through this side's TURN relay.
     Relay {
         /// The relayed address.
         relayed: SocketAddr,
@@ -1088,9 +1157,54 @@ pub enum Route {
         server: SocketAddr,
         /// The peer's address as the relay sees it.
         remote: SocketAddr,
+        /// The type of the peer's candidate.
+        remote_type: CandidateType,
     },
     /// Not seen yet.
     Unknown,
+}
+
+impl Route {
+    /// Whether the data passes a TURN relay, this side's or the peer's.
+    pub fn relayed(&self) -> bool {
+        match self {
+            Route::Direct { remote_type, .. } => *remote_type == CandidateType::Relay,
+            Route::Relay { .. } => true,
+            Route::Unknown => false,
+        }
+    }
+
+    /// This side's candidate type: [`CandidateType::Relay`] through its relay, else
+    /// [`CandidateType::Host`] (the socket the data leaves from, whatever address the NAT
+    /// gives it on the way).
+    pub fn local_type(&self) -> Option<CandidateType> {
+        match self {
+            Route::Direct { .. } => Some(CandidateType::Host),
+            Route::Relay { .. } => Some(CandidateType::Relay),
+            Route::Unknown => None,
+        }
+    }
+
+    /// The peer's candidate type.
+    pub fn remote_type(&self) -> Option<CandidateType> {
+        match self {
+            Route::Direct { remote_type, .. } | Route::Relay { remote_type, .. } => {
+                Some(*remote_type)
+            }
+            Route::Unknown => None,
+        }
+    }
+
+    /// Whether this is the pair from `source` (a socket or relayed address) to `destination`.
+    fn is(&self, source: SocketAddr, destination: SocketAddr) -> bool {
+        match self {
+            Route::Direct { local, remote, .. } => *local == source && *remote == destination,
+            Route::Relay {
+                relayed, remote, ..
+            } => *relayed == source && *remote == destination,
+            Route::Unknown => false,
+        }
+    }
 }
 
 /// Commands for the run loop.
@@ -1125,6 +1239,37 @@ pub struct Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_candidate_types() {
+        let sdp = "v=0\r\n\
+                   a=candidate:1 1 udp 2130706431 10.0.1.2 40000 typ host\r\n\
+                   a=candidate:2 1 udp 1694498815 203.0.113.10 40000 typ srflx raddr 0.0.0.0 rport 0\r\n\
+                   a=candidate:3 1 udp 16777215 203.0.113.1 50000 typ relay raddr 0.0.0.0 rport 0\r\n\
+                   a=candidate:4 1 udp 1 fe80::1 9 typ host\r\n\
+                   a=candidate:5 1 udp 1 host.local 9 typ host\r\n\
+                   a=end-of-candidates\r\n";
+        let c = remote_candidates(sdp);
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            c,
+            vec![
+                (addr("10.0.1.2:40000"), CandidateType::Host),
+                (addr("203.0.113.10:40000"), CandidateType::Srflx),
+                (addr("203.0.113.1:50000"), CandidateType::Relay),
+                (addr("[fe80::1]:9"), CandidateType::Host),
+            ]
+        );
+        let route = Route::Direct {
+            local: addr("10.0.2.2:5000"),
+            remote: addr("203.0.113.1:50000"),
+            remote_type: CandidateType::Relay,
+        };
+        assert!(route.relayed());
+        assert_eq!(route.local_type(), Some(CandidateType::Host));
+        assert!(route.is(addr("10.0.2.2:5000"), addr("203.0.113.1:50000")));
+        assert!(!route.is(addr("10.0.2.2:5000"), addr("203.0.113.10:40000")));
+    }
 
     #[test]
     fn ice_urls() {

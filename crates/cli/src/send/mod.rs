@@ -189,18 +189,25 @@ fn mib(b: u64) -> String {
 }
 
 fn route_json(r: &Route) -> serde_json::Value {
-    match r {
-        Route::Direct { local, remote } => {
-            serde_json::json!({"route": "direct", "local": local.to_string(), "remote": remote.to_string()})
+    let mut v = match r {
+        Route::Direct { local, remote, .. } => {
+            serde_json::json!({"local": local.to_string(), "remote": remote.to_string()})
         }
         Route::Relay {
             relayed,
             server,
             remote,
-        } => serde_json::json!({"route": "relay", "relayed": relayed.to_string(),
+            ..
+        } => serde_json::json!({"relayed": relayed.to_string(),
             "turn_server": server.to_string(), "remote": remote.to_string()}),
-        Route::Unknown => serde_json::json!({"route": "unknown"}),
+        Route::Unknown => return serde_json::json!({"route": "unknown"}),
+    };
+    v["route"] = if r.relayed() { "relay" } else { "direct" }.into();
+    if let (Some(l), Some(p)) = (r.local_type(), r.remote_type()) {
+        v["local_type"] = l.as_str().into();
+        v["remote_type"] = p.as_str().into();
     }
+    v
 }
 
 impl Reporter {
@@ -229,6 +236,9 @@ impl Reporter {
                     emit(v);
                 } else {
                     let how = match r {
+                        Route::Direct { remote, .. } if r.relayed() => {
+                            format!("through the peer's TURN relay ({remote})")
+                        }
                         Route::Direct { remote, .. } => format!("directly ({remote})"),
                         Route::Relay { server, .. } => format!("through the TURN relay {server}"),
                         Route::Unknown => "".into(),
