@@ -11,11 +11,15 @@ channel), writes its offer as `sb1:` text to the offer file and waits for the an
 from its description in docs/send.md (not from the Rust code), both ways.
 
 On the data channel it speaks the file protocol of crates/transfer/src/wire.rs: `M` manifest
-(JSON), `C` chunks (file u32, offset u64, SHA-256 of the chunk, data), `E` end of file (file u32,
-size u64, SHA-256 of the file), `D` done; back `A` (file u32) per kept file and `K`; `X` aborts.
-Receiving, it checks every chunk's hash and each file's size and hash against `E` before it
-keeps the file (else it sends `X` and exits 1); sending, `--corrupt` gives the first file a wrong
-whole-file hash in `E` (the receiver must refuse it).
+(JSON), then back `G` (go: records of file u32 and offset u64, where files resume), `C` chunks
+(file u32, offset u64, SHA-256 of the chunk, data), `E` end of file (file u32, size u64, SHA-256
+of the whole file), `D` done; back `A` (file u32) per kept file and `K`; `X` aborts.
+Receiving, it answers the manifest with an empty `G` (it keeps no parts), checks every chunk's
+hash and each file's size and hash against `E` before it keeps the file (else it sends `X` and
+exits 1); sending, it waits for `G`, refuses (`X`, exit 1) a record that is not a file of known
+size, not a multiple of 64 KiB, beyond the size or repeated, hashes the part of a resumed file
+the receiver holds without sending it, and `--corrupt` gives the first file a wrong whole-file
+hash in `E` (the receiver must refuse it).
 
 It prints one JSON line (files with size and SHA-256, bytes, the selected pair) and exits 0, or
 exits 1 with the reason on stderr. Everything is bounded (50 s).
@@ -264,9 +268,40 @@ def abort_reason(m):
     return m[1:].decode("utf-8", "replace")
 
 
+async def wait_go(ch, entries):
+    """The receiver's `G`: where each entry starts (checked as the Rust sender checks it)."""
+    m = await ch.recv()
+    if m[:1] == b"X":
+        fail(f"the receiver stopped: {abort_reason(m)}")
+    if m[:1] != b"G":
+        fail(f"expected go, got {m[:1]!r}")
+    body = m[1:]
+    if len(body) % 12:
+        fail(f"go: {len(body)} bytes are not whole records")
+    starts = [0] * len(entries)
+    seen = set()
+    for at in range(0, len(body), 12):
+        i, offset = struct.unpack(">IQ", body[at : at + 12])
+        why = None
+        if i >= len(entries) or entries[i]["dir"] or entries[i]["size"] is None:
+            why = f"go: no file #{i} of known size"
+        elif i in seen:
+            why = f"go: {entries[i]['path']} named twice"
+        elif offset % CHUNK or offset > entries[i]["size"]:
+            why = f"go: {entries[i]['path']} cannot resume at {offset}"
+        if why:
+            await ch.send(b"X" + why.encode())
+            await ch.drain()
+            fail(why)
+        seen.add(i)
+        starts[i] = offset
+    return starts
+
+
 async def send_files(ch, paths, corrupt):
     entries, local = collect(paths)
     await ch.send(b"M" + json.dumps({"v": 1, "entries": entries}).encode())
+    starts = await wait_go(ch, entries)
     files, total = [], 0
     for i, (e, path) in enumerate(zip(entries, local)):
         if e["dir"]:
@@ -274,6 +309,13 @@ async def send_files(ch, paths, corrupt):
         whole = hashlib.sha256()
         offset = 0
         with open(path, "rb") as f:
+            # What the receiver holds already: hashed, not sent.
+            while offset < starts[i]:
+                data = f.read(min(CHUNK, starts[i] - offset))
+                if not data:
+                    fail(f"{e['path']} changed size while being sent")
+                whole.update(data)
+                offset += len(data)
             while True:
                 data = f.read(CHUNK)
                 if not data:
@@ -286,7 +328,7 @@ async def send_files(ch, paths, corrupt):
             digest = bytes(32)
         await ch.send(b"E" + struct.pack(">IQ", i, offset) + digest)
         files.append({"path": e["path"], "size": offset, "sha256": whole.hexdigest()})
-        total += offset
+        total += offset - starts[i]
     await ch.send(b"D")
     acked = []
     while True:
@@ -313,6 +355,8 @@ async def receive_files(ch, out):
         fail(f"manifest version {manifest.get('v')!r}")
     entries = manifest["entries"]
     targets = [os.path.join(out, safe_path(e["path"])) for e in entries]
+    # Go: every file from zero (nothing is kept here to resume).
+    await ch.send(b"G")
     for e, t in zip(entries, targets):
         if e.get("dir"):
             os.makedirs(t, exist_ok=True)

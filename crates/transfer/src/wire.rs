@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! sender -> receiver   'M' manifest (JSON)             what is coming
-//!                      'C' file u32, offset u64, sha256(data) [32], data
+//! receiver -> sender   'G' (file u32, offset u64)*      go: where each file starts
+//! sender -> receiver   'C' file u32, offset u64, sha256(data) [32], data
 //!                      'E' file u32, size u64, sha256(file) [32]
 //!                      'D'                              nothing more
 //! receiver -> sender   'A' file u32                     verified and kept
@@ -12,11 +13,21 @@
 //!
 //! Chunks carry their own SHA-256 and are checked on arrival; a file is renamed into place only
 //! when its whole-file SHA-256 matches `E`.
+//!
+//! After `M` the sender sends nothing until `G`. Each of its records (12 bytes, big-endian) names
+//! a file the receiver already holds verified data of, and how much: the offset is a multiple of
+//! [`CHUNK`], at most the entry's size, the entry a file of known size, each file at most once
+//! (the sender answers anything else with `X`). The sender then hashes that much of the file
+//! without sending it and sends chunks from there; `E` still carries the SHA-256 of the whole
+//! file. An empty `G` starts every file from zero.
 
 use serde::{Deserialize, Serialize};
 
 /// Bytes of file data per chunk message.
 pub const CHUNK: usize = 64 * 1024;
+
+/// Bytes per record of a `G` message: file index (u32) and offset (u64).
+const GO_RECORD: usize = 12;
 
 /// One entry of a transfer: a file or a directory, with a relative `/`-separated path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +94,9 @@ pub enum Frame {
     },
     /// Nothing more to send.
     Done,
+    /// Go (receiver to sender, after the manifest): `(file index, offset)` for each file the
+    /// receiver holds the first `offset` bytes of already; the others start from zero.
+    Go(Vec<(u32, u64)>),
     /// A file was verified and kept.
     Ack(u32),
     /// Everything was kept.
@@ -127,6 +141,15 @@ impl Frame {
                 v
             }
             Frame::Done => vec![b'D'],
+            Frame::Go(records) => {
+                let mut v = Vec::with_capacity(1 + 12 * records.len());
+                v.push(b'G');
+                for (file, offset) in records {
+                    v.extend_from_slice(&file.to_be_bytes());
+                    v.extend_from_slice(&offset.to_be_bytes());
+                }
+                v
+            }
             Frame::Ack(f) => {
                 let mut v = vec![b'A'];
                 v.extend_from_slice(&f.to_be_bytes());
@@ -175,6 +198,16 @@ impl Frame {
                 sha256: hash_at(rest, 12)?,
             },
             b'D' => Frame::Done,
+            b'G' => {
+                if rest.len() % GO_RECORD != 0 {
+                    return Err(WireError("go records"));
+                }
+                let mut records = Vec::with_capacity(rest.len() / GO_RECORD);
+                for r in rest.chunks_exact(GO_RECORD) {
+                    records.push((u32_at(r, 0)?, u64_at(r, 4)?));
+                }
+                Frame::Go(records)
+            }
             b'A' => Frame::Ack(u32_at(rest, 0)?),
             b'K' => Frame::Kept,
             b'X' => Frame::Abort(String::from_utf8_lossy(rest).into_owned()),
@@ -239,6 +272,8 @@ mod tests {
                 sha256: [7; 32],
             },
             Frame::Done,
+            Frame::Go(Vec::new()),
+            Frame::Go(vec![(0, 0), (7, 3 * CHUNK as u64), (u32::MAX, u64::MAX)]),
             Frame::Ack(9),
             Frame::Kept,
             Frame::Abort("disk full".into()),
@@ -249,6 +284,85 @@ mod tests {
         assert!(Frame::decode(b"").is_err());
         assert!(Frame::decode(b"C\0\0").is_err());
         assert!(Frame::decode(b"Z").is_err());
+    }
+
+    #[test]
+    fn go_is_twelve_bytes_a_record() {
+        assert_eq!(Frame::Go(Vec::new()).encode(), b"G");
+        let g = Frame::Go(vec![(1, 0x0102_0304_0506_0708)]).encode();
+        assert_eq!(g, b"G\0\0\0\x01\x01\x02\x03\x04\x05\x06\x07\x08");
+        // Anything but whole records is refused.
+        for n in 1..GO_RECORD * 2 + 5 {
+            if n % GO_RECORD == 0 {
+                continue;
+            }
+            let mut b = vec![b'G'];
+            b.extend(std::iter::repeat_n(0xab, n));
+            assert_eq!(Frame::decode(&b), Err(WireError("go records")), "{n} bytes");
+        }
+    }
+
+    /// Every frame cut short at every length decodes to an error or to some frame, never a
+    /// panic; whatever decodes encodes back to the same bytes.
+    #[test]
+    fn truncated_frames_never_panic() {
+        let frames = [
+            Frame::Chunk {
+                file: 1,
+                offset: 2,
+                sha256: [3; 32],
+                data: vec![4; 10],
+            },
+            Frame::End {
+                file: 1,
+                size: 2,
+                sha256: [5; 32],
+            },
+            Frame::Go(vec![(1, 2), (3, 4)]),
+            Frame::Ack(6),
+        ];
+        for f in frames {
+            let b = f.encode();
+            for n in 0..b.len() {
+                if let Ok(g) = Frame::decode(&b[..n]) {
+                    assert_eq!(g.encode(), &b[..n]);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)
+        ) {
+            let _ = Frame::decode(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_go_records_round_trip(
+            records in proptest::collection::vec(
+                (proptest::num::u32::ANY, proptest::num::u64::ANY), 0..64)
+        ) {
+            let f = Frame::Go(records);
+            proptest::prop_assert_eq!(Frame::decode(&f.encode()), Ok(f));
+        }
+
+        #[test]
+        fn arbitrary_go_bodies_decode_or_fail_cleanly(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..100)
+        ) {
+            let mut b = vec![b'G'];
+            b.extend_from_slice(&body);
+            match Frame::decode(&b) {
+                Ok(Frame::Go(r)) => {
+                    proptest::prop_assert_eq!(body.len(), r.len() * GO_RECORD);
+                    proptest::prop_assert_eq!(Frame::Go(r).encode(), b);
+                }
+                Ok(other) => proptest::prop_assert!(false, "{:?}", other),
+                Err(e) => proptest::prop_assert_eq!(e, WireError("go records")),
+            }
+        }
     }
 
     #[test]

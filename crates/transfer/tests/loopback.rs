@@ -32,6 +32,7 @@ async fn two_peers_move_a_file_on_loopback() {
     let out = Output::Dir {
         dir: dir.join("out"),
         overwrite: false,
+        resume: true,
     };
     let send = async {
         files::opened(&mut tx_link).await.unwrap();

@@ -107,6 +107,11 @@ pub struct ReceiveArgs {
     /// Replace files that exist.
     #[arg(long)]
     overwrite: bool,
+    /// Start every file from zero: discard the parts an interrupted transfer kept (by default
+    /// a file whose part matches the sender's path, size and mtime resumes after its last
+    /// verified chunk).
+    #[arg(long)]
+    no_resume: bool,
     /// With --manual: read the offer from FILE (waiting until it is written; `-`: standard input).
     #[arg(long, value_name = "FILE", requires = "manual")]
     offer_file: Option<PathBuf>,
@@ -176,6 +181,8 @@ struct Reporter {
     started: Instant,
     last_line: Instant,
     verb: &'static str,
+    /// Bytes kept from an interrupted transfer and not moved again.
+    resumed: u64,
 }
 
 fn emit(v: serde_json::Value) {
@@ -218,6 +225,7 @@ impl Reporter {
             started: Instant::now(),
             last_line: Instant::now(),
             verb,
+            resumed: 0,
         }
     }
 
@@ -264,13 +272,34 @@ impl Reporter {
                     self.bar = Some(bar);
                 }
             }
+            Status::Resume { path, offset, size } => {
+                self.resumed += offset;
+                if self.json {
+                    emit(
+                        serde_json::json!({"event": "resume", "path": path, "offset": offset,
+                        "size": size}),
+                    );
+                    return;
+                }
+                let line = format!("resuming {path} from {} (of {})", mib(offset), mib(size));
+                match &self.bar {
+                    Some(bar) => {
+                        bar.println(line);
+                        // What was kept counts as done, but not towards the rate.
+                        bar.inc(offset);
+                        bar.reset_eta();
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
             Status::Progress { done, total } => {
                 if let Some(bar) = &self.bar {
                     bar.set_length(total);
                     bar.set_position(done);
                 } else if self.last_line.elapsed() >= Duration::from_secs(1) {
                     self.last_line = Instant::now();
-                    let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+                    let moved = done.saturating_sub(self.resumed);
+                    let rate = moved as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
                     if self.json {
                         emit(
                             serde_json::json!({"event": "progress", "done": done, "total": total,
@@ -308,13 +337,20 @@ impl Reporter {
         let secs = self.started.elapsed().as_secs_f64();
         let rate = bytes as f64 / secs.max(1e-3);
         if self.json {
-            emit(
-                serde_json::json!({"event": "done", "bytes": bytes, "seconds": secs,
-                "bytes_per_sec": rate.round()}),
-            );
+            let mut v = serde_json::json!({"event": "done", "bytes": bytes, "seconds": secs,
+                "bytes_per_sec": rate.round()});
+            if self.resumed > 0 {
+                v["resumed"] = self.resumed.into();
+            }
+            emit(v);
         } else {
+            let resumed = if self.resumed > 0 {
+                format!(", {} resumed", mib(self.resumed))
+            } else {
+                String::new()
+            };
             eprintln!(
-                "done: {} in {secs:.1} s ({}/s)",
+                "done: {} in {secs:.1} s ({}/s){resumed}",
                 mib(bytes),
                 mib(rate as u64)
             );
@@ -508,6 +544,7 @@ fn output(args: &ReceiveArgs, stdout: Option<&str>) -> Result<Output, Failure> {
         None => Output::Dir {
             dir: args.output.clone(),
             overwrite: args.overwrite,
+            resume: !args.no_resume,
         },
     })
 }
