@@ -220,6 +220,31 @@ impl Sock {
     }
 }
 
+/// Turns off the per-datagram ancillary data quinn-udp asks the kernel for (destination address,
+/// TOS/traffic class) on a socket whose reader needs only the source address and GRO's segment
+/// size, such as a TURN relay socket bound to one address: the kernel then builds no control
+/// messages for those datagrams. Best effort: an option the kernel refuses is left as it was.
+pub(crate) fn no_receive_ancillary(sock: &impl std::os::fd::AsRawFd) {
+    let off: libc::c_int = 0;
+    for (level, name) in [
+        (libc::IPPROTO_IP, libc::IP_PKTINFO),
+        (libc::IPPROTO_IP, libc::IP_RECVTOS),
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS),
+    ] {
+        // SAFETY: a valid descriptor, an int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&off as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// Registers a bound socket with the current runtime's reactor.
 pub(crate) fn make_sock(std_sock: std::net::UdpSocket) -> io::Result<Sock> {
     let io = UdpSocket::from_std(std_sock)?;

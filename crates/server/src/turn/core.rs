@@ -545,6 +545,8 @@ impl Core {
         let sock = Arc::new(UdpSocket::from_std(std_sock).map_err(|_| RelayError::NoCapacity)?);
         let state =
             UdpSocketState::new(UdpSockRef::from(&*sock)).map_err(|_| RelayError::NoCapacity)?;
+        // The relay loop reads only the peer's address and GRO's segment size.
+        crate::net::no_receive_ancillary(&*sock);
         let core = Arc::downgrade(self);
         let task_sock = sock.clone();
         let task = tokio::spawn(async move { relay_loop(core, task_sock, state, addr).await });
