@@ -3,7 +3,8 @@
 # 1,000 channels, a paced publish load through the HTTP server API, loopback only, bounded in
 # count and time. Prints delivered messages/s, publish-to-receive p50/p99 latency and the
 # server CPU per delivered message for each scenario; ROUNDS (3) rounds of both scenarios, then
-# the median and min-max of each figure. Refuses to run on a busy machine (bench/lib.sh); runs go
+# the median and min-max of each figure. The load client's CPU per delivery is printed too (it
+# shares the two cores: the split says how much of the machine the server had). Refuses to run on a busy machine (bench/lib.sh); runs go
 # to bench-results/hub-DATE.json.
 # Usage: bench/hub.sh [SUBSCRIBERS] [MESSAGES_ONE_CHANNEL] [RATE_ONE_CHANNEL] [MESSAGES_MANY] [RATE_MANY]
 #        SB_PROFILE=debug bench/hub.sh 200 200 100 500 200   (quick smoke run on a debug build)
@@ -50,16 +51,18 @@ ADDR=$(awk '/^http /{print $3; exit}' "$TMP/sb.log")
 
 # scenario ROUND NAME CHANNELS MESSAGES RATE: one run, printed and recorded.
 scenario() {
-  local round=$1 name=$2 channels=$3 messages=$4 rate=$5 before after out delivered cpu
+  local round=$1 name=$2 channels=$3 messages=$4 rate=$5 before after out delivered cpu ccpu
   before=$(cpu_ticks "$SB_PID")
-  out=$($LOAD hub --server $ADDR --api-key $KEY --subscribers "$SUBS" --channels "$channels" \
-        --messages "$messages" --rate "$rate" --duration 60)
+  out=$(/usr/bin/time -f '%U %S' -o "$TMP/load.time" $LOAD hub --server $ADDR --api-key $KEY \
+        --subscribers "$SUBS" --channels "$channels" --messages "$messages" --rate "$rate" --duration 60)
   after=$(cpu_ticks "$SB_PID")
   delivered=$(sed -E 's/.* delivered=([0-9]+).*/\1/' <<<"$out")
   cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$delivered" 'BEGIN{ printf "%.3f", (n > 0 ? t / hz * 1e6 / n : 0) }')
-  printf 'round %s %-14s %s server_cpu_us_per_delivery=%s\n' "$round" "$name" "$out" "$cpu"
+  # The load client's CPU (start to exit, connecting included) on the same two cores.
+  ccpu=$(awk -v n="$delivered" 'END{ printf "%.3f", (n > 0 ? ($1 + $2) * 1e6 / n : 0) }' "$TMP/load.time")
+  printf 'round %s %-14s %s server_cpu_us_per_delivery=%s client_cpu_us_per_delivery=%s\n' "$round" "$name" "$out" "$cpu" "$ccpu"
   bench_record "$name" "rate=$(sed -E 's/.* delivered_rate=([0-9.]+).*/\1/' <<<"$out")" \
-    "p99_ms=$(sed -E 's/.* p99_ms=([0-9.]+).*/\1/' <<<"$out")" "cpu_us=$cpu" "delivered=$delivered" \
+    "p99_ms=$(sed -E 's/.* p99_ms=([0-9.]+).*/\1/' <<<"$out")" "cpu_us=$cpu" "client_cpu_us=$ccpu" "delivered=$delivered" \
     "expected=$(sed -E 's/.* expected=([0-9]+).*/\1/' <<<"$out")"
 }
 
@@ -69,11 +72,12 @@ for round in $(seq "$ROUNDS"); do
   scenario "$round" many-channels "$SUBS" "$MSGN" "$RATEN"
 done
 echo
-printf '%-14s %30s %26s %30s\n' scenario "deliveries/s (median, min-max)" "p99 ms (median, min-max)" "server CPU us/delivery (median)"
+printf '%-14s %30s %26s %30s %30s\n' scenario "deliveries/s (median, min-max)" "p99 ms (median, min-max)" "server CPU us/delivery (median)" "load client CPU us/delivery"
 for name in one-channel many-channels; do
   read -r r rlo rhi < <(bench_stats "$name" rate)
   read -r p plo phi < <(bench_stats "$name" p99_ms)
   read -r c clo chi < <(bench_stats "$name" cpu_us)
-  printf '%-14s %12.0f (%.0f-%.0f) %12s (%s-%s) %14s (%s-%s)\n' "$name" "$r" "$rlo" "$rhi" "$p" "$plo" "$phi" "$c" "$clo" "$chi"
+  read -r k klo khi < <(bench_stats "$name" client_cpu_us)
+  printf '%-14s %12.0f (%.0f-%.0f) %12s (%s-%s) %14s (%s-%s) %14s (%s-%s)\n' "$name" "$r" "$rlo" "$rhi" "$p" "$plo" "$phi" "$c" "$clo" "$chi" "$k" "$klo" "$khi"
 done
 bench_json hub
