@@ -843,3 +843,200 @@ fn manual_receiver_starting_late() {
     assert!(std::fs::read(out.join("late.bin")).unwrap() == data);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// --- resume: a part kept from an interrupted transfer ----------------------------------------
+
+/// The part and its record for `name` under `out`.
+fn part_of(out: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        out.join(format!(".{name}.switchboard-part")),
+        out.join(format!(".{name}.switchboard-part.json")),
+    )
+}
+
+/// The sender is killed (SIGKILL) in the middle of a 48 MiB file: the receiver fails with a
+/// message saying what it kept, and keeps the part with a record of its verified length. The
+/// same file sent again resumes there: only the rest moves, and the file is whole. About 15 s.
+#[test]
+fn an_interrupted_transfer_resumes_from_the_last_verified_chunk() {
+    const SIZE: usize = 48 << 20;
+    let t = Instant::now();
+    let (_server, url) = server();
+    let dir = tmp("resume");
+    let data = bytes(SIZE, 21);
+    let src = dir.join("big.bin");
+    std::fs::write(&src, &data).unwrap();
+    let out = dir.join("out");
+    let (part, record) = part_of(&out, "big.bin");
+
+    // First: the sender dies between 20 % and 80 %.
+    let mut sender = Sender::start(&url, &[src.to_str().unwrap()], None);
+    let code = sender.code();
+    let receiver = Lines::start(
+        Command::new(BIN)
+            .args(["receive", &code, "--json", "--server", &url, "--output"])
+            .arg(&out),
+    );
+    let mut first = Vec::new();
+    let killed_at = loop {
+        let l = receiver
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no progress from the receiver: {first:?}"));
+        first.push(l.clone());
+        let v: serde_json::Value = serde_json::from_str(&l).expect("JSON line");
+        assert_ne!(
+            v["event"], "file",
+            "finished before it could be killed: {first:?}"
+        );
+        if v["event"] != "progress" {
+            continue;
+        }
+        let done = v["done"].as_u64().unwrap();
+        assert!(
+            done * 5 < SIZE as u64 * 4,
+            "past 80 % at the first look, too fast to interrupt: {first:?}"
+        );
+        if done * 5 > SIZE as u64 {
+            sender.child.kill().unwrap();
+            let _ = sender.child.wait();
+            break done;
+        }
+    };
+    // The receiver gives up on its own (the sender went silent) and says what it kept.
+    let start = Instant::now();
+    first.extend(std::iter::from_fn(|| {
+        receiver.lines.recv_timeout(Duration::from_secs(30)).ok()
+    }));
+    let (rcode, rerr) = receiver.finish(Duration::from_secs(5));
+    eprintln!("the receiver gave up {:?} after the kill", start.elapsed());
+    assert_eq!(rcode, Some(1), "{first:?}\n{rerr}");
+    assert!(
+        rerr.contains("of big.bin kept") && rerr.contains("to resume"),
+        "{rerr}"
+    );
+    assert_eq!(events(&first, "error")[0]["kind"], "peer", "{first:?}");
+    assert!(!out.join("big.bin").exists());
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).expect("the part's record")).unwrap();
+    let verified = rec["verified"].as_u64().unwrap();
+    assert_eq!(rec["path"], "big.bin", "{rec}");
+    assert_eq!(rec["size"], SIZE, "{rec}");
+    assert!(verified > 0 && verified % 65536 == 0, "{rec}");
+    assert!(
+        verified >= killed_at - killed_at % 65536,
+        "{verified} < {killed_at}"
+    );
+    assert!(std::fs::metadata(&part).unwrap().len() >= verified);
+    assert!(std::fs::read(&part).unwrap()[..verified as usize] == data[..verified as usize]);
+
+    // Again: it resumes where the record says, and only the rest moves.
+    let mut sender = Sender::start(&url, &[src.to_str().unwrap()], None);
+    let code = sender.code();
+    let r = receive(&url, &code, &["--output", out.to_str().unwrap(), "--json"]);
+    let (status, slines, serr) = sender.finish();
+    let rout = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(
+        r.status.success(),
+        "{rout}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(status.success(), "{slines:?}\n{serr}");
+    let rlines = lines(&rout);
+    let resume = &events(&rlines, "resume");
+    assert_eq!(resume.len(), 1, "{rlines:?}");
+    assert_eq!(resume[0]["path"], "big.bin");
+    let offset = resume[0]["offset"].as_u64().unwrap();
+    assert!(offset > 0 && offset % 65536 == 0, "{offset}");
+    assert_eq!(offset, verified);
+    assert_eq!(events(&slines, "resume")[0]["offset"], offset, "{slines:?}");
+    let got = std::fs::read(out.join("big.bin")).unwrap();
+    assert!(got == data, "the resumed file differs");
+    assert_eq!(events(&rlines, "file")[0]["sha256"], sha256_hex(&data));
+    // Fewer bytes moved than the file holds: exactly what was not kept.
+    for lines in [&rlines, &slines] {
+        let done = &events(lines, "done")[0];
+        assert_eq!(done["bytes"], SIZE as u64 - offset, "{done}");
+        assert_eq!(done["resumed"], offset, "{done}");
+    }
+    // Progress started from what was kept.
+    let progress = events(&rlines, "progress");
+    assert!(
+        progress[0]["done"].as_u64().unwrap() >= offset,
+        "{progress:?}"
+    );
+    assert!(!part.exists() && !record.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("interrupted and resumed in {:?}", t.elapsed());
+}
+
+/// Parts made by hand next to where a file is received: resumed when the record matches the
+/// sender's path, size and mtime; started from zero (and replaced) when the mtime differs, and
+/// with `--no-resume` even when it matches.
+#[test]
+fn kept_parts_resume_only_when_they_match() {
+    const CHUNK: usize = 65536;
+    let (_server, url) = server();
+    let dir = tmp("resume-match");
+    let data = bytes(20 * CHUNK + 123, 22);
+    let src = dir.join("f.bin");
+    std::fs::write(&src, &data).unwrap();
+    let mtime = std::fs::metadata(&src)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // 8 chunks verified; some bytes after them that the record does not claim.
+    let kept = 8 * CHUNK;
+    let setup = |out: &Path, mtime: u64| {
+        std::fs::create_dir_all(out).unwrap();
+        let (part, record) = part_of(out, "f.bin");
+        let mut p = data[..kept].to_vec();
+        p.extend_from_slice(b"not verified");
+        std::fs::write(part, p).unwrap();
+        let rec = serde_json::json!({"v": 1, "path": "f.bin", "size": data.len(),
+            "mtime": mtime, "verified": kept});
+        std::fs::write(record, rec.to_string()).unwrap();
+    };
+    let run = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut sender = Sender::start(&url, &[src.to_str().unwrap()], None);
+        let code = sender.code();
+        let mut args = vec!["--output", out.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let r = receive(&url, &code, &args);
+        let (status, slines, serr) = sender.finish();
+        let rout = String::from_utf8_lossy(&r.stdout).to_string();
+        assert!(
+            r.status.success(),
+            "{rout}\n{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(status.success(), "{slines:?}\n{serr}");
+        assert!(std::fs::read(out.join("f.bin")).unwrap() == data);
+        let (part, record) = part_of(out, "f.bin");
+        assert!(!part.exists() && !record.exists());
+        lines(&rout)
+    };
+    let moved = |l: &[String]| events(l, "done")[0]["bytes"].as_u64().unwrap();
+
+    let matching = dir.join("matching");
+    setup(&matching, mtime);
+    let l = run(&matching, &[]);
+    assert_eq!(events(&l, "resume")[0]["offset"], kept, "{l:?}");
+    assert_eq!(moved(&l), (data.len() - kept) as u64);
+
+    let changed = dir.join("changed");
+    setup(&changed, mtime + 1);
+    let l = run(&changed, &[]);
+    assert!(events(&l, "resume").is_empty(), "{l:?}");
+    assert_eq!(moved(&l), data.len() as u64);
+
+    let refused = dir.join("refused");
+    setup(&refused, mtime);
+    let l = run(&refused, &["--no-resume"]);
+    assert!(events(&l, "resume").is_empty(), "{l:?}");
+    assert_eq!(moved(&l), data.len() as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
