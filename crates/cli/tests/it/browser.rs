@@ -32,7 +32,11 @@ use crate::common::{isolate_network, metric, repo_root, run, text, venv_python, 
 use serde_json::Value;
 
 /// GET over HTTP/1.0; returns (status, lower-cased headers, body).
-fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
+pub(crate) fn get(
+    addr: SocketAddr,
+    path: &str,
+    extra: &str,
+) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{extra}\r\n").expect("write");
@@ -52,7 +56,7 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, String)>
     (status, headers, body.to_string())
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
     headers
         .iter()
         .find(|(k, _)| k == name)
@@ -165,7 +169,7 @@ pub(crate) fn tagged_json(out: &str, prefix: &str) -> Option<Value> {
 }
 
 /// A running node script: stdout lines through a channel, stderr collected; killed on drop.
-struct Script {
+pub(crate) struct Script {
     child: Child,
     lines: mpsc::Receiver<String>,
     stdout: Vec<String>,
@@ -173,7 +177,7 @@ struct Script {
 }
 
 impl Script {
-    fn spawn(cmd: &mut Command) -> Script {
+    pub(crate) fn spawn(cmd: &mut Command) -> Script {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -209,13 +213,13 @@ impl Script {
         }
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         let err = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
         format!("stdout:\n{}\nstderr:\n{err}", self.stdout.join("\n"))
     }
 
     /// The next stdout line starting with `prefix`, within `limit`.
-    fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+    pub(crate) fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -235,7 +239,7 @@ impl Script {
     }
 
     /// Waits for the exit (and the rest of stdout) within `limit`.
-    fn finish(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) fn finish(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -1,6 +1,7 @@
 //! The pages served by the binary: the console (`GET /`: listeners and live counters from
-//! `/healthz` and `/metrics`) and the call page (`GET /call`: WebRTC through the hub's signaling
-//! rooms and switchboard's STUN/TURN). Sources live in `web/` at the repository root and are
+//! `/healthz` and `/metrics`), the call page (`GET /call`: WebRTC through the hub's signaling
+//! rooms and switchboard's STUN/TURN) and the send page (`GET /send`: `switchboard send` /
+//! `receive` in a browser, docs/send.md). Sources live in `web/` at the repository root and are
 //! compiled in with `include_bytes!`: no CDN, no build step, nothing read from disk at run time.
 //!
 //! Every answer carries a strict Content-Security-Policy (scripts and styles from this origin
@@ -59,11 +60,14 @@ const CSS: &str = "text/css; charset=utf-8";
 
 static CONSOLE: Asset = asset!("console.html", HTML);
 static CALL: Asset = asset!("call.html", HTML);
+static SEND: Asset = asset!("send.html", HTML);
 
 /// `/assets/NAME`: the scripts, the style sheet and the icon.
 static ASSETS: &[(&str, Asset)] = &[
     ("call.js", asset!("call.js", JS)),
     ("console.js", asset!("console.js", JS)),
+    ("send.js", asset!("send.js", JS)),
+    ("spake2.js", asset!("spake2.js", JS)),
     ("common.js", asset!("common.js", JS)),
     ("style.css", asset!("style.css", CSS)),
     ("favicon.svg", asset!("favicon.svg", "image/svg+xml")),
@@ -94,6 +98,7 @@ pub(crate) fn routes() -> Router {
     Router::new()
         .route("/", get(console))
         .route("/call", get(call))
+        .route("/send", get(send))
         .route("/assets/{name}", get(asset))
         .route("/sdk/switchboard.js", get(sdk))
         .route("/sdk/switchboard.d.ts", get(sdk_types))
@@ -127,6 +132,10 @@ async fn console(headers: HeaderMap) -> Response {
 
 async fn call(headers: HeaderMap) -> Response {
     serve(&CALL, &headers)
+}
+
+async fn send(headers: HeaderMap) -> Response {
+    serve(&SEND, &headers)
 }
 
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
@@ -203,11 +212,12 @@ mod tests {
         }
         assert_eq!(CONSOLE.content_type, HTML);
         assert_eq!(CALL.content_type, HTML);
+        assert_eq!(SEND.content_type, HTML);
     }
 
     #[test]
     fn pages_reference_only_embedded_assets() {
-        for page in [&CONSOLE, &CALL] {
+        for page in [&CONSOLE, &CALL, &SEND] {
             let text = std::str::from_utf8(page.body).unwrap_or_default();
             for part in text.split("/assets/").skip(1) {
                 let name: String = part
