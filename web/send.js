@@ -36,6 +36,7 @@ const ANSWER_MS = 30_000;
 const CONNECT_MS = 30_000;
 const WAIT_MS = 10 * 60_000; // a sender waits this long for a receiver
 const BLOB_PART = 16 * 1024 * 1024; // chunks are gathered into Blobs of about this size
+const READ = 1024 * 1024; // a File is read this much at a time (each read is a round trip)
 const WRONG_CODE = "wrong code";
 const BUSY = "busy";
 
@@ -627,15 +628,18 @@ async function sendFiles({ dc, inbox }, files) {
     const rows = fileRow({ path: file.name, size: file.size });
     while (offset < file.size) {
       if (failure) throw failure;
-      const data = new Uint8Array(await file.slice(offset, Math.min(file.size, offset + CHUNK)).arrayBuffer());
-      if (data.length === 0) throw new TransferError("file", `${file.name} could not be read (changed while being sent?)`);
-      hash.update(data);
-      await drained(dc);
-      if (failure) throw failure;
-      dc.send(frame("C", u32(i), u64(offset), await sha256(data), data));
-      offset += data.length;
-      state.done += data.length;
-      progress();
+      const block = new Uint8Array(await file.slice(offset, Math.min(file.size, offset + READ)).arrayBuffer());
+      if (block.length === 0) throw new TransferError("file", `${file.name} could not be read (changed while being sent?)`);
+      for (let at = 0; at < block.length; at += CHUNK) {
+        const data = block.subarray(at, Math.min(block.length, at + CHUNK));
+        hash.update(data);
+        await drained(dc);
+        if (failure) throw failure;
+        dc.send(frame("C", u32(i), u64(offset), await sha256(data), data));
+        offset += data.length;
+        state.done += data.length;
+        progress();
+      }
     }
     const digest = hash.digest();
     dc.send(frame("E", u32(i), u64(offset), digest));
