@@ -927,7 +927,7 @@ async fn receive_inner(
     loop {
         let ev = match current.as_ref() {
             Some(c) => {
-                let limit = STALL.max(gap * STALL_FACTOR);
+                let limit = STALL.max(gap.saturating_mul(STALL_FACTOR));
                 match tokio::time::timeout(limit, link.rx.recv()).await {
                     Ok(ev) => ev,
                     Err(_) => {
