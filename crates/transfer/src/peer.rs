@@ -36,7 +36,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::turn::{binding_request, binding_response, TurnClient, TurnEvent};
 
@@ -168,6 +168,8 @@ pub struct Agent {
     pub candidates: Vec<String>,
     /// The peer's candidates (from its description), to name the type of the one ICE picks.
     remote: Vec<(SocketAddr, CandidateType)>,
+    /// The route the data takes, as it changes ([`Agent::routes`]).
+    routes: watch::Sender<Route>,
 }
 
 /// The addresses of the default routes (no packet is sent), else loopback.
@@ -461,6 +463,7 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
         pending: None,
         candidates,
         remote: Vec::new(),
+        routes: watch::channel(Route::Unknown).0,
     })
 }
 
@@ -521,6 +524,15 @@ impl Agent {
             .map_or(CandidateType::Prflx, |(_, t)| *t)
     }
 
+    /// The path the data takes, as it changes: [`Route::Unknown`] until the first message
+    /// leaves, then each pair it moves to. ICE (str0m) nominates the first pair whose check
+    /// succeeds and moves to a better one when that one's check succeeds, also after the data
+    /// channel opened: a relayed pair that answered first gives way to a direct one a moment
+    /// later, so the route [`LinkEvent::Open`] carries need not be the one the data ends on.
+    pub fn routes(&self) -> watch::Receiver<Route> {
+        self.routes.subscribe()
+    }
+
     /// Spawns the run loop; talk to it through the [`Link`].
     pub fn start(self) -> Link {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
@@ -539,11 +551,13 @@ impl Agent {
         if let Some(i) = self.hosts.iter().position(|h| h.local == t.source) {
             push(&self.udp, &mut self.batch, i, t.destination, &t.contents).await;
             if !stun && !route.is_some_and(|r| r.is(t.source, t.destination)) {
-                *route = Some(Route::Direct {
+                let r = Route::Direct {
                     local: t.source,
                     remote: t.destination,
                     remote_type: self.remote_type(t.destination),
-                });
+                };
+                *route = Some(r);
+                self.routes.send_replace(r);
             }
             return;
         }
@@ -561,12 +575,14 @@ impl Agent {
                 push(&self.udp, &mut self.batch, nhosts + j, server, &b).await;
             }
             if !stun && !route.is_some_and(|r| r.is(t.source, t.destination)) {
-                *route = Some(Route::Relay {
+                let r = Route::Relay {
                     relayed: t.source,
                     server,
                     remote: t.destination,
                     remote_type: self.remote_type(t.destination),
-                });
+                };
+                *route = Some(r);
+                self.routes.send_replace(r);
             }
         }
     }

@@ -271,6 +271,7 @@ pub(super) async fn send(
     agent
         .accept_answer(&answer)
         .map_err(|e| usage(format!("the answer does not fit this offer: {e}")))?;
+    r.routes = Some(agent.routes());
     let mut link = agent.start();
     let route = files::opened(&mut link)
         .await
@@ -349,6 +350,7 @@ async fn receive_inner(
         "give this answer to the sender within 30 s (paste it, or scan the QR code); \
          connecting...",
     );
+    r.routes = Some(agent.routes());
     let mut link = agent.start();
     let route = files::opened(&mut link)
         .await

@@ -183,6 +183,10 @@ struct Reporter {
     verb: &'static str,
     /// Bytes kept from an interrupted transfer and not moved again.
     resumed: u64,
+    /// The path the data takes, as the peer task sees it change ([`Reporter::route_changed`]).
+    routes: Option<tokio::sync::watch::Receiver<Route>>,
+    /// The path last reported.
+    route: Route,
 }
 
 fn emit(v: serde_json::Value) {
@@ -217,6 +221,18 @@ fn route_json(r: &Route) -> serde_json::Value {
     v
 }
 
+/// The route for a person: `directly (ADDRESS)`, `through the TURN relay SERVER`, ...
+fn how(r: &Route) -> String {
+    match r {
+        Route::Direct { remote, .. } if r.relayed() => {
+            format!("through the peer's TURN relay ({remote})")
+        }
+        Route::Direct { remote, .. } => format!("directly ({remote})"),
+        Route::Relay { server, .. } => format!("through the TURN relay {server}"),
+        Route::Unknown => "".into(),
+    }
+}
+
 impl Reporter {
     fn new(json: bool, verb: &'static str) -> Reporter {
         Reporter {
@@ -226,6 +242,32 @@ impl Reporter {
             last_line: Instant::now(),
             verb,
             resumed: 0,
+            routes: None,
+            route: Route::Unknown,
+        }
+    }
+
+    /// Reports a move of the data to another pair after `connected` (ICE moves to a better
+    /// pair when its check succeeds: a relay that answered first, then a direct pair): a
+    /// `route` event, or a line.
+    fn route_changed(&mut self) {
+        let Some(now) = self.routes.as_ref().map(|rx| *rx.borrow()) else {
+            return;
+        };
+        if now == Route::Unknown || now == self.route || self.route == Route::Unknown {
+            return;
+        }
+        self.route = now;
+        if self.json {
+            let mut v = route_json(&now);
+            v["event"] = "route".into();
+            emit(v);
+            return;
+        }
+        let line = format!("now connected {}", how(&now));
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 
@@ -236,23 +278,18 @@ impl Reporter {
     }
 
     fn status(&mut self, s: Status) {
+        self.route_changed();
         match s {
             Status::Connected(r) => {
+                self.route = r;
                 if self.json {
                     let mut v = route_json(&r);
                     v["event"] = "connected".into();
                     emit(v);
                 } else {
-                    let how = match r {
-                        Route::Direct { remote, .. } if r.relayed() => {
-                            format!("through the peer's TURN relay ({remote})")
-                        }
-                        Route::Direct { remote, .. } => format!("directly ({remote})"),
-                        Route::Relay { server, .. } => format!("through the TURN relay {server}"),
-                        Route::Unknown => "".into(),
-                    };
-                    eprintln!("connected {how}");
+                    eprintln!("connected {}", how(&r));
                 }
+                self.route_changed();
             }
             Status::Manifest { files, bytes } => {
                 self.started = Instant::now();
@@ -331,6 +368,7 @@ impl Reporter {
     }
 
     fn done(&mut self, bytes: u64) {
+        self.route_changed();
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -478,6 +516,7 @@ async fn send_inner(
     let mut agent = gather(&cfg).await?;
     let answer = agent.accept_offer(&offer)?;
     session.send_answer(&answer).await?;
+    r.routes = Some(agent.routes());
     let mut link = agent.start();
     let route = files::opened(&mut link)
         .await
@@ -570,6 +609,7 @@ async fn receive_inner(
         }
     };
     agent.accept_answer(&answer)?;
+    r.routes = Some(agent.routes());
     let mut link = agent.start();
     let route = files::opened(&mut link)
         .await
