@@ -477,6 +477,7 @@ impl Server {
                     } else {
                         "memory"
                     },
+                    health: Default::default(),
                 },
                 {
                     let routes = hub::routes(ctx.clone(), Some(ice));

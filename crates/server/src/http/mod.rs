@@ -49,6 +49,20 @@ pub(crate) struct HttpState {
     pub hub: Hub,
     /// "memory" or "redis".
     pub broker: &'static str,
+    /// The last `/healthz` body (see [`HEALTH_FRESH`]).
+    pub health: Arc<std::sync::RwLock<Option<Health>>>,
+}
+
+/// How long a `/healthz` body is served again: its hub counts walk every channel of the hub
+/// (32 locked shards), which a load balancer polling many times a second should not pay per
+/// request. The status is never stale: a body is reused only while the broker's state matches.
+pub(crate) const HEALTH_FRESH: Duration = Duration::from_millis(100);
+
+/// A `/healthz` body and when it was made.
+pub(crate) struct Health {
+    at: std::time::Instant,
+    broker_up: bool,
+    body: bytes::Bytes,
 }
 
 /// The whole application: health, metrics, pages, hub transports, gRPC; JSON 404 for the rest.
@@ -343,15 +357,39 @@ pub(crate) fn listeners_json(listeners: &[ListenerInfo]) -> Arc<str> {
 }
 
 async fn healthz(State(st): State<HttpState>) -> Response {
-    let info = st.hub.info();
     // A Redis outage degrades the hub (publishes refused, local clients kept) but not STUN/TURN:
     // still 200, so a load balancer keeps sending relay and local traffic here.
     let broker_up = st.hub.broker_healthy();
+    let now = std::time::Instant::now();
+    let cached = st.health.read().ok().and_then(|h| {
+        h.as_ref()
+            .filter(|h| h.broker_up == broker_up && now.duration_since(h.at) < HEALTH_FRESH)
+            .map(|h| h.body.clone())
+    });
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let body = bytes::Bytes::from(health_body(&st, broker_up));
+            if let Ok(mut h) = st.health.write() {
+                *h = Some(Health {
+                    at: now,
+                    broker_up,
+                    body: body.clone(),
+                });
+            }
+            body
+        }
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The `/healthz` JSON, written directly (no intermediate JSON tree).
+fn health_body(st: &HttpState, broker_up: bool) -> String {
+    let info = st.hub.info();
     let status = if broker_up { "ok" } else { "degraded" };
-    // Written directly (no intermediate JSON tree): this is what load balancers poll.
     let node = serde_json::Value::from(info.name).to_string();
     let uid = serde_json::Value::from(info.uid).to_string();
-    let body = format!(
+    format!(
         concat!(
             r#"{{"status":"{status}","version":"{version}","components":{{"#,
             r#""stun":{{"status":"ok"}},"#,
@@ -372,8 +410,7 @@ async fn healthz(State(st): State<HttpState>) -> Response {
         subscriptions = info.num_subs,
         uptime = info.uptime,
         listeners = st.listeners_json,
-    );
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    )
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {
