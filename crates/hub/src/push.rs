@@ -26,6 +26,8 @@ pub enum Codec {
 #[derive(Debug)]
 pub struct SharedPush {
     inner: proto::Push,
+    /// The protobuf encoding's length, computed once: every subscriber's queue accounts for it.
+    len: usize,
     json: OnceLock<Bytes>,
     proto: OnceLock<Bytes>,
     centrifugo_json: OnceLock<Bytes>,
@@ -35,13 +37,21 @@ pub struct SharedPush {
 impl SharedPush {
     /// Wraps `push`; nothing is encoded yet.
     pub fn new(push: proto::Push) -> Self {
+        use switchboard_proto::prost::Message;
         SharedPush {
+            len: push.encoded_len(),
             inner: push,
             json: OnceLock::new(),
             proto: OnceLock::new(),
             centrifugo_json: OnceLock::new(),
             centrifugo_proto: OnceLock::new(),
         }
+    }
+
+    /// The length of the push's protobuf encoding (computed once, when it was wrapped; the
+    /// trait method of the same name would walk the message for every subscriber).
+    pub fn encoded_len(&self) -> usize {
+        self.len
     }
 
     /// The push.

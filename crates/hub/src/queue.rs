@@ -7,7 +7,6 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use switchboard_proto::prost::Message;
 use switchboard_proto::v1 as proto;
 use tokio::sync::Notify;
 

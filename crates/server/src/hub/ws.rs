@@ -436,8 +436,14 @@ impl FrameConn for WsConn {
         let Some(msg) = self.encode(out) else {
             return true;
         };
+        let mut feed = self.socket.feed(msg);
+        // Almost every feed only appends to the write buffer and is ready at once: no timer
+        // (a clock read and a timer entry per delivered message) unless it has to wait.
+        if let Some(r) = futures_util::FutureExt::now_or_never(&mut feed) {
+            return r.is_ok();
+        }
         matches!(
-            tokio::time::timeout(self.write_timeout, self.socket.feed(msg)).await,
+            tokio::time::timeout(self.write_timeout, feed).await,
             Ok(Ok(()))
         )
     }
