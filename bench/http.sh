@@ -8,6 +8,7 @@
 # bench-results/http-DATE.json.
 # Usage: bench/http.sh [REQUESTS] [CONNECTIONS] [STREAMS_PER_CONNECTION]
 #        SB_PROFILE=debug bench/http.sh 5000 8 4     (quick smoke run on a debug build)
+#        SB=bench-results/sb-OLD LOAD=bench-results/bench-OLD bench/http.sh   (other builds, not rebuilt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200000}; C=${2:-16}; M=${3:-10}; ROUNDS=${ROUNDS:-3}
@@ -15,7 +16,10 @@ PROFILE=${SB_PROFILE:-release}
 for tool in h2load nginx openssl curl; do
   command -v "$tool" >/dev/null || { echo "bench/http.sh: $tool missing (apt-get install nghttp2-client nginx openssl curl)"; exit 1; }
 done
-if [ "$PROFILE" = release ]; then
+# SB=PATH runs that server binary instead of building (an A/B run of two builds).
+if [ -n "${SB:-}" ]; then
+  :
+elif [ "$PROFILE" = release ]; then
   cargo build --release -q -p switchboard-cli -p switchboard-bench
 else
   cargo build -q -p switchboard-cli -p switchboard-bench
@@ -23,7 +27,7 @@ fi
 . bench/lib.sh
 bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
-SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
+SB=${SB:-$TARGET/$PROFILE/switchboard}; LOAD=${LOAD:-$TARGET/$PROFILE/switchboard-bench}
 TMP=$(mktemp -d); PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -9,11 +9,15 @@
 # Usage: bench/hub.sh [SUBSCRIBERS] [MESSAGES_ONE_CHANNEL] [RATE_ONE_CHANNEL] [MESSAGES_MANY] [RATE_MANY]
 #        SB_PROFILE=debug bench/hub.sh 200 200 100 500 200   (quick smoke run on a debug build)
 #        WRITE_DELAY_MS=10 bench/hub.sh                      (gather pushes up to 10 ms per write)
+#        SB=bench-results/sb-OLD LOAD=bench-results/bench-OLD bench/hub.sh   (other builds, not rebuilt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBS=${1:-1000}; MSG1=${2:-2000}; RATE1=${3:-200}; MSGN=${4:-20000}; RATEN=${5:-2000}
 PROFILE=${SB_PROFILE:-release}; ROUNDS=${ROUNDS:-3}
-if [ "$PROFILE" = release ]; then
+# SB=PATH runs that server binary instead of building (an A/B run of two builds).
+if [ -n "${SB:-}" ]; then
+  :
+elif [ "$PROFILE" = release ]; then
   cargo build --release -q -p switchboard-cli -p switchboard-bench
 else
   cargo build -q -p switchboard-cli -p switchboard-bench
@@ -21,7 +25,7 @@ fi
 . bench/lib.sh
 bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
-SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
+SB=${SB:-$TARGET/$PROFILE/switchboard}; LOAD=${LOAD:-$TARGET/$PROFILE/switchboard-bench}
 # Each subscriber is a socket in this script's client and one in the server.
 ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TMP=$(mktemp -d); PIDS=()
