@@ -38,7 +38,8 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::turn::{binding_request, binding_response, TurnClient, TurnEvent};
+use crate::turn::{binding_request, binding_response, TurnClient, TurnEvent, TurnTransport};
+use crate::turn_stream::{self, Bridge};
 
 /// The data channel's buffered amount above which no more messages are taken. The buffered
 /// amount counts what is in flight until it is acknowledged, so this must exceed the peer's
@@ -95,6 +96,8 @@ pub struct PeerConfig {
     pub host_ips: Vec<IpAddr>,
     /// How long STUN and TURN may take.
     pub gather_timeout: Duration,
+    /// TLS for `turns:` servers (TURN over TLS); none: `turns:` URLs are skipped.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for PeerConfig {
@@ -104,6 +107,7 @@ impl Default for PeerConfig {
             relay_only: false,
             host_ips: Vec::new(),
             gather_timeout: Duration::from_secs(3),
+            tls: None,
         }
     }
 }
@@ -149,7 +153,28 @@ struct Relay {
     sock: Arc<UdpSocket>,
     client: TurnClient,
     ok: bool,
+    /// Its TURN server and user ([`TurnPlan::group`]).
+    group: usize,
+    /// Over TCP/TLS: the bridge to the connection.
+    _bridge: Option<Bridge>,
 }
+
+/// A TURN server to allocate on over one transport. The URLs of one server (one address, one
+/// user) form a group; a group is tried UDP first, then TCP, then TLS, each next one when the
+/// last failed or has not allocated within [`FALLBACK_AFTER`], and keeps the first that
+/// allocates (UDP when two do at once).
+struct TurnPlan {
+    group: usize,
+    transport: TurnTransport,
+    server: SocketAddr,
+    /// The host of the URL (the TLS server name).
+    host: String,
+    user: String,
+    password: String,
+}
+
+/// How long one transport to a TURN server may take before the next is tried as well.
+const FALLBACK_AFTER: Duration = Duration::from_millis(750);
 
 /// A gathered peer, before the descriptions are exchanged.
 pub struct Agent {
@@ -199,25 +224,29 @@ pub fn default_ips() -> Vec<IpAddr> {
     v
 }
 
-/// `stun:`/`turn:` URL → (is TURN, host, port); TCP/TLS TURN is skipped (UDP only here).
-fn parse_url(url: &str) -> Option<(bool, String, u16)> {
+/// `stun:`/`turn:`/`turns:` URL → (TURN transport, none for STUN; host; port). `turns:` is
+/// TLS over TCP (`transport=udp`, DTLS, is not supported); `stuns:` is not supported.
+fn parse_url(url: &str) -> Option<(Option<TurnTransport>, String, u16)> {
     let (scheme, rest) = url.split_once(':')?;
-    let turn = match scheme {
-        "stun" => false,
-        "turn" => true,
+    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let transport = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("transport="))
+        .unwrap_or(if scheme == "turns" { "tcp" } else { "udp" });
+    let (turn, default_port) = match (scheme, transport) {
+        ("stun", _) => (None, "3478"),
+        ("turn", "udp") => (Some(TurnTransport::Udp), "3478"),
+        ("turn", "tcp") => (Some(TurnTransport::Tcp), "3478"),
+        ("turns", "tcp") => (Some(TurnTransport::Tls), "5349"),
         _ => return None,
     };
-    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if turn && query.contains("transport=") && !query.contains("transport=udp") {
-        return None;
-    }
     let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
         let (h, p) = r.split_once(']')?;
-        (h.to_string(), p.strip_prefix(':').unwrap_or("3478"))
+        (h.to_string(), p.strip_prefix(':').unwrap_or(default_port))
     } else {
         match hostport.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p),
-            None => (hostport.to_string(), "3478"),
+            None => (hostport.to_string(), default_port),
         }
     };
     Some((turn, host, port.parse().ok()?))
@@ -268,6 +297,65 @@ fn spawn_reader(
     })
 }
 
+/// Starts allocating on one TURN server over one transport: over UDP from a socket of its
+/// own, over TCP/TLS from a loopback socket through a bridge to the connection.
+async fn start_relay(
+    plan: &TurnPlan,
+    hosts: &[Host],
+    cfg: &PeerConfig,
+    now: Instant,
+) -> std::io::Result<Relay> {
+    let server = plan.server;
+    if plan.transport != TurnTransport::Udp {
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        widen(&sock);
+        let (bridge, b) = turn_stream::open(
+            server,
+            plan.transport,
+            &plan.host,
+            cfg.tls.clone(),
+            sock.local_addr()?,
+        )
+        .await?;
+        return Ok(Relay {
+            sock: Arc::new(sock),
+            client: TurnClient::via(
+                server,
+                plan.transport,
+                bridge,
+                &plan.user,
+                &plan.password,
+                now,
+            ),
+            ok: false,
+            group: plan.group,
+            _bridge: Some(b),
+        });
+    }
+    // From a host address of the server's family (else any).
+    let bind_ip = hosts
+        .iter()
+        .map(|h| h.local.ip())
+        .find(|ip| {
+            ip.is_ipv4() == server.is_ipv4() && !ip.is_loopback()
+                || server.ip().is_loopback() && ip.is_ipv4() == server.is_ipv4()
+        })
+        .unwrap_or(if server.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        });
+    let sock = UdpSocket::bind((bind_ip, 0)).await?;
+    widen(&sock);
+    Ok(Relay {
+        sock: Arc::new(sock),
+        client: TurnClient::new(server, &plan.user, &plan.password, now),
+        ok: false,
+        group: plan.group,
+        _bridge: None,
+    })
+}
+
 /// Binds the sockets and gathers host, server-reflexive and relay candidates.
 pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
     let ips = if cfg.host_ips.is_empty() {
@@ -293,46 +381,40 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
     // STUN: (host index, server, transaction, request, answered mapping).
     let mut stuns = Vec::new();
     let mut relays: Vec<Relay> = Vec::new();
+    let mut plans: Vec<TurnPlan> = Vec::new();
+    // (server address, user) per group.
+    let mut groups: Vec<(IpAddr, String)> = Vec::new();
     for s in &cfg.ice_servers {
         for url in &s.urls {
             let Some((turn, host, port)) = parse_url(url) else {
                 continue;
             };
+            if turn == Some(TurnTransport::Tls) && cfg.tls.is_none() {
+                continue;
+            }
             for server in resolve(&host, port).await {
-                if turn {
+                if let Some(transport) = turn {
                     let (Some(user), Some(pass)) = (&s.username, &s.credential) else {
                         continue;
                     };
-                    if relays.iter().any(|r| r.client.server() == server) {
+                    if plans
+                        .iter()
+                        .any(|p| p.server == server && p.transport == transport)
+                    {
                         continue;
                     }
-                    // From a host address of the server's family (else any).
-                    let bind_ip = hosts
-                        .iter()
-                        .map(|h| h.local.ip())
-                        .find(|ip| {
-                            ip.is_ipv4() == server.is_ipv4() && !ip.is_loopback()
-                                || server.ip().is_loopback() && ip.is_ipv4() == server.is_ipv4()
-                        })
-                        .unwrap_or(if server.is_ipv4() {
-                            Ipv4Addr::UNSPECIFIED.into()
-                        } else {
-                            Ipv6Addr::UNSPECIFIED.into()
-                        });
-                    let Ok(sock) = UdpSocket::bind((bind_ip, 0)).await else {
-                        continue;
-                    };
-                    widen(&sock);
-                    let sock = Arc::new(sock);
-                    readers.push(spawn_reader(
-                        sock.clone(),
-                        Via::Turn(relays.len()),
-                        tx.clone(),
-                    ));
-                    relays.push(Relay {
-                        sock,
-                        client: TurnClient::new(server, user, pass, now),
-                        ok: false,
+                    let key = (server.ip(), user.clone());
+                    let group = groups.iter().position(|g| *g == key).unwrap_or_else(|| {
+                        groups.push(key);
+                        groups.len() - 1
+                    });
+                    plans.push(TurnPlan {
+                        group,
+                        transport,
+                        server,
+                        host: host.clone(),
+                        user: user.clone(),
+                        password: pass.clone(),
                     });
                 } else if !cfg.relay_only {
                     for (i, h) in hosts.iter().enumerate() {
@@ -345,13 +427,56 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
             }
         }
     }
-    drop(tx);
+    // Each group's transports in order of preference: UDP, TCP, TLS.
+    plans.sort_by_key(|p| (p.group, p.transport));
+    let mut plans: Vec<Option<TurnPlan>> = plans.into_iter().map(Some).collect();
+    // When each group last started a transport.
+    let mut started: Vec<Option<Instant>> = vec![None; groups.len()];
     // Run STUN and TURN until every answer is in or the deadline passes.
     let deadline = now + cfg.gather_timeout;
-    let mut done_relays = vec![false; relays.len()];
+    let mut done_relays: Vec<bool> = Vec::new();
     let mut next_stun = now;
     loop {
         let now = Instant::now();
+        // Each group without an allocation tries its next transport when the last one failed
+        // or has not allocated within FALLBACK_AFTER.
+        for (g, started_at) in started.iter_mut().enumerate() {
+            let mine = || {
+                relays
+                    .iter()
+                    .zip(&done_relays)
+                    .filter(|(r, _)| r.group == g)
+            };
+            if mine().any(|(r, _)| r.ok) {
+                continue;
+            }
+            let waiting = mine().any(|(_, done)| !*done);
+            if waiting && started_at.is_some_and(|t| now < t + FALLBACK_AFTER) {
+                continue;
+            }
+            let Some(plan) = plans
+                .iter_mut()
+                .find(|p| p.as_ref().is_some_and(|p| p.group == g))
+                .and_then(Option::take)
+            else {
+                continue;
+            };
+            *started_at = Some(now);
+            match start_relay(&plan, &hosts, cfg, now).await {
+                Ok(r) => {
+                    readers.push(spawn_reader(
+                        r.sock.clone(),
+                        Via::Turn(relays.len()),
+                        tx.clone(),
+                    ));
+                    relays.push(r);
+                    done_relays.push(false);
+                }
+                Err(e) => {
+                    tracing::debug!(server = %plan.server, transport = plan.transport.as_str(), "TURN: {e}")
+                }
+            }
+        }
         if now >= next_stun {
             for (i, server, _, req, got) in &stuns {
                 if got.is_none() {
@@ -360,17 +485,34 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
             }
             next_stun = now + Duration::from_millis(400);
         }
-        for r in relays.iter_mut() {
-            r.client.handle_timeout(now);
+        for (r, done) in relays.iter_mut().zip(done_relays.iter_mut()) {
+            if let Some(TurnEvent::Failed(why)) = r.client.handle_timeout(now) {
+                tracing::warn!(transport = r.client.transport().as_str(), "{why}");
+                *done = true;
+            }
             while let Some(b) = r.client.poll_transmit() {
-                let _ = r.sock.send_to(&b, r.client.server()).await;
+                let _ = r.sock.send_to(&b, r.client.destination()).await;
             }
         }
         let stun_done = stuns.iter().all(|s| s.4.is_some());
-        if stun_done && done_relays.iter().all(|d| *d) || now >= deadline {
+        // A group is done once it allocated, or failed on every transport.
+        let turn_done = (0..groups.len()).all(|g| {
+            let mut mine = relays
+                .iter()
+                .zip(&done_relays)
+                .filter(|(r, _)| r.group == g);
+            mine.clone().any(|(r, _)| r.ok)
+                || mine.all(|(_, d)| *d) && !plans.iter().flatten().any(|p| p.group == g)
+        });
+        if stun_done && turn_done || now >= deadline {
             break;
         }
-        let wake = next_stun.min(deadline);
+        let mut wake = next_stun.min(deadline);
+        for t in started.iter().flatten() {
+            if *t + FALLBACK_AFTER > now {
+                wake = wake.min(*t + FALLBACK_AFTER);
+            }
+        }
         let d = tokio::select! {
             d = rx.recv() => d,
             _ = tokio::time::sleep_until(wake.into()) => continue,
@@ -390,7 +532,7 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
                     done_relays[j] = true;
                 }
                 Some(TurnEvent::Failed(why)) => {
-                    tracing::warn!(server = %relays[j].client.server(), "{why}");
+                    tracing::warn!(transport = relays[j].client.transport().as_str(), "{why}");
                     done_relays[j] = true;
                 }
                 _ => {}
@@ -398,10 +540,11 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
         }
         for r in relays.iter_mut() {
             while let Some(b) = r.client.poll_transmit() {
-                let _ = r.sock.send_to(&b, r.client.server()).await;
+                let _ = r.sock.send_to(&b, r.client.destination()).await;
             }
         }
     }
+    drop(tx);
     let mut rtc = Rtc::builder()
         .set_sctp_max_buffered_amount(MAX_BUFFERED)
         .set_sctp_max_message_size(RECEIVE_WINDOW as u32)
@@ -427,8 +570,16 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
             }
         }
     }
-    let mut kept = Vec::new();
-    for r in relays {
+    let mut kept: Vec<Relay> = Vec::new();
+    for mut r in relays {
+        // One relay per group: the most preferred transport that allocated (they are in
+        // order); another allocation on the same server is released.
+        if kept.iter().any(|k| k.group == r.group) {
+            if let Some(b) = r.client.release() {
+                let _ = r.sock.send_to(&b, r.client.destination()).await;
+            }
+            continue;
+        }
         if let (true, Some(relayed)) = (r.ok, r.client.relayed()) {
             let local = r.sock.local_addr()?;
             if let Ok(c) = Candidate::relayed(relayed, local, "udp") {
@@ -570,14 +721,19 @@ impl Agent {
         {
             let r = &mut self.relays[j];
             r.client.send_to(t.destination, &t.contents, now);
-            let server = r.client.server();
+            let (server, transport, to) = (
+                r.client.server(),
+                r.client.transport(),
+                r.client.destination(),
+            );
             while let Some(b) = r.client.poll_transmit() {
-                push(&self.udp, &mut self.batch, nhosts + j, server, &b).await;
+                push(&self.udp, &mut self.batch, nhosts + j, to, &b).await;
             }
             if !stun && !route.is_some_and(|r| r.is(t.source, t.destination)) {
                 let r = Route::Relay {
                     relayed: t.source,
                     server,
+                    transport,
                     remote: t.destination,
                     remote_type: self.remote_type(t.destination),
                 };
@@ -596,7 +752,7 @@ impl Agent {
         let _ = events.send(LinkEvent::Closed(why)).await;
         for r in &mut self.relays {
             if let Some(b) = r.client.release() {
-                send(&r.sock, &b, r.client.server()).await;
+                send(&r.sock, &b, r.client.destination()).await;
             }
         }
     }
@@ -666,7 +822,7 @@ impl Agent {
                 let relay = &mut self.relays[j];
                 let ev = relay.client.handle_input(data, now);
                 while let Some(b) = relay.client.poll_transmit() {
-                    send(&relay.sock, &b, relay.client.server()).await;
+                    send(&relay.sock, &b, relay.client.destination()).await;
                 }
                 match ev {
                     Some(TurnEvent::Data { peer, data }) => {
@@ -694,7 +850,7 @@ impl Agent {
                 tracing::warn!("{why}");
             }
             while let Some(b) = r.client.poll_transmit() {
-                send(&r.sock, &b, r.client.server()).await;
+                send(&r.sock, &b, r.client.destination()).await;
             }
         }
         self.rtc
@@ -1171,6 +1327,8 @@ pub enum Route {
         relayed: SocketAddr,
         /// The TURN server.
         server: SocketAddr,
+        /// How this side reaches it (the relayed address is UDP whichever it is).
+        transport: TurnTransport,
         /// The peer's address as the relay sees it.
         remote: SocketAddr,
         /// The type of the peer's candidate.
@@ -1291,15 +1449,29 @@ mod tests {
     fn ice_urls() {
         assert_eq!(
             parse_url("stun:127.0.0.1:3478"),
-            Some((false, "127.0.0.1".into(), 3478))
+            Some((None, "127.0.0.1".into(), 3478))
         );
         assert_eq!(
             parse_url("turn:example.org:3479?transport=udp"),
-            Some((true, "example.org".into(), 3479))
+            Some((Some(TurnTransport::Udp), "example.org".into(), 3479))
         );
-        assert_eq!(parse_url("turn:example.org:3479?transport=tcp"), None);
-        assert_eq!(parse_url("turns:example.org:5349?transport=tcp"), None);
-        assert_eq!(parse_url("stun:[::1]:9"), Some((false, "::1".into(), 9)));
+        assert_eq!(
+            parse_url("turn:example.org:3479?transport=tcp"),
+            Some((Some(TurnTransport::Tcp), "example.org".into(), 3479))
+        );
+        assert_eq!(
+            parse_url("turns:example.org?transport=tcp"),
+            Some((Some(TurnTransport::Tls), "example.org".into(), 5349))
+        );
+        assert_eq!(
+            parse_url("turns:[::1]:443"),
+            Some((Some(TurnTransport::Tls), "::1".into(), 443))
+        );
+        // DTLS and stuns: are not supported; nor is an unknown transport.
+        assert_eq!(parse_url("turns:example.org:5349?transport=udp"), None);
+        assert_eq!(parse_url("stuns:example.org:5349"), None);
+        assert_eq!(parse_url("turn:example.org?transport=sctp"), None);
+        assert_eq!(parse_url("stun:[::1]:9"), Some((None, "::1".into(), 9)));
     }
 
     async fn sock(via: Via) -> Sock {

@@ -1,9 +1,13 @@
-//! A sans-IO TURN client over UDP (RFC 8656), enough for one relay candidate: Allocate with
+//! A sans-IO TURN client (RFC 8656), enough for one relay candidate: Allocate with
 //! long-term credentials (the 401 challenge, 438 stale nonces), Refresh before the allocation
 //! expires, ChannelBind per peer (which also installs its permission, refreshed before either
 //! lapses), Send indications until a channel is bound, ChannelData after.
 //!
 //! Time comes in as an argument; datagrams for the server come out of [`TurnClient::poll_transmit`].
+//! Over UDP they go to the server itself; over TCP or TLS ([`TurnTransport`]) they go to a
+//! local bridge that frames them onto the connection ([`crate::turn_stream`]), and the client
+//! does not retransmit (the connection is reliable; an unanswered request still fails after
+//! the same time).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,6 +23,29 @@ const RTO: Duration = Duration::from_millis(500);
 const TRIES: u32 = 6;
 /// Bind channels again this often (they live 10 minutes, permissions 5).
 const REBIND: Duration = Duration::from_secs(240);
+
+/// How the client reaches its TURN server (RFC 8656 §3.1). The relayed address is UDP
+/// whichever it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TurnTransport {
+    /// `turn:…?transport=udp` (or no transport).
+    Udp,
+    /// `turn:…?transport=tcp`.
+    Tcp,
+    /// `turns:…?transport=tcp`.
+    Tls,
+}
+
+impl TurnTransport {
+    /// `udp`, `tcp` or `tls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnTransport::Udp => "udp",
+            TurnTransport::Tcp => "tcp",
+            TurnTransport::Tls => "tls",
+        }
+    }
+}
 
 /// What the client tells its owner.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +97,9 @@ struct Peer {
 /// One allocation on one TURN server.
 pub struct TurnClient {
     server: SocketAddr,
+    /// Where its datagrams go: `server` over UDP, the local bridge over TCP/TLS.
+    destination: SocketAddr,
+    transport: TurnTransport,
     user: String,
     password: String,
     auth: Option<Auth>,
@@ -92,8 +122,23 @@ fn tid() -> TransactionId {
 impl TurnClient {
     /// Starts allocating on `server` with a TURN REST (or static) user and password.
     pub fn new(server: SocketAddr, user: &str, password: &str, now: Instant) -> TurnClient {
+        TurnClient::via(server, TurnTransport::Udp, server, user, password, now)
+    }
+
+    /// Starts allocating on `server` reached over `transport`, its datagrams going to
+    /// `destination` (for TCP/TLS the local bridge to the connection).
+    pub fn via(
+        server: SocketAddr,
+        transport: TurnTransport,
+        destination: SocketAddr,
+        user: &str,
+        password: &str,
+        now: Instant,
+    ) -> TurnClient {
         let mut c = TurnClient {
             server,
+            destination,
+            transport,
             user: user.to_owned(),
             password: password.to_owned(),
             auth: None,
@@ -110,9 +155,20 @@ impl TurnClient {
         c
     }
 
-    /// The server's address.
+    /// The TURN server's address.
     pub fn server(&self) -> SocketAddr {
         self.server
+    }
+
+    /// Where the datagrams of [`TurnClient::poll_transmit`] go: the server over UDP, the local
+    /// bridge to the connection over TCP/TLS.
+    pub fn destination(&self) -> SocketAddr {
+        self.destination
+    }
+
+    /// How the server is reached.
+    pub fn transport(&self) -> TurnTransport {
+        self.transport
     }
 
     /// The relayed address, once allocated.
@@ -287,7 +343,10 @@ impl TurnClient {
         };
         let mut buf = vec![0u8; data.len() + 64];
         let n = match channel {
-            Some(c) => ChannelData::encode(c, data, &mut buf, false).ok(),
+            // Padded to 4 bytes over a stream (RFC 8656 §12.5).
+            Some(c) => {
+                ChannelData::encode(c, data, &mut buf, self.transport != TurnTransport::Udp).ok()
+            }
             None => MessageBuilder::new(&mut buf, Class::Indication, Method::SEND, tid())
                 .ok()
                 .and_then(|mut m| {
@@ -312,7 +371,10 @@ impl TurnClient {
                 }
                 p.tries += 1;
                 p.next = now + RTO * p.tries;
-                self.out.push_back(p.bytes.clone());
+                // A stream delivers or breaks: nothing is sent again, only the time counted.
+                if self.transport == TurnTransport::Udp {
+                    self.out.push_back(p.bytes.clone());
+                }
             }
         }
         if let Some(kind) = lost {

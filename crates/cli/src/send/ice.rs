@@ -167,7 +167,8 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-fn client_config(
+/// TLS as `--ca` and `--insecure` ask: for the server's https URL and its `turns:` servers.
+pub(crate) fn client_config(
     ca: Option<&std::path::Path>,
     insecure: bool,
 ) -> anyhow::Result<rustls::ClientConfig> {

@@ -22,6 +22,7 @@ use switchboard_client::{ClientError, Config};
 use switchboard_transfer::files::{self, Output, Status, TransferError};
 use switchboard_transfer::peer::{gather, Cmd, IceServer, Link, PeerConfig, PeerError, Route};
 use switchboard_transfer::signal::{self, SignalError};
+use switchboard_transfer::turn::TurnTransport;
 use switchboard_transfer::Code;
 
 /// Flags both commands take.
@@ -207,10 +208,12 @@ fn route_json(r: &Route) -> serde_json::Value {
         Route::Relay {
             relayed,
             server,
+            transport,
             remote,
             ..
         } => serde_json::json!({"relayed": relayed.to_string(),
-            "turn_server": server.to_string(), "remote": remote.to_string()}),
+            "turn_server": server.to_string(), "turn_transport": transport.as_str(),
+            "remote": remote.to_string()}),
         Route::Unknown => return serde_json::json!({"route": "unknown"}),
     };
     v["route"] = if r.relayed() { "relay" } else { "direct" }.into();
@@ -228,7 +231,12 @@ fn how(r: &Route) -> String {
             format!("through the peer's TURN relay ({remote})")
         }
         Route::Direct { remote, .. } => format!("directly ({remote})"),
-        Route::Relay { server, .. } => format!("through the TURN relay {server}"),
+        Route::Relay {
+            server, transport, ..
+        } => match transport {
+            TurnTransport::Udp => format!("through the TURN relay {server}"),
+            t => format!("through the TURN relay {server} (over {})", t.as_str()),
+        },
         Route::Unknown => "".into(),
     }
 }
@@ -466,10 +474,19 @@ impl Common {
                 ..IceServer::default()
             });
         }
+        // turns: servers are verified as the server's own URL is (--ca, --insecure).
+        let tls = match ice::client_config(self.ca.as_deref(), self.insecure) {
+            Ok(c) => Some(std::sync::Arc::new(c)),
+            Err(e) => {
+                r.note(&format!("switchboard: warning: no TURN over TLS: {e:#}"));
+                None
+            }
+        };
         PeerConfig {
             ice_servers: servers,
             relay_only: self.relay_only,
             host_ips: self.host_ip.clone(),
+            tls,
             ..PeerConfig::default()
         }
     }

@@ -1,5 +1,6 @@
 //! `switchboard send` → `switchboard receive`, both CLIs on loopback paired through a real
-//! server: directly, forced through the server's TURN relay (`--relay-only` on both sides),
+//! server: directly, forced through the server's TURN relay (`--relay-only` on both sides;
+//! over UDP, and over TCP and TLS to a server without a UDP TURN listener),
 //! standard input to standard output, a wrong code failing cleanly on both sides, and a code
 //! nobody is waiting under failing within seconds. Contents are compared byte for byte and the
 //! SHA-256 the receiver reports is checked.
@@ -183,6 +184,10 @@ fn transfer(relay_only: bool) {
         let c = events(lines, "connected");
         assert_eq!(c.len(), 1, "{lines:?}");
         assert_eq!(c[0]["route"], want, "{lines:?}");
+        if relay_only {
+            // UDP first: the server lists it, and it works.
+            assert_eq!(c[0]["turn_transport"], "udp", "{lines:?}");
+        }
     }
     // Everything arrived, byte for byte, with the hashes the receiver reported.
     assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), big);
@@ -226,6 +231,84 @@ fn send_receive_direct_on_loopback() {
 #[test]
 fn send_receive_forced_through_turn() {
     transfer(true);
+}
+
+/// Both sides `--relay-only` against a server whose TURN listens on TCP (`tcp`) or TLS (`tls`)
+/// only — no UDP listener, so `/v1/ice-servers` lists no UDP TURN URL — and the relay is
+/// allocated over that stream (the relayed address still UDP).
+fn transfer_through_turn_over(transport: &str) {
+    let dir = tmp(&format!("turn-{transport}"));
+    let server = TestServer::new()
+        .http()
+        .flag("--turn-realm", "send.test")
+        .flag("--turn-secret", "send-secret")
+        .flag("--allow-peer", "127.0.0.0/8")
+        // Relays bind to the first UDP STUN address unless told: there is none.
+        .flag("--relay-ip", "127.0.0.1");
+    let (server, tls_args) = if transport == "tls" {
+        let (cert, key, _) = crate::common::make_cert(&dir, "turn");
+        let server = server
+            .stun_tls()
+            .flag("--tls-cert", cert.to_str().unwrap())
+            .flag("--tls-key", key.to_str().unwrap());
+        // The certificate is for localhost, the URLs name 127.0.0.1.
+        (server, vec!["--insecure"])
+    } else {
+        (server.stun_tcp(), vec![])
+    };
+    let server = server.start();
+    let url = format!("http://{}", server.addr("http", "tcp"));
+    let (status, body) = crate::common::http_get(server.addr("http", "tcp"), "/v1/ice-servers");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("transport=udp"), "{body}");
+    let scheme = if transport == "tls" {
+        "turns:"
+    } else {
+        "turn:"
+    };
+    assert!(body.contains(scheme), "{body}");
+    let data = bytes(600_000, 7);
+    let file = dir.join("f.bin");
+    std::fs::write(&file, &data).unwrap();
+    let out = dir.join("out");
+    let mut sargs = vec![file.to_str().unwrap(), "--relay-only"];
+    sargs.extend(&tls_args);
+    let mut rargs = vec!["--output", out.to_str().unwrap(), "--json", "--relay-only"];
+    rargs.extend(&tls_args);
+    let mut sender = Sender::start(&url, &sargs, None);
+    let code = sender.code();
+    let r = receive(&url, &code, &rargs);
+    let rout = String::from_utf8_lossy(&r.stdout).to_string();
+    let rerr = String::from_utf8_lossy(&r.stderr).to_string();
+    let (status, slines, serr) = sender.finish();
+    assert!(
+        r.status.success(),
+        "receive: {rout}\n{rerr}\nsend: {slines:?}\n{serr}"
+    );
+    assert!(status.success(), "send: {slines:?}\n{serr}");
+    let rlines: Vec<String> = rout.lines().map(str::to_owned).collect();
+    for lines in [&rlines, &slines] {
+        let c = events(lines, "connected");
+        assert_eq!(c.len(), 1, "{lines:?}");
+        assert_eq!(c[0]["route"], "relay", "{lines:?}");
+        assert_eq!(c[0]["local_type"], "relay", "{lines:?}");
+        assert_eq!(c[0]["turn_transport"], transport, "{lines:?}");
+    }
+    assert_eq!(std::fs::read(out.join("f.bin")).unwrap(), data);
+    let files = events(&rlines, "file");
+    assert_eq!(files.len(), 1, "{rlines:?}");
+    assert_eq!(files[0]["sha256"], sha256_hex(&data));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn send_receive_through_turn_over_tcp() {
+    transfer_through_turn_over("tcp");
+}
+
+#[test]
+fn send_receive_through_turn_over_tls() {
+    transfer_through_turn_over("tls");
 }
 
 #[test]
