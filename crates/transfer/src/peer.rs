@@ -1474,6 +1474,74 @@ mod tests {
         assert_eq!(parse_url("stun:[::1]:9"), Some((None, "::1".into(), 9)));
     }
 
+    /// A TURN server listed over UDP and TCP whose UDP side never answers: UDP is tried first
+    /// (its Allocate arrives), TCP [`FALLBACK_AFTER`] later, and the TCP relay is the one kept.
+    #[tokio::test]
+    async fn falls_back_to_tcp_when_udp_is_silent() {
+        use switchboard_stun::{Class, Message, MessageBuilder, Method};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_addr = tcp.local_addr().unwrap();
+        let relayed: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        // A TURN server over TCP that grants any Allocate at once.
+        tokio::spawn(async move {
+            let (mut c, _) = tcp.accept().await.unwrap();
+            let mut head = [0u8; 20];
+            c.read_exact(&mut head).await.unwrap();
+            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            let mut req = head.to_vec();
+            req.resize(20 + len, 0);
+            c.read_exact(&mut req[20..]).await.unwrap();
+            let m = Message::parse(&req).unwrap();
+            assert_eq!(m.method(), Method::ALLOCATE);
+            let mut buf = [0u8; 256];
+            let mut b = MessageBuilder::new(
+                &mut buf,
+                Class::Success,
+                Method::ALLOCATE,
+                m.transaction_id(),
+            )
+            .unwrap();
+            b.xor_relayed_address(relayed)
+                .unwrap()
+                .lifetime(600)
+                .unwrap();
+            let n = b.finish();
+            c.write_all(&buf[..n]).await.unwrap();
+            // Hold the connection (the allocation lives with it).
+            let _ = c.read(&mut buf).await;
+        });
+        let cfg = PeerConfig {
+            ice_servers: vec![IceServer {
+                urls: vec![
+                    format!("turn:{}?transport=udp", silent.local_addr().unwrap()),
+                    format!("turn:{tcp_addr}?transport=tcp"),
+                ],
+                username: Some("u".into()),
+                credential: Some("p".into()),
+            }],
+            relay_only: true,
+            host_ips: vec![Ipv4Addr::LOCALHOST.into()],
+            ..PeerConfig::default()
+        };
+        let started = Instant::now();
+        let agent = gather(&cfg).await.unwrap();
+        let took = started.elapsed();
+        let mut buf = [0u8; 512];
+        let (n, _) = silent.try_recv_from(&mut buf).expect("UDP was tried first");
+        assert_eq!(
+            Message::parse(&buf[..n]).unwrap().method(),
+            Method::ALLOCATE
+        );
+        assert_eq!(agent.candidates, vec![format!("relay {relayed}")]);
+        assert_eq!(agent.relays.len(), 1);
+        assert_eq!(agent.relays[0].client.transport(), TurnTransport::Tcp);
+        // TCP started FALLBACK_AFTER after UDP, and gathering ended once it allocated.
+        assert!(took >= FALLBACK_AFTER, "{took:?}");
+        assert!(took < cfg.gather_timeout, "{took:?}");
+    }
+
     async fn sock(via: Via) -> Sock {
         let io = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         widen(&io);
