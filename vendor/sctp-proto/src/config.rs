@@ -16,7 +16,9 @@ pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: u32 = 65536;
 
 // Default RTO values in milliseconds (RFC 4960)
 pub(crate) const RTO_INITIAL: u64 = 3000;
-pub(crate) const RTO_MIN: u64 = 1000;
+// switchboard patch: RTO.Min 400 ms, dcSCTP's (Chromium's SCTP) default, not RFC 4960's 1 s:
+// against Chromium a T3 timeout is a stall of RTO.Min (PATCHES.md).
+pub(crate) const RTO_MIN: u64 = 400;
 pub(crate) const RTO_MAX: u64 = 60000;
 
 // Default max retransmit value (RFC 4960 Section 15)

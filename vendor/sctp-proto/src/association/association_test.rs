@@ -3505,6 +3505,21 @@ fn test_data_retransmission_wraps_tsn() -> Result<()> {
     Ok(())
 }
 
+/// A T3 timeout ends fast recovery (switchboard patch): otherwise slow start could not grow cwnd
+/// from one MTU until the cumulative TSN passed the old exit point.
+#[test]
+fn test_t3_timeout_ends_fast_recovery() {
+    let now = Instant::now();
+    let mut a = association_with_inflight_data(10, now);
+    a.in_fast_recovery = true;
+    a.fast_recover_exit_point = 13;
+    a.partial_bytes_acked = 100;
+    a.on_retransmission_timeout(Timer::T3RTX, 1);
+    assert!(!a.in_fast_recovery);
+    assert_eq!(a.partial_bytes_acked, 0);
+    assert_eq!(a.cwnd, a.mtu);
+}
+
 #[test]
 fn test_poll_transmit_at_tsn_wraparound() {
     let mut a = Association {

@@ -4360,6 +4360,12 @@ impl Association {
 
                 self.ssthresh = core::cmp::max(self.cwnd / 2, 4 * self.mtu);
                 self.cwnd = self.mtu;
+                // The timeout ends a fast recovery in progress (switchboard patch; dcSCTP and
+                // usrsctp do the same): slow start follows, and slow start grows cwnd only
+                // outside fast recovery, so cwnd stayed at one MTU until the cumulative TSN
+                // passed the old exit point.
+                self.in_fast_recovery = false;
+                self.partial_bytes_acked = 0;
                 trace!(
                     "[{}] updated cwnd={} ssthresh={} inflight={} (RTO)",
                     self.side,
