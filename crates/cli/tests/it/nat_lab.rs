@@ -335,7 +335,8 @@ impl Drop for Agents {
     }
 }
 
-fn nat_type_of(kind: NatKind) -> switchboard_nat::NatType {
+/// The sans-IO crate's NAT type of a lab router kind.
+pub(crate) fn nat_type_of(kind: NatKind) -> switchboard_nat::NatType {
     use switchboard_nat::NatType;
     match kind {
         NatKind::FullCone => NatType::FullCone,

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::browser::{get, header, node, prerequisites, tagged_json, Script};
-use crate::common::{isolate_network, repo_root, run, text, TestServer, BIN};
+use crate::common::{bytes, isolate_network, repo_root, run, sha256_hex, text, TestServer, BIN};
 
 /// `/send` and its scripts come with the pages' headers (CSP, type, ETag and 304), and the
 /// console links to it.
@@ -76,27 +76,6 @@ fn spake2_js_matches_the_rust_vectors() {
         out.status.success() && t.contains("ok ") && t.contains(" checks"),
         "spake2_vectors.mjs failed:\n{t}"
     );
-}
-
-/// Deterministic bytes (no two files alike).
-fn bytes(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn tmp_path(name: &str) -> PathBuf {

@@ -15,8 +15,9 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::common::{heavy, need, BIN};
+use crate::common::{bytes, heavy, need, sha256_hex, BIN};
 use crate::lab::{Lab, NatKind, Site, SERVER_IP};
+use crate::nat_lab::nat_type_of;
 use serde_json::Value;
 use switchboard_nat::Path as Route;
 
@@ -45,37 +46,6 @@ struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Deterministic bytes (no two files alike).
-fn bytes(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn nat_type_of(kind: NatKind) -> switchboard_nat::NatType {
-    use switchboard_nat::NatType;
-    match kind {
-        NatKind::FullCone => NatType::FullCone,
-        NatKind::AddressRestrictedCone => NatType::AddressRestrictedCone,
-        NatKind::PortRestrictedCone => NatType::PortRestrictedCone,
-        NatKind::Symmetric => NatType::Symmetric,
     }
 }
 

@@ -615,3 +615,25 @@ pub fn isolate_network() {
         "ip link set lo up failed in the test's namespace"
     );
 }
+
+/// Deterministic bytes for test files (no two seeds alike).
+pub fn bytes(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Lower-case hex SHA-256 of `data`, as the transfer tools report it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
