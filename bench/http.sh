@@ -3,7 +3,8 @@
 # bytes, over HTTP/1.1 and h2 (h2load, TLS), plus switchboard over HTTP/3 (switchboard-bench h3;
 # Debian's nginx 1.22 and h2load have no HTTP/3). Loopback only, bounded in count and time.
 # ROUNDS (3) rounds, each alternating switchboard and nginx per protocol; prints each run, then
-# per protocol the median and min-max of each side's rate and of the per-round ratio
+# per protocol (h1: HTTP/1.1 with STREAMS_PER_CONNECTION pipelined; h1-1: HTTP/1.1, one request
+# in flight per connection; h2) the median and min-max of each side's rate and of the per-round ratio
 # switchboard/nginx. Refuses to run on a busy machine (bench/lib.sh); runs go to
 # bench-results/http-DATE.json.
 # Usage: bench/http.sh [REQUESTS] [CONNECTIONS] [STREAMS_PER_CONNECTION]
@@ -84,8 +85,9 @@ echo "machine: $(nproc) cores, $(uname -r); build: $PROFILE; $N requests, $C con
 h2load -n 2000 -c 4 "https://127.0.0.1:$SB_PORT/healthz" >/dev/null 2>&1 || true
 h2load -n 2000 -c 4 "https://127.0.0.1:$NG_PORT/healthz" >/dev/null 2>&1 || true
 for round in $(seq "$ROUNDS"); do
-  for proto in h1 h2; do
-    flag=(); [ "$proto" = h1 ] && flag=(--h1)
+  for proto in h1 h1-1 h2; do
+    # h1-1: HTTP/1.1 without pipelining (one request in flight per connection).
+    case $proto in h1) flag=(--h1) ;; h1-1) flag=(--h1 -m 1) ;; *) flag=() ;; esac
     sb=$(h2load_rps "https://127.0.0.1:$SB_PORT/healthz" "${flag[@]}")
     ng=$(h2load_rps "https://127.0.0.1:$NG_PORT/healthz" "${flag[@]}")
     printf 'round %s %-4s switchboard %10.0f req/s   nginx %10.0f req/s\n' "$round" "$proto" "$sb" "$ng"
@@ -99,7 +101,7 @@ for round in $(seq "$ROUNDS"); do
 done
 echo
 printf '%-6s %28s %28s %26s\n' protocol "switchboard (median, min-max)" "nginx (median, min-max)" "ratio (median, min-max)"
-for proto in h1 h2; do
+for proto in h1 h1-1 h2; do
   read -r s slo shi < <(bench_stats "switchboard-$proto" rps)
   read -r n nlo nhi < <(bench_stats "nginx-$proto" rps)
   read -r r rlo rhi < <(bench_ratio "switchboard-$proto" "nginx-$proto" rps)

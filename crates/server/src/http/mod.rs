@@ -5,6 +5,7 @@
 //! share each port.
 
 mod access;
+mod cork;
 pub(crate) mod h3;
 mod web;
 
@@ -829,12 +830,12 @@ where
             }
         };
         let requested = service.requested.clone();
-        let io = TokioIo::new(Sniffed {
+        let io = TokioIo::new(cork::Cork::new(Sniffed {
             io,
             head,
             pos: 0,
             len: len as u8,
-        });
+        }));
         if h2 {
             let mut conn = Box::pin(builders.h2.serve_connection(io, service));
             run_conn(conn.as_mut(), first, &requested, peer, stop).await
@@ -855,7 +856,8 @@ async fn run_conn<C: HttpConn + ?Sized>(
 ) {
     loop {
         tokio::select! {
-            r = conn.as_mut() => {
+            // Corked: the responses of one poll leave in one write (see `cork`).
+            r = cork::Corked(conn.as_mut()) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
