@@ -830,25 +830,30 @@ where
             }
         };
         let requested = service.requested.clone();
-        let io = TokioIo::new(cork::Cork::new(Sniffed {
+        let (io, cork) = cork::Cork::new(Sniffed {
             io,
             head,
             pos: 0,
             len: len as u8,
-        }));
+        });
+        let io = TokioIo::new(io);
         if h2 {
             let mut conn = Box::pin(builders.h2.serve_connection(io, service));
-            run_conn(conn.as_mut(), first, &requested, peer, stop).await
+            let corked = (cork, cork::Hold::NextPoll);
+            run_conn(conn.as_mut(), corked, first, &requested, peer, stop).await
         } else {
             let conn = builders.h1.serve_connection(io, service).with_upgrades();
-            run_conn(std::pin::pin!(conn), first, &requested, peer, stop).await
+            let corked = (cork, cork::Hold::Poll);
+            run_conn(std::pin::pin!(conn), corked, first, &requested, peer, stop).await
         }
     }
 }
 
-/// Runs `conn` until it ends, the first request is late or the server stops (see [`serve`]).
+/// Runs `conn` until it ends, the first request is late or the server stops (see [`serve`]),
+/// corked: what it writes in a poll leaves together (see [`cork`]).
 async fn run_conn<C: HttpConn + ?Sized>(
     mut conn: Pin<&mut C>,
+    (cork, hold): (cork::CorkHandle, cork::Hold),
     mut first: Option<Pin<Box<tokio::time::Sleep>>>,
     requested: &AtomicBool,
     peer: SocketAddr,
@@ -857,7 +862,7 @@ async fn run_conn<C: HttpConn + ?Sized>(
     loop {
         tokio::select! {
             // Corked: the responses of one poll leave in one write (see `cork`).
-            r = cork::Corked(conn.as_mut()) => {
+            r = cork::Corked::new(conn.as_mut(), cork.clone(), hold) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
@@ -873,7 +878,8 @@ async fn run_conn<C: HttpConn + ?Sized>(
             }
             _ = crate::stopped(&mut stop) => {
                 conn.as_mut().graceful_shutdown();
-                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(5), conn.as_mut())).await;
+                let conn = cork::Corked::new(conn.as_mut(), cork, cork::Hold::Poll);
+                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(5), conn)).await;
                 return;
             }
         }
