@@ -616,18 +616,18 @@ pub(crate) fn spawn(
                         // boxed too: it is large, and would be stored in each future it passes
                         // through.
                         let stream = {
+                            let failed = |e: &std::io::Error| {
+                                metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
+                                tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+                            };
                             let handshake = Box::pin(tokio::time::timeout(
                                 Duration::from_secs(10),
-                                acceptor.accept(tcp),
+                                acceptor.accept(tcp, failed),
                             ))
                             .await;
                             match handshake {
                                 Ok(Ok(stream)) => Box::new(stream),
-                                Ok(Err(e)) => {
-                                    metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
-                                    tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
-                                    return;
-                                }
+                                Ok(Err(_)) => return,
                                 Err(_) => {
                                     metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "https").increment(1);
                                     tracing::debug!(%peer, "HTTPS handshake timed out");

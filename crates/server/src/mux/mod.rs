@@ -368,13 +368,14 @@ async fn tls(
         metrics::counter!("switchboard_tls_handshake_failures_total", "listener" => "listen")
             .increment(1);
     };
-    let mut stream = match tokio::time::timeout_at(deadline, mux.tls.accept(tcp)).await {
+    let failed_open = |e: &std::io::Error| {
+        failed();
+        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+    };
+    let mut stream = match tokio::time::timeout_at(deadline, mux.tls.accept(tcp, failed_open)).await
+    {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            failed();
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return Err(unclassified(peer, Unclassified::Tls));
-        }
+        Ok(Err(_)) => return Err(unclassified(peer, Unclassified::Tls)),
         Err(_) => {
             failed();
             return Err(unclassified(peer, Unclassified::Timeout));

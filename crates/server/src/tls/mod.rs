@@ -155,15 +155,35 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// Completes a TLS handshake on `io`.
-    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    /// Completes a TLS handshake on `io`. When it fails, `failed` runs before the connection is
+    /// closed, so what it counts is counted by the time the client sees the close.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        failed: impl FnOnce(&std::io::Error),
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let start =
-            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let mut lazy =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = match (&mut lazy).await {
+            Ok(start) => start,
+            Err(e) => {
+                // `lazy` still holds the connection.
+                failed(&e);
+                return Err(e);
+            }
+        };
         let config = self.config_for(&start.client_hello());
-        let stream = start.into_stream(config).await?;
+        let stream = match start.into_stream(config).into_fallible().await {
+            Ok(stream) => stream,
+            Err((e, io)) => {
+                failed(&e);
+                drop(io);
+                return Err(e);
+            }
+        };
         let conn = stream.get_ref().1;
         let group = conn
             .negotiated_key_exchange_group()

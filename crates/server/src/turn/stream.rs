@@ -155,13 +155,13 @@ async fn serve_tls(
     arrival: Arrival,
     ctx: &StreamCtx,
 ) -> Result<(), &'static str> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let failed = |e: &std::io::Error| {
+        ctx.stats.handshake_failures.increment(1);
+        tracing::debug!(peer = %arrival.peer, error = %e, "TLS handshake failed");
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp, failed)).await {
         Ok(Ok(tls)) => serve_stream(tls, arrival, ctx).await,
-        Ok(Err(e)) => {
-            ctx.stats.handshake_failures.increment(1);
-            tracing::debug!(peer = %arrival.peer, error = %e, "TLS handshake failed");
-            Ok(())
-        }
+        Ok(Err(_)) => Ok(()),
         Err(_) => {
             ctx.stats.handshake_failures.increment(1);
             tracing::debug!(peer = %arrival.peer, "TLS handshake timed out");
