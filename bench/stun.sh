@@ -4,6 +4,9 @@
 # in the machine hits both alike. Prints each run, then per side the median and min–max of the
 # rate and of the server CPU per request, and the ratios' medians and ranges; the runs go to
 # bench-results/stun-DATE.json. Refuses to run on a busy machine (bench/lib.sh).
+# The load client makes a system call per request and per reply; LOAD_FLAGS=--batch makes it
+# send each window refill with one sendmmsg and take replies with one recvmmsg (lighter, but
+# burstier: see BENCHMARKS.md).
 # Usage: bench/stun.sh [SECONDS] [SOCKETS] [WINDOW]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +29,8 @@ measure() {
   local name=$1 pid=$2 port=$3 before after out rate answered cpu_us
   sleep 0.5
   before=$(cpu_ticks "$pid")
-  out=$($LOAD stun --server "127.0.0.1:$port" --sockets "$SOCKETS" --window "$WINDOW" --duration "$SECS" --requests 100000000)
+  # shellcheck disable=SC2086 # LOAD_FLAGS: words on purpose
+  out=$($LOAD stun --server "127.0.0.1:$port" --sockets "$SOCKETS" --window "$WINDOW" --duration "$SECS" --requests 100000000 ${LOAD_FLAGS:-})
   after=$(cpu_ticks "$pid")
   rate=$(sed -E 's/.*rate=([0-9]+).*/\1/' <<<"$out")
   answered=$(sed -E 's/.*answered=([0-9]+).*/\1/' <<<"$out")
@@ -43,7 +47,7 @@ turnserver -n --stun-only --listening-ip=127.0.0.1 --listening-port=$PORT_CT --n
 PIDS+=($!); CT_PID=$!
 
 echo "machine: $(nproc) cores, $(uname -r); load average before: $BENCH_LOAD_BEFORE"
-echo "load: $SOCKETS sockets x $WINDOW in flight, ${SECS}s per run, $ROUNDS rounds alternating switchboard / coturn"
+echo "load: $SOCKETS sockets x $WINDOW in flight, ${SECS}s per run, $ROUNDS rounds alternating switchboard / coturn; client flags: ${LOAD_FLAGS:-(none: one system call per request and per reply)}"
 for _ in $(seq "$ROUNDS"); do
   measure switchboard "$SB_PID" "$PORT_SB"
   measure coturn "$CT_PID" "$PORT_CT"

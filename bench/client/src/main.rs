@@ -13,6 +13,7 @@
 //! `switchboard-bench h3 --server 127.0.0.1:8443` loads an HTTP/3 endpoint with small GETs over
 //! quinn + h3 and reports requests per second (see `h3.rs`).
 
+mod batch;
 mod h3;
 mod hub;
 
@@ -81,6 +82,11 @@ enum Cmd {
         /// Allow a non-loopback server.
         #[arg(long)]
         allow_remote: bool,
+        /// One `sendmmsg` per window refill and one `recvmmsg` per batch of replies instead of a
+        /// system call per request and per reply: a lighter client, but a burstier load (see
+        /// BENCHMARKS.md, "STUN Binding").
+        #[arg(long)]
+        batch: bool,
     },
     /// Real-time hub fan-out: WebSocket subscribers, publishes through the server API.
     Hub {
@@ -152,15 +158,18 @@ fn request(buf: &mut [u8], id: u64, sock: u32) -> anyhow::Result<usize> {
     Ok(b.finish())
 }
 
-fn stun_worker(
+/// One load thread's parameters.
+#[derive(Clone, Copy)]
+struct Load {
     server: SocketAddr,
     index: u32,
     window: usize,
     limit: u64,
     deadline: Instant,
-    stop: &AtomicBool,
-    totals: &Totals,
-) -> anyhow::Result<()> {
+}
+
+/// A client socket connected to the server, with a 100 ms read timeout.
+fn connect(server: SocketAddr) -> anyhow::Result<UdpSocket> {
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -170,6 +179,69 @@ fn stun_worker(
     let sock = UdpSocket::bind(bind)?;
     sock.connect(server)?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(sock)
+}
+
+/// Counts one reply.
+fn count_reply(reply: &[u8], limit: u64, stop: &AtomicBool, totals: &Totals) {
+    match Message::parse(reply) {
+        Ok(m) if m.class() == Class::Success && m.check_fingerprint() != Some(false) => {
+            if totals.answered.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        _ => {
+            totals.bad.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Keeps `window` requests in flight: refills with one `sendmmsg`, takes the replies that have
+/// arrived with one `recvmmsg`.
+fn stun_worker_batched(load: &Load, stop: &AtomicBool, totals: &Totals) -> anyhow::Result<()> {
+    let sock = connect(load.server)?;
+    let window = load.window;
+    let mut out = vec![[0u8; 64]; window];
+    let mut lens = vec![0usize; window];
+    let mut slots = vec![0u8; batch::SLOT * window];
+    let mut got = vec![0usize; window];
+    let mut next_id = 0u64;
+    let mut in_flight = 0usize;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < load.deadline {
+        let refill = window - in_flight;
+        for (buf, len) in out.iter_mut().zip(lens.iter_mut()).take(refill) {
+            *len = request(buf, next_id, load.index)?;
+            next_id += 1;
+        }
+        if let Ok(n) = batch::send_batch(&sock, &mut out[..refill], &lens[..refill]) {
+            in_flight += n;
+            totals.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        match batch::recv_batch(&sock, &mut slots, &mut got) {
+            Ok(n) => {
+                in_flight = in_flight.saturating_sub(n);
+                for (i, len) in got.iter().enumerate().take(n) {
+                    let at = i * batch::SLOT;
+                    count_reply(&slots[at..at + len], load.limit, stop, totals);
+                }
+            }
+            // Timeout: the window's requests are presumed lost; refill it.
+            Err(_) => in_flight = 0,
+        }
+    }
+    Ok(())
+}
+
+/// One `send` per request, one blocking `recv` per reply.
+fn stun_worker(load: &Load, stop: &AtomicBool, totals: &Totals) -> anyhow::Result<()> {
+    let Load {
+        server,
+        index,
+        window,
+        limit,
+        deadline,
+    } = *load;
+    let sock = connect(server)?;
     let mut out = [0u8; 64];
     let mut inb = [0u8; 1500];
     let mut next_id = 0u64;
@@ -188,18 +260,7 @@ fn stun_worker(
         match sock.recv(&mut inb) {
             Ok(n) => {
                 in_flight = in_flight.saturating_sub(1);
-                match Message::parse(&inb[..n]) {
-                    Ok(m)
-                        if m.class() == Class::Success && m.check_fingerprint() != Some(false) =>
-                    {
-                        if totals.answered.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    _ => {
-                        totals.bad.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                count_reply(&inb[..n], limit, stop, totals);
             }
             // Timeout: the window's requests are presumed lost; refill it.
             Err(_) => in_flight = 0,
@@ -284,6 +345,7 @@ fn main() -> anyhow::Result<()> {
             requests,
             duration,
             allow_remote,
+            batch,
         } => {
             loopback_only(&[server], allow_remote)?;
             if !(0.1..=600.0).contains(&duration) || sockets == 0 || window == 0 {
@@ -297,8 +359,19 @@ fn main() -> anyhow::Result<()> {
                 .map(|i| {
                     let totals = totals.clone();
                     let stop = stop.clone();
+                    let load = Load {
+                        server,
+                        index: i as u32,
+                        window,
+                        limit: requests,
+                        deadline,
+                    };
                     std::thread::spawn(move || {
-                        stun_worker(server, i as u32, window, requests, deadline, &stop, &totals)
+                        if batch {
+                            stun_worker_batched(&load, &stop, &totals)
+                        } else {
+                            stun_worker(&load, &stop, &totals)
+                        }
                     })
                 })
                 .collect();
