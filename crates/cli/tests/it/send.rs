@@ -146,18 +146,7 @@ fn transfer(relay_only: bool) {
         sargs.push("--relay-only");
         rargs.push("--relay-only");
     }
-    let mut sender = Sender::start(&url, &sargs, None);
-    let code = sender.code();
-    let r = receive(&url, &code, &rargs);
-    let rout = String::from_utf8_lossy(&r.stdout).to_string();
-    let rerr = String::from_utf8_lossy(&r.stderr).to_string();
-    let (status, slines, serr) = sender.finish();
-    assert!(
-        r.status.success(),
-        "receive: {rout}\n{rerr}\nsend: {slines:?}\n{serr}"
-    );
-    assert!(status.success(), "send: {slines:?}\n{serr}");
-    let rlines: Vec<String> = rout.lines().map(str::to_owned).collect();
+    let (rlines, slines) = send_and_receive(&url, &sargs, &rargs);
     let want = if relay_only { "relay" } else { "direct" };
     for lines in [&rlines, &slines] {
         let c = events(lines, "connected");
@@ -188,6 +177,23 @@ fn transfer(relay_only: bool) {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `send` with `sargs`, then `receive` of its code with `rargs`; both must succeed. Their JSON
+/// lines: (receiver's, sender's).
+fn send_and_receive(url: &str, sargs: &[&str], rargs: &[&str]) -> (Vec<String>, Vec<String>) {
+    let mut sender = Sender::start(url, sargs, None);
+    let code = sender.code();
+    let r = receive(url, &code, rargs);
+    let rout = String::from_utf8_lossy(&r.stdout).to_string();
+    let rerr = String::from_utf8_lossy(&r.stderr).to_string();
+    let (status, slines, serr) = sender.finish();
+    assert!(
+        r.status.success(),
+        "receive: {rout}\n{rerr}\nsend: {slines:?}\n{serr}"
+    );
+    assert!(status.success(), "send: {slines:?}\n{serr}");
+    (lines(&rout), slines)
 }
 
 fn walk(d: &Path) -> Vec<PathBuf> {
@@ -254,18 +260,7 @@ fn transfer_through_turn_over(transport: &str) {
     sargs.extend(&tls_args);
     let mut rargs = vec!["--output", out.to_str().unwrap(), "--json", "--relay-only"];
     rargs.extend(&tls_args);
-    let mut sender = Sender::start(&url, &sargs, None);
-    let code = sender.code();
-    let r = receive(&url, &code, &rargs);
-    let rout = String::from_utf8_lossy(&r.stdout).to_string();
-    let rerr = String::from_utf8_lossy(&r.stderr).to_string();
-    let (status, slines, serr) = sender.finish();
-    assert!(
-        r.status.success(),
-        "receive: {rout}\n{rerr}\nsend: {slines:?}\n{serr}"
-    );
-    assert!(status.success(), "send: {slines:?}\n{serr}");
-    let rlines: Vec<String> = rout.lines().map(str::to_owned).collect();
+    let (rlines, slines) = send_and_receive(&url, &sargs, &rargs);
     for lines in [&rlines, &slines] {
         let c = events(lines, "connected");
         assert_eq!(c.len(), 1, "{lines:?}");
@@ -420,6 +415,47 @@ fn manual_cli(verb: &str, args: &[&str]) -> Command {
     c
 }
 
+/// `switchboard receive --manual` through the offer and answer files, into `out`.
+fn manual_receiver(offer: &Path, answer: &Path, out: &Path) -> Proc {
+    let (o, a, out) = (offer.to_str(), answer.to_str(), out.to_str());
+    let (o, a, out) = (o.unwrap(), a.unwrap(), out.unwrap());
+    let args = ["--offer-file", o, "--answer-file", a, "--output", out];
+    Proc::start(&mut manual_cli("receive", &args))
+}
+
+/// `switchboard send --manual` through the offer and answer files, sending `paths`.
+fn manual_sender(offer: &Path, answer: &Path, paths: &[&Path]) -> Proc {
+    let (o, a) = (offer.to_str().unwrap(), answer.to_str().unwrap());
+    let mut args = vec!["--offer-file", o, "--answer-file", a];
+    args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+    Proc::start(&mut manual_cli("send", &args))
+}
+
+/// Waits until `path` exists, at most `limit`.
+fn wait_for_file(path: &Path, limit: Duration) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(t.elapsed() < limit, "no {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for `first` (named, up to `wait`), then for `second` (up to `then`): both must exit 0.
+/// Their stdouts.
+fn both_succeed(
+    first: (&str, Proc),
+    second: (&str, Proc),
+    wait: Duration,
+    then: Duration,
+) -> (String, String) {
+    let ((n1, p1), (n2, p2)) = (first, second);
+    let (c1, out1, err1) = p1.finish(wait);
+    let (c2, out2, err2) = p2.finish(then);
+    assert_eq!(c1, Some(0), "{n1}: {out1}\n{err1}\n{n2}: {out2}\n{err2}");
+    assert_eq!(c2, Some(0), "{n2}: {out2}\n{err2}");
+    (out1, out2)
+}
+
 /// The aiortc peer (tests/peers/transfer_aiortc.py) on loopback.
 fn aiortc_peer(mode: &str, offer: &Path, answer: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(crate::common::venv_python());
@@ -475,40 +511,16 @@ fn manual_cli_to_cli_through_files() {
     let dir = tmp("manual-cli");
     let files = sample(&dir);
     let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
-    let (o, a) = (offer.to_str().unwrap(), answer.to_str().unwrap());
-    let big = dir.join("big.bin");
-    let tree = dir.join("tree");
-    let sender = Proc::start(&mut manual_cli(
-        "send",
-        &[
-            "--offer-file",
-            o,
-            "--answer-file",
-            a,
-            big.to_str().unwrap(),
-            tree.to_str().unwrap(),
-        ],
-    ));
+    let (big, tree) = (dir.join("big.bin"), dir.join("tree"));
+    let sender = manual_sender(&offer, &answer, &[&big, &tree]);
     // Started at once: the receiver waits for the offer file.
-    let receiver = Proc::start(&mut manual_cli(
-        "receive",
-        &[
-            "--offer-file",
-            o,
-            "--answer-file",
-            a,
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    ));
-    let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(45));
-    let (scode, sout, serr) = sender.finish(Duration::from_secs(10));
-    assert_eq!(
-        rcode,
-        Some(0),
-        "receive: {rout}\n{rerr}\nsend: {sout}\n{serr}"
+    let receiver = manual_receiver(&offer, &answer, &out);
+    let (rout, sout) = both_succeed(
+        ("receive", receiver),
+        ("send", sender),
+        Duration::from_secs(45),
+        Duration::from_secs(10),
     );
-    assert_eq!(scode, Some(0), "send: {sout}\n{serr}");
     let (slines, rlines) = (lines(&sout), lines(&rout));
     // The texts shown are the files' contents, and they are short.
     let o_event = &events(&slines, "offer")[0];
@@ -544,34 +556,20 @@ fn manual_cli_to_aiortc() {
     let files = sample(&dir);
     let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
     std::fs::create_dir_all(&out).unwrap();
-    let (o, a) = (offer.to_str().unwrap(), answer.to_str().unwrap());
-    let big = dir.join("big.bin");
-    let tree = dir.join("tree");
-    let sender = Proc::start(&mut manual_cli(
-        "send",
-        &[
-            "--offer-file",
-            o,
-            "--answer-file",
-            a,
-            big.to_str().unwrap(),
-            tree.to_str().unwrap(),
-        ],
-    ));
+    let (big, tree) = (dir.join("big.bin"), dir.join("tree"));
+    let sender = manual_sender(&offer, &answer, &[&big, &tree]);
     let peer = Proc::start(&mut aiortc_peer(
         "receive",
         &offer,
         &answer,
         &["--output", out.to_str().unwrap()],
     ));
-    let (pcode, pout, perr) = peer.finish(Duration::from_secs(50));
-    let (scode, sout, serr) = sender.finish(Duration::from_secs(10));
-    assert_eq!(
-        pcode,
-        Some(0),
-        "aiortc: {pout}\n{perr}\nsend: {sout}\n{serr}"
+    let (pout, sout) = both_succeed(
+        ("aiortc", peer),
+        ("send", sender),
+        Duration::from_secs(50),
+        Duration::from_secs(10),
     );
-    assert_eq!(scode, Some(0), "send: {sout}\n{serr}");
     let result: serde_json::Value = serde_json::from_str(pout.trim()).expect("aiortc's JSON line");
     // aiortc checked every chunk and file hash against C and E; what it kept is what was sent,
     // and the hashes it computed are the sender's.
@@ -608,25 +606,13 @@ fn manual_aiortc_to_cli() {
         &answer,
         &[big.to_str().unwrap(), tree.to_str().unwrap()],
     ));
-    let receiver = Proc::start(&mut manual_cli(
-        "receive",
-        &[
-            "--offer-file",
-            offer.to_str().unwrap(),
-            "--answer-file",
-            answer.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    ));
-    let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(50));
-    let (pcode, pout, perr) = peer.finish(Duration::from_secs(10));
-    assert_eq!(
-        rcode,
-        Some(0),
-        "receive: {rout}\n{rerr}\naiortc: {pout}\n{perr}"
+    let receiver = manual_receiver(&offer, &answer, &out);
+    let (rout, pout) = both_succeed(
+        ("receive", receiver),
+        ("aiortc", peer),
+        Duration::from_secs(50),
+        Duration::from_secs(10),
     );
-    assert_eq!(pcode, Some(0), "aiortc: {pout}\n{perr}");
     let rlines = lines(&rout);
     check_received(&out, &files, &events(&rlines, "file"));
     // aiortc had every file acknowledged (A) and then K.
@@ -649,17 +635,7 @@ fn manual_aiortc_with_a_wrong_file_hash_is_refused() {
         &answer,
         &["--corrupt", dir.join("c.bin").to_str().unwrap()],
     ));
-    let receiver = Proc::start(&mut manual_cli(
-        "receive",
-        &[
-            "--offer-file",
-            offer.to_str().unwrap(),
-            "--answer-file",
-            answer.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    ));
+    let receiver = manual_receiver(&offer, &answer, &out);
     let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(50));
     let (pcode, pout, perr) = peer.finish(Duration::from_secs(10));
     assert_eq!(
@@ -701,21 +677,8 @@ fn manual_malformed_offer_and_answer_exit_2() {
     // A sender's offer, then a malformed answer in its answer file.
     let (offer, answer) = (dir.join("offer"), dir.join("answer"));
     std::fs::write(&answer, "an old answer\n").unwrap();
-    let sender = Proc::start(&mut manual_cli(
-        "send",
-        &[
-            "--offer-file",
-            offer.to_str().unwrap(),
-            "--answer-file",
-            answer.to_str().unwrap(),
-            dir.join("f.txt").to_str().unwrap(),
-        ],
-    ));
-    let t = Instant::now();
-    while !offer.exists() {
-        assert!(t.elapsed() < Duration::from_secs(15), "no offer file");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let sender = manual_sender(&offer, &answer, &[&dir.join("f.txt")]);
+    wait_for_file(&offer, Duration::from_secs(15));
     let offer_text = std::fs::read_to_string(&offer).unwrap();
     let r = recv(&[offer_text.trim().replacen("sb1:Tw", "sb1:QQ", 1).as_str()]);
     assert_eq!(r.status.code(), Some(2), "{}", crate::common::text(&r));
@@ -866,42 +829,16 @@ fn manual_receiver_starting_late() {
     let data = bytes(200_000, 11);
     std::fs::write(dir.join("late.bin"), &data).unwrap();
     let (offer, answer, out) = (dir.join("offer"), dir.join("answer"), dir.join("out"));
-    let (o, a) = (offer.to_str().unwrap(), answer.to_str().unwrap());
-    let sender = Proc::start(&mut manual_cli(
-        "send",
-        &[
-            "--offer-file",
-            o,
-            "--answer-file",
-            a,
-            dir.join("late.bin").to_str().unwrap(),
-        ],
-    ));
-    let t = Instant::now();
-    while !offer.exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "no offer file");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let sender = manual_sender(&offer, &answer, &[&dir.join("late.bin")]);
+    wait_for_file(&offer, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(42));
-    let receiver = Proc::start(&mut manual_cli(
-        "receive",
-        &[
-            "--offer-file",
-            o,
-            "--answer-file",
-            a,
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    ));
-    let (rcode, rout, rerr) = receiver.finish(Duration::from_secs(15));
-    let (scode, sout, serr) = sender.finish(Duration::from_secs(5));
-    assert_eq!(
-        rcode,
-        Some(0),
-        "receive: {rout}\n{rerr}\nsend: {sout}\n{serr}"
+    let receiver = manual_receiver(&offer, &answer, &out);
+    both_succeed(
+        ("receive", receiver),
+        ("send", sender),
+        Duration::from_secs(15),
+        Duration::from_secs(5),
     );
-    assert_eq!(scode, Some(0), "send: {sout}\n{serr}");
     assert!(std::fs::read(out.join("late.bin")).unwrap() == data);
     let _ = std::fs::remove_dir_all(&dir);
 }
