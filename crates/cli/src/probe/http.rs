@@ -378,7 +378,9 @@ fn tls_failure(msg: &str) -> String {
     }
 }
 
-pub async fn probe(url: &str, ctx: &Ctx) -> Target {
+/// Probes `url`; with `--compare` on a TLS URL that answered, also what the comparison needs
+/// (run by the caller, see `compare`).
+pub(super) async fn probe(url: &str, ctx: &Ctx) -> (Target, Option<CompareWith>) {
     let mut target = Target::new(url, "http");
     let p = match parse(url) {
         Ok(p) => p,
@@ -389,7 +391,7 @@ pub async fn probe(url: &str, ctx: &Ctx) -> Target {
                 timeout: false,
             });
             target.verdict(Level::Broken, format!("bad URL: {e}"));
-            return target;
+            return (target, None);
         }
     };
     let mut report = HttpReport::default();
@@ -404,7 +406,7 @@ pub async fn probe(url: &str, ctx: &Ctx) -> Target {
             target.verdict(Level::Broken, e.message.clone());
             target.error = Some(e);
             target.http = Some(report);
-            return target;
+            return (target, None);
         }
     };
     let verifier = ctx.verifier.clone();
@@ -414,7 +416,7 @@ pub async fn probe(url: &str, ctx: &Ctx) -> Target {
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {
                 target.verdict(Level::Broken, format!("TLS configuration: {e}"));
-                return target;
+                return (target, None);
             }
         }
     } else {
@@ -531,19 +533,32 @@ pub async fn probe(url: &str, ctx: &Ctx) -> Target {
             }
         }
     }
-    if ctx.compare && p.tls && primary_ok {
-        if let Some(addr) = remote {
-            let h3_addr = report
+    let compare = match remote {
+        Some(addr) if ctx.compare && p.tls && primary_ok => {
+            let h3 = report
                 .connections
                 .iter()
                 .find(|c| c.purpose == "h3" && c.error.is_none())
                 .and_then(|c| c.remote.parse().ok());
-            report.compare = Some(super::compare::run(&p, addr, h3_addr, ctx).await);
+            Some(CompareWith {
+                parsed: p,
+                addr,
+                h3,
+            })
         }
-    }
+        _ => None,
+    };
     verdicts(&mut target, &report, ctx);
     target.http = Some(report);
-    target
+    (target, compare)
+}
+
+/// What `--compare` needs of a probed URL: the URL, the address that answered it, and the
+/// HTTP/3 address that did.
+pub(super) struct CompareWith {
+    pub parsed: Parsed,
+    pub addr: SocketAddr,
+    pub h3: Option<SocketAddr>,
 }
 
 /// The first `h3="host:port"` of an Alt-Svc value: (the entry, host if any, port).

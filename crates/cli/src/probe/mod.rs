@@ -161,7 +161,11 @@ fn probe_all(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         for (url, creds) in jobs {
             let lower = url.to_ascii_lowercase();
             let t = if lower.starts_with("http://") || lower.starts_with("https://") {
-                http::probe(&url, &ctx).await
+                let (mut t, compare) = http::probe(&url, &ctx).await;
+                if let (Some(c), Some(report)) = (compare, t.http.as_mut()) {
+                    report.compare = Some(compare::run(&c.parsed, c.addr, c.h3, &ctx).await);
+                }
+                t
             } else {
                 stun::probe(&url, &ctx, creds.as_ref()).await
             };

@@ -14,10 +14,12 @@ pub use switchboard_hub::HubConfig;
 use switchboard_turn::auth::UserEntry;
 use switchboard_turn::peer_filter::Cidr;
 
+mod spec;
 mod table;
 mod value;
 
-pub use table::{find, table, Group, Spec, SECTIONS};
+pub use spec::{Group, Spec};
+pub use table::{find, table, SECTIONS};
 pub use value::{Listen, LogFormat, PortRange};
 
 /// A configuration error; the message always names the offending key or file.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use switchboard_turn::auth::UserEntry;
 use switchboard_turn::peer_filter::Cidr;
 
-use super::table::Spec;
+use super::spec::Spec;
 
 /// A settings value type.
 pub(crate) trait Field: Sized {
