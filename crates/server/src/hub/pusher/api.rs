@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use md5::Digest;
@@ -109,6 +109,37 @@ fn authenticate(
     }
 }
 
+/// A request to the HTTP API whose signature checked (see [`authenticate`]): the app it is for
+/// (the `{id}` of its path), its raw query and its body. Rejected with the answer to give.
+pub(crate) struct Signed {
+    app: Arc<App>,
+    query: Option<String>,
+    body: Bytes,
+}
+
+impl FromRequest<Arc<PusherCtx>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, ctx: &Arc<PusherCtx>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let path = RawPathParams::from_request_parts(&mut parts, ctx)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let id = path
+            .iter()
+            .find(|(k, _)| *k == "id")
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default();
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let body = Bytes::from_request(Request::from_parts(parts, body), ctx)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let query = uri.query().map(str::to_owned);
+        let app = authenticate(ctx, &id, &method, &uri, query.as_deref(), &body)?;
+        Ok(Signed { app, query, body })
+    }
+}
+
 /// One event into `channels` (socket `exclude` does not get it back).
 async fn trigger(
     ctx: &PusherCtx,
@@ -188,16 +219,8 @@ fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> {
 /// `POST /apps/{id}/events`: `{name, data, channels | channel, socket_id}`.
 pub(crate) async fn events(
     State(ctx): State<Arc<PusherCtx>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Signed { app, body, .. }: Signed,
 ) -> Response {
-    let app = match authenticate(&ctx, &id, &method, &uri, query.as_deref(), &body) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let m = match object(&body) {
         Ok(m) => m,
         Err(r) => return r,
@@ -234,16 +257,8 @@ pub(crate) async fn events(
 /// `POST /apps/{id}/batch_events`: `{batch: [{channel, name, data, socket_id}]}`.
 pub(crate) async fn batch_events(
     State(ctx): State<Arc<PusherCtx>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Signed { app, body, .. }: Signed,
 ) -> Response {
-    let app = match authenticate(&ctx, &id, &method, &uri, query.as_deref(), &body) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let m = match object(&body) {
         Ok(m) => m,
         Err(r) => return r,
@@ -305,15 +320,8 @@ async fn stats(ctx: &PusherCtx, app: &App, channel: &str) -> Result<(u32, u32), 
 /// `GET /apps/{id}/channels?filter_by_prefix=P&info=user_count`: the occupied channels.
 pub(crate) async fn channels(
     State(ctx): State<Arc<PusherCtx>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
+    Signed { app, query, .. }: Signed,
 ) -> Response {
-    let app = match authenticate(&ctx, &id, &method, &uri, query.as_deref(), &[]) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let prefix = params(query.as_deref())
         .into_iter()
         .find(|(k, _)| k == "filter_by_prefix")
@@ -350,15 +358,9 @@ pub(crate) async fn channels(
 /// `GET /apps/{id}/channels/{name}?info=user_count,subscription_count`.
 pub(crate) async fn channel(
     State(ctx): State<Arc<PusherCtx>>,
-    Path((id, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
+    Path((_, name)): Path<(String, String)>,
+    Signed { app, query, .. }: Signed,
 ) -> Response {
-    let app = match authenticate(&ctx, &id, &method, &uri, query.as_deref(), &[]) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     if !valid_channel(&name) {
         return error(StatusCode::BAD_REQUEST, "Invalid channel name");
     }
@@ -386,15 +388,9 @@ pub(crate) async fn channel(
 /// `GET /apps/{id}/channels/{name}/users`: a presence channel's members.
 pub(crate) async fn users(
     State(ctx): State<Arc<PusherCtx>>,
-    Path((id, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
+    Path((_, name)): Path<(String, String)>,
+    Signed { app, .. }: Signed,
 ) -> Response {
-    let app = match authenticate(&ctx, &id, &method, &uri, query.as_deref(), &[]) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     if !name.starts_with("presence-") || !valid_channel(&name) {
         return error(StatusCode::BAD_REQUEST, "Only presence channels have users");
     }
@@ -425,16 +421,9 @@ pub(crate) async fn users(
 /// the user (and its presence memberships), on every node.
 pub(crate) async fn terminate(
     State(ctx): State<Arc<PusherCtx>>,
-    Path((id, user)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Path((_, user)): Path<(String, String)>,
+    Signed { app, .. }: Signed,
 ) -> Response {
-    let app = match authenticate(&ctx, &id, &method, &uri, query.as_deref(), &body) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let r = ctx
         .hub
         .hub
