@@ -143,20 +143,7 @@ fn pages_are_served_with_types_csp_and_caching() {
 
 /// Everything the browser test needs, or a message saying how to get it.
 pub(crate) fn prerequisites() -> (String, PathBuf) {
-    let chromium = std::env::var("SB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "{chromium} is missing: run scripts/test (scripts/test-deps installs Debian's chromium and chromium-driver)"
-    );
-    crate::common::need("node");
-    let browser = repo_root().join("tests/browser");
-    assert!(
-        browser
-            .join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "{}/node_modules/playwright-core is missing: run scripts/test (scripts/test-deps runs npm ci there)",
-        browser.display()
-    );
+    let (chromium, browser) = crate::common::chromium_and_playwright();
     (chromium, browser.join("call_e2e.mjs"))
 }
 

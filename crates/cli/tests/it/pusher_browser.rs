@@ -15,13 +15,11 @@
 //! Runs in a network namespace of its own with only loopback (its thread unshares, so the
 //! server and Chromium it starts are inside). Needs root, as CI has.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{
-    assert_checks, heavy, isolate_network, need, repo_root, run, text, TestServer,
-};
+use crate::common::{assert_checks, heavy, isolate_network, repo_root, run, text, TestServer};
 
 const APP_ID: &str = "300";
 const KEY: &str = "browser-key";
@@ -46,20 +44,7 @@ fn config() -> PathBuf {
 #[test]
 fn pusher_js_in_chromium_with_the_pusher_server_library() {
     let _heavy = heavy();
-    let chromium = std::env::var("SB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "{chromium} is missing: run scripts/test (scripts/test-deps installs Debian's chromium)"
-    );
-    need("node");
-    let browser_dir = repo_root().join("tests/browser");
-    assert!(
-        browser_dir
-            .join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "{}/node_modules/playwright-core is missing: run scripts/test (scripts/test-deps runs npm ci there)",
-        browser_dir.display()
-    );
+    let (chromium, browser_dir) = crate::common::chromium_and_playwright();
     let compat = repo_root().join("tests/compat/node_modules");
     assert!(
         compat.join("pusher-js/dist/web/pusher.js").is_file()

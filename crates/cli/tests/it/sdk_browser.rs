@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    heavy, isolate_network, metric, need, peer_script, repo_root, run, text, venv_python, Server,
+    heavy, isolate_network, metric, peer_script, repo_root, run, text, venv_python, Server,
     TestServer, BIN,
 };
 
@@ -37,19 +37,7 @@ const JWT_SECRET: &str = "sdk-browser-secret";
 
 /// Chromium and the browser script, or a message saying how to get them.
 fn prerequisites() -> (String, PathBuf) {
-    let chromium = std::env::var("SB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "{chromium} is missing: run scripts/test (scripts/test-deps installs Debian's chromium)"
-    );
-    need("node");
-    let dir = repo_root().join("tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "{}/node_modules/playwright-core is missing: run scripts/test (scripts/test-deps runs npm ci there)",
-        dir.display()
-    );
+    let (chromium, dir) = crate::common::chromium_and_playwright();
     (chromium, dir.join("sdk_e2e.mjs"))
 }
 

@@ -68,20 +68,7 @@ fn strings(v: &Value) -> Vec<&str> {
 #[test]
 fn sdk_over_webtransport_in_chromium_and_fallback_to_websocket() {
     let _heavy = heavy();
-    let chromium = std::env::var("SB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "{chromium} is missing: run scripts/test (scripts/test-deps installs Debian's chromium)"
-    );
-    need("node");
-    let browser_dir = repo_root().join("tests/browser");
-    assert!(
-        browser_dir
-            .join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "{}/node_modules/playwright-core is missing: run scripts/test (scripts/test-deps runs npm ci there)",
-        browser_dir.display()
-    );
+    let (chromium, browser_dir) = crate::common::chromium_and_playwright();
     isolate_network();
     let dir = temp_dir("sdk-wt-browser");
     let (cert, key, hash) = make_cert(&dir, "wt");

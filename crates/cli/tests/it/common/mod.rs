@@ -383,6 +383,24 @@ pub fn metric(body: &str, series: &str) -> f64 {
 }
 
 /// The repository root.
+/// Debian's Chromium (or `SB_CHROMIUM`) and `tests/browser` with playwright-core installed, or
+/// a message saying how to get them; node is needed too.
+pub fn chromium_and_playwright() -> (String, PathBuf) {
+    let chromium = std::env::var("SB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "{chromium} is missing: run scripts/test (scripts/test-deps installs Debian's chromium)"
+    );
+    need("node");
+    let dir = repo_root().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core/package.json").is_file(),
+        "{}/node_modules/playwright-core is missing: run scripts/test (scripts/test-deps runs npm ci there)",
+        dir.display()
+    );
+    (chromium, dir)
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
