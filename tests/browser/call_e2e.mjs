@@ -42,7 +42,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -51,28 +51,23 @@ const STEP_MS = 25_000; // bound of every single wait
 // ------------------------------------------------------------------ arguments
 
 function parseArgs(argv) {
-  const o = {
-    base: "",
-    httpsBase: "",
-    scenarios: ["relay", "direct", "media", "https", "console"],
-    out: path.join(ROOT, "test-output", "screenshots"),
-    deadlineMs: 100_000,
-    chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium",
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === "--base") o.base = next().replace(/\/$/, "");
-    else if (a === "--https-base") o.httpsBase = next().replace(/\/$/, "");
-    else if (a === "--scenarios") o.scenarios = next().split(",").map((s) => s.trim()).filter(Boolean);
-    else if (a === "--out") o.out = path.resolve(next());
-    else if (a === "--deadline-ms") o.deadlineMs = Number(next());
-    else if (a === "--chromium") o.chromium = next();
-    else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseFlags(
+    argv,
+    {
+      base: "",
+      httpsBase: "",
+      scenarios: ["relay", "direct", "media", "https", "console"],
+      out: path.join(ROOT, "test-output", "screenshots"),
+      deadlineMs: 100_000,
+    },
+    {
+      "--base": ["base", baseUrl],
+      "--https-base": ["httpsBase", baseUrl],
+      "--scenarios": ["scenarios", list],
+      "--out": ["out", absolute],
+      "--deadline-ms": ["deadlineMs", Number],
+    },
+  );
   if (!o.base) throw new Error("--base http://HOST:PORT is required");
   const known = ["relay", "direct", "media", "https", "aiortc", "console", "mdns", "turns"];
   for (const s of o.scenarios) if (!known.includes(s)) throw new Error(`unknown scenario ${s}`);

@@ -40,7 +40,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -48,26 +48,11 @@ const BUILD = path.join(ROOT, "tests/compat/node_modules/centrifuge/build");
 const CHECK_MS = 30_000; // bound of one check
 
 function parseArgs(argv) {
-  const o = {
-    addr: "",
-    apiKey: "",
-    jwtSecret: "",
-    chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium",
-    deadlineMs: 150_000,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === "--addr") o.addr = next();
-    else if (a === "--api-key") o.apiKey = next();
-    else if (a === "--jwt-secret") o.jwtSecret = next();
-    else if (a === "--chromium") o.chromium = next();
-    else if (a === "--deadline-ms") o.deadlineMs = Number(next());
-    else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseFlags(
+    argv,
+    { addr: "", apiKey: "", jwtSecret: "", deadlineMs: 150_000 },
+    { "--addr": "addr", "--api-key": "apiKey", "--jwt-secret": "jwtSecret", "--deadline-ms": ["deadlineMs", Number] },
+  );
   if (!o.addr || !o.apiKey || !o.jwtSecret) throw new Error("--addr, --api-key and --jwt-secret are required");
   return o;
 }

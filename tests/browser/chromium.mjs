@@ -48,3 +48,32 @@ export function requireChromium(file) {
     process.exit(3);
   }
 }
+
+/**
+ * `--flag value` arguments into a copy of `defaults`: `flags` maps each flag to the key it sets,
+ * or to `[key, convert]` (`convert(value, current)` gives the new value: a number, a list, one
+ * more item), or to `null` (taken and ignored). Every script also takes `--chromium` (default:
+ * `SB_CHROMIUM`, else Debian's). Throws on an unknown flag or a flag without its value.
+ */
+export function parseFlags(argv, defaults, flags) {
+  const o = { chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium", ...defaults };
+  const all = { "--chromium": "chromium", ...flags };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!Object.hasOwn(all, a)) throw new Error(`unknown argument ${a}`);
+    if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+    const value = argv[++i];
+    const spec = all[a];
+    if (spec === null) continue;
+    const [key, convert] = Array.isArray(spec) ? spec : [spec, (v) => v];
+    o[key] = convert(value, o[key]);
+  }
+  return o;
+}
+
+/** For `parseFlags`: a base URL without its trailing slash. */
+export const baseUrl = (v) => v.replace(/\/$/, "");
+/** For `parseFlags`: a comma-separated list. */
+export const list = (v) => v.split(",").map((s) => s.trim()).filter(Boolean);
+/** For `parseFlags`: a path, made absolute. */
+export const absolute = (v) => path.resolve(v);

@@ -48,7 +48,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -58,28 +58,11 @@ const CHECK_MS = 30_000; // bound of one check
 const WAIT_MS = 10_000; // bound of one wait inside a check
 
 function parseArgs(argv) {
-  const o = {
-    addr: "",
-    appId: "",
-    key: "",
-    secret: "",
-    chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium",
-    deadlineMs: 150_000,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === "--addr") o.addr = next();
-    else if (a === "--app-id") o.appId = next();
-    else if (a === "--key") o.key = next();
-    else if (a === "--secret") o.secret = next();
-    else if (a === "--chromium") o.chromium = next();
-    else if (a === "--deadline-ms") o.deadlineMs = Number(next());
-    else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseFlags(
+    argv,
+    { addr: "", appId: "", key: "", secret: "", deadlineMs: 150_000 },
+    { "--addr": "addr", "--app-id": "appId", "--key": "key", "--secret": "secret", "--deadline-ms": ["deadlineMs", Number] },
+  );
   if (!o.addr || !o.appId || !o.key || !o.secret) {
     throw new Error("--addr, --app-id, --key and --secret are required");
   }

@@ -52,7 +52,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -62,30 +62,25 @@ const SCENARIOS = ["chat", "direct", "relay", "media", "aiortc", "aiortc-answers
 // ------------------------------------------------------------------ arguments
 
 function parseArgs(argv) {
-  const o = {
-    base: "",
-    jwtSecret: "",
-    room: "",
-    scenarios: ["chat", "direct", "relay", "media"],
-    docs: path.join(ROOT, "docs/clients.md"),
-    deadlineMs: 120_000,
-    chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium",
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === "--base") o.base = next().replace(/\/$/, "");
-    else if (a === "--jwt-secret") o.jwtSecret = next();
-    else if (a === "--room") o.room = next();
-    else if (a === "--scenarios") o.scenarios = next().split(",").map((s) => s.trim()).filter(Boolean);
-    else if (a === "--docs") o.docs = path.resolve(next());
-    else if (a === "--deadline-ms") o.deadlineMs = Number(next());
-    else if (a === "--chromium") o.chromium = next();
-    else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseFlags(
+    argv,
+    {
+      base: "",
+      jwtSecret: "",
+      room: "",
+      scenarios: ["chat", "direct", "relay", "media"],
+      docs: path.join(ROOT, "docs/clients.md"),
+      deadlineMs: 120_000,
+    },
+    {
+      "--base": ["base", baseUrl],
+      "--jwt-secret": "jwtSecret",
+      "--room": "room",
+      "--scenarios": ["scenarios", list],
+      "--docs": ["docs", absolute],
+      "--deadline-ms": ["deadlineMs", Number],
+    },
+  );
   if (!o.base) throw new Error("--base http://HOST:PORT is required");
   for (const s of o.scenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}`);
   if (o.scenarios.includes("chat") && !o.jwtSecret) throw new Error("scenario chat needs --jwt-secret");

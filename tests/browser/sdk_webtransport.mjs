@@ -39,40 +39,26 @@ import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute } from "./chromium.mjs";
 
 const STEP_MS = 20_000;
 const SCENARIOS = ["webtransport", "room", "fallback"];
 
 function parseArgs(argv) {
-  const o = {
-    base: "",
-    wt: "",
-    hash: "",
-    apiKey: "",
-    jwtSecret: "",
-    sdk: "",
-    scenarios: [...SCENARIOS],
-    deadlineMs: 120_000,
-    chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium",
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === "--base") o.base = next().replace(/\/$/, "");
-    else if (a === "--wt") o.wt = next();
-    else if (a === "--hash") o.hash = next();
-    else if (a === "--api-key") o.apiKey = next();
-    else if (a === "--jwt-secret") o.jwtSecret = next();
-    else if (a === "--sdk") o.sdk = path.resolve(next());
-    else if (a === "--scenarios") o.scenarios = next().split(",").map((s) => s.trim()).filter(Boolean);
-    else if (a === "--deadline-ms") o.deadlineMs = Number(next());
-    else if (a === "--chromium") o.chromium = next();
-    else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseFlags(
+    argv,
+    { base: "", wt: "", hash: "", apiKey: "", jwtSecret: "", sdk: "", scenarios: [...SCENARIOS], deadlineMs: 120_000 },
+    {
+      "--base": ["base", baseUrl],
+      "--wt": "wt",
+      "--hash": "hash",
+      "--api-key": "apiKey",
+      "--jwt-secret": "jwtSecret",
+      "--sdk": ["sdk", absolute],
+      "--scenarios": ["scenarios", list],
+      "--deadline-ms": ["deadlineMs", Number],
+    },
+  );
   if (!o.base || !o.wt || !o.hash || !o.apiKey || !o.jwtSecret) {
     throw new Error("--base, --wt, --hash, --api-key and --jwt-secret are required");
   }

@@ -24,40 +24,35 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, absolute } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
 
 function parseArgs(argv) {
-  const o = {
-    base: "",
-    mode: "",
-    code: "",
-    files: [],
-    expectError: "",
-    screenshot: "",
-    out: path.join(ROOT, "test-output", "screenshots"),
-    deadlineMs: 30_000,
-    chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium",
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === "--base") o.base = next().replace(/\/$/, "");
-    else if (a === "--mode") o.mode = next();
-    else if (a === "--code") o.code = next();
-    else if (a === "--file") o.files.push(path.resolve(next()));
-    else if (a === "--expect-error") o.expectError = next();
-    else if (a === "--screenshot") o.screenshot = next();
-    else if (a === "--out") o.out = path.resolve(next());
-    else if (a === "--deadline-ms") o.deadlineMs = Number(next());
-    else if (a === "--chromium") o.chromium = next();
-    else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseFlags(
+    argv,
+    {
+      base: "",
+      mode: "",
+      code: "",
+      files: [],
+      expectError: "",
+      screenshot: "",
+      out: path.join(ROOT, "test-output", "screenshots"),
+      deadlineMs: 30_000,
+    },
+    {
+      "--base": ["base", baseUrl],
+      "--mode": "mode",
+      "--code": "code",
+      "--file": ["files", (v, files) => [...files, path.resolve(v)]],
+      "--expect-error": "expectError",
+      "--screenshot": "screenshot",
+      "--out": ["out", absolute],
+      "--deadline-ms": ["deadlineMs", Number],
+    },
+  );
   if (!o.base) throw new Error("--base http://HOST:PORT is required");
   if (o.mode === "receive" && !o.code) throw new Error("--mode receive needs --code");
   if (o.mode === "send" && o.files.length === 0) throw new Error("--mode send needs --file");

@@ -32,37 +32,26 @@ import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const STEP_MS = 20_000;
 
 function parseArgs(argv) {
-  const o = {
-    page: "",
-    url: "",
-    hash: "",
-    channel: "wt-close",
-    mode: "close",
-    waitMs: 15_000,
-    chromium: process.env.SB_CHROMIUM || "/usr/bin/chromium",
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === "--page") o.page = next();
-    else if (a === "--url") o.url = next();
-    else if (a === "--hash") o.hash = next();
-    else if (a === "--channel") o.channel = next();
-    else if (a === "--mode") o.mode = next();
-    else if (a === "--wait-ms") o.waitMs = Number(next());
-    else if (a === "--chromium") o.chromium = next();
-    else if (a === "--base" || a === "--out") next();
-    else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseFlags(
+    argv,
+    { page: "", url: "", hash: "", channel: "wt-close", mode: "close", waitMs: 15_000 },
+    {
+      "--page": "page",
+      "--url": "url",
+      "--hash": "hash",
+      "--channel": "channel",
+      "--mode": "mode",
+      "--wait-ms": ["waitMs", Number],
+      "--base": null,
+      "--out": null,
+    },
+  );
   if (!o.page || !o.url || !o.hash) throw new Error("--page, --url and --hash are required");
   if (!["close", "hold"].includes(o.mode)) throw new Error(`unknown mode ${o.mode}`);
   return o;
