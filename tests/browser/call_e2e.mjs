@@ -39,10 +39,9 @@
 // and diagnostics go to stderr. Exit code 0 only when every scenario passed.
 
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute, tempProfile, WEBRTC_ARGS, runScenarios } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -88,18 +87,12 @@ requireChromium(opts.chromium);
 // nothing here resolves), loopback allowed (a sandbox may have nothing else).
 const CHROMIUM_ARGS = [
   ...BASE_ARGS,
-  "--disable-quic",
-  "--use-fake-ui-for-media-stream",
-  "--use-fake-device-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
+  ...WEBRTC_ARGS,
   "--autoplay-policy=no-user-gesture-required",
   "--ignore-certificate-errors",
 ];
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), "switchboard-chromium-"));
-const removeProfile = () => fs.rmSync(profile, { recursive: true, force: true });
-process.on("exit", removeProfile);
+const [profile, removeProfile] = tempProfile();
 
 let context = null;
 const pageLogs = new Map(); // page -> [lines]
@@ -658,14 +651,7 @@ try {
     const r = await consolePage.goto(`${opts.base}/`, { waitUntil: "load", timeout: STEP_MS });
     assert(r && r.ok(), `GET /: HTTP ${r?.status()}`);
   }
-  for (const name of opts.scenarios) {
-    const started = Date.now();
-    log(`scenario ${name}`);
-    result.failed = name;
-    result.scenarios[name] = await scenarios[name]();
-    result.scenarios[name].ms = Date.now() - started;
-    log(`scenario ${name} passed in ${Date.now() - started} ms`);
-  }
+  await runScenarios(scenarios, opts.scenarios, result, log, { lines: false });
   assert(fatal.length === 0, `page errors or CSP violations:\n${fatal.join("\n")}`);
   result.failed = null;
   result.ok = true;

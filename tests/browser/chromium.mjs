@@ -3,6 +3,7 @@
 // before use, and the flags every run needs here.
 
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -77,3 +78,41 @@ export const baseUrl = (v) => v.replace(/\/$/, "");
 export const list = (v) => v.split(",").map((s) => s.trim()).filter(Boolean);
 /** For `parseFlags`: a path, made absolute. */
 export const absolute = (v) => path.resolve(v);
+
+/**
+ * Flags for WebRTC on loopback: fake media devices and their permission, host candidates as
+ * addresses (not mDNS names, which nothing here resolves), loopback allowed, no QUIC.
+ */
+export const WEBRTC_ARGS = [
+  "--disable-quic",
+  "--use-fake-ui-for-media-stream",
+  "--use-fake-device-for-media-stream",
+  "--allow-loopback-in-peer-connection",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+];
+
+/** A fresh Chromium profile folder, removed when the process exits: `[folder, remove]`. */
+export function tempProfile() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "switchboard-chromium-"));
+  const remove = () => fs.rmSync(dir, { recursive: true, force: true });
+  process.on("exit", remove);
+  return [dir, remove];
+}
+
+/**
+ * Runs the scenarios `names` of `scenarios` (name -> async function giving a result object) in
+ * order: `result.failed` names the one running, `result.scenarios[name]` gets each result with
+ * its time (`ms`); with `lines`, each also goes to stdout as `SCENARIO name JSON`.
+ */
+export async function runScenarios(scenarios, names, result, log, { lines = true } = {}) {
+  for (const name of names) {
+    const started = Date.now();
+    log(`scenario ${name}`);
+    result.failed = name;
+    const r = await scenarios[name]();
+    r.ms = Date.now() - started;
+    result.scenarios[name] = r;
+    if (lines) process.stdout.write(`SCENARIO ${name} ${JSON.stringify(r)}\n`);
+    log(`scenario ${name} passed in ${r.ms} ms`);
+  }
+}

@@ -49,10 +49,9 @@
 import { createHmac } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute, runScenarios, tempProfile, WEBRTC_ARGS } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -270,16 +269,10 @@ requireChromium(opts.chromium);
 // candidates as addresses. No --autoplay-policy flag: the recipes must play with Chromium's own.
 const CHROMIUM_ARGS = [
   ...BASE_ARGS,
-  "--disable-quic",
-  "--use-fake-ui-for-media-stream",
-  "--use-fake-device-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
+  ...WEBRTC_ARGS,
 ];
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), "switchboard-chromium-"));
-const removeProfile = () => fs.rmSync(profile, { recursive: true, force: true });
-process.on("exit", removeProfile);
+const [profile, removeProfile] = tempProfile();
 
 let context = null;
 const pageLogs = new Map(); // page -> [lines]
@@ -790,16 +783,7 @@ try {
   pagesOrigin = pages.origin;
   log(`pages served from ${pagesOrigin}`);
   await launch();
-  for (const name of opts.scenarios) {
-    const started = Date.now();
-    log(`scenario ${name}`);
-    result.failed = name;
-    const r = await scenarios[name]();
-    r.ms = Date.now() - started;
-    result.scenarios[name] = r;
-    process.stdout.write(`SCENARIO ${name} ${JSON.stringify(r)}\n`);
-    log(`scenario ${name} passed in ${r.ms} ms`);
-  }
+  await runScenarios(scenarios, opts.scenarios, result, log);
   assert(fatal.length === 0, `uncaught page errors:\n${fatal.join("\n")}`);
   result.failed = null;
   result.ok = true;

@@ -37,9 +37,8 @@
 import { createHmac } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
-import os from "node:os";
 import path from "node:path";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, baseUrl, list, absolute, runScenarios, tempProfile } from "./chromium.mjs";
 
 const STEP_MS = 20_000;
 const SCENARIOS = ["webtransport", "room", "fallback"];
@@ -261,9 +260,7 @@ async function until(what, probe, ok, timeout = STEP_MS) {
 
 // ------------------------------------------------------------------ browser
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), "switchboard-chromium-"));
-const removeProfile = () => fs.rmSync(profile, { recursive: true, force: true });
-process.on("exit", removeProfile);
+const [profile, removeProfile] = tempProfile();
 
 let context = null;
 let page = null;
@@ -485,16 +482,7 @@ try {
   pages = await staticServer(files);
   log(`page served from ${pages.origin}, SDK ${opts.sdk || sdkUrl}`);
   await openPage(pages.origin);
-  for (const name of opts.scenarios) {
-    const started = Date.now();
-    log(`scenario ${name}`);
-    result.failed = name;
-    const r = await scenarios[name]();
-    r.ms = Date.now() - started;
-    result.scenarios[name] = r;
-    process.stdout.write(`SCENARIO ${name} ${JSON.stringify(r)}\n`);
-    log(`scenario ${name} passed in ${r.ms} ms`);
-  }
+  await runScenarios(scenarios, opts.scenarios, result, log);
   assert(fatal.length === 0, `uncaught page errors:\n${fatal.join("\n")}`);
   result.failed = null;
   result.ok = true;

@@ -28,11 +28,10 @@
 // mode ran to its end; the caller judges the JSON.
 
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
-import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags } from "./chromium.mjs";
+import { BASE_ARGS, loadChromium, parseOrExit, requireChromium, parseFlags, tempProfile } from "./chromium.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const STEP_MS = 20_000;
@@ -234,8 +233,7 @@ async function closeSession({ ms }) {
   return { ...state, ms: Math.round(performance.now() - t0) };
 }
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), "switchboard-chromium-"));
-process.on("exit", () => fs.rmSync(profile, { recursive: true, force: true }));
+const [profile] = tempProfile();
 let context = null;
 let code = 0;
 try {
