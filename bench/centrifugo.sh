@@ -26,23 +26,15 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build -q -p switchboard-cli -p switchboard-bench
 fi
-# Wait (up to QUIET_WAIT seconds) for the 1-minute load average to settle below MAX_LOAD: the
-# build above raises it, and anything else running would distort both protocols' figures.
-busy() { [ "$MAX_LOAD" != inf ] && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$MAX_LOAD" 'BEGIN{exit !(l > m)}'; }
-for _ in $(seq $(( ${QUIET_WAIT:-180} / 10 ))); do busy || break; sleep 10; done
-if busy; then
-  echo "load average $(cut -d' ' -f1 /proc/loadavg) > $MAX_LOAD: the machine is busy, figures would not mean anything (MAX_LOAD=inf to run anyway)" >&2
-  exit 1
-fi
+# Wait for the load average to settle (the build above raises it; anything else running would
+# distort both protocols' figures): bench/lib.sh.
+. bench/lib.sh
+bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
 ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
+bench_workdir
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 KEY=bench-key
 cat >"$TMP/hub.toml" <<TOML
 [hub]

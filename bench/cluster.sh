@@ -24,13 +24,9 @@ bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 SB=$TARGET/$PROFILE/switchboard; LOAD=$TARGET/$PROFILE/switchboard-bench
 ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-TMP=$(mktemp -d); PIDS=()
+bench_workdir
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
-cleanup() { stop_all; rm -rf "$TMP" "$BENCH_RUNS"; }
-trap cleanup EXIT
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 KEY=bench-key
 REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$TMP/hub.toml" <<TOML

@@ -29,13 +29,8 @@ fi
 bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 SB=${SB:-$TARGET/$PROFILE/switchboard}; LOAD=${LOAD:-$TARGET/$PROFILE/switchboard-bench}
-TMP=$(mktemp -d); PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$TMP/nginx.pid" ] && kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true
-  wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"
-}
-trap cleanup EXIT
+bench_workdir
+bench_cleanup_more() { [ -f "$TMP/nginx.pid" ] && kill "$(cat "$TMP/nginx.pid")" 2>/dev/null; }
 
 SB_PORT=$((40000 + RANDOM % 10000)); NG_PORT=$((SB_PORT + 1))
 $SB serve --stun-udp off --stun-tcp off --stun-tls off --http off \

@@ -28,12 +28,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 SB=${SB:-$TARGET/$PROFILE/switchboard}; LOAD=${LOAD:-$TARGET/$PROFILE/switchboard-bench}
 # Each subscriber is a socket in this script's client and one in the server.
 ulimit -n "$(( SUBS * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
-trap cleanup EXIT
+bench_workdir
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 KEY=bench-key
 cat >"$TMP/hub.toml" <<TOML
 [hub]

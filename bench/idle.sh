@@ -16,9 +16,8 @@ cargo build --release -q -p switchboard-cli
 . bench/lib.sh
 bench_quiet
 SB=${CARGO_TARGET_DIR:-target}/release/switchboard
-TMP=$(mktemp -d); SB_PID=
-cleanup() { [ -n "$SB_PID" ] && kill "$SB_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
-trap cleanup EXIT
+bench_workdir; SB_PID=
+bench_cleanup_more() { [ -n "$SB_PID" ] && kill "$SB_PID" 2>/dev/null; }
 
 # serve KIND PORT: starts a server with only KIND's listener; sets SB_PID.
 serve() {

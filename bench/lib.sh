@@ -9,8 +9,30 @@
 #   bench_ratio A B K           "median min max" of the per-round ratio A/B of figure K
 #   bench_json NAME             writes bench-results/NAME-DATE.json: commit, date, machine,
 #                               load, every run, the medians and ranges
+#   bench_workdir               a scratch folder ($TMP) and a list of background processes
+#                               ($PIDS), cleaned up on exit, failing or not: the script's
+#                               bench_cleanup_more first if it defines one, then the processes
+#                               are stopped and $TMP and the runs file removed
+#   cpu_ticks PID               the process's user + system CPU time so far, in ticks of $HZ
 
 BENCH_RUNS=$(mktemp)
+trap 'rm -f "$BENCH_RUNS"' EXIT
+HZ=$(getconf CLK_TCK)
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+bench_workdir() {
+  TMP=$(mktemp -d); PIDS=()
+  trap _bench_cleanup EXIT
+}
+
+_bench_cleanup() {
+  if declare -F bench_cleanup_more >/dev/null; then bench_cleanup_more || true; fi
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP" "$BENCH_RUNS"
+}
 BENCH_BUSY=false
 BENCH_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 

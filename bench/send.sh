@@ -27,11 +27,7 @@ cargo build --release -q -p switchboard-cli
 . bench/lib.sh
 bench_quiet
 SB=${CARGO_TARGET_DIR:-target}/release/switchboard
-TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
-trap cleanup EXIT
-HZ=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+bench_workdir
 MIB=$(awk -v m="$SIZE_MB" 'BEGIN{ printf "%.6f", m * 1e6 / 1048576 }')
 
 head -c $((SIZE_MB * 1000000)) /dev/urandom >"$TMP/file.bin"

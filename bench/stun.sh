@@ -17,12 +17,8 @@ cargo build --release -q -p switchboard-cli -p switchboard-bench
 bench_quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 SB=$TARGET/release/switchboard; LOAD=$TARGET/release/switchboard-bench
-TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
-trap cleanup EXIT
+bench_workdir
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 
 # measure NAME PID PORT: one run; recorded as rate and cpu_us (server CPU per request).
 measure() {

@@ -23,11 +23,7 @@ done
 . bench/lib.sh
 bench_quiet
 SB=${SB:-${CARGO_TARGET_DIR:-target}/release/switchboard}
-TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP" "$BENCH_RUNS"; }
-trap cleanup EXIT
-HZ=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+bench_workdir
 
 PEER_PORT=$((30000 + RANDOM % 5000))
 turnutils_peer -L 127.0.0.1 -p $PEER_PORT >/dev/null 2>&1 & PIDS+=($!)
