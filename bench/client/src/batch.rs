@@ -10,6 +10,22 @@ use std::os::fd::AsRawFd;
 /// Bytes per receive slot (a Binding success response is well under this).
 pub const SLOT: usize = 256;
 
+/// One message header per buffer: no address (the socket is connected), no control data.
+fn headers(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
+        .map(|iov| {
+            // SAFETY: an all-zero msghdr is valid (no name, no control data).
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_iov = iov;
+            hdr.msg_iovlen = 1;
+            libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            }
+        })
+        .collect()
+}
+
 /// Sends `lens.len()` datagrams, the i-th being `bufs[i][..lens[i]]`, on a connected socket:
 /// how many the kernel took.
 pub fn send_batch(sock: &UdpSocket, bufs: &mut [[u8; 64]], lens: &[usize]) -> io::Result<usize> {
@@ -25,19 +41,7 @@ pub fn send_batch(sock: &UdpSocket, bufs: &mut [[u8; 64]], lens: &[usize]) -> io
             iov_len: len.min(b.len()),
         })
         .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: an all-zero msghdr is valid (no name, no control data).
-            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_iov = iov;
-            hdr.msg_iovlen = 1;
-            libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            }
-        })
-        .collect();
+    let mut msgs = headers(&mut iovs);
     // SAFETY: `msgs` points at `n` headers whose buffers live until the call returns.
     let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
     if r < 0 {
@@ -61,19 +65,7 @@ pub fn recv_batch(sock: &UdpSocket, slots: &mut [u8], lens: &mut [usize]) -> io:
             iov_len: s.len(),
         })
         .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: as in `send_batch`.
-            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_iov = iov;
-            hdr.msg_iovlen = 1;
-            libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            }
-        })
-        .collect();
+    let mut msgs = headers(&mut iovs);
     // SAFETY: `msgs` points at `n` headers whose buffers live until the call returns; no
     // timeout argument (the socket's SO_RCVTIMEO bounds the wait for the first datagram).
     let r = unsafe {
