@@ -49,12 +49,12 @@ fn target(url: &str) -> anyhow::Result<(bool, String, u16, String)> {
     Ok((tls, host, port, base))
 }
 
-/// The ICE servers the server hands out (an empty list when it serves no STUN/TURN).
+/// The ICE servers the server hands out (an empty list when it serves no STUN/TURN); `tls` is
+/// the client configuration for an https URL ([`client_config`]), or why there is none.
 pub async fn fetch(
     url: &str,
     token: Option<&str>,
-    ca: Option<&std::path::Path>,
-    insecure: bool,
+    tls_config: Result<&Arc<rustls::ClientConfig>, &anyhow::Error>,
 ) -> anyhow::Result<Vec<IceServer>> {
     let (tls, host, port, base) = target(url)?;
     let mut path = format!("{base}/v1/ice-servers");
@@ -79,10 +79,10 @@ pub async fn fetch(
     .map_err(|_| anyhow!("connecting to {authority} timed out"))?
     .with_context(|| format!("cannot connect to {authority}"))?;
     let raw = if tls {
-        let config = client_config(ca, insecure)?;
+        let config = tls_config.map_err(|e| anyhow!("{e:#}"))?.clone();
         let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|_| anyhow!("{host:?} is not a valid TLS server name"))?;
-        let s = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let s = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .with_context(|| format!("TLS with {authority}"))?;

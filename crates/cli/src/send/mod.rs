@@ -451,13 +451,10 @@ impl Common {
     }
 
     async fn peer_config(&self, r: &Reporter) -> PeerConfig {
-        let mut servers = match ice::fetch(
-            &self.server,
-            self.token.as_deref(),
-            self.ca.as_deref(),
-            self.insecure,
-        )
-        .await
+        // One TLS configuration (--ca, --insecure) for the server's https URL and its turns:
+        // servers.
+        let tls = ice::client_config(self.ca.as_deref(), self.insecure).map(std::sync::Arc::new);
+        let mut servers = match ice::fetch(&self.server, self.token.as_deref(), tls.as_ref()).await
         {
             Ok(s) => s,
             Err(e) => {
@@ -474,9 +471,8 @@ impl Common {
                 ..IceServer::default()
             });
         }
-        // turns: servers are verified as the server's own URL is (--ca, --insecure).
-        let tls = match ice::client_config(self.ca.as_deref(), self.insecure) {
-            Ok(c) => Some(std::sync::Arc::new(c)),
+        let tls = match tls {
+            Ok(c) => Some(c),
             Err(e) => {
                 r.note(&format!("switchboard: warning: no TURN over TLS: {e:#}"));
                 None
