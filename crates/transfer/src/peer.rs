@@ -356,6 +356,13 @@ async fn start_relay(
     })
 }
 
+/// Of TURN group `g`'s relays started so far (`done[i]`: relay `i` answered or failed): whether
+/// one allocated, and whether none is still waiting.
+fn group_state(relays: &[Relay], done: &[bool], g: usize) -> (bool, bool) {
+    let mut mine = relays.iter().zip(done).filter(|(r, _)| r.group == g);
+    (mine.clone().any(|(r, _)| r.ok), mine.all(|(_, d)| *d))
+}
+
 /// Binds the sockets and gathers host, server-reflexive and relay candidates.
 pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
     let ips = if cfg.host_ips.is_empty() {
@@ -441,17 +448,11 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
         // Each group without an allocation tries its next transport when the last one failed
         // or has not allocated within FALLBACK_AFTER.
         for (g, started_at) in started.iter_mut().enumerate() {
-            let mine = || {
-                relays
-                    .iter()
-                    .zip(&done_relays)
-                    .filter(|(r, _)| r.group == g)
-            };
-            if mine().any(|(r, _)| r.ok) {
+            let (allocated, settled) = group_state(&relays, &done_relays, g);
+            if allocated {
                 continue;
             }
-            let waiting = mine().any(|(_, done)| !*done);
-            if waiting && started_at.is_some_and(|t| now < t + FALLBACK_AFTER) {
+            if !settled && started_at.is_some_and(|t| now < t + FALLBACK_AFTER) {
                 continue;
             }
             let Some(plan) = plans
@@ -497,12 +498,8 @@ pub async fn gather(cfg: &PeerConfig) -> Result<Agent, PeerError> {
         let stun_done = stuns.iter().all(|s| s.4.is_some());
         // A group is done once it allocated, or failed on every transport.
         let turn_done = (0..groups.len()).all(|g| {
-            let mut mine = relays
-                .iter()
-                .zip(&done_relays)
-                .filter(|(r, _)| r.group == g);
-            mine.clone().any(|(r, _)| r.ok)
-                || mine.all(|(_, d)| *d) && !plans.iter().flatten().any(|p| p.group == g)
+            let (allocated, settled) = group_state(&relays, &done_relays, g);
+            allocated || settled && !plans.iter().flatten().any(|p| p.group == g)
         });
         if stun_done && turn_done || now >= deadline {
             break;

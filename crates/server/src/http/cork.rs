@@ -89,8 +89,8 @@ impl<I: AsyncWrite + Unpin> State<I> {
 
 type Shared<I> = Arc<Mutex<State<I>>>;
 
-fn lock<I>(shared: &Shared<I>) -> MutexGuard<'_, State<I>> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<I>(state: &Mutex<State<I>>) -> MutexGuard<'_, State<I>> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The side of a [`Cork`] its [`Corked`] future sees.
@@ -102,7 +102,7 @@ trait Release: Send + Sync {
 
 impl<I: AsyncWrite + Unpin + Send> Release for Mutex<State<I>> {
     fn end_of_poll(&self, hold: Hold, cx: &mut Context<'_>) {
-        let mut state = self.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(self);
         if !state.held() {
             return;
         }
